@@ -1,0 +1,213 @@
+"""``rawdream``: one entry point, one verb per pipeline stage.
+
+Every verb that writes takes ``--out DIR``; verbs that train or build take ``--preset NAME``; any config key
+is a flag (``--env.image_size=96``). The resolved config is written beside the outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rawdream import __version__
+from rawdream.config import ConfigError, parse_overrides, preset_names, resolve
+
+
+def _add_preset(p: argparse.ArgumentParser, stage: str) -> None:
+    p.add_argument(
+        "--preset",
+        default="default",
+        help=f"named preset from configs/presets.yaml ({', '.join(preset_names(stage))}); default: default",
+    )
+
+
+def _epilog(stage: str) -> str:
+    return (
+        "Any config key is also a flag: --key=value or --section.key=value "
+        f"(see `configs/presets.yaml`, stage {stage!r})."
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rawdream",
+        description="RAW-Dream: reinforce VLA policies inside a task-agnostic world model.",
+    )
+    parser.add_argument("--version", action="version", version=f"rawdream {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+
+    # run -------------------------------------------------------------------------------------------------
+    p = verbs.add_parser(
+        "run",
+        help="the main job on the embedded default, end to end",
+        description="Run the RAW-Dream chain on the embedded benchmark; each stage resumes.",
+        epilog=_epilog("run"),
+    )
+    p.add_argument("--out", default="runs/quick", help="run directory (default: runs/quick)")
+    p.add_argument(
+        "--preset", default="quick", help=f"run preset ({', '.join(preset_names('run'))}); default: quick"
+    )
+
+    # collect ---------------------------------------------------------------------------------------------
+    p = verbs.add_parser(
+        "collect", help="collect play data, expert demos or labeled rollouts from the simulator"
+    )
+    kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
+    k = kinds.add_parser(
+        "play",
+        help="task-free play data on the pretraining tasks (for the world model)",
+        epilog=_epilog("collect_play"),
+    )
+    k.add_argument("--out", required=True, help="dataset directory (LeRobot v3); re-running resumes")
+    _add_preset(k, "collect_play")
+    k = kinds.add_parser(
+        "demos",
+        help="expert demonstrations (base policy; 1-shot SFT of a target)",
+        epilog=_epilog("collect_demos"),
+    )
+    k.add_argument(
+        "--task",
+        action="append",
+        default=None,
+        help="task name, 'pretrain' or 'targets' (repeatable); default: the split's pretraining tasks",
+    )
+    k.add_argument("--episodes", type=int, default=None, help="episodes per task")
+    k.add_argument("--out", required=True, help="dataset directory (LeRobot v3); re-running resumes")
+    _add_preset(k, "collect_demos")
+    k = kinds.add_parser(
+        "labeled",
+        help="rollouts with success labels and instructions (for judges)",
+        epilog=_epilog("collect_labeled"),
+    )
+    k.add_argument(
+        "--task", action="append", default=None, help="task name, 'pretrain' or 'targets' (repeatable)"
+    )
+    k.add_argument("--out", required=True, help="dataset directory (LeRobot v3); re-running resumes")
+    _add_preset(k, "collect_labeled")
+
+    # tasks -----------------------------------------------------------------------------------------------
+    p = verbs.add_parser("tasks", help="list the tasks, their instructions and the benchmark split")
+    p.add_argument("--split", default="metaworld-heldout5", help="named split (default: metaworld-heldout5)")
+    p.add_argument(
+        "--sheet", default=None, metavar="PNG", help="also render a contact sheet of all tasks to PNG"
+    )
+    p.add_argument("--scale", type=int, default=2, help="upscale factor of the contact sheet tiles")
+
+    # data ------------------------------------------------------------------------------------------------
+    p = verbs.add_parser("info", help="summarise a LeRobot v3 dataset: manifest, features, episodes per task")
+    p.add_argument("path", help="dataset directory")
+    return parser
+
+
+def _cmd_collect(args, overrides) -> int:
+    from rawdream.data.collect import CollectConfig, collect
+
+    if args.kind == "demos" and args.episodes is not None:
+        overrides["episodes_per_task"] = args.episodes
+    if getattr(args, "task", None):
+        overrides["tasks"] = args.task
+    cfg = resolve(CollectConfig, f"collect_{args.kind}", args.preset, overrides)
+    summary = collect(cfg, args.out, progress=True)
+    from rawdream.config import save_config
+
+    save_config(cfg, args.out)
+    print(summary.table())
+    print(f"dataset: {Path(args.out).resolve()}")
+    return 0
+
+
+def _cmd_run(args, overrides) -> int:
+    from rawdream.pipeline import resolve_run, run
+
+    cfg = resolve_run(args.preset, overrides)
+    results = run(cfg, args.out, progress=True)
+    print("\nSummary")
+    for r in results:
+        print(f"\n== {r.name} ({r.seconds:.0f} s) ==")
+        print(r.summary.table())
+    return 0
+
+
+def _cmd_tasks(args, overrides) -> int:
+    from rawdream.envs.metaworld_tasks import ALL_TASKS, instruction
+    from rawdream.splits import SplitConfig, resolve_split
+
+    split = resolve_split(SplitConfig(name=args.split))
+    print(f"split {split.name}: {len(split.targets)} targets, {len(split.pretrain)} pretraining tasks\n")
+    for t in ALL_TASKS:
+        role = "target" if t in split.targets else "pretrain"
+        print(f"{t:28s} {role:9s} {instruction(t)}")
+    if args.sheet:
+        from rawdream.envs.sheet import contact_sheet
+
+        path = contact_sheet(args.sheet, scale=args.scale, highlight=split.targets)
+        print(f"\ncontact sheet: {path}")
+    return 0
+
+
+def _cmd_info(args, overrides) -> int:
+    import json
+
+    from rawdream.data.collect import dataset_summary
+    from rawdream.data.lerobot import LeRobotDataset
+
+    ds = LeRobotDataset(args.path)
+    print(
+        f"{ds.root}: LeRobot {ds.info['codebase_version']}, {ds.num_episodes} episodes, {ds.num_frames} frames, "
+        f"{ds.fps:g} fps, frame stride {ds.frame_stride}"
+    )
+    for key, feat in ds.features.items():
+        print(f"  {key:34s} {feat['dtype']:8s} {feat['shape']}")
+    manifest = {k: v for k, v in ds.manifest.items() if k not in ("collect_config",)}
+    print("manifest:", json.dumps(manifest, indent=None)[:2000])
+    rows = dataset_summary(ds)
+    print(f"\n{'task':28s} {'episodes':>8s} {'frames':>8s} {'success':>8s}")
+    for task, row in sorted(rows.items()):
+        print(f"{task:28s} {int(row['episodes']):8d} {int(row['frames']):8d} {row['success']:8.2f}")
+    return 0
+
+
+COMMANDS = {"collect": _cmd_collect, "run": _cmd_run, "tasks": _cmd_tasks, "info": _cmd_info}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.verb is None:
+        parser.print_help()
+        return 0
+    import os
+
+    from rawdream.data.lerobot import DatasetError
+    from rawdream.envs.metaworld_tasks import UnknownTaskError
+    from rawdream.splits import TargetTaskLeakError
+
+    try:
+        overrides = parse_overrides(extra)
+        return COMMANDS[args.verb](args, overrides)
+    except (
+        ConfigError,
+        UnknownTaskError,
+        DatasetError,
+        TargetTaskLeakError,
+        FileExistsError,
+        FileNotFoundError,
+    ) as e:
+        print(f"rawdream {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # config validation and bad inputs raise ValueError with a one-line fix
+        if os.environ.get("RAWDREAM_DEBUG"):
+            raise
+        print(f"rawdream {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"\nrawdream {args.verb}: interrupted; finished work is on disk and the same command resumes",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""Dataclass configs, YAML presets and dotted command-line overrides.
+
+Every stage has one dataclass config. Its field defaults are the base; ``configs/presets.yaml`` holds named
+presets per stage (``tiny`` for tests, ``default`` for this 2-core machine, ``large`` for a GPU) that overlay
+the defaults; command-line flags ``--a.b=value`` overlay the preset. Every field is reachable as a flag, as in
+DreamerV3. The resolved config is written beside every output (``config.yaml``) so a run can be reproduced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config key or value the user gave is wrong; the message names it and the fix."""
+
+
+def presets_file() -> dict[str, Any]:
+    text = resources.files("rawdream").joinpath("configs/presets.yaml").read_text()
+    return yaml.safe_load(text) or {}
+
+
+def preset_names(stage: str) -> list[str]:
+    return sorted(k for k in (presets_file().get(stage) or {}) if not k.startswith("_"))
+
+
+def load_preset(stage: str, preset: str) -> dict[str, Any]:
+    stages = presets_file()
+    if stage not in stages:
+        raise ConfigError(f"no presets for stage {stage!r}; known stages: {', '.join(sorted(stages))}")
+    presets = stages[stage] or {}
+    names = preset_names(stage)
+    if preset not in names:
+        hint = difflib.get_close_matches(preset, names, n=3)
+        raise ConfigError(
+            f"unknown preset {preset!r} for {stage}; choose one of: {', '.join(names)}"
+            + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        )
+    # "_base" holds the stage's own defaults (e.g. demos render every step); the preset overlays it
+    return merge_dicts(dict(presets.get("_base") or {}), dict(presets[preset] or {}))
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """Turn ``['--a.b=1', '--c', 'x']`` into ``{'a.b': 1, 'c': 'x'}``; values are parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or arg == "--":
+            raise ConfigError(f"unexpected argument {arg!r}; config overrides look like --key.sub=value")
+        key = arg[2:]
+        if "=" in key:
+            key, raw = key.split("=", 1)
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            raw = args[i + 1]
+            i += 1
+        else:
+            raw = "true"  # a bare flag switches a boolean on
+        out[key.replace("-", "_")] = yaml.safe_load(raw) if raw != "" else ""
+        i += 1
+    return out
+
+
+def nest_overrides(flat: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = nested
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key!r} goes inside {part!r}, which is not a section")
+        node[parts[-1]] = value
+    return nested
+
+
+def merge_dicts(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge_dicts(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} is a section; give sub-keys like --{where}.<key>=..., not {value!r}")
+        return _build(tp, value, where + ".")
+    if origin in (list, tuple):
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]  # --tasks=a,b,c
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        inner = args[0] if args else Any
+        items = [_coerce(v, inner, where) for v in value]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return dict(value)
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where} must be one of {list(args)}, got {value!r}")
+        return value
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if value is None:
+            raise ConfigError(f"{where} must be a string, got null")
+        return str(value)
+    return value
+
+
+def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean --{prefix}{close[0]}?)" if close else ""
+            raise ConfigError(
+                f"unknown config key --{prefix}{key}{hint}; valid keys: {', '.join(sorted(fields))}"
+            )
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _coerce(data[name], hints[name], prefix + name)
+        elif (
+            dataclasses.is_dataclass(hints[name])
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        ):
+            kwargs[name] = _build(hints[name], {}, prefix + name + ".")
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        validate()
+    return obj
+
+
+def build(cls: type[T], data: dict[str, Any] | None = None) -> T:
+    """Build a config dataclass from a (possibly nested) dict, refusing unknown keys with a suggestion."""
+    return _build(cls, data or {})
+
+
+def resolve(
+    cls: type[T], stage: str, preset: str | None = "default", overrides: dict[str, Any] | None = None
+) -> T:
+    """Dataclass defaults <- the stage's preset (``default`` unless named) <- dotted overrides."""
+    data: dict[str, Any] = load_preset(stage, preset or "default")
+    if overrides:
+        data = merge_dicts(data, nest_overrides(overrides))
+    return build(cls, data)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=list))
+
+
+def config_hash(cfg: Any) -> str:
+    """Content hash of a resolved config (used to decide whether a stage's outputs are stale)."""
+    blob = json.dumps(to_dict(cfg), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def save_config(cfg: Any, out_dir: str | Path, name: str = "config.yaml", extra: dict | None = None) -> Path:
+    """Write the resolved config beside a stage's outputs (atomically)."""
+    from rawdream.io import atomic_write_text
+
+    data = {"config_type": type(cfg).__name__, **to_dict(cfg)}
+    if extra:
+        data.update(extra)
+    path = Path(out_dir) / name
+    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def load_config(cls: type[T], path: str | Path) -> T:
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    data.pop("config_type", None)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return build(cls, {k: v for k, v in data.items() if k in names})

@@ -1,0 +1,410 @@
+"""Collect the three kinds of data the method needs, from the real simulator, in parallel worker processes.
+
+* play (task-free): noisy expert rollouts at several noise scales, stalled experts and random exploratory
+  motion on the pretraining tasks, so successes and failures mix. The instruction is *not* stored as a label
+  of the behaviour (the world model must not learn from it): every episode's LeRobot task is ``"play"``.
+* demos: expert demonstrations, one rendered frame per control step (BC can start from any step).
+* labeled: rollouts with the simulator's success label and the instruction, for training and evaluating judges.
+
+Rendering dominates the cost (about 10 ms per 64x64 frame against 0.5 ms of physics), so play and labeled data
+render one frame per 8-step action chunk (``frame_stride``): the world model predicts the frame at each chunk's
+end and judges watch those frames. A row of a strided dataset holds the frame at a chunk boundary and the
+``frame_stride`` actions executed after it.
+
+Each episode is a deterministic function of its :class:`EpisodeSpec` (task, seed, behaviour), so a killed
+collection resumes by skipping the specs already on disk.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from rawdream import seeds
+from rawdream.config import config_hash, to_dict
+from rawdream.data.lerobot import DEFAULT_IMAGE_KEY, LeRobotDataset, LeRobotWriter, video_feature
+from rawdream.data.video import VideoConfig
+from rawdream.envs.base import EnvConfig
+from rawdream.envs.metaworld_tasks import canonical_task, instruction
+from rawdream.splits import SplitConfig, resolve_split
+
+BEHAVIOURS = ("expert", "stall", "random")
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """Everything that determines one collected episode."""
+
+    task: str
+    seed: int
+    behaviour: str  # expert | stall | random
+    sigma: float = 0.0  # std of Gaussian action noise added to the expert (xyz and gripper)
+    stall_at: int = -1  # stall: expert until this step, then small random motion
+    max_steps: int = 128
+    frame_stride: int = 1
+    end_on_success: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}|{self.seed}|{self.behaviour}|{self.sigma:.3f}|{self.stall_at}"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# behaviours (run inside the worker, next to the simulator)
+# --------------------------------------------------------------------------------------------------------------
+class _RandomExplorer:
+    """Smooth exploratory motion: move toward random waypoints in the hand's workspace, toggling the gripper."""
+
+    LOW = np.array([-0.3, 0.4, 0.05])
+    HIGH = np.array([0.3, 0.9, 0.3])
+
+    def __init__(self, rng: np.random.Generator):
+        self.rng = rng
+        self.waypoint = rng.uniform(self.LOW, self.HIGH)
+        self.grip = rng.choice([-1.0, 1.0])
+        self.hold = 0
+
+    def __call__(self, hand: np.ndarray) -> np.ndarray:
+        if self.hold <= 0 or np.linalg.norm(self.waypoint - hand) < 0.02:
+            self.waypoint = self.rng.uniform(self.LOW, self.HIGH)
+            self.hold = int(self.rng.integers(12, 40))
+            if self.rng.random() < 0.5:
+                self.grip = -self.grip
+        self.hold -= 1
+        xyz = np.clip((self.waypoint - hand) * 10.0, -1, 1) + self.rng.normal(0, 0.2, 3)
+        return np.clip(np.concatenate([xyz, [self.grip]]), -1, 1).astype(np.float32)
+
+
+_ENVS: dict[tuple, Any] = {}
+
+
+def _worker_env(task: str, env_cfg: EnvConfig):
+    from rawdream.envs.base import make_env
+
+    key = (task, config_hash(env_cfg))
+    if key not in _ENVS:
+        _ENVS[key] = make_env(task, env_cfg)
+    return _ENVS[key]
+
+
+def _worker_init() -> None:
+    import os
+
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def run_episode(spec: EpisodeSpec, env_cfg: EnvConfig) -> dict[str, Any]:
+    """Roll out one episode and return the rows of a (strided) dataset episode."""
+    env = _worker_env(
+        spec.task, replace(env_cfg, max_steps=spec.max_steps, end_on_success=spec.end_on_success)
+    )
+    rng = np.random.default_rng([spec.seed, BEHAVIOURS.index(spec.behaviour), int(spec.sigma * 1000)])
+    obs, info = env.reset(spec.seed)
+    k = spec.frame_stride
+    explorer = _RandomExplorer(rng)
+    frames, proprio, states = [obs["image"]], [obs["proprio"]], [info["state"]]
+    actions, rewards, chunk_success = [], [], []
+    chunk_a, chunk_r, chunk_s = [], 0.0, False
+    success_step = -1
+    t = 0
+    while True:
+        if spec.behaviour == "random" or (spec.behaviour == "stall" and t >= spec.stall_at):
+            a = explorer(env.proprio()[:3]) if spec.behaviour == "random" else rng.normal(0, 0.3, 4)
+        else:
+            a = env.expert_action()
+        if spec.sigma > 0:
+            a = a + rng.normal(0, spec.sigma, 4)
+        a = np.clip(a, -1, 1).astype(np.float32)
+        boundary = (t + 1) % k == 0
+        obs, r, terminated, truncated, info = env.step(a, render=boundary or False)
+        t += 1
+        chunk_a.append(a)
+        chunk_r += r
+        if info["success"]:
+            chunk_s = True
+            if success_step < 0:
+                success_step = t
+        done = truncated or terminated or (spec.end_on_success and success_step >= 0)
+        if boundary or done:
+            if not boundary:  # an episode that ends mid-chunk still needs its last frame
+                obs = {**obs, "image": env.render()}
+            while len(chunk_a) < k:  # pad a final partial chunk with no-ops (only demos end mid-chunk, k=1)
+                chunk_a.append(np.zeros(4, np.float32))
+            actions.append(np.stack(chunk_a))
+            rewards.append(chunk_r)
+            chunk_success.append(chunk_s)
+            frames.append(obs["image"])
+            proprio.append(obs["proprio"])
+            states.append(info["state"])
+            chunk_a, chunk_r, chunk_s = [], 0.0, False
+        if done:
+            break
+    n = len(frames)
+    action = np.concatenate([np.stack(actions), np.zeros((1, k, 4), np.float32)])  # last frame: no action
+    if k == 1:
+        action = action[:, 0]
+    done_flags = np.zeros(n, bool)
+    done_flags[-1] = True
+    return {
+        "frames": np.stack(frames).astype(np.uint8),
+        "data": {
+            "observation.state": np.stack(proprio).astype(np.float32),
+            "observation.environment_state": np.stack(states).astype(np.float32),
+            "action": action.astype(np.float32),
+            "next.reward": np.append(np.asarray(rewards, np.float32), 0.0).astype(np.float32),
+            "next.success": np.append(np.asarray(chunk_success, bool), False),
+            "next.done": done_flags,
+        },
+        "success": success_step >= 0,
+        "success_step": success_step,
+        "steps": t,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# configs and spec generation
+# --------------------------------------------------------------------------------------------------------------
+@dataclass
+class CollectConfig:
+    kind: str = "play"  # play | demos | labeled
+    split: SplitConfig = field(default_factory=SplitConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    video: VideoConfig = field(default_factory=VideoConfig)
+    tasks: list[str] = field(default_factory=list)  # empty: the split's pretraining tasks
+    episodes_per_task: int = 60
+    max_steps: int = 128
+    frame_stride: int = 8
+    # play / labeled behaviour mix (fractions of episodes); noisy-expert sigmas are drawn from noise_scales
+    frac_expert: float = 0.6
+    frac_stall: float = 0.2
+    frac_random: float = 0.2
+    noise_scales: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.6, 1.0])
+    end_on_success: bool = False
+    workers: int = 2
+    episodes_per_file: int = 100
+    seed_offset: int = 0  # added to the kind's seed range (see rawdream.seeds)
+
+    def validate(self) -> None:
+        if self.kind not in ("play", "demos", "labeled"):
+            raise ValueError(f"collect kind {self.kind!r} is not one of play, demos, labeled")
+        if self.frame_stride < 1 or self.max_steps % self.frame_stride:
+            raise ValueError(
+                f"max_steps={self.max_steps} must be a multiple of frame_stride={self.frame_stride} (whole chunks)"
+            )
+        if self.episodes_per_task < 1:
+            raise ValueError(f"episodes_per_task={self.episodes_per_task} must be at least 1")
+        for t in self.tasks:
+            if t not in ("pretrain", "targets"):
+                canonical_task(t)
+
+    def resolved_tasks(self) -> list[str]:
+        split = resolve_split(self.split)
+        if not self.tasks:
+            return list(split.pretrain)
+        out: list[str] = []
+        for t in self.tasks:
+            out.extend(
+                split.pretrain
+                if t == "pretrain"
+                else split.targets
+                if t == "targets"
+                else [canonical_task(t)]
+            )
+        return list(dict.fromkeys(out))
+
+
+def make_specs(cfg: CollectConfig) -> list[EpisodeSpec]:
+    base = {"play": seeds.PLAY, "demos": seeds.DEMOS, "labeled": seeds.LABELED}[cfg.kind] + cfg.seed_offset
+    specs = []
+    for task in cfg.resolved_tasks():
+        rng = np.random.default_rng([base, sum(map(ord, task))])
+        for i in range(cfg.episodes_per_task):
+            common = {
+                "task": task,
+                "seed": base + i,
+                "max_steps": cfg.max_steps,
+                "frame_stride": cfg.frame_stride,
+                "end_on_success": cfg.end_on_success,
+            }
+            if cfg.kind == "demos":
+                specs.append(EpisodeSpec(behaviour="expert", **common))
+                continue
+            u = rng.random()
+            if u < cfg.frac_expert:
+                sigma = float(rng.choice(cfg.noise_scales))
+                specs.append(EpisodeSpec(behaviour="expert", sigma=sigma, **common))
+            elif u < cfg.frac_expert + cfg.frac_stall:
+                stall = int(rng.integers(cfg.frame_stride, max(cfg.frame_stride + 1, cfg.max_steps * 3 // 4)))
+                specs.append(EpisodeSpec(behaviour="stall", stall_at=stall, sigma=0.05, **common))
+            else:
+                specs.append(EpisodeSpec(behaviour="random", **common))
+    return specs
+
+
+def _features(cfg: CollectConfig, fps: float) -> dict[str, dict]:
+    k = cfg.frame_stride
+    size = cfg.env.image_size
+    action_shape = [4] if k == 1 else [k, 4]
+    return {
+        DEFAULT_IMAGE_KEY: video_feature(size, size, fps, cfg.video),
+        "observation.state": {
+            "dtype": "float32",
+            "shape": [4],
+            "names": ["hand_x", "hand_y", "hand_z", "gripper"],
+        },
+        "observation.environment_state": {"dtype": "float32", "shape": [39], "names": None},
+        "action": {
+            "dtype": "float32",
+            "shape": action_shape,
+            "names": (["dx", "dy", "dz", "gripper"] if k == 1 else ["step", "dim"]),
+        },
+        "next.reward": {"dtype": "float32", "shape": [1], "names": None},
+        "next.success": {"dtype": "bool", "shape": [1], "names": None},
+        "next.done": {"dtype": "bool", "shape": [1], "names": None},
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# orchestration
+# --------------------------------------------------------------------------------------------------------------
+@dataclass
+class CollectSummary:
+    out: Path
+    per_task: dict[str, dict[str, float]]
+    episodes: int
+    frames: int
+    seconds: float
+    skipped: int
+
+    def table(self) -> str:
+        lines = [f"{'task (whole dataset)':28s} {'episodes':>8s} {'frames':>8s} {'success':>8s}"]
+        for task, row in sorted(self.per_task.items()):
+            lines.append(
+                f"{task:28s} {int(row['episodes']):8d} {int(row['frames']):8d} {row['success']:8.2f}"
+            )
+        rate = self.frames / self.seconds if self.seconds > 0 else float("nan")
+        tot_e = sum(int(r["episodes"]) for r in self.per_task.values())
+        tot_f = sum(int(r["frames"]) for r in self.per_task.values())
+        lines.append(f"{'total':28s} {tot_e:8d} {tot_f:8d}")
+        lines.append(
+            f"this run: {self.episodes} episodes, {self.frames} frames in {self.seconds:.0f} s "
+            f"({rate:.0f} rendered frames/s); {self.skipped} episodes were already on disk"
+        )
+        return "\n".join(lines)
+
+
+def _episode_results(specs: list[EpisodeSpec], env_cfg: EnvConfig, workers: int) -> Iterator[dict]:
+    if workers <= 1:
+        _worker_init()
+        for s in specs:
+            yield run_episode(s, env_cfg)
+        return
+    ctx = mp.get_context("spawn")  # fork + MuJoCo EGL hangs (ENV-NOTES)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+        # ordered results keep episode indices deterministic; a few in flight per worker hide the latency
+        yield from pool.map(run_episode, specs, [env_cfg] * len(specs), chunksize=1)
+
+
+def collect(cfg: CollectConfig, out: str | Path, progress: bool = True) -> CollectSummary:
+    """Collect ``cfg.kind`` data into a LeRobot v3 dataset at ``out``; resumes a killed run of the same config."""
+    out = Path(out)
+    split = resolve_split(cfg.split)
+    specs = make_specs(cfg)
+    fps = 80.0 / cfg.frame_stride
+    manifest = {
+        "kind": cfg.kind,
+        "env": cfg.env.backend,
+        "frame_stride": cfg.frame_stride,
+        "image_size": cfg.env.image_size,
+        "camera": asdict(cfg.env.camera),
+        "split": split.as_dict(),
+        "config_hash": config_hash(cfg),
+        "instructions_are_labels": cfg.kind != "play",
+        "collect_config": to_dict(cfg),
+    }
+    resume = (out / "meta" / "info.json").exists()
+    if resume:
+        existing = LeRobotDataset(out)
+        if existing.manifest.get("config_hash") != manifest["config_hash"]:
+            raise FileExistsError(
+                f"{out} holds a dataset collected with a different config; use a new --out (or delete {out})"
+            )
+    writer = LeRobotWriter(
+        out,
+        fps=fps,
+        features=_features(cfg, fps),
+        robot_type="sawyer",
+        manifest=manifest,
+        episodes_per_file=cfg.episodes_per_file,
+        video=cfg.video,
+        resume=resume,
+    )
+    done = writer.committed_keys()
+    todo = [s for s in specs if s.key not in done]
+    t0 = time.time()
+    frames = 0
+    bar = tqdm(
+        total=len(specs),
+        initial=len(specs) - len(todo),
+        desc=f"collect {cfg.kind}",
+        unit="ep",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    with writer:
+        for spec, ep in zip(todo, _episode_results(todo, cfg.env, cfg.workers)):
+            task_label = "play" if cfg.kind == "play" else instruction(spec.task)
+            writer.add_episode(
+                {DEFAULT_IMAGE_KEY: ep["frames"]},
+                ep["data"],
+                task=task_label,
+                extra={
+                    "rawdream/spec": spec.key,
+                    "rawdream/env_task": spec.task,
+                    "rawdream/seed": spec.seed,
+                    "rawdream/behaviour": spec.behaviour,
+                    "rawdream/sigma": spec.sigma,
+                    "rawdream/success": bool(ep["success"]),
+                    "rawdream/success_step": int(ep["success_step"]),
+                },
+            )
+            frames += len(ep["frames"])
+            bar.update()
+            bar.set_postfix(fps=f"{frames / max(time.time() - t0, 1e-6):.0f}")
+    bar.close()
+    seconds = time.time() - t0
+    return CollectSummary(
+        out=out,
+        per_task=dataset_summary(LeRobotDataset(out)),
+        episodes=len(todo),
+        frames=frames,
+        seconds=seconds,
+        skipped=len(specs) - len(todo),
+    )
+
+
+def dataset_summary(ds: LeRobotDataset) -> dict[str, dict[str, float]]:
+    """Episodes, frames and success rate per scene task of a collected dataset."""
+    per_task: dict[str, dict[str, float]] = {}
+    eps = ds.episodes
+    tasks = eps.get("rawdream/env_task") or [t[0] for t in eps.get("tasks", [])]
+    successes = eps.get("rawdream/success") or [False] * ds.num_episodes
+    for task, length, ok in zip(tasks, eps["length"], successes):
+        row = per_task.setdefault(str(task), {"episodes": 0, "frames": 0, "success": 0.0})
+        row["episodes"] += 1
+        row["frames"] += int(length)
+        row["success"] += float(bool(ok))
+    for row in per_task.values():
+        row["success"] /= max(row["episodes"], 1)
+    return per_task

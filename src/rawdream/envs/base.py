@@ -1,0 +1,99 @@
+"""The environment contract every simulator backend (and the imagined world-model env) satisfies.
+
+An observation is a dict with three keys, the same for a real simulator and for imagination, so a policy
+cannot tell which one it talks to:
+
+* ``image``: (H, W, 3) uint8, upright (row 0 is the top of the picture);
+* ``proprio``: (P,) float32 robot proprioception (Meta-World: hand xyz and gripper opening);
+* ``instruction``: the task's natural-language instruction.
+
+``step`` follows Gymnasium: ``(obs, reward, terminated, truncated, info)``; ``info["success"]`` carries the
+simulator's success flag. An episode succeeds when the simulator reports success at any step and ends there
+(``terminated`` is True on success when ``end_on_success``); ``truncated`` is True at the step limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+Observation = dict[str, Any]
+
+
+@dataclass
+class CameraConfig:
+    """A free MuJoCo camera looking at ``lookat``; chosen so objects and goal markers are visible at 64x64."""
+
+    lookat: tuple[float, float, float] = (0.0, 0.68, 0.1)
+    distance: float = 0.88
+    azimuth: float = 150.0
+    elevation: float = -38.0
+
+
+@dataclass
+class EnvConfig:
+    backend: str = "metaworld"
+    image_size: int = 64
+    max_steps: int = 128  # 16 action chunks of 8; every held-out task's expert finishes in about 50-105 steps
+    end_on_success: bool = True
+    camera: CameraConfig = field(default_factory=CameraConfig)
+
+    def validate(self) -> None:
+        if self.image_size < 16 or self.image_size > 512:
+            raise ValueError(f"env.image_size={self.image_size} is out of range; use 16..512 (default 64)")
+        if self.max_steps < 1:
+            raise ValueError(f"env.max_steps={self.max_steps} must be positive")
+
+
+@runtime_checkable
+class Env(Protocol):
+    task: str
+    instruction: str
+    action_dim: int
+    proprio_dim: int
+    max_steps: int
+
+    def reset(self, seed: int) -> tuple[Observation, dict]: ...
+
+    def step(
+        self, action: np.ndarray, render: bool = True
+    ) -> tuple[Observation, float, bool, bool, dict]: ...
+
+    def close(self) -> None: ...
+
+
+def check_action(action: Any, action_dim: int, what: str = "action") -> np.ndarray:
+    """Refuse actions of the wrong shape with a message that names the shape and the fix."""
+    a = np.asarray(action, dtype=np.float64)
+    if a.shape != (action_dim,):
+        raise ValueError(
+            f"{what} has shape {tuple(a.shape)}, expected ({action_dim},): one {action_dim}-dim action per step "
+            f"(Meta-World: xyz delta + gripper, each in [-1, 1])"
+        )
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{what} contains NaN or inf: {a.tolist()}")
+    return np.clip(a, -1.0, 1.0)
+
+
+_REGISTRY: dict[str, Callable[..., Env]] = {}
+
+
+def register_env(name: str):
+    def deco(factory):
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def make_env(task: str, cfg: EnvConfig | None = None) -> Env:
+    cfg = cfg or EnvConfig()
+    if cfg.backend not in _REGISTRY:
+        # backends register on import; import the built-in ones lazily
+        from rawdream.envs import metaworld  # noqa: F401
+    if cfg.backend not in _REGISTRY:
+        raise ValueError(f"unknown env backend {cfg.backend!r}; available: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[cfg.backend](task, cfg)

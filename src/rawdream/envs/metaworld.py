@@ -1,0 +1,191 @@
+"""Meta-World v3 backend: all 50 tasks, rendered offscreen on the CPU with a fixed free camera.
+
+Facts this file relies on (measured, see ENV-NOTES): shadows and MSAA dominate render cost, so both are off;
+``reset(seed=...)`` is ignored by Meta-World, so placements are seeded through ``env.seed`` with
+``seeded_rand_vec``; stepping past ``max_path_length`` raises, so our own step limit is lower. Rendering uses
+our own ``mujoco.Renderer`` with a free camera (lookat/distance/azimuth/elevation), which produces upright
+images directly and lets us render segmentation masks of the task's objects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import mujoco
+import numpy as np
+
+from rawdream.envs.base import CameraConfig, EnvConfig, Observation, check_action, register_env
+from rawdream.envs.metaworld_tasks import canonical_task, instruction, metaworld_env_name
+
+PROPRIO_DIM = 4  # hand xyz + gripper opening (the first 4 entries of Meta-World's 39-dim state)
+ACTION_DIM = 4
+CONTROL_HZ = 80.0  # frame_skip 5 x timestep 0.0025 s
+
+
+def _robot_and_scenery_bodies(model: mujoco.MjModel) -> set[int]:
+    """Bodies that are not task objects: the arm (everything under 'base'), the table, walls, mocap."""
+    names = [model.body(i).name for i in range(model.nbody)]
+    base = names.index("base")
+    out = {0}
+    for b in range(1, model.nbody):
+        node = b
+        while node != 0 and node != base:
+            node = model.body_parentid[node]
+        if node == base or names[b] in ("tablelink", "RetainingWall", "mocap", "base"):
+            out.add(b)
+    return out
+
+
+class MetaWorldEnv:
+    """One Meta-World v3 task behind the :class:`rawdream.envs.base.Env` contract."""
+
+    action_dim = ACTION_DIM
+    proprio_dim = PROPRIO_DIM
+    fps = CONTROL_HZ
+
+    def __init__(self, task: str, cfg: EnvConfig | None = None):
+        import metaworld
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+        self.cfg = cfg or EnvConfig()
+        self.task = canonical_task(task)
+        self.instruction = instruction(self.task)
+        self.max_steps = self.cfg.max_steps
+        name = metaworld_env_name(self.task)
+        cls = ALL_V3_ENVIRONMENTS[name]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._env = cls()  # no render_mode: gymnasium's own renderer is never created
+        # Goal observable in the 39-dim state: the scripted experts read the goal from it (the policy never does).
+        low = self._env._random_reset_space.low
+        self._env.set_task(
+            metaworld._encode_task(name, {"env_cls": cls, "rand_vec": low, "partially_observable": False})
+        )
+        self._env._freeze_rand_vec = False
+        self._env.seeded_rand_vec = True
+        if self.max_steps > self._env.max_path_length:
+            raise ValueError(
+                f"env.max_steps={self.max_steps} exceeds Meta-World's limit {self._env.max_path_length}"
+            )
+        model = self._env.model
+        model.vis.quality.shadowsize = 0  # the shadow map dominates CPU render time
+        model.vis.quality.offsamples = 0  # no MSAA
+        size = self.cfg.image_size
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, size)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, size)
+        self._renderer = mujoco.Renderer(model, size, size)
+        self._camera = self._make_camera(self.cfg.camera)
+        self._object_geoms: np.ndarray | None = None
+        self._expert = None
+        self._state: np.ndarray | None = None
+        self._t = 0
+        self._seed: int | None = None
+
+    @staticmethod
+    def _make_camera(c: CameraConfig) -> mujoco.MjvCamera:
+        cam = mujoco.MjvCamera()
+        cam.type = mujoco.mjtCamera.mjCAMERA_FREE
+        cam.lookat[:] = c.lookat
+        cam.distance = c.distance
+        cam.azimuth = c.azimuth
+        cam.elevation = c.elevation
+        return cam
+
+    # -- Env contract ---------------------------------------------------------------------------------------
+    def reset(self, seed: int) -> tuple[Observation, dict]:
+        if not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self._seed = int(seed)
+        self._env.seed(int(seed))  # Meta-World ignores reset(seed=...); placements come from this RNG
+        state, _ = self._env.reset()
+        self._state = state
+        self._t = 0
+        return self._obs(render=True), {"state": state.copy(), "success": False, "seed": self._seed, "t": 0}
+
+    def step(self, action: np.ndarray, render: bool = True) -> tuple[Observation, float, bool, bool, dict]:
+        if self._state is None:
+            raise RuntimeError("call reset(seed) before step()")
+        if self._t >= self.max_steps:
+            raise RuntimeError(f"episode already reached its step limit ({self.max_steps}); call reset(seed)")
+        a = check_action(action, ACTION_DIM)
+        state, reward, _, _, info = self._env.step(a.astype(np.float32))
+        self._state = state
+        self._t += 1
+        success = bool(info.get("success", 0.0))
+        terminated = success and self.cfg.end_on_success
+        truncated = self._t >= self.max_steps and not terminated
+        out_info = {"state": state.copy(), "success": success, "t": self._t}
+        return self._obs(render=render), float(reward), terminated, truncated, out_info
+
+    def close(self) -> None:
+        if getattr(self, "_renderer", None) is not None:
+            self._renderer.close()
+            self._renderer = None
+        if getattr(self, "_env", None) is not None:
+            self._env.close()
+            self._env = None
+
+    def __del__(self):  # pragma: no cover - best effort, avoids EGL noise at interpreter exit
+        with contextlib.suppress(Exception):
+            self.close()
+
+    # -- extras ---------------------------------------------------------------------------------------------
+    @property
+    def t(self) -> int:
+        return self._t
+
+    @property
+    def state(self) -> np.ndarray:
+        """Meta-World's 39-dim state (for scripted experts and the oracle only; never a policy input)."""
+        assert self._state is not None
+        return self._state
+
+    def expert_action(self) -> np.ndarray:
+        """Meta-World's scripted expert policy for this task at the current state."""
+        from metaworld.policies import ENV_POLICY_MAP
+
+        if self._expert is None:
+            self._expert = ENV_POLICY_MAP[metaworld_env_name(self.task)]()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.clip(self._expert.get_action(self.state), -1.0, 1.0).astype(np.float32)
+
+    def proprio(self) -> np.ndarray:
+        return self.state[:PROPRIO_DIM].astype(np.float32)
+
+    def render(self) -> np.ndarray:
+        self._renderer.update_scene(self._env.data, self._camera)
+        return self._renderer.render().copy()
+
+    def object_mask(self) -> np.ndarray:
+        """(H, W) bool mask of the pixels showing the task's objects (not the arm, table or walls)."""
+        model = self._env.model
+        if self._object_geoms is None:
+            scenery = _robot_and_scenery_bodies(model)
+            self._object_geoms = np.array(
+                [g for g in range(model.ngeom) if int(model.geom_bodyid[g]) not in scenery], dtype=np.int64
+            )
+        self._renderer.enable_segmentation_rendering()
+        try:
+            self._renderer.update_scene(self._env.data, self._camera)
+            seg = self._renderer.render()
+        finally:
+            self._renderer.disable_segmentation_rendering()
+        is_geom = seg[..., 1] == int(mujoco.mjtObj.mjOBJ_GEOM)
+        return is_geom & np.isin(seg[..., 0], self._object_geoms)
+
+    def _obs(self, render: bool) -> Observation:
+        return {
+            "image": self.render() if render else None,
+            "proprio": self.proprio(),
+            "instruction": self.instruction,
+        }
+
+
+@register_env("metaworld")
+def _make_metaworld(task: str, cfg: EnvConfig) -> MetaWorldEnv:
+    return MetaWorldEnv(task, cfg)

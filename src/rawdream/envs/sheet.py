@@ -1,0 +1,47 @@
+"""Contact sheet: the first frame of every task at the default camera and resolution, in one PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from rawdream.envs.base import EnvConfig, make_env
+from rawdream.envs.metaworld_tasks import ALL_TASKS
+
+
+def contact_sheet(
+    path: str | Path,
+    cfg: EnvConfig | None = None,
+    seed: int = 0,
+    scale: int = 2,
+    highlight: tuple[str, ...] = (),
+    tasks: tuple[str, ...] = ALL_TASKS,
+    cols: int = 10,
+) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cfg = cfg or EnvConfig()
+    rows = -(-len(tasks) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9 * scale, rows * 1.0 * scale), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, task in zip(axes.flat, tasks):
+        env = make_env(task, cfg)
+        obs, _ = env.reset(seed)
+        env.close()
+        ax.imshow(np.asarray(obs["image"]), interpolation="nearest")
+        ax.set_title(task, fontsize=5 * scale, color="crimson" if task in highlight else "black")
+    fig.suptitle(
+        f"Meta-World v3, {cfg.image_size}x{cfg.image_size}, seed {seed} (held-out targets in red)",
+        fontsize=6 * scale,
+    )
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,15 @@
+"""Disjoint seed ranges per use, in one place, so no seed whose reset is used for training is ever evaluated.
+
+Meta-World placements are a function of the seed; evaluation seeds must not appear in any training data,
+including the reset observations that RL in imagination starts from.
+"""
+
+EVAL = 100_000  # policy evaluation in the real simulator: EVAL + i
+DREAM_INIT = 200_000  # reset observations that imagined rollouts start from
+DEMOS = 300_000  # expert demonstrations (the 1-shot SFT demo of a target is DEMOS + 0)
+PLAY = 400_000  # task-free play data
+LABELED = 500_000  # labeled rollouts for judges
+JUDGE_EVAL = 600_000  # labeled rollouts of target tasks, for judge evaluation only
+ONLINE_RL = 700_000  # the online-RL baseline's real simulator episodes
+
+RANGE = 100_000

@@ -1,0 +1,98 @@
+"""The benchmark split in one place, and the guard that keeps task-agnostic components task-agnostic.
+
+A split names the held-out *target* tasks; every other task of the simulator is a *pretraining* task. The world
+model, the generalist judge and the base policy may only see pretraining tasks; a target task contributes one
+demonstration (policy SFT) and reset observations, nothing else - unless a named variant (``co-train``,
+``id-ft``) explicitly allows it, and then the variant is recorded with the component.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rawdream.envs.metaworld_tasks import ALL_TASKS, canonical_task, paraphrases
+
+NAMED_SPLITS: dict[str, tuple[str, ...]] = {
+    # Meta-World's ML10 test tasks: the analogue of LIBERO's held-out suites.
+    "metaworld-heldout5": ("drawer-open", "door-close", "shelf-place", "sweep-into", "lever-pull"),
+}
+DEFAULT_SPLIT = "metaworld-heldout5"
+TARGET_DATA_VARIANTS = ("co-train", "id-ft")
+
+
+@dataclass
+class SplitConfig:
+    """``--split.name metaworld-heldout5`` or your own ``--split.targets drawer-open,door-close``."""
+
+    name: str = DEFAULT_SPLIT
+    targets: list[str] = field(default_factory=list)  # non-empty: a custom split; the rest become pretraining
+
+    def validate(self) -> None:
+        resolve_split(self)  # raises on unknown names
+
+
+@dataclass(frozen=True)
+class Split:
+    name: str
+    targets: tuple[str, ...]
+    pretrain: tuple[str, ...]
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "targets": list(self.targets), "pretrain": list(self.pretrain)}
+
+
+def resolve_split(cfg: SplitConfig | None = None) -> Split:
+    cfg = cfg or SplitConfig()
+    if cfg.targets:
+        targets = tuple(dict.fromkeys(canonical_task(t) for t in cfg.targets))
+        name = cfg.name if cfg.name != DEFAULT_SPLIT else "custom"
+    else:
+        if cfg.name not in NAMED_SPLITS:
+            raise ValueError(
+                f"unknown split {cfg.name!r}; named splits: {', '.join(NAMED_SPLITS)}, or give "
+                f"--split.targets task1,task2 for your own"
+            )
+        targets, name = NAMED_SPLITS[cfg.name], cfg.name
+    pretrain = tuple(t for t in ALL_TASKS if t not in targets)
+    return Split(name=name, targets=targets, pretrain=pretrain)
+
+
+class TargetTaskLeakError(ValueError):
+    """A task-agnostic component was about to be trained on data of a held-out target task."""
+
+
+def _normalise(name: str) -> str:
+    try:
+        return canonical_task(name)
+    except ValueError:
+        return name.strip().lower()
+
+
+def target_tasks_in(manifest: dict, split: Split) -> list[str]:
+    """Target tasks a dataset manifest contains (by scene name, or by instruction text for foreign data)."""
+    found = set()
+    target_texts = {p.lower(): t for t in split.targets for p in paraphrases(t)}
+    for name in manifest.get("tasks", []):
+        norm = _normalise(str(name))
+        if norm in split.targets:
+            found.add(norm)
+        elif str(name).strip().lower() in target_texts:
+            found.add(target_texts[str(name).strip().lower()])
+    return sorted(found)
+
+
+def check_task_agnostic(
+    manifest: dict, split: Split, component: str, variant: str | None = None
+) -> list[str]:
+    """Refuse to train ``component`` on data containing target tasks unless ``variant`` allows it.
+
+    Returns the target tasks present (empty for task-agnostic data) so callers can record them.
+    """
+    leaked = target_tasks_in(manifest, split)
+    if leaked and variant not in TARGET_DATA_VARIANTS:
+        raise TargetTaskLeakError(
+            f"refusing to train the {component} on data containing held-out target task(s) {', '.join(leaked)} "
+            f"of split {split.name!r}; collect data on pretraining tasks only, or name a variant that uses "
+            f"target data explicitly (--variant {' / --variant '.join(TARGET_DATA_VARIANTS)})"
+        )
+    return leaked

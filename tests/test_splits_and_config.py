@@ -1,0 +1,76 @@
+"""The benchmark split, the target-task guard, and the config system (presets, dotted overrides, errors)."""
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from rawdream.config import ConfigError, build, parse_overrides, resolve
+from rawdream.data.collect import CollectConfig, make_specs
+from rawdream.splits import SplitConfig, TargetTaskLeakError, check_task_agnostic, resolve_split
+
+
+def test_guard_refuses_target_data_unless_variant_named():
+    split = resolve_split()
+    clean = {"tasks": ["reach", "drawer-close"]}
+    dirty = {"tasks": ["reach", "drawer-open-v3"]}
+    assert check_task_agnostic(clean, split, "world model") == []
+    with pytest.raises(TargetTaskLeakError, match="drawer-open.*--variant co-train"):
+        check_task_agnostic(dirty, split, "world model")
+    assert check_task_agnostic(dirty, split, "world model", variant="co-train") == ["drawer-open"]
+    with pytest.raises(TargetTaskLeakError):
+        check_task_agnostic(dirty, split, "world model", variant="typo")
+    # foreign datasets name tasks by instruction text
+    with pytest.raises(TargetTaskLeakError, match="door-close"):
+        check_task_agnostic({"tasks": ["Shut the door"]}, split, "judge")
+
+
+def test_custom_split_is_honoured_by_collection():
+    split = resolve_split(SplitConfig(targets=["reach", "push"]))
+    assert (
+        split.targets == ("reach", "push") and "drawer-open" in split.pretrain and len(split.pretrain) == 48
+    )
+    cfg = build(CollectConfig, {"split": {"targets": ["reach", "push"]}, "episodes_per_task": 1})
+    tasks = {s.task for s in make_specs(cfg)}
+    assert "reach" not in tasks and "drawer-open" in tasks and len(tasks) == 48
+    with pytest.raises(ValueError, match="unknown split"):
+        resolve_split(SplitConfig(name="libero-goal"))
+
+
+def test_overrides_and_presets():
+    assert parse_overrides(["--a.b=3", "--c", "x", "--flag", "--tasks=reach,push"]) == {
+        "a.b": 3,
+        "c": "x",
+        "flag": True,
+        "tasks": "reach,push",
+    }
+    cfg = resolve(CollectConfig, "collect_demos", "tiny", {"env.image_size": 96, "tasks": "reach,push"})
+    assert cfg.kind == "demos" and cfg.frame_stride == 1 and cfg.env.image_size == 96
+    assert cfg.tasks == ["reach", "push"] and cfg.episodes_per_task == 1
+
+
+def test_config_errors_name_the_key_and_fix():
+    with pytest.raises(ConfigError, match="did you mean --episodes_per_task"):
+        build(CollectConfig, {"episodes_per_tsk": 3})
+    with pytest.raises(ConfigError, match="env.image_size must be an integer"):
+        build(CollectConfig, {"env": {"image_size": "big"}})
+    with pytest.raises(ConfigError, match="unknown preset 'tny'.*did you mean 'tiny'"):
+        resolve(CollectConfig, "collect_play", "tny")
+    with pytest.raises(ValueError, match="multiple of frame_stride"):
+        build(CollectConfig, {"max_steps": 30, "frame_stride": 8})
+
+
+@dataclass
+class _Inner:
+    x: int = 1
+
+
+@dataclass
+class _Outer:
+    inner: _Inner = field(default_factory=_Inner)
+    names: list[str] = field(default_factory=list)
+    rate: float = 0.5
+
+
+def test_nested_build_coerces_types():
+    cfg = build(_Outer, {"inner": {"x": 4}, "names": "a,b", "rate": 2})
+    assert cfg.inner.x == 4 and cfg.names == ["a", "b"] and cfg.rate == 2.0
