@@ -71,7 +71,9 @@ def main() -> None:
         print(f"{name:62s} {rate:12.0f} {rate / physics:11.3f} {frames:9.0f}")
     single = rows[1][1]
     parallel = rows[3][1]
-    print(f"\nspeed-up of {args.workers} workers over in-process (render every step): {parallel / single:.2f}x")
+    print(
+        f"\nspeed-up of {args.workers} workers over in-process (render every step): {parallel / single:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Collect the three kinds of data the method needs, from the real simulator, in parallel worker processes.
 
-* play (task-free): noisy expert rollouts at several noise scales, stalled experts and random exploratory
-  motion on the pretraining tasks, so successes and failures mix. The instruction is *not* stored as a label
+* play (task-free): noisy expert rollouts at several noise scales, stalled experts, random exploratory motion
+  and random pokes/drags around the scene's objects on the pretraining tasks, so successes and failures mix and
+  objects move in directions no single task needs. The instruction is *not* stored as a label
   of the behaviour (the world model must not learn from it): every episode's LeRobot task is ``"play"``.
 * demos: expert demonstrations, one rendered frame per control step (BC can start from any step).
 * labeled: rollouts with the simulator's success label and the instruction, for training and evaluating judges.
@@ -36,7 +37,7 @@ from rawdream.envs.base import EnvConfig
 from rawdream.envs.metaworld_tasks import canonical_task, instruction
 from rawdream.splits import SplitConfig, resolve_split
 
-BEHAVIOURS = ("expert", "stall", "random")
+BEHAVIOURS = ("expert", "stall", "random", "poke")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class EpisodeSpec:
 
     task: str
     seed: int
-    behaviour: str  # expert | stall | random
+    behaviour: str  # expert | stall | random | poke
     sigma: float = 0.0  # std of Gaussian action noise added to the expert (xyz and gripper)
     stall_at: int = -1  # stall: expert until this step, then small random motion
     max_steps: int = 128
@@ -83,6 +84,29 @@ class _RandomExplorer:
         return np.clip(np.concatenate([xyz, [self.grip]]), -1, 1).astype(np.float32)
 
 
+class _ObjectPoker(_RandomExplorer):
+    """Task-free interaction: random waypoints around the scene's main object (its position from the simulator
+    state, as a teleoperator sees where things are), with random gripper closing - pushes, drags and pulls of
+    handles, drawers, doors and pucks in every direction, not only the direction a task would need."""
+
+    def __init__(self, rng: np.random.Generator, obj: np.ndarray):
+        self.obj = obj
+        super().__init__(rng)
+
+    def __call__(self, hand: np.ndarray, obj: np.ndarray | None = None) -> np.ndarray:
+        if obj is not None:
+            self.obj = obj
+        if self.hold <= 0 or np.linalg.norm(self.waypoint - hand) < 0.015:
+            self.waypoint = np.clip(self.obj + self.rng.normal(0, [0.06, 0.06, 0.04]), self.LOW, self.HIGH)
+            self.waypoint[2] = max(self.waypoint[2], 0.04)
+            self.hold = int(self.rng.integers(8, 24))
+            if self.rng.random() < 0.4:
+                self.grip = -self.grip
+        self.hold -= 1
+        xyz = np.clip((self.waypoint - hand) * 12.0, -1, 1) + self.rng.normal(0, 0.1, 3)
+        return np.clip(np.concatenate([xyz, [self.grip]]), -1, 1).astype(np.float32)
+
+
 _ENVS: dict[tuple, Any] = {}
 
 
@@ -113,14 +137,19 @@ def run_episode(spec: EpisodeSpec, env_cfg: EnvConfig) -> dict[str, Any]:
     obs, info = env.reset(spec.seed)
     k = spec.frame_stride
     explorer = _RandomExplorer(rng)
+    poker = _ObjectPoker(rng, info["state"][4:7])
     frames, proprio, states = [obs["image"]], [obs["proprio"]], [info["state"]]
     actions, rewards, chunk_success = [], [], []
     chunk_a, chunk_r, chunk_s = [], 0.0, False
     success_step = -1
     t = 0
     while True:
-        if spec.behaviour == "random" or (spec.behaviour == "stall" and t >= spec.stall_at):
-            a = explorer(env.proprio()[:3]) if spec.behaviour == "random" else rng.normal(0, 0.3, 4)
+        if spec.behaviour == "random":
+            a = explorer(env.proprio()[:3])
+        elif spec.behaviour == "poke":
+            a = poker(env.proprio()[:3], env.state[4:7])
+        elif spec.behaviour == "stall" and t >= spec.stall_at:
+            a = rng.normal(0, 0.3, 4)
         else:
             a = env.expert_action()
         if spec.sigma > 0:
@@ -186,9 +215,10 @@ class CollectConfig:
     max_steps: int = 128
     frame_stride: int = 8
     # play / labeled behaviour mix (fractions of episodes); noisy-expert sigmas are drawn from noise_scales
-    frac_expert: float = 0.6
-    frac_stall: float = 0.2
-    frac_random: float = 0.2
+    frac_expert: float = 0.5
+    frac_stall: float = 0.15
+    frac_random: float = 0.1
+    frac_poke: float = 0.25
     noise_scales: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.6, 1.0])
     end_on_success: bool = False
     workers: int = 2
@@ -201,6 +231,11 @@ class CollectConfig:
         if self.frame_stride < 1 or self.max_steps % self.frame_stride:
             raise ValueError(
                 f"max_steps={self.max_steps} must be a multiple of frame_stride={self.frame_stride} (whole chunks)"
+            )
+        fracs = (self.frac_expert, self.frac_stall, self.frac_random, self.frac_poke)
+        if min(fracs) < 0 or abs(sum(fracs) - 1.0) > 1e-6:
+            raise ValueError(
+                f"frac_expert + frac_stall + frac_random + frac_poke must be 1, got {sum(fracs):.3f}"
             )
         if self.episodes_per_task < 1:
             raise ValueError(f"episodes_per_task={self.episodes_per_task} must be at least 1")
@@ -247,8 +282,10 @@ def make_specs(cfg: CollectConfig) -> list[EpisodeSpec]:
             elif u < cfg.frac_expert + cfg.frac_stall:
                 stall = int(rng.integers(cfg.frame_stride, max(cfg.frame_stride + 1, cfg.max_steps * 3 // 4)))
                 specs.append(EpisodeSpec(behaviour="stall", stall_at=stall, sigma=0.05, **common))
-            else:
+            elif u < cfg.frac_expert + cfg.frac_stall + cfg.frac_random:
                 specs.append(EpisodeSpec(behaviour="random", **common))
+            else:
+                specs.append(EpisodeSpec(behaviour="poke", **common))
     return specs
 
 
