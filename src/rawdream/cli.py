@@ -86,6 +86,34 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--out", required=True, help="dataset directory (LeRobot v3); re-running resumes")
     _add_preset(k, "collect_labeled")
 
+    # pretrain-wm -----------------------------------------------------------------------------------------
+    p = verbs.add_parser(
+        "pretrain-wm",
+        help="train the task-agnostic world model on play data",
+        description="Train the autoencoder, then the action-conditioned latent flow dynamics.",
+        epilog=_epilog("pretrain_wm"),
+    )
+    p.add_argument(
+        "--data", required=True, help="play dataset directory (LeRobot v3: ours or any with video + actions)"
+    )
+    p.add_argument("--out", required=True, help="output directory; re-running resumes from its checkpoints")
+    p.add_argument(
+        "--variant",
+        default=None,
+        choices=["zero-shot", "co-train", "id-ft"],
+        help="zero-shot (default) refuses target-task data; co-train / id-ft use it, recorded in the checkpoint",
+    )
+    _add_preset(p, "pretrain_wm")
+
+    p = verbs.add_parser(
+        "eval-wm",
+        help="world-model fidelity against the simulator under identical actions",
+        epilog=_epilog("eval_wm"),
+    )
+    p.add_argument("--wm", required=True, help="world model directory (from pretrain-wm)")
+    p.add_argument("--out", required=True, help="output directory for wm_eval.json and videos")
+    _add_preset(p, "eval_wm")
+
     # tasks -----------------------------------------------------------------------------------------------
     p = verbs.add_parser("tasks", help="list the tasks, their instructions and the benchmark split")
     p.add_argument("--split", default="metaworld-heldout5", help="named split (default: metaworld-heldout5)")
@@ -114,6 +142,37 @@ def _cmd_collect(args, overrides) -> int:
     save_config(cfg, args.out)
     print(summary.table())
     print(f"dataset: {Path(args.out).resolve()}")
+    return 0
+
+
+def _cmd_pretrain_wm(args, overrides) -> int:
+    from rawdream.world_model.train import PretrainWMConfig, pretrain_wm
+
+    if args.variant:
+        overrides["variant"] = args.variant
+    cfg = resolve(PretrainWMConfig, "pretrain_wm", args.preset, overrides)
+    s = pretrain_wm(cfg, args.data, args.out, progress=True)
+    recon = s["autoencoder_reconstruction"]
+    print(f"world model: {Path(args.out).resolve() / 'world_model.safetensors'} (variant {s['variant']})")
+    print(
+        f"  autoencoder held-out PSNR {recon['psnr']:.2f} dB, SSIM {recon['ssim']:.3f}; "
+        f"trained in {s['seconds']['total'] / 60:.1f} min"
+    )
+    return 0
+
+
+def _cmd_eval_wm(args, overrides) -> int:
+    from rawdream.eval.wm_fidelity import EvalWMConfig, evaluate_world_model, format_report
+    from rawdream.world_model.train import load_world_model
+
+    cfg = resolve(EvalWMConfig, "eval_wm", args.preset, overrides)
+    wm = load_world_model(args.wm)
+    report = evaluate_world_model(wm, cfg, args.out, progress=True)
+    from rawdream.config import save_config
+
+    save_config(cfg, args.out)
+    print(format_report(report))
+    print(f"\nresults: {Path(args.out).resolve() / 'wm_eval.json'}; videos: {Path(args.out).resolve()}/*.mp4")
     return 0
 
 
@@ -168,7 +227,14 @@ def _cmd_info(args, overrides) -> int:
     return 0
 
 
-COMMANDS = {"collect": _cmd_collect, "run": _cmd_run, "tasks": _cmd_tasks, "info": _cmd_info}
+COMMANDS = {
+    "collect": _cmd_collect,
+    "pretrain-wm": _cmd_pretrain_wm,
+    "eval-wm": _cmd_eval_wm,
+    "run": _cmd_run,
+    "tasks": _cmd_tasks,
+    "info": _cmd_info,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,6 +52,9 @@ class EpisodeSpec:
     max_steps: int = 128
     frame_stride: int = 1
     end_on_success: bool = False
+    object_masks: bool = (
+        False  # also return the task objects' segmentation mask at every kept frame (eval-wm)
+    )
 
     @property
     def key(self) -> str:
@@ -139,6 +142,7 @@ def run_episode(spec: EpisodeSpec, env_cfg: EnvConfig) -> dict[str, Any]:
     explorer = _RandomExplorer(rng)
     poker = _ObjectPoker(rng, info["state"][4:7])
     frames, proprio, states = [obs["image"]], [obs["proprio"]], [info["state"]]
+    masks = [env.object_mask()] if spec.object_masks else []
     actions, rewards, chunk_success = [], [], []
     chunk_a, chunk_r, chunk_s = [], 0.0, False
     success_step = -1
@@ -174,6 +178,8 @@ def run_episode(spec: EpisodeSpec, env_cfg: EnvConfig) -> dict[str, Any]:
             rewards.append(chunk_r)
             chunk_success.append(chunk_s)
             frames.append(obs["image"])
+            if spec.object_masks:
+                masks.append(env.object_mask())
             proprio.append(obs["proprio"])
             states.append(info["state"])
             chunk_a, chunk_r, chunk_s = [], 0.0, False
@@ -187,6 +193,7 @@ def run_episode(spec: EpisodeSpec, env_cfg: EnvConfig) -> dict[str, Any]:
     done_flags[-1] = True
     return {
         "frames": np.stack(frames).astype(np.uint8),
+        "masks": np.stack(masks) if masks else None,
         "data": {
             "observation.state": np.stack(proprio).astype(np.float32),
             "observation.environment_state": np.stack(states).astype(np.float32),
@@ -341,7 +348,8 @@ class CollectSummary:
         return "\n".join(lines)
 
 
-def _episode_results(specs: list[EpisodeSpec], env_cfg: EnvConfig, workers: int) -> Iterator[dict]:
+def episode_results(specs: list[EpisodeSpec], env_cfg: EnvConfig, workers: int) -> Iterator[dict]:
+    """Run episodes in ``workers`` spawn processes (0 or 1: in this process), yielding results in spec order."""
     if workers <= 1:
         _worker_init()
         for s in specs:
@@ -400,7 +408,7 @@ def collect(cfg: CollectConfig, out: str | Path, progress: bool = True) -> Colle
         dynamic_ncols=True,
     )
     with writer:
-        for spec, ep in zip(todo, _episode_results(todo, cfg.env, cfg.workers)):
+        for spec, ep in zip(todo, episode_results(todo, cfg.env, cfg.workers)):
             task_label = "play" if cfg.kind == "play" else instruction(spec.task)
             writer.add_episode(
                 {DEFAULT_IMAGE_KEY: ep["frames"]},

@@ -1,0 +1,1 @@
+"""Evaluation against the real simulator: policy success, world-model fidelity, judge accuracy."""

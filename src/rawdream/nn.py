@@ -1,0 +1,95 @@
+"""Building blocks shared by the world model, the policy and the judge."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def group_norm(ch: int) -> nn.GroupNorm:
+    return nn.GroupNorm(min(8, ch), ch)
+
+
+class ResBlock(nn.Module):
+    """Conv residual block; optional AdaGN: scale/shift (and a gate on the residual) from a condition vector."""
+
+    def __init__(self, ch_in: int, ch_out: int, cond_dim: int = 0):
+        super().__init__()
+        self.norm1 = group_norm(ch_in)
+        self.conv1 = nn.Conv2d(ch_in, ch_out, 3, padding=1)
+        self.norm2 = group_norm(ch_out)
+        self.conv2 = nn.Conv2d(ch_out, ch_out, 3, padding=1)
+        self.skip = nn.Conv2d(ch_in, ch_out, 1) if ch_in != ch_out else nn.Identity()
+        self.cond = None
+        if cond_dim:
+            self.cond = nn.Linear(cond_dim, 3 * ch_out)
+            nn.init.zeros_(self.cond.weight)  # start as a plain residual block (gate 1, no modulation)
+            nn.init.zeros_(self.cond.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.norm2(h)
+        gate = 1.0
+        if self.cond is not None and cond is not None:
+            scale, shift, g = self.cond(cond)[:, :, None, None].chunk(3, dim=1)
+            h = h * (1 + scale) + shift
+            gate = 1 + g
+        h = self.conv2(F.silu(h))
+        return self.skip(x) + gate * h
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
+    """Sinusoidal embedding of a continuous level in [0, 1] (scaled to 0..1000 like diffusion timesteps)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = (t.float() * 1000.0)[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class LevelEmbed(nn.Module):
+    """MLP over a sinusoidal embedding of a scalar level (diffusion time, context/anchor noise level)."""
+
+    def __init__(self, dim: int, freq_dim: int = 128):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_embedding(t, self.freq_dim))
+
+
+def mlp(d_in: int, d_hidden: int, d_out: int, layers: int = 2) -> nn.Sequential:
+    mods: list[nn.Module] = [nn.Linear(d_in, d_hidden), nn.SiLU()]
+    for _ in range(layers - 2):
+        mods += [nn.Linear(d_hidden, d_hidden), nn.SiLU()]
+    mods.append(nn.Linear(d_hidden, d_out))
+    return nn.Sequential(*mods)
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+class EMA:
+    """Exponential moving average of a module's parameters (used for sampling)."""
+
+    def __init__(self, module: nn.Module, decay: float = 0.999):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        for k, v in module.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
+            else:
+                self.shadow[k].copy_(v)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.shadow
+
+    def load_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
+        self.shadow = {k: v.clone() for k, v in sd.items()}

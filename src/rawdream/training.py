@@ -1,0 +1,100 @@
+"""Shared training plumbing: checkpoints that resume after a kill, metrics (JSONL + TensorBoard), seeding."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from rawdream.io import append_jsonl, atomic_write, atomic_write_json
+
+
+def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
+    """The random stream of one training step: batches and noise at step i do not depend on how we got there,
+    so a run resumed from a checkpoint at step i continues exactly as the uninterrupted run."""
+    return torch.Generator().manual_seed(hash((seed, step, stream)) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def _state(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().contiguous().clone() for k, v in sd.items()}
+
+
+def save_checkpoint(
+    directory: str | Path,
+    name: str,
+    model: nn.Module,
+    optimizer=None,
+    ema=None,
+    step: int = 0,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write ``name.safetensors`` (+ ``.ema``, ``.opt.pt``), then ``name.json`` last: its presence commits it."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    atomic_write(d / f"{name}.safetensors", lambda p: save_file(_state(model.state_dict()), str(p)))
+    if ema is not None:
+        atomic_write(d / f"{name}.ema.safetensors", lambda p: save_file(_state(ema.state_dict()), str(p)))
+    if optimizer is not None:
+        atomic_write(d / f"{name}.opt.pt", lambda p: torch.save(optimizer.state_dict(), p))
+    atomic_write_json(d / f"{name}.json", {"step": step, "time": time.time(), **(extra or {})})
+
+
+def load_checkpoint(
+    directory: str | Path, name: str, model: nn.Module, optimizer=None, ema=None
+) -> dict | None:
+    """Restore a checkpoint written by :func:`save_checkpoint`; None if there is none."""
+    d = Path(directory)
+    meta_path = d / f"{name}.json"
+    if not meta_path.exists():
+        return None
+    model.load_state_dict(load_file(str(d / f"{name}.safetensors")))
+    if ema is not None and (d / f"{name}.ema.safetensors").exists():
+        ema.load_state_dict(load_file(str(d / f"{name}.ema.safetensors")))
+    if optimizer is not None and (d / f"{name}.opt.pt").exists():
+        optimizer.load_state_dict(torch.load(d / f"{name}.opt.pt", weights_only=True))
+    return json.loads(meta_path.read_text())
+
+
+class MetricsLogger:
+    """Metrics as JSON lines (``metrics.jsonl``) and TensorBoard events (``tb/``) when tensorboard is installed."""
+
+    def __init__(self, out_dir: str | Path, tensorboard: bool = True):
+        self.path = Path(out_dir) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(Path(out_dir) / "tb"))
+            except ImportError:  # tensorboard is optional
+                self.tb = None
+
+    def log(self, step: int, metrics: dict[str, float], **tags: Any) -> None:
+        append_jsonl(self.path, {"step": step, **tags, **{k: float(v) for k, v in metrics.items()}})
+        if self.tb is not None:
+            for k, v in metrics.items():
+                self.tb.add_scalar(k, float(v), step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def set_threads(n: int) -> None:
+    if n > 0:
+        torch.set_num_threads(n)
+
+
+def autocast(precision: str):
+    """bf16 autocast on the CPU (about 1.45x here, avx512_bf16) or a no-op for fp32."""
+    if precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    if precision == "fp32":
+        return torch.autocast("cpu", enabled=False)
+    raise ValueError(f"precision must be bf16 or fp32, got {precision!r}")

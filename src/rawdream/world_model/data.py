@@ -1,0 +1,80 @@
+"""Chunk transitions from a LeRobot v3 dataset: (context frames, anchor, action chunk, proprio) -> next frame.
+
+Works for rawdream's strided play data (one row per chunk, ``action`` shape (8, A)) and for anyone's stride-1
+LeRobot data (the chunk is 8 consecutive rows' actions and the target is the frame 8 rows later).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rawdream.data.lerobot import DatasetError, LeRobotDataset
+
+
+@dataclass
+class Transitions:
+    ctx: np.ndarray  # (M, K) global frame indices of the context frames (oldest first)
+    anchor: np.ndarray  # (M,) the episode's first frame
+    target: np.ndarray  # (M,) the frame at the chunk's end
+    actions: np.ndarray  # (M, chunk, A)
+    proprio: np.ndarray  # (M, P) at the context's last frame
+    proprio_next: np.ndarray  # (M, P) at the target frame
+    episode: np.ndarray  # (M,) episode index
+    step: np.ndarray  # (M,) AR step of the target within its episode (1 = first chunk)
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    def subset(self, mask: np.ndarray) -> Transitions:
+        return Transitions(**{k: getattr(self, k)[mask] for k in self.__dataclass_fields__})
+
+
+def build_transitions(ds: LeRobotDataset, chunk: int = 8, context: int = 2) -> Transitions:
+    stride = ds.frame_stride
+    if chunk % stride:
+        raise DatasetError(f"{ds.root}: frame stride {stride} does not divide the action chunk {chunk}")
+    rpc = chunk // stride  # rows per chunk
+    actions = ds.column("action").astype(np.float32)
+    if "observation.state" in ds.features:
+        state = ds.column("observation.state").astype(np.float32)
+    else:
+        state = np.zeros((ds.num_frames, 1), np.float32)
+    if state.ndim == 1:
+        state = state[:, None]
+    if stride > 1 and (actions.ndim != 3 or actions.shape[1] != stride):
+        raise DatasetError(f"{ds.root}: frame_stride {stride} but action shape {actions.shape[1:]}")
+    rows: dict[str, list] = {k: [] for k in Transitions.__dataclass_fields__}
+    for e in range(ds.num_episodes):
+        lo, hi = ds.episode_bounds(e)
+        for t in range(lo, hi - rpc):
+            ctx = [max(lo, t - j * rpc) for j in reversed(range(context))]
+            a = actions[t] if stride > 1 else actions[t : t + chunk]
+            if stride > 1 and rpc > 1:
+                a = actions[t : t + rpc].reshape(chunk, -1)
+            rows["ctx"].append(ctx)
+            rows["anchor"].append(lo)
+            rows["target"].append(t + rpc)
+            rows["actions"].append(a)
+            rows["proprio"].append(state[t])
+            rows["proprio_next"].append(state[t + rpc])
+            rows["episode"].append(e)
+            rows["step"].append((t - lo) // rpc + 1)
+    if not rows["target"]:
+        raise DatasetError(f"{ds.root}: no episode is longer than one action chunk ({chunk} steps)")
+    return Transitions(**{k: np.asarray(v) for k, v in rows.items()})
+
+
+def make_batch(tr: Transitions, latents: torch.Tensor, idx: np.ndarray, model) -> dict[str, torch.Tensor]:
+    """Gather a training batch (normalised latents and proprio) for transitions ``idx``."""
+    lat = lambda i: latents[torch.as_tensor(i)].float()  # noqa: E731
+    return {
+        "ctx": lat(tr.ctx[idx]),
+        "anchor": lat(tr.anchor[idx]),
+        "target": lat(tr.target[idx]),
+        "actions": model.norm_actions(torch.as_tensor(tr.actions[idx])),
+        "proprio": model.norm_proprio(torch.as_tensor(tr.proprio[idx])),
+        "proprio_next": model.norm_proprio(torch.as_tensor(tr.proprio_next[idx])),
+    }

@@ -1,0 +1,387 @@
+"""``rawdream pretrain-wm``: train the autoencoder, then the latent dynamics, on a play dataset.
+
+The world model must stay task-agnostic: data containing a held-out target task is refused unless a variant
+that uses target data is named (``co-train``: the SFT demos mixed in; ``id-ft``: in-domain target rollouts);
+the variant and the dataset manifest are recorded in the checkpoint. Both stages checkpoint every
+``ckpt_every`` steps and resume exactly after a kill (per-step random streams, saved optimizer and EMA).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from rawdream.config import build, save_config, to_dict
+from rawdream.data.cache import frame_cache
+from rawdream.data.lerobot import LeRobotDataset
+from rawdream.io import atomic_write, atomic_write_json, read_json
+from rawdream.nn import EMA, count_params
+from rawdream.splits import SplitConfig, check_task_agnostic, resolve_split
+from rawdream.training import (
+    MetricsLogger,
+    autocast,
+    load_checkpoint,
+    save_checkpoint,
+    set_threads,
+    step_generator,
+)
+from rawdream.world_model.data import Transitions, build_transitions, make_batch
+from rawdream.world_model.model import WorldModel, WorldModelConfig, lr_schedule, psnr, ssim
+
+VARIANTS = ("zero-shot", "co-train", "id-ft")
+
+
+@dataclass
+class PretrainWMConfig:
+    split: SplitConfig = field(default_factory=SplitConfig)
+    variant: str = "zero-shot"
+    model: WorldModelConfig = field(default_factory=WorldModelConfig)
+    ae_steps: int = 4000
+    ae_batch: int = 64
+    ae_lr: float = 1e-3
+    dyn_steps: int = 20000
+    dyn_batch: int = 32
+    dyn_lr: float = 4e-4
+    weight_decay: float = 0.01
+    ema_decay: float = 0.999
+    precision: str = "bf16"
+    threads: int = 2
+    seed: int = 0
+    val_fraction: float = 0.03  # episodes held out (pretraining tasks) for validation loss and sample videos
+    log_every: int = 50
+    ckpt_every: int = 500
+    sample_every: int = 2000
+    sample_rollouts: int = 4
+    max_minutes: float = 0.0  # 0: no wall-clock limit; otherwise each stage stops early when it is reached
+
+    def validate(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(
+                f"unknown world-model variant {self.variant!r}; use one of {', '.join(VARIANTS)}"
+            )
+
+
+def _split_episodes(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out a fraction of episodes; with fewer than 4 episodes (a co-train on a few demos) there is nothing
+    to spare, so validation reuses the training episodes (and says so in its name only)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    if n < 4:
+        return np.sort(perm), np.sort(perm)
+    n_val = max(1, round(n * fraction))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+def _frame_indices(ds: LeRobotDataset, episodes: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.arange(*ds.episode_bounds(int(e))) for e in episodes])
+
+
+class _Budget:
+    def __init__(self, minutes: float):
+        self.t0 = time.time()
+        self.limit = minutes * 60 if minutes > 0 else float("inf")
+
+    def exceeded(self) -> bool:
+        return time.time() - self.t0 > self.limit
+
+
+def train_autoencoder(model, frames, train_idx, val_idx, cfg, out: Path, log: MetricsLogger, progress: bool):
+    ae = model.ae
+    opt = torch.optim.AdamW(ae.parameters(), lr=cfg.ae_lr, weight_decay=cfg.weight_decay)
+    ckpt = out / "ckpt"
+    meta = load_checkpoint(ckpt, "ae", ae, opt)
+    start = meta["step"] if meta else 0
+    budget = _Budget(cfg.max_minutes / 3 if cfg.max_minutes else 0)
+    bar = tqdm(
+        total=cfg.ae_steps, initial=start, desc="autoencoder", disable=not progress, dynamic_ncols=True
+    )
+    ae.train()
+    step = start
+    for step in range(start, cfg.ae_steps):
+        g = step_generator(cfg.seed, step, stream=1)
+        idx = train_idx[torch.randint(len(train_idx), (cfg.ae_batch,), generator=g).numpy()]
+        batch = torch.from_numpy(np.ascontiguousarray(frames[np.sort(idx)]))
+        for group in opt.param_groups:
+            group["lr"] = cfg.ae_lr * lr_schedule(step, cfg.ae_steps, warmup=200)
+        torch.manual_seed(hash((cfg.seed, step, 11)) & 0x7FFFFFFF)  # the VAE's sampling noise
+        with autocast(cfg.precision):
+            loss, metrics = ae.loss(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(ae.parameters(), 1.0)
+        opt.step()
+        bar.update()
+        if (step + 1) % cfg.log_every == 0:
+            log.log(step + 1, {"ae/loss": loss.item(), **metrics}, stage="ae")
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.ae_steps:
+            save_checkpoint(ckpt, "ae", ae, opt, step=step + 1)
+        if budget.exceeded():
+            save_checkpoint(ckpt, "ae", ae, opt, step=step + 1)
+            break
+    bar.close()
+    ae.eval()
+    return reconstruction_quality(model, frames, val_idx)
+
+
+@torch.no_grad()
+def reconstruction_quality(
+    model: WorldModel, frames, idx: np.ndarray, max_frames: int = 512
+) -> dict[str, float]:
+    sel = idx[np.linspace(0, len(idx) - 1, min(max_frames, len(idx))).astype(int)]
+    x = torch.from_numpy(np.ascontiguousarray(frames[sel]))
+    rec = model.ae.decode(model.ae.encode(x))
+    return {"psnr": float(psnr(rec, x).mean()), "ssim": float(ssim(rec, x).mean())}
+
+
+@torch.no_grad()
+def encode_all(model: WorldModel, frames, batch: int = 256, progress: bool = False) -> torch.Tensor:
+    """Raw (unnormalised) latent means of every frame, as float16 to halve memory."""
+    out = []
+    for i in tqdm(range(0, len(frames), batch), desc="encoding frames", disable=not progress, leave=False):
+        x = torch.from_numpy(np.array(frames[i : i + batch]))
+        out.append(model.ae.encode(x).to(torch.float16))
+    return torch.cat(out)
+
+
+def set_statistics(
+    model: WorldModel, raw_latents: torch.Tensor, tr: Transitions, train_frames: np.ndarray
+) -> None:
+    z = raw_latents[torch.as_tensor(train_frames)].float()
+    model.latent_mean.copy_(z.mean(dim=(0, 2, 3)))
+    model.latent_std.copy_(z.std(dim=(0, 2, 3)).clamp_min(1e-4))
+    zn = (raw_latents.float() - model.latent_mean.view(1, -1, 1, 1)) / model.latent_std.view(1, -1, 1, 1)
+    sub = np.random.default_rng(0).choice(len(tr), size=min(len(tr), 20000), replace=False)
+    delta = zn[torch.as_tensor(tr.target[sub])] - zn[torch.as_tensor(tr.ctx[sub, -1])]
+    model.delta_std.copy_(delta.std(dim=(0, 2, 3)).clamp_min(1e-3))
+    model.proprio_mean.copy_(torch.as_tensor(tr.proprio.mean(0)))
+    model.proprio_std.copy_(torch.as_tensor(tr.proprio.std(0)).clamp_min(1e-3))
+    acts = tr.actions.reshape(-1, tr.actions.shape[-1])
+    model.action_mean.copy_(torch.as_tensor(acts.mean(0)))
+    model.action_std.copy_(torch.as_tensor(acts.std(0)).clamp_min(1e-3))
+
+
+def train_dynamics(
+    model,
+    latents,
+    tr: Transitions,
+    val_tr: Transitions,
+    frames,
+    cfg,
+    out: Path,
+    log: MetricsLogger,
+    progress: bool,
+) -> dict[str, float]:
+    dyn = model.dynamics
+    opt = torch.optim.AdamW(dyn.parameters(), lr=cfg.dyn_lr, weight_decay=cfg.weight_decay)
+    ema = EMA(dyn, cfg.ema_decay)
+    ckpt = out / "ckpt"
+    meta = load_checkpoint(ckpt, "dyn", dyn, opt, ema)
+    start = meta["step"] if meta else 0
+    budget = _Budget(cfg.max_minutes * 2 / 3 if cfg.max_minutes else 0)
+    bar = tqdm(total=cfg.dyn_steps, initial=start, desc="dynamics", disable=not progress, dynamic_ncols=True)
+    val_idx = np.random.default_rng(1).choice(len(val_tr), size=min(256, len(val_tr)), replace=False)
+    last: dict[str, float] = {}
+    for step in range(start, cfg.dyn_steps):
+        dyn.train()
+        g = step_generator(cfg.seed, step, stream=2)
+        idx = torch.randint(len(tr), (cfg.dyn_batch,), generator=g).numpy()
+        batch = make_batch(tr, latents, idx, model)
+        for group in opt.param_groups:
+            group["lr"] = cfg.dyn_lr * lr_schedule(step, cfg.dyn_steps)
+        with autocast(cfg.precision):
+            loss, metrics = model.training_loss(batch, g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(dyn.parameters(), 1.0)
+        opt.step()
+        ema.update(dyn)
+        bar.update()
+        if (step + 1) % cfg.log_every == 0:
+            last = {"dyn/loss": loss.item(), "dyn/grad_norm": float(gnorm), **metrics}
+            log.log(step + 1, last, stage="dyn")
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.dyn_steps or budget.exceeded():
+            val = validation_loss(model, ema, latents, val_tr, val_idx)
+            log.log(step + 1, val, stage="dyn")
+            save_checkpoint(ckpt, "dyn", dyn, opt, ema, step=step + 1)
+        if cfg.sample_every and ((step + 1) % cfg.sample_every == 0 or step + 1 == cfg.dyn_steps):
+            sample_videos(
+                model, ema, frames, val_tr, out / "samples" / f"step_{step + 1:07d}.mp4", cfg, log, step + 1
+            )
+        if budget.exceeded():
+            break
+    bar.close()
+    dyn.load_state_dict(ema.state_dict())  # sample with the EMA weights from here on
+    return last
+
+
+@torch.no_grad()
+def validation_loss(model, ema, latents, val_tr, val_idx) -> dict[str, float]:
+    dyn = model.dynamics
+    backup = {k: v.clone() for k, v in dyn.state_dict().items()}
+    dyn.load_state_dict(ema.state_dict())
+    dyn.eval()
+    batch = make_batch(val_tr, latents, val_idx, model)
+    loss, metrics = model.training_loss(batch, torch.Generator().manual_seed(0))
+    dyn.load_state_dict(backup)
+    return {"val/loss": loss.item(), **{f"val/{k.split('/')[-1]}": v for k, v in metrics.items()}}
+
+
+@torch.no_grad()
+def sample_videos(model, ema, frames, val_tr: Transitions, path: Path, cfg, log, step) -> None:
+    """Open-loop rollouts of held-out play episodes (pretraining tasks): real | imagined side by side."""
+    from rawdream.data.video import write_preview
+
+    dyn = model.dynamics
+    backup = {k: v.clone() for k, v in dyn.state_dict().items()}
+    dyn.load_state_dict(ema.state_dict())
+    dyn.eval()
+    episodes = np.unique(val_tr.episode)[: cfg.sample_rollouts]
+    real, first, prop, acts = [], [], [], []
+    horizon = min(int(val_tr.step[val_tr.episode == e].max()) for e in episodes)
+    for e in episodes:
+        sel = np.nonzero(val_tr.episode == e)[0][:horizon]
+        real.append(np.concatenate([frames[[val_tr.anchor[sel[0]]]], frames[val_tr.target[sel]]]))
+        first.append(frames[val_tr.anchor[sel[0]]])
+        prop.append(val_tr.proprio[sel[0]])
+        acts.append(val_tr.actions[sel])
+    out = model.rollout(
+        torch.from_numpy(np.stack(first)),
+        torch.from_numpy(np.stack(prop)),
+        torch.from_numpy(np.stack(acts)),
+        seeds=list(range(len(episodes))),
+    )
+    dyn.load_state_dict(backup)
+    real_t = torch.from_numpy(np.stack(real))
+    score = psnr(out["frames"], real_t)  # (B, H+1)
+    log.log(
+        step,
+        {"samples/psnr_last": float(score[:, -1].mean()), "samples/psnr_mean": float(score[:, 1:].mean())},
+        stage="samples",
+    )
+    grid = torch.cat([real_t, out["frames"]], dim=3)  # real | imagined
+    video = grid.permute(1, 0, 2, 3, 4).reshape(grid.shape[1], -1, grid.shape[3], 3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_preview(path, video.numpy(), fps=2, scale=2)
+
+
+def pretrain_wm(
+    cfg: PretrainWMConfig, data: str | Path, out: str | Path, progress: bool = True, log_fn=print
+) -> dict[str, Any]:
+    t_start = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    set_threads(cfg.threads)
+    ds = LeRobotDataset(data)
+    split = resolve_split(cfg.split)
+    leaked = check_task_agnostic(
+        ds.manifest, split, "world model", None if cfg.variant == "zero-shot" else cfg.variant
+    )
+    save_config(cfg, out)
+    key = ds.default_image_key()
+    frames = frame_cache(ds, key, progress=progress)
+    size = frames.shape[1]
+    if frames.shape[1] != frames.shape[2] or size % cfg.model.autoencoder.factor:
+        raise ValueError(
+            f"frames are {frames.shape[1:3]}; the world model needs square frames divisible by "
+            f"{cfg.model.autoencoder.factor}"
+        )
+    tr_all = build_transitions(ds, cfg.model.dynamics.chunk, cfg.model.dynamics.context)
+    mcfg = build(
+        WorldModelConfig,
+        {
+            **to_dict(cfg.model),
+            "image_size": size,
+            "dynamics": {
+                **to_dict(cfg.model.dynamics),
+                "action_dim": int(tr_all.actions.shape[-1]),
+                "proprio_dim": int(tr_all.proprio.shape[-1]),
+            },
+        },
+    )
+    torch.manual_seed(cfg.seed)
+    model = WorldModel(mcfg)
+    train_eps, val_eps = _split_episodes(ds.num_episodes, cfg.val_fraction, cfg.seed)
+    train_frames, val_frames = _frame_indices(ds, train_eps), _frame_indices(ds, val_eps)
+    tr = tr_all.subset(np.isin(tr_all.episode, train_eps))
+    val_tr = tr_all.subset(np.isin(tr_all.episode, val_eps))
+    log = MetricsLogger(out)
+    log_fn(
+        f"[pretrain-wm] {ds.num_episodes} episodes ({len(train_eps)} train / {len(val_eps)} val), "
+        f"{len(tr)} transitions, tasks: {len(ds.manifest['tasks'])}; variant {cfg.variant}; "
+        f"autoencoder {count_params(model.ae) / 1e6:.2f}M, {cfg.model.dynamics.arch} "
+        f"{count_params(model.dynamics) / 1e6:.2f}M params"
+    )
+
+    ae_path = out / "autoencoder.safetensors"
+    t0 = time.time()
+    if ae_path.exists():
+        model.ae.load_state_dict(load_file(str(ae_path)))
+        recon = read_json(out / "autoencoder.json")["reconstruction"]
+    else:
+        recon = train_autoencoder(model, frames, train_frames, val_frames, cfg, out, log, progress)
+        atomic_write(
+            ae_path,
+            lambda p: save_file({k: v.contiguous() for k, v in model.ae.state_dict().items()}, str(p)),
+        )
+        atomic_write_json(out / "autoencoder.json", {"reconstruction": recon, "seconds": time.time() - t0})
+    model.ae.eval()
+    log_fn(
+        f"[pretrain-wm] autoencoder: held-out play frames PSNR {recon['psnr']:.2f} dB, SSIM {recon['ssim']:.3f}"
+    )
+
+    raw = encode_all(model, frames, progress=progress)
+    set_statistics(model, raw, tr, train_frames)
+    latents = ((raw.float() - model.latent_mean.view(1, -1, 1, 1)) / model.latent_std.view(1, -1, 1, 1)).to(
+        torch.float16
+    )
+    del raw
+    t1 = time.time()
+    last = train_dynamics(model, latents, tr, val_tr, frames, cfg, out, log, progress)
+    log.close()
+    summary = {
+        "variant": cfg.variant,
+        "dataset": str(Path(data).resolve()),
+        "manifest": {k: v for k, v in ds.manifest.items() if k != "collect_config"},
+        "target_tasks_in_data": leaked,
+        "split": split.as_dict(),
+        "autoencoder_reconstruction": recon,
+        "final_metrics": last,
+        "seconds": {"total": time.time() - t_start, "dynamics": time.time() - t1},
+        "params": {"autoencoder": count_params(model.ae), "dynamics": count_params(model.dynamics)},
+    }
+    save_world_model(model, out, summary)
+    return summary
+
+
+def save_world_model(model: WorldModel, out: str | Path, info: dict[str, Any]) -> Path:
+    out = Path(out)
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    atomic_write(out / "world_model.safetensors", lambda p: save_file(sd, str(p)))
+    atomic_write_json(out / "world_model.json", {"config": to_dict(model.cfg), **info})
+    return out / "world_model.safetensors"
+
+
+def load_world_model(path: str | Path) -> WorldModel:
+    """Load a world model from its directory (or its .safetensors file)."""
+    path = Path(path)
+    d = path.parent if path.suffix == ".safetensors" else path
+    meta_path = d / "world_model.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(
+            f"no world model at {d} (world_model.json missing); train one with `rawdream pretrain-wm`"
+        )
+    meta = json.loads(meta_path.read_text())
+    model = WorldModel(build(WorldModelConfig, meta["config"]))
+    model.load_state_dict(load_file(str(d / "world_model.safetensors")))
+    model.eval()
+    model.info = meta  # type: ignore[attr-defined]
+    return model
