@@ -114,6 +114,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory for wm_eval.json and videos")
     _add_preset(p, "eval_wm")
 
+    # policy ----------------------------------------------------------------------------------------------
+    p = verbs.add_parser(
+        "train-policy",
+        help="behaviour cloning: --stage base (pretraining tasks) or sft (1-shot)",
+        epilog=_epilog("train_policy_base / train_policy_sft"),
+    )
+    p.add_argument("--stage", required=True, choices=["base", "sft"])
+    p.add_argument(
+        "--data", required=True, help="demonstrations (LeRobot v3, every frame): `rawdream collect demos`"
+    )
+    p.add_argument("--out", required=True, help="output directory; re-running resumes from its checkpoint")
+    p.add_argument("--init", default=None, help="sft: the base policy directory to fine-tune")
+    p.add_argument(
+        "--task", action="append", default=None, help="sft: target task(s); default: all split targets"
+    )
+    p.add_argument("--demos", type=int, default=None, help="sft: demonstrations per target task (default 1)")
+    p.add_argument("--preset", default="default", help="tiny | default | large")
+
+    p = verbs.add_parser(
+        "eval-policy",
+        help="policy success rate in the real simulator (fixed seeds, 95% CI)",
+        epilog=_epilog("eval_policy"),
+    )
+    p.add_argument("--policy", required=True, help="policy directory (from train-policy or dream)")
+    p.add_argument("--out", required=True, help="output directory for eval.json and videos")
+    p.add_argument(
+        "--task", action="append", default=None, help="task(s), 'targets' or 'pretrain'; default: targets"
+    )
+    p.add_argument("--episodes", type=int, default=None, help="episodes per task (default 50)")
+    p.add_argument(
+        "--sampled", action="store_true", help="sample actions (at --temperature) instead of greedy"
+    )
+    _add_preset(p, "eval_policy")
+
     # tasks -----------------------------------------------------------------------------------------------
     p = verbs.add_parser("tasks", help="list the tasks, their instructions and the benchmark split")
     p.add_argument("--split", default="metaworld-heldout5", help="named split (default: metaworld-heldout5)")
@@ -176,6 +210,50 @@ def _cmd_eval_wm(args, overrides) -> int:
     return 0
 
 
+def _cmd_train_policy(args, overrides) -> int:
+    from rawdream.policy.train import TrainPolicyConfig, train_policy
+
+    if args.task:
+        overrides["tasks"] = args.task
+    if args.demos is not None:
+        overrides["demos"] = args.demos
+    cfg = resolve(TrainPolicyConfig, f"train_policy_{args.stage}", args.preset, overrides)
+    info = train_policy(cfg, args.data, args.out, init=args.init, progress=True)
+    print(
+        f"policy ({args.stage}): {Path(args.out).resolve() / 'policy.safetensors'}; tasks: {', '.join(info['tasks'])}; "
+        f"{info['seconds'] / 60:.1f} min; final {info['final_metrics']}"
+    )
+    if info["target_trajectories"]:
+        print(
+            f"target-task trajectories used: {len(info['target_trajectories'])} "
+            f"({', '.join(str(u['task']) + ' seed ' + str(u['seed']) for u in info['target_trajectories'])})"
+        )
+    return 0
+
+
+def _cmd_eval_policy(args, overrides) -> int:
+    from rawdream.eval.success import EvalPolicyConfig, evaluate_policy, format_eval
+    from rawdream.policy.train import load_policy
+
+    if args.task:
+        overrides["tasks"] = args.task
+    if args.episodes is not None:
+        overrides["episodes"] = args.episodes
+    if args.sampled:
+        overrides["greedy"] = False
+    cfg = resolve(EvalPolicyConfig, "eval_policy", args.preset, overrides)
+    policy = load_policy(args.policy)
+    report = evaluate_policy(policy, cfg, args.out, progress=True)
+    from rawdream.config import save_config
+
+    save_config(cfg, args.out)
+    print(format_eval(report))
+    print(
+        f"\nresults: {Path(args.out).resolve() / 'eval.json'}; videos: {Path(args.out).resolve() / 'videos'}"
+    )
+    return 0
+
+
 def _cmd_run(args, overrides) -> int:
     from rawdream.pipeline import resolve_run, run
 
@@ -231,6 +309,8 @@ COMMANDS = {
     "collect": _cmd_collect,
     "pretrain-wm": _cmd_pretrain_wm,
     "eval-wm": _cmd_eval_wm,
+    "train-policy": _cmd_train_policy,
+    "eval-policy": _cmd_eval_policy,
     "run": _cmd_run,
     "tasks": _cmd_tasks,
     "info": _cmd_info,

@@ -53,6 +53,7 @@ def decode_video(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 def write_preview(path: str | Path, frames: np.ndarray, fps: int = 10, scale: int = 4) -> None:
     """A browser-playable preview (H.264 4:2:0 needs even sizes; upscale small frames so they are visible)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     frames = np.asarray(frames, dtype=np.uint8)
     if scale > 1:
         frames = frames.repeat(scale, axis=1).repeat(scale, axis=2)

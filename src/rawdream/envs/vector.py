@@ -1,7 +1,7 @@
 """Many environments stepped in lockstep across worker processes (spawn), for a policy in the main process.
 
-Each worker owns a slice of the env slots and keeps one simulator per task it has seen, so slots can switch
-tasks between episodes (multi-task evaluation). ``step_chunk`` executes a whole action chunk inside the worker
+Each worker owns a slice of the env slots; each slot keeps one simulator per task it has run, so slots can
+switch tasks between episodes (multi-task evaluation). ``step_chunk`` executes a whole action chunk inside the worker
 and renders once at its end - the cheap path for chunked policies. Workers use the "spawn" start method:
 forking a process that holds an EGL context hangs MuJoCo (ENV-NOTES).
 """
@@ -37,18 +37,18 @@ class _Slots:
 
     def __init__(self, n: int, cfg: EnvConfig):
         self.cfg = cfg
-        self.envs: dict[str, Any] = {}
+        self.envs: dict[tuple[int, str], Any] = {}  # one simulator per (slot, task): slots never share one
         self.current: list[Any] = [None] * n
 
-    def _env(self, task: str):
-        if task not in self.envs:
-            self.envs[task] = make_env(task, self.cfg)
-        return self.envs[task]
+    def _env(self, slot: int, task: str):
+        if (slot, task) not in self.envs:
+            self.envs[(slot, task)] = make_env(task, self.cfg)
+        return self.envs[(slot, task)]
 
     def reset(self, items: list[tuple[int, str, int]]) -> list[tuple[Observation, dict]]:
         out = []
         for slot, task, seed in items:
-            env = self._env(task)
+            env = self._env(slot, task)
             self.current[slot] = env
             out.append(env.reset(seed))
         return out

@@ -1,0 +1,312 @@
+"""``rawdream train-policy``: multi-task behaviour cloning (``--stage base``) and 1-shot SFT (``--stage sft``).
+
+* base: expert demos of the pretraining tasks (the analogue of the paper's LIBERO-90 base); refuses data
+  containing a target task.
+* sft: fine-tunes the base on ``--demos`` demonstrations of each chosen target task. One checkpoint is shared
+  by all targets, as the paper's per-suite SFT (one demo per task, one model per suite): the targets share
+  the data of each other's demo for the vision and language pathways, and RL starts from the same weights
+  for every task. It records exactly which target trajectories it used.
+
+Every step draws its batch from a per-step random stream, so a killed run resumes exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from rawdream.config import build, save_config, to_dict
+from rawdream.data.cache import frame_cache
+from rawdream.data.lerobot import DatasetError, LeRobotDataset
+from rawdream.envs.metaworld_tasks import canonical_task
+from rawdream.io import atomic_write, atomic_write_json
+from rawdream.nn import EMA, count_params
+from rawdream.policy.tokenizer import ActionTokenizer
+from rawdream.policy.vla import POLICIES, PolicyConfig, VLAPolicy
+from rawdream.splits import SplitConfig, check_task_agnostic, resolve_split
+from rawdream.training import (
+    MetricsLogger,
+    autocast,
+    load_checkpoint,
+    save_checkpoint,
+    set_threads,
+    step_generator,
+)
+from rawdream.world_model.model import lr_schedule
+
+
+@dataclass
+class TrainPolicyConfig:
+    stage: str = "base"  # base | sft
+    split: SplitConfig = field(default_factory=SplitConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    tasks: list[str] = field(
+        default_factory=list
+    )  # sft: targets to fine-tune on (default: all split targets)
+    demos: int = 1  # sft: demonstrations per target task
+    steps: int = 20000
+    batch: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    ema_decay: float = 0.999
+    augment_shift: int = 4  # random-shift augmentation (pixels), as in DrQ
+    label_smoothing: float = 0.1
+    precision: str = "bf16"
+    threads: int = 2
+    seed: int = 0
+    log_every: int = 50
+    ckpt_every: int = 1000
+
+    def validate(self) -> None:
+        if self.stage not in ("base", "sft"):
+            raise ValueError(f"train-policy --stage must be base or sft, got {self.stage!r}")
+        if self.demos < 1:
+            raise ValueError(f"--demos must be at least 1, got {self.demos}")
+
+
+@dataclass
+class BCSamples:
+    frame: np.ndarray  # (N,) global frame index
+    proprio: np.ndarray  # (N, P)
+    actions: np.ndarray  # (N, chunk, A)
+    mask: np.ndarray  # (N, chunk) valid actions (not past the episode's end)
+    instruction: list[str]
+    episode: np.ndarray
+
+
+def bc_samples(ds: LeRobotDataset, episodes: list[int], chunk: int) -> BCSamples:
+    """Every frame of the chosen episodes with the next ``chunk`` actions (stride-1 demonstrations)."""
+    if ds.frame_stride != 1:
+        raise DatasetError(
+            f"{ds.root}: behaviour cloning needs demonstrations with every frame (frame_stride 1), "
+            f"this dataset has frame_stride {ds.frame_stride}; collect with `rawdream collect demos`"
+        )
+    actions = ds.column("action").astype(np.float32)
+    state = ds.column("observation.state").astype(np.float32)
+    rows: dict[str, list] = {k: [] for k in ("frame", "proprio", "actions", "mask", "instruction", "episode")}
+    for e in episodes:
+        lo, hi = ds.episode_bounds(e)
+        task = ds.episodes["tasks"][e][0]
+        last = hi - 1  # the final row holds the end frame and a no-op: not an action to imitate
+        for t in range(lo, last):
+            idx = np.arange(t, t + chunk)
+            valid = idx < last
+            rows["frame"].append(t)
+            rows["proprio"].append(state[t])
+            rows["actions"].append(actions[np.minimum(idx, last - 1)])
+            rows["mask"].append(valid)
+            rows["instruction"].append(task)
+            rows["episode"].append(e)
+    return BCSamples(
+        frame=np.asarray(rows["frame"]),
+        proprio=np.asarray(rows["proprio"]),
+        actions=np.asarray(rows["actions"]),
+        mask=np.asarray(rows["mask"]),
+        instruction=rows["instruction"],
+        episode=np.asarray(rows["episode"]),
+    )
+
+
+def random_shift(images: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+    """(B, H, W, 3) uint8 -> the same, shifted by up to ``pad`` pixels (replicate padding)."""
+    if pad <= 0:
+        return images
+    b, h, w, _ = images.shape
+    x = F.pad(images.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate")
+    ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
+    out = torch.stack([x[i, :, oy[i] : oy[i] + h, ox[i] : ox[i] + w] for i in range(b)])
+    return out.round().to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def _select_episodes(ds: LeRobotDataset, cfg: TrainPolicyConfig) -> tuple[list[int], list[str], list[dict]]:
+    split = resolve_split(cfg.split)
+    tasks_of = ds.episodes.get("rawdream/env_task") or [None] * ds.num_episodes
+    success = ds.episodes.get("rawdream/success") or [True] * ds.num_episodes
+    if cfg.stage == "base":
+        check_task_agnostic(ds.manifest, split, "base policy")
+        eps = [e for e in range(ds.num_episodes) if success[e]]
+        return eps, sorted({str(t) for t in tasks_of if t}), []
+    wanted = [canonical_task(t) for t in (cfg.tasks or split.targets)]
+    eps, used = [], []
+    for task in wanted:
+        mine = [e for e in range(ds.num_episodes) if tasks_of[e] == task and success[e]]
+        if len(mine) < cfg.demos:
+            raise DatasetError(
+                f"{ds.root} has {len(mine)} successful demos of {task}, --demos {cfg.demos} needs more; collect them "
+                f"with `rawdream collect demos --task {task} --episodes {cfg.demos} --out {ds.root}`"
+            )
+        chosen = mine[: cfg.demos]
+        eps += chosen
+        used += [
+            {
+                "task": task,
+                "episode": e,
+                "seed": ds.episodes.get("rawdream/seed", [None] * ds.num_episodes)[e],
+            }
+            for e in chosen
+        ]
+    return eps, wanted, used
+
+
+def train_policy(
+    cfg: TrainPolicyConfig,
+    data: str | Path,
+    out: str | Path,
+    init: str | Path | None = None,
+    progress: bool = True,
+    log_fn=print,
+) -> dict[str, Any]:
+    t_start = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    set_threads(cfg.threads)
+    ds = LeRobotDataset(data)
+    episodes, tasks, used = _select_episodes(ds, cfg)
+    if not episodes:
+        raise DatasetError(f"{ds.root} has no successful demonstrations to imitate")
+    samples = bc_samples(ds, episodes, cfg.policy.chunk)
+    frames = frame_cache(ds, progress=progress)
+    torch.manual_seed(cfg.seed)
+    if cfg.stage == "sft":
+        if init is None:
+            raise ValueError("train-policy --stage sft needs --init BASE_DIR (a base policy to fine-tune)")
+        policy = load_policy(init)
+        pcfg = policy.cfg
+    else:
+        stats = ds.stats
+        a_min = np.minimum(np.asarray(stats["action"]["min"], np.float32), -1.0)
+        a_max = np.maximum(np.asarray(stats["action"]["max"], np.float32), 1.0)
+        pcfg = build(
+            PolicyConfig,
+            {
+                **to_dict(cfg.policy),
+                "image_size": int(frames.shape[1]),
+                "action_dim": int(samples.actions.shape[-1]),
+                "proprio_dim": int(samples.proprio.shape[-1]),
+            },
+        )
+        policy = POLICIES[pcfg.type](
+            pcfg,
+            ActionTokenizer(a_min, a_max, pcfg.bins),
+            samples.proprio.mean(0),
+            samples.proprio.std(0) + 1e-3,
+        )
+    policy.text_encoder(sorted(set(samples.instruction)))  # embed once; cached in the checkpoint
+    save_config(cfg, out)
+    text = {t: torch.from_numpy(policy.text_encoder([t])[0]) for t in set(samples.instruction)}
+    tokens = policy.tokenizer.encode(samples.actions)
+    model = policy.model
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = EMA(model, cfg.ema_decay)
+    meta = load_checkpoint(out / "ckpt", "policy", model, opt, ema)
+    start = meta["step"] if meta else 0
+    log = MetricsLogger(out)
+    log_fn(
+        f"[train-policy] stage {cfg.stage}: {len(episodes)} demos of {len(tasks)} task(s), {len(samples.frame)} "
+        f"samples; policy {count_params(model) / 1e6:.2f}M params"
+    )
+    bar = tqdm(
+        total=cfg.steps,
+        initial=start,
+        desc=f"train-policy {cfg.stage}",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    pmean, pstd = policy.proprio_mean, policy.proprio_std
+    metrics: dict[str, float] = {}
+    for step in range(start, cfg.steps):
+        model.train()
+        g = step_generator(cfg.seed, step, stream=3)
+        idx = torch.randint(len(samples.frame), (cfg.batch,), generator=g).numpy()
+        images = random_shift(torch.from_numpy(np.array(frames[samples.frame[idx]])), cfg.augment_shift, g)
+        proprio = (torch.from_numpy(samples.proprio[idx]) - pmean) / pstd
+        txt = torch.stack([text[samples.instruction[i]] for i in idx])
+        target = tokens[idx]
+        mask = torch.from_numpy(samples.mask[idx]).float()
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * lr_schedule(step, cfg.steps, warmup=min(500, cfg.steps // 10))
+        torch.manual_seed(hash((cfg.seed, step, 13)) & 0x7FFFFFFF)  # dropout
+        with autocast(cfg.precision):
+            logits = model(images, proprio, txt)
+        ce = F.cross_entropy(
+            logits.float().reshape(-1, pcfg.bins),
+            target.reshape(-1),
+            label_smoothing=cfg.label_smoothing,
+            reduction="none",
+        ).view(target.shape)
+        loss = (ce.mean(-1) * mask).sum() / mask.sum().clamp_min(1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema.update(model)
+        bar.update()
+        if (step + 1) % cfg.log_every == 0:
+            with torch.no_grad():
+                acc = ((logits.argmax(-1) == target).float().mean(-1) * mask).sum() / mask.sum()
+            metrics = {"bc/loss": loss.item(), "bc/token_acc": acc.item()}
+            log.log(step + 1, metrics)
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc.item():.2f}")
+        if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
+            save_checkpoint(out / "ckpt", "policy", model, opt, ema, step=step + 1)
+    bar.close()
+    log.close()
+    model.load_state_dict(ema.state_dict())
+    model.eval()
+    info = {
+        "stage": cfg.stage,
+        "tasks": tasks,
+        "dataset": str(Path(data).resolve()),
+        "manifest_tasks": ds.manifest.get("tasks"),
+        "init": str(Path(init).resolve()) if init else None,
+        "target_trajectories": used,
+        "samples": len(samples.frame),
+        "final_metrics": metrics,
+        "seconds": time.time() - t_start,
+    }
+    save_policy(policy, out, info)
+    return info
+
+
+def save_policy(policy: VLAPolicy, out: str | Path, info: dict[str, Any]) -> Path:
+    out = Path(out)
+    sd = {k: v.contiguous() for k, v in policy.state_dict().items()}
+    atomic_write(out / "policy.safetensors", lambda p: save_file(sd, str(p)))
+    atomic_write_json(
+        out / "policy.json", {"config": to_dict(policy.cfg), "processor": policy.processor_state(), **info}
+    )
+    return out / "policy.safetensors"
+
+
+def load_policy(path: str | Path) -> VLAPolicy:
+    path = Path(path)
+    d = path.parent if path.suffix == ".safetensors" else path
+    meta_path = d / "policy.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(
+            f"no policy at {d} (policy.json missing); train one with `rawdream train-policy`"
+        )
+    meta = json.loads(meta_path.read_text())
+    cfg = build(PolicyConfig, meta["config"])
+    sd = load_file(str(d / "policy.safetensors"))
+    policy = POLICIES[cfg.type](
+        cfg,
+        ActionTokenizer.from_state(meta["processor"]["tokenizer"]),
+        sd["proprio_mean"],
+        sd["proprio_std"],
+        meta["processor"].get("text_cache"),
+    )
+    policy.load_state_dict(sd)
+    policy.eval()
+    policy.info = meta  # type: ignore[attr-defined]
+    return policy

@@ -1,0 +1,181 @@
+"""A small VLA: vision + language + proprioception -> a chunk of action tokens, decoded in parallel (OFT-style).
+
+* vision: a CNN trained here (pixel-unshuffle stem, FiLM from the instruction at every stage, spatial-softmax
+  keypoints + pooled features) - manipulation needs *where* things are;
+* language: the frozen all-MiniLM-L6-v2 sentence embedding of the instruction (:mod:`rawdream.policy.text`);
+* proprioception: hand position and gripper opening, normalised with the dataset's stats;
+* head: one linear layer to ``chunk x action_dim x bins`` logits: every token of the chunk is predicted at
+  once, so sampling and log-probabilities are exact and cheap (what GRPO needs).
+
+Policy = config + model + processor (normalisation, tokenizer, text cache), as in LeRobot; all three are saved
+together. Selected by ``type`` through a registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rawdream.nn import ResBlock, group_norm, mlp
+from rawdream.policy.text import TEXT_DIM, TextEncoder
+from rawdream.policy.tokenizer import ActionTokenizer
+
+
+@dataclass
+class PolicyConfig:
+    type: str = "vla"
+    image_size: int = 64
+    channels: tuple[int, ...] = (32, 64, 128)
+    hidden: int = 512
+    chunk: int = 8
+    action_dim: int = 4
+    proprio_dim: int = 4
+    bins: int = 256
+    dropout: float = 0.1
+
+
+class SpatialSoftmax(nn.Module):
+    """Expected (x, y) image coordinates of each channel's softmax: one keypoint per channel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        att = F.softmax(x.flatten(2), dim=-1).view(b, c, h, w)
+        ys = torch.linspace(-1, 1, h, device=x.device)
+        xs = torch.linspace(-1, 1, w, device=x.device)
+        return torch.cat([(att.sum(2) * xs).sum(-1), (att.sum(3) * ys).sum(-1)], dim=1)
+
+
+class VisionEncoder(nn.Module):
+    def __init__(self, cfg: PolicyConfig, cond_dim: int):
+        super().__init__()
+        chs = cfg.channels
+        self.stem = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(12, chs[0], 3, padding=1))  # 32x32
+        self.blocks = nn.ModuleList()
+        self.downs = nn.ModuleList()
+        for i, ch in enumerate(chs):
+            self.blocks.append(ResBlock(ch, ch, cond_dim))  # FiLM from the instruction
+            self.downs.append(
+                nn.Conv2d(ch, chs[i + 1], 3, stride=2, padding=1) if i + 1 < len(chs) else nn.Identity()
+            )
+        self.norm = group_norm(chs[-1])
+        self.keypoints = SpatialSoftmax()
+        self.out_dim = 3 * chs[-1]
+
+    def forward(self, images: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        x = self.stem(images.permute(0, 3, 1, 2).float() / 127.5 - 1.0)
+        for block, down in zip(self.blocks, self.downs):
+            x = down(block(x, cond))
+        x = F.silu(self.norm(x))
+        return torch.cat([self.keypoints(x), x.mean(dim=(2, 3))], dim=1)
+
+
+class VLAModel(nn.Module):
+    def __init__(self, cfg: PolicyConfig):
+        super().__init__()
+        self.cfg = cfg
+        cond = 128
+        self.text = mlp(TEXT_DIM, 256, cond)
+        self.vision = VisionEncoder(cfg, cond)
+        self.proprio = mlp(cfg.proprio_dim, 128, 128)
+        self.trunk = nn.Sequential(
+            nn.Linear(self.vision.out_dim + 128 + cond, cfg.hidden),
+            nn.SiLU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.hidden, cfg.hidden),
+            nn.SiLU(),
+            nn.Dropout(cfg.dropout),
+        )
+        self.head = nn.Linear(cfg.hidden, cfg.chunk * cfg.action_dim * cfg.bins)
+
+    def forward(self, images: torch.Tensor, proprio: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """-> logits (B, chunk, action_dim, bins)."""
+        t = self.text(text)
+        h = torch.cat([self.vision(images, t), self.proprio(proprio), t], dim=1)
+        logits = self.head(self.trunk(h))
+        return logits.view(-1, self.cfg.chunk, self.cfg.action_dim, self.cfg.bins)
+
+
+class VLAPolicy(nn.Module):
+    """Model + processor. Observations are dicts of batched ``image`` (B,H,W,3) uint8, ``proprio`` (B,P) and
+    ``instruction`` (list of B strings), exactly what :class:`Env` / ImaginedEnv return (stacked)."""
+
+    def __init__(
+        self,
+        cfg: PolicyConfig,
+        tokenizer: ActionTokenizer,
+        proprio_mean,
+        proprio_std,
+        text_cache: dict | None = None,
+    ):
+        super().__init__()
+        self.cfg = cfg
+        self.model = VLAModel(cfg)
+        self.tokenizer = tokenizer
+        self.register_buffer("proprio_mean", torch.as_tensor(np.asarray(proprio_mean, np.float32)))
+        self.register_buffer("proprio_std", torch.as_tensor(np.asarray(proprio_std, np.float32)))
+        self.text_encoder = TextEncoder(text_cache)
+
+    # -- processor ------------------------------------------------------------------------------------------
+    def _inputs(self, obs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        images = torch.as_tensor(np.asarray(obs["image"]))
+        proprio = torch.as_tensor(np.asarray(obs["proprio"], dtype=np.float32))
+        instr = obs["instruction"]
+        instr = [instr] * len(images) if isinstance(instr, str) else list(instr)
+        size = self.cfg.image_size
+        if images.ndim != 4 or tuple(images.shape[1:]) != (size, size, 3) or images.dtype != torch.uint8:
+            raise ValueError(
+                f"policy expects images of shape (B, {size}, {size}, 3) uint8, got "
+                f"{tuple(images.shape)} {images.dtype}"
+            )
+        if proprio.ndim != 2 or proprio.shape[1] != self.cfg.proprio_dim:
+            raise ValueError(
+                f"policy expects proprio of shape (B, {self.cfg.proprio_dim}), got {tuple(proprio.shape)}"
+                f" - this policy was trained with {self.cfg.proprio_dim}-dim proprioception"
+            )
+        if not (len(instr) == len(images) == len(proprio)):
+            raise ValueError(
+                f"batch sizes differ: {len(images)} images, {len(proprio)} proprio, {len(instr)} instructions"
+            )
+        text = torch.from_numpy(self.text_encoder(instr))
+        return images, (proprio - self.proprio_mean) / self.proprio_std, text
+
+    def logits(self, obs: dict[str, Any]) -> torch.Tensor:
+        return self.model(*self._inputs(obs))
+
+    # -- the API RL needs -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, obs: dict[str, Any], temperature: float = 1.0, generator: torch.Generator | None = None):
+        """-> (actions (B,chunk,A) float32 numpy, tokens (B,chunk,A) long, logprobs (B,chunk,A) at temperature 1
+        of the *sampled* tokens). Temperature 0 is greedy."""
+        logits = self.logits(obs)
+        if temperature <= 0:
+            tokens = logits.argmax(-1)
+        else:
+            probs = F.softmax(logits / temperature, dim=-1)
+            flat = probs.reshape(-1, probs.shape[-1])
+            tokens = torch.multinomial(flat, 1, generator=generator).view(logits.shape[:-1])
+        logp = F.log_softmax(logits, dim=-1).gather(-1, tokens[..., None])[..., 0]
+        return self.tokenizer.decode(tokens).numpy().astype(np.float32), tokens, logp
+
+    def logprob(self, obs: dict[str, Any], tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Differentiable per-token log-probabilities (B,chunk,A) of ``tokens``, and the per-token entropy."""
+        logp_all = F.log_softmax(self.logits(obs), dim=-1)
+        logp = logp_all.gather(-1, tokens[..., None].long())[..., 0]
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        return logp, entropy
+
+    @torch.no_grad()
+    def greedy(self, obs: dict[str, Any]) -> np.ndarray:
+        return self.sample(obs, temperature=0.0)[0]
+
+    def processor_state(self) -> dict:
+        return {"tokenizer": self.tokenizer.state_dict(), "text_cache": self.text_encoder.state()}
+
+
+POLICIES: dict[str, Callable[..., VLAPolicy]] = {"vla": VLAPolicy}

@@ -1,0 +1,168 @@
+"""The VLA policy: tokenizer, sampling contract, behaviour cloning, and the real-simulator evaluation harness."""
+
+import numpy as np
+import pytest
+import torch
+
+from rawdream.cli import main
+from rawdream.config import build, load_preset, resolve
+from rawdream.eval.success import EvalPolicyConfig, evaluate_policy, wilson
+from rawdream.policy.tokenizer import ActionTokenizer
+from rawdream.policy.train import TrainPolicyConfig, load_policy, train_policy
+from rawdream.policy.vla import PolicyConfig, VLAPolicy
+
+TINY = load_preset("train_policy_base", "tiny")["policy"]
+
+
+def test_tokenizer_round_trip_within_one_bin():
+    tok = ActionTokenizer([-1, -1, -1, -1], [1, 1, 1, 1], bins=256)
+    a = np.random.default_rng(0).uniform(-1, 1, (1000, 4)).astype(np.float32)
+    a[0] = [-1, 1, 0, 0.999]  # the edges land in the first and last bins
+    back = tok.decode(tok.encode(a)).numpy()
+    assert np.abs(back - a).max() <= tok.bin_width.max().item() / 2 + 1e-6
+    assert tok.encode(a).min() >= 0 and tok.encode(a).max() <= 255
+    with pytest.raises(ValueError, match="3 dimensions"):
+        tok.encode(np.zeros((2, 3)))
+
+
+def _policy(seed=0):
+    torch.manual_seed(seed)
+    cfg = build(PolicyConfig, TINY)
+    p = VLAPolicy(
+        cfg,
+        ActionTokenizer([-1] * 4, [1] * 4),
+        np.zeros(4),
+        np.ones(4),
+        text_cache={"open the drawer": list(np.random.default_rng(0).normal(size=384))},
+    )
+    return p.eval()
+
+
+def _obs(b=3):
+    rng = np.random.default_rng(1)
+    return {
+        "image": rng.integers(0, 255, (b, 64, 64, 3), dtype=np.uint8),
+        "proprio": rng.normal(size=(b, 4)).astype(np.float32),
+        "instruction": ["open the drawer"] * b,
+    }
+
+
+def test_sampled_logprobs_equal_logprob_and_temperature_zero_is_greedy():
+    p, obs = _policy(), _obs()
+    actions, tokens, logp = p.sample(obs, temperature=1.0, generator=torch.Generator().manual_seed(0))
+    again, _ = p.logprob(obs, tokens)
+    torch.testing.assert_close(logp, again)
+    assert actions.shape == (3, 8, 4) and tokens.shape == (3, 8, 4)
+    np.testing.assert_array_equal(p.sample(obs, temperature=0.0)[0], p.greedy(obs))
+    a1 = p.sample(obs, 1.0, torch.Generator().manual_seed(5))[1]
+    a2 = p.sample(obs, 1.0, torch.Generator().manual_seed(5))[1]
+    assert torch.equal(a1, a2)
+
+
+def test_wrong_dimensions_are_refused():
+    p, obs = _policy(), _obs()
+    with pytest.raises(ValueError, match="proprio of shape \\(B, 4\\)"):
+        p.greedy({**obs, "proprio": obs["proprio"][:, :3]})
+    with pytest.raises(ValueError, match="images of shape"):
+        p.greedy({**obs, "image": obs["image"][:, :32]})
+
+
+def test_wilson_interval():
+    lo, hi = wilson(0, 50)
+    assert lo == 0 and 0.05 < hi < 0.09
+    lo, hi = wilson(25, 50)
+    assert 0.36 < lo < 0.37 and 0.63 < hi < 0.64
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demos") / "d"
+    assert (
+        main(["collect", "demos", "--task", "reach", "--out", str(out), "--preset", "tiny", "--max_steps=48"])
+        == 0
+    )
+    return out
+
+
+def test_policy_overfits_one_demo(demo, tmp_path):
+    cfg = resolve(
+        TrainPolicyConfig,
+        "train_policy_base",
+        "tiny",
+        {
+            "steps": 300,
+            "lr": 3e-3,
+            "batch": 32,
+            "augment_shift": 0,
+            "label_smoothing": 0.0,
+            "ema_decay": 0.0,
+            "policy.dropout": 0.0,
+            "precision": "fp32",
+            "log_every": 25,
+            "split.targets": ["drawer-open"],
+        },
+    )
+    info = train_policy(cfg, demo, tmp_path / "p", progress=False)
+    losses = [
+        r["bc/loss"]
+        for r in map(__import__("json").loads, (tmp_path / "p" / "metrics.jsonl").read_text().splitlines())
+    ]
+    assert losses[-1] < 0.5 * losses[0] and losses[-1] < 0.25 * np.log(256), losses
+    policy = load_policy(tmp_path / "p")
+    from rawdream.data.cache import frame_cache
+    from rawdream.data.lerobot import LeRobotDataset
+
+    ds = LeRobotDataset(demo)
+    frames, ep = frame_cache(ds), ds.episode(0)
+    pred = policy.greedy(
+        {
+            "image": np.array(frames[:8]),
+            "proprio": ep.data["observation.state"][:8],
+            "instruction": ["reach the red goal"] * 8,
+        }
+    )
+    err = np.abs(pred[:, 0] - ep.data["action"][:8])  # first action of each predicted chunk vs the demo's
+    assert np.median(err) < 0.1, err
+    assert info["tasks"] == ["reach"]
+
+
+def test_eval_harness_on_the_real_simulator_reproduces(demo, tmp_path):
+    policy = _policy()
+    cfg = resolve(EvalPolicyConfig, "eval_policy", "tiny", {"tasks": ["reach"], "env.max_steps": 24})
+    a = evaluate_policy(policy, cfg, tmp_path / "a", progress=False)
+    b = evaluate_policy(policy, cfg, None, progress=False)
+    assert a["tasks"]["reach"]["episode_results"] == b["tasks"]["reach"]["episode_results"]
+    assert a["tasks"]["reach"]["episodes"] == 2 and (tmp_path / "a" / "eval.json").exists()
+    assert list((tmp_path / "a" / "videos").glob("reach_ep0_*.mp4"))
+    sampled = resolve(
+        EvalPolicyConfig, "eval_policy", "tiny", {"tasks": ["reach"], "env.max_steps": 24, "greedy": False}
+    )
+    c = evaluate_policy(policy, sampled, None, progress=False)
+    d = evaluate_policy(policy, sampled, None, progress=False)
+    assert c["tasks"]["reach"]["episode_results"] == d["tasks"]["reach"]["episode_results"]
+
+
+def test_sft_refuses_missing_demos_and_base_refuses_targets(demo, tmp_path):
+    from rawdream.splits import TargetTaskLeakError
+
+    with pytest.raises(TargetTaskLeakError):
+        train_policy(
+            resolve(TrainPolicyConfig, "train_policy_base", "tiny", {"split.targets": ["reach"]}),
+            demo,
+            tmp_path / "x",
+            progress=False,
+        )
+    train_policy(
+        resolve(TrainPolicyConfig, "train_policy_base", "tiny", {"split.targets": ["push"]}),
+        demo,
+        tmp_path / "base",
+        progress=False,
+    )
+    with pytest.raises(Exception, match="successful demos of push"):
+        train_policy(
+            resolve(TrainPolicyConfig, "train_policy_sft", "tiny", {"split.targets": ["push"]}),
+            demo,
+            tmp_path / "sft",
+            init=tmp_path / "base",
+            progress=False,
+        )
