@@ -1,0 +1,113 @@
+"""The judge contract: ``judge(videos, instructions) -> verdicts``, batched, with a registry of backends.
+
+A verdict says success (True / False / None = abstain), a score in [0, 1] where the backend has one, the raw
+answer and the latency. An abstain is never turned into a reward silently: RL treats it as unreliable and
+counts it. Frame selection (first, last and k evenly spaced frames; resolution) is part of a judge's config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass
+class Verdict:
+    success: bool | None  # None = abstain (unreachable endpoint, malformed answer, ...)
+    score: float | None = None  # P(success) where the backend has one
+    raw: str = ""
+    latency: float = 0.0
+
+    @property
+    def abstained(self) -> bool:
+        return self.success is None
+
+
+@dataclass
+class FrameSelection:
+    """Which frames of a video a judge looks at: the first, the last and ``middle`` evenly spaced between."""
+
+    middle: int = 2
+    size: int = 0  # resize to size x size (0: keep the video's resolution)
+
+    def indices(self, length: int) -> list[int]:
+        if length <= 0:
+            raise ValueError("cannot judge an empty video")
+        if length == 1:
+            return [0]
+        inner = np.linspace(0, length - 1, self.middle + 2)[1:-1] if self.middle > 0 else []
+        return sorted({0, length - 1, *(int(round(i)) for i in inner)})
+
+    def select(self, video: np.ndarray) -> np.ndarray:
+        video = np.asarray(video)
+        if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8:
+            raise ValueError(f"a video must be (T, H, W, 3) uint8, got {video.shape} {video.dtype}")
+        frames = video[self.indices(len(video))]
+        if self.size and frames.shape[1] != self.size:
+            import torch
+            import torch.nn.functional as F
+
+            t = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+            t = F.interpolate(t, size=(self.size, self.size), mode="bilinear", align_corners=False)
+            frames = t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        return frames
+
+
+@runtime_checkable
+class Judge(Protocol):
+    name: str
+    #: True only for the simulator oracle: it may score evaluations and named ablations, never a default run.
+    privileged: bool
+
+    def __call__(
+        self, videos: list[np.ndarray], instructions: list[str], **context: Any
+    ) -> list[Verdict]: ...
+
+
+@dataclass
+class JudgeConfig:
+    backend: str = "generalist"  # generalist | openai | hf | oracle
+    path: str = ""  # generalist: trained judge directory; hf: local model directory
+    url: str = "http://127.0.0.1:8000/v1"  # openai: base URL of an OpenAI-compatible server
+    model: str = "Qwen3-VL-8B-Instruct"
+    api_key_env: str = "RAWDREAM_VLM_API_KEY"  # the key is read from this environment variable, never logged
+    frames: FrameSelection = field(default_factory=FrameSelection)
+    threshold: float = 0.5  # score -> success, where the backend gives a score
+    timeout: float = 60.0
+    retries: int = 3
+    backoff: float = 0.5  # seconds; doubled per retry, plus up to 50% random jitter
+    concurrency: int = 8
+    cache_dir: str = ""  # content-hash cache of answers ("" = in memory only)
+    allow_oracle: bool = False  # the oracle may only be used when a run names it explicitly (ablation/eval)
+
+
+_REGISTRY: dict[str, Callable[[JudgeConfig], Judge]] = {}
+
+
+def register_judge(name: str):
+    def deco(factory):
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+class OracleNotAllowedError(ValueError):
+    """The simulator oracle was requested where only a task-agnostic judge is allowed."""
+
+
+def make_judge(cfg: JudgeConfig, purpose: str = "evaluation") -> Judge:
+    """Build a judge. ``purpose='training'`` refuses the oracle unless ``cfg.allow_oracle`` names the ablation."""
+    from rawdream.reward import generalist, hf, openai, oracle  # noqa: F401  (backends register on import)
+
+    if cfg.backend not in _REGISTRY:
+        raise ValueError(f"unknown judge backend {cfg.backend!r}; available: {', '.join(sorted(_REGISTRY))}")
+    if cfg.backend == "oracle" and purpose == "training" and not cfg.allow_oracle:
+        raise OracleNotAllowedError(
+            "the simulator oracle judge reads the simulator's success flag: it is for evaluation and for the "
+            "explicitly named ablation only; pass --judge.allow_oracle=true to run that ablation"
+        )
+    return _REGISTRY[cfg.backend](cfg)

@@ -1,0 +1,125 @@
+"""The openai judge against a real HTTP server on 127.0.0.1 that speaks chat-completions with scripted answers."""
+
+import logging
+import threading
+
+import numpy as np
+import pytest
+
+from rawdream.reward.base import FrameSelection, JudgeConfig, Verdict
+from rawdream.reward.loopback import LoopbackVLM
+from rawdream.reward.openai import OpenAIJudge, parse_answer
+
+
+def _videos(n, t=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 255, (t, 16, 16, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def _judge(server, **kw):
+    return OpenAIJudge(
+        JudgeConfig(**{"backend": "openai", "url": server.url, "backoff": 0.01, "timeout": 2.0, **kw})
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Yes", True),
+        ("no", False),
+        ("YES.", True),
+        ("**No**", False),
+        (" yes, the drawer is open", True),
+        ('{"success": true}', True),
+        ('{"answer": "No"}', False),
+        ("I cannot tell", None),
+        ("", None),
+        ("It could be yes or no", None),
+        ("The task failed", False),
+    ],
+)
+def test_parsing_of_varied_answers(text, expected):
+    assert parse_answer(text) is expected
+
+
+def test_images_arrive_as_base64_png_and_instruction_in_prompt():
+    with LoopbackVLM(
+        lambda req: ("Yes" if "open the drawer" in LoopbackVLM.text(req) else "No", 0.9)
+    ) as server:
+        judge = _judge(server, frames=FrameSelection(middle=2))
+        out = judge(_videos(2), ["open the drawer", "close the door"])
+        assert [v.success for v in out] == [True, False]
+        assert out[0].score == pytest.approx(0.9)
+        assert len(server.images(server.requests[0])) == 4  # first, last and 2 in between
+        assert server.requests[0]["model"] == "Qwen3-VL-8B-Instruct"
+
+
+def test_retry_on_500_then_success():
+    with LoopbackVLM(lambda req: "no", fail_first=2) as server:
+        judge = _judge(server, retries=3)
+        assert judge(_videos(1), ["x"])[0].success is False
+        assert judge.stats["retries"] == 2 and judge.stats["abstains"] == 0
+
+
+def test_retry_on_timeout_then_success():
+    with LoopbackVLM(lambda req: "yes", slow_first=1, slow_delay=1.5) as server:
+        judge = _judge(server, retries=2, timeout=0.5)
+        assert judge(_videos(1), ["x"])[0].success is True
+        assert judge.stats["retries"] == 1
+
+
+def test_abstain_after_last_retry_and_on_unreachable_endpoint(caplog):
+    with LoopbackVLM(fail_first=100) as server:
+        judge = _judge(server, retries=2)
+        v = judge(_videos(1), ["x"])[0]
+        assert v.success is None and v.abstained and judge.stats["abstains"] == 1
+        assert len(server.requests) == 3
+    judge = OpenAIJudge(JudgeConfig(url="http://127.0.0.1:9/v1", retries=1, backoff=0.01, timeout=0.5))
+    v = judge(_videos(1), ["x"])[0]
+    assert v.success is None and "unreachable" in v.raw
+
+
+def test_malformed_answer_is_an_explicit_abstain():
+    with LoopbackVLM(lambda req: "Maybe, hard to say") as server:
+        judge = _judge(server)
+        v = judge(_videos(1), ["x"])[0]
+        assert (
+            v.success is None
+            and judge.stats["abstains"] == 1
+            and "unparseable" in next(iter(judge.stats["errors"]))
+        )
+
+
+def test_content_hash_cache(tmp_path):
+    with LoopbackVLM(lambda req: "yes") as server:
+        judge = _judge(server, cache_dir=str(tmp_path / "cache"))
+        videos = _videos(2)
+        judge(videos, ["a", "b"])
+        judge(videos, ["a", "b"])
+        assert len(server.requests) == 2 and judge.stats["cache_hits"] == 2
+        judge(videos, ["a", "c"])  # a different instruction is a different request
+        assert len(server.requests) == 3
+        fresh = _judge(server, cache_dir=str(tmp_path / "cache"))  # the disk cache survives the process
+        fresh(videos[:1], ["a"])
+        assert len(server.requests) == 3
+
+
+def test_concurrency_limit():
+    with LoopbackVLM(lambda req: "yes", delay=0.15) as server:
+        judge = _judge(server, concurrency=3)
+        judge(_videos(9, seed=1), [f"task {i}" for i in range(9)])
+        assert server.max_active == 3
+
+
+def test_api_key_is_sent_but_never_logged(monkeypatch, caplog):
+    monkeypatch.setenv("RAWDREAM_VLM_API_KEY", "sk-secret-123")
+    caplog.set_level(logging.DEBUG)
+    with LoopbackVLM(fail_first=1) as server:
+        judge = _judge(server, retries=0)
+        judge(_videos(1), ["x"])  # abstains and logs a warning
+        judge(_videos(1), ["y"])
+        assert server.headers[-1]["Authorization"] == "Bearer sk-secret-123"
+    assert "sk-secret" not in caplog.text and "sk-secret" not in repr(judge.stats)
+    assert isinstance(judge(_videos(0), []), list)
+    assert threading.active_count() < 50
+    assert Verdict(success=None).abstained
