@@ -39,7 +39,7 @@ class FrameSelection:
         if length == 1:
             return [0]
         inner = np.linspace(0, length - 1, self.middle + 2)[1:-1] if self.middle > 0 else []
-        return sorted({0, length - 1, *(int(round(i)) for i in inner)})
+        return sorted({0, length - 1, *(int(np.rint(i)) for i in inner)})
 
     def select(self, video: np.ndarray) -> np.ndarray:
         video = np.asarray(video)
