@@ -18,3 +18,59 @@ def drawer_env():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def play_data(tmp_path_factory):
+    from rawdream.cli import main
+
+    out = tmp_path_factory.mktemp("data") / "play"
+    assert main(["collect", "play", "--out", str(out), "--preset", "tiny"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_wm(play_data, tmp_path_factory):
+    from rawdream.cli import main
+
+    out = tmp_path_factory.mktemp("wm") / "wm"
+    assert main(["pretrain-wm", "--data", str(play_data), "--out", str(out), "--preset", "tiny"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def reach_demo(tmp_path_factory):
+    from rawdream.cli import main
+
+    out = tmp_path_factory.mktemp("demos") / "reach"
+    assert (
+        main(["collect", "demos", "--task", "reach", "--out", str(out), "--preset", "tiny", "--max_steps=48"])
+        == 0
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(reach_demo, tmp_path_factory):
+    """A tiny policy trained on a reach demo, with 'push' as the split's target so reach is a pretraining task."""
+    from rawdream.cli import main
+
+    out = tmp_path_factory.mktemp("policy") / "base"
+    assert (
+        main(
+            [
+                "train-policy",
+                "--stage",
+                "base",
+                "--data",
+                str(reach_demo),
+                "--out",
+                str(out),
+                "--preset",
+                "tiny",
+                "--split.targets=push",
+            ]
+        )
+        == 0
+    )
+    return out

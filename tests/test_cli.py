@@ -18,6 +18,13 @@ def _verbs():
         ["collect", "labeled"],
         ["tasks"],
         ["info"],
+        ["pretrain-wm"],
+        ["eval-wm"],
+        ["train-policy"],
+        ["eval-policy"],
+        ["train-judge"],
+        ["eval-judge"],
+        ["dream"],
     ]
 
 

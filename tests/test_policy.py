@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from rawdream.cli import main
 from rawdream.config import build, load_preset, resolve
 from rawdream.eval.success import EvalPolicyConfig, evaluate_policy, wilson
 from rawdream.policy.tokenizer import ActionTokenizer
@@ -74,17 +73,7 @@ def test_wilson_interval():
     assert 0.36 < lo < 0.37 and 0.63 < hi < 0.64
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("demos") / "d"
-    assert (
-        main(["collect", "demos", "--task", "reach", "--out", str(out), "--preset", "tiny", "--max_steps=48"])
-        == 0
-    )
-    return out
-
-
-def test_policy_overfits_one_demo(demo, tmp_path):
+def test_policy_overfits_one_demo(reach_demo, tmp_path):
     cfg = resolve(
         TrainPolicyConfig,
         "train_policy_base",
@@ -102,7 +91,7 @@ def test_policy_overfits_one_demo(demo, tmp_path):
             "split.targets": ["drawer-open"],
         },
     )
-    info = train_policy(cfg, demo, tmp_path / "p", progress=False)
+    info = train_policy(cfg, reach_demo, tmp_path / "p", progress=False)
     losses = [
         r["bc/loss"]
         for r in map(__import__("json").loads, (tmp_path / "p" / "metrics.jsonl").read_text().splitlines())
@@ -112,7 +101,7 @@ def test_policy_overfits_one_demo(demo, tmp_path):
     from rawdream.data.cache import frame_cache
     from rawdream.data.lerobot import LeRobotDataset
 
-    ds = LeRobotDataset(demo)
+    ds = LeRobotDataset(reach_demo)
     frames, ep = frame_cache(ds), ds.episode(0)
     pred = policy.greedy(
         {
@@ -126,7 +115,7 @@ def test_policy_overfits_one_demo(demo, tmp_path):
     assert info["tasks"] == ["reach"]
 
 
-def test_eval_harness_on_the_real_simulator_reproduces(demo, tmp_path):
+def test_eval_harness_on_the_real_simulator_reproduces(reach_demo, tmp_path):
     policy = _policy()
     cfg = resolve(EvalPolicyConfig, "eval_policy", "tiny", {"tasks": ["reach"], "env.max_steps": 24})
     a = evaluate_policy(policy, cfg, tmp_path / "a", progress=False)
@@ -142,26 +131,26 @@ def test_eval_harness_on_the_real_simulator_reproduces(demo, tmp_path):
     assert c["tasks"]["reach"]["episode_results"] == d["tasks"]["reach"]["episode_results"]
 
 
-def test_sft_refuses_missing_demos_and_base_refuses_targets(demo, tmp_path):
+def test_sft_refuses_missing_demos_and_base_refuses_targets(reach_demo, tmp_path):
     from rawdream.splits import TargetTaskLeakError
 
     with pytest.raises(TargetTaskLeakError):
         train_policy(
             resolve(TrainPolicyConfig, "train_policy_base", "tiny", {"split.targets": ["reach"]}),
-            demo,
+            reach_demo,
             tmp_path / "x",
             progress=False,
         )
     train_policy(
         resolve(TrainPolicyConfig, "train_policy_base", "tiny", {"split.targets": ["push"]}),
-        demo,
+        reach_demo,
         tmp_path / "base",
         progress=False,
     )
     with pytest.raises(Exception, match="successful demos of push"):
         train_policy(
             resolve(TrainPolicyConfig, "train_policy_sft", "tiny", {"split.targets": ["push"]}),
-            demo,
+            reach_demo,
             tmp_path / "sft",
             init=tmp_path / "base",
             progress=False,

@@ -152,13 +152,6 @@ def test_imagined_env_speaks_the_real_env_contract(trained, drawer_env):
 
 
 @pytest.fixture(scope="module")
-def play_data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("data") / "play"
-    assert main(["collect", "play", "--out", str(out), "--preset", "tiny"]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
 def target_data(tmp_path_factory):
     out = tmp_path_factory.mktemp("data") / "demos"
     assert main(["collect", "demos", "--task", "drawer-open", "--out", str(out), "--preset", "tiny"]) == 0

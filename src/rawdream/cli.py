@@ -148,6 +148,68 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_preset(p, "eval_policy")
 
+    # judges ----------------------------------------------------------------------------------------------
+    p = verbs.add_parser(
+        "train-judge",
+        help="train the embedded generalist judge on labeled pretraining rollouts",
+        epilog=_epilog("train_judge"),
+    )
+    p.add_argument(
+        "--data", required=True, help="labeled rollouts of pretraining tasks: `rawdream collect labeled`"
+    )
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument(
+        "--wm", default=None, help="world model: add its imagined replays of the rollouts to training"
+    )
+    p.add_argument("--blind", action="store_true", help="train the instruction-blind control judge")
+    _add_preset(p, "train_judge")
+
+    p = verbs.add_parser(
+        "eval-judge",
+        help="judge accuracy on held-out target tasks (real and imagined videos)",
+        epilog=_epilog("eval_judge") + " The judge is any backend: --judge.backend openai "
+        "--judge.url http://host:8000/v1 points it at a served Qwen3-VL.",
+    )
+    p.add_argument("--out", required=True, help="output directory for judge_eval.json")
+    p.add_argument(
+        "--judge", dest="judge_path", default=None, help="generalist judge directory (--judge.path)"
+    )
+    p.add_argument("--blind", default=None, help="instruction-blind control judge directory")
+    p.add_argument("--data", default=None, help="labeled target-task rollouts; default: collected into OUT")
+    p.add_argument("--wm", default=None, help="world model for the imagined-video rows")
+    _add_preset(p, "eval_judge")
+
+    # dream -----------------------------------------------------------------------------------------------
+    p = verbs.add_parser(
+        "dream",
+        help="GRPO on a held-out task inside the world model (or --env sim: online RL)",
+        epilog=_epilog("dream"),
+    )
+    p.add_argument("--task", required=True, help="the target task")
+    p.add_argument("--policy", required=True, help="starting policy directory (the 1-shot SFT policy)")
+    p.add_argument("--wm", default=None, help="world model directory (from pretrain-wm)")
+    p.add_argument(
+        "--judge", dest="judge_path", default=None, help="generalist judge directory (--judge.path)"
+    )
+    p.add_argument(
+        "--vlm-url",
+        default=None,
+        help="judge with a served VLM at this OpenAI-compatible URL (e.g. vLLM serving Qwen3-VL)",
+    )
+    p.add_argument(
+        "--env",
+        dest="env_mode",
+        default=None,
+        choices=["wm", "sim"],
+        help="wm: in imagination (default); sim: the online-RL baseline in the real simulator",
+    )
+    p.add_argument(
+        "--init-from", default=None, help="LeRobot v3 dataset whose first frames are the initial states"
+    )
+    p.add_argument("--no-dnv", action="store_true", help="ablation: switch dual-noise verification off")
+    p.add_argument("--out", required=True, help="output directory; re-running resumes")
+    _add_preset(p, "dream")
+
     # tasks -----------------------------------------------------------------------------------------------
     p = verbs.add_parser("tasks", help="list the tasks, their instructions and the benchmark split")
     p.add_argument("--split", default="metaworld-heldout5", help="named split (default: metaworld-heldout5)")
@@ -254,6 +316,56 @@ def _cmd_eval_policy(args, overrides) -> int:
     return 0
 
 
+def _cmd_train_judge(args, overrides) -> int:
+    from rawdream.reward.generalist import TrainJudgeConfig, train_judge
+
+    if args.blind:
+        overrides["model.blind"] = True
+    cfg = resolve(TrainJudgeConfig, "train_judge", args.preset, overrides)
+    info = train_judge(cfg, args.data, args.out, wm_path=args.wm, progress=True)
+    v = info["validation"]
+    print(
+        f"judge: {Path(args.out).resolve()} ({'instruction-blind control' if cfg.model.blind else 'generalist'}); "
+        f"held-out pretraining episodes: AUROC {v['auroc']:.3f}, balanced accuracy {v['balanced_accuracy']:.3f}"
+    )
+    return 0
+
+
+def _cmd_eval_judge(args, overrides) -> int:
+    from rawdream.eval.judge_accuracy import EvalJudgeConfig, evaluate_judges, format_judge_report
+
+    if args.judge_path:
+        overrides["judge.path"] = args.judge_path
+    if args.blind:
+        overrides["blind_path"] = args.blind
+    cfg = resolve(EvalJudgeConfig, "eval_judge", args.preset, overrides)
+    report = evaluate_judges(cfg, args.out, data=args.data, wm_path=args.wm, progress=True)
+    print(format_judge_report(report))
+    print(f"\nresults: {Path(args.out).resolve() / 'judge_eval.json'}")
+    return 0
+
+
+def _cmd_dream(args, overrides) -> int:
+    from rawdream.rl.dream import DreamConfig, dream
+
+    overrides["task"] = args.task
+    if args.judge_path:
+        overrides["judge.path"] = args.judge_path
+    if args.vlm_url:
+        overrides.update({"judge.backend": "openai", "judge.url": args.vlm_url})
+    if args.env_mode:
+        overrides["env_mode"] = args.env_mode
+    if args.no_dnv:
+        overrides["dnv"] = False
+    cfg = resolve(DreamConfig, "dream", args.preset, overrides)
+    info = dream(cfg, args.policy, args.out, wm_path=args.wm, init_from=args.init_from, progress=True)
+    print(
+        f"policy after RL ({info['env_mode']}, judge {info['judge']}): {Path(args.out).resolve()}; "
+        f"{info['seconds'] / 60:.1f} min; real trajectories used by RL: {info['real_trajectories_rl']}"
+    )
+    return 0
+
+
 def _cmd_run(args, overrides) -> int:
     from rawdream.pipeline import resolve_run, run
 
@@ -311,6 +423,9 @@ COMMANDS = {
     "eval-wm": _cmd_eval_wm,
     "train-policy": _cmd_train_policy,
     "eval-policy": _cmd_eval_policy,
+    "train-judge": _cmd_train_judge,
+    "eval-judge": _cmd_eval_judge,
+    "dream": _cmd_dream,
     "run": _cmd_run,
     "tasks": _cmd_tasks,
     "info": _cmd_info,

@@ -250,6 +250,19 @@ class CollectConfig:
             if t not in ("pretrain", "targets"):
                 canonical_task(t)
 
+    def content_hash(self) -> str:
+        """Hash of what determines an episode's content. Workers, file sizes, and which/how many episodes are
+        left out: a resumed or extended collection with other values appends to the same dataset."""
+        keep = {
+            k: v
+            for k, v in to_dict(self).items()
+            if k not in ("workers", "episodes_per_file", "tasks", "episodes_per_task", "split")
+        }
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
     def resolved_tasks(self) -> list[str]:
         split = resolve_split(self.split)
         if not self.tasks:
@@ -374,7 +387,7 @@ def collect(cfg: CollectConfig, out: str | Path, progress: bool = True) -> Colle
         "image_size": cfg.env.image_size,
         "camera": asdict(cfg.env.camera),
         "split": split.as_dict(),
-        "config_hash": config_hash(cfg),
+        "config_hash": cfg.content_hash(),
         "instructions_are_labels": cfg.kind != "play",
         "collect_config": to_dict(cfg),
     }

@@ -32,6 +32,9 @@ class DynamicsConfig:
     action_dim: int = 4
     proprio_dim: int = 4
     cond_dim: int = 256
+    # condition the frame on the proprioception at the chunk's end (teacher-forced in training, the model's own
+    # prediction at inference): the arm's pose follows from the hand position, so the frame need not infer it
+    proprio_target: bool = True
     # U-Net
     channels: tuple[int, ...] = (64, 128, 128)  # per resolution level (16x16, 8x8, 4x4)
     blocks: int = 2  # ResBlocks per level on the way down (and up)
@@ -51,6 +54,13 @@ class Conditioning(nn.Module):
         self.proprio = mlp(cfg.proprio_dim, cfg.cond_dim, cfg.cond_dim)
         self.ctx_level = LevelEmbed(cfg.cond_dim)
         self.anchor_level = LevelEmbed(cfg.cond_dim)
+        self.proprio_target = mlp(cfg.proprio_dim, cfg.cond_dim, cfg.cond_dim) if cfg.proprio_target else None
+
+    def target(self, cache: dict, proprio: torch.Tensor, proprio_next: torch.Tensor | None) -> None:
+        """Fuse the chunk-end proprioception (given, or the model's prediction) into the denoiser's condition."""
+        if self.proprio_target is not None:
+            p = proprio_next if proprio_next is not None else proprio + cache["proprio_delta"].detach()
+            cache["cond"] = cache["cond"] + self.proprio_target(p)
 
     def forward(self, actions, proprio, ctx_level, anchor_level) -> torch.Tensor:
         return (
@@ -107,7 +117,9 @@ class UNetDenoiser(nn.Module):
         nn.init.zeros_(self.out.bias)
         self.proprio_head = mlp(chs[-1] + cfg.cond_dim, cfg.cond_dim, cfg.proprio_dim)
 
-    def encode_context(self, ctx, anchor, actions, proprio, ctx_level, anchor_level) -> dict[str, Any]:
+    def encode_context(
+        self, ctx, anchor, actions, proprio, ctx_level, anchor_level, proprio_next=None
+    ) -> dict[str, Any]:
         cond = self.cond(actions, proprio, ctx_level, anchor_level)
         h = self.ctx_in(torch.cat([ctx.flatten(1, 2), anchor], dim=1))
         feats = []
@@ -117,7 +129,9 @@ class UNetDenoiser(nn.Module):
             h = down(h)
         pooled = feats[-1].mean(dim=(2, 3))
         proprio_delta = self.proprio_head(torch.cat([pooled, cond], dim=1))
-        return {"cond": cond, "feats": feats, "proprio_delta": proprio_delta}
+        cache = {"cond": cond, "feats": feats, "proprio_delta": proprio_delta}
+        self.cond.target(cache, proprio, proprio_next)
+        return cache
 
     def denoise(self, z, tau, cache) -> torch.Tensor:
         cond = cache["cond"] + self.time(tau)
@@ -229,7 +243,9 @@ class DiTDenoiser(nn.Module):
         t = t.view(b, g, g, self.c, p, p).permute(0, 3, 1, 4, 2, 5)
         return t.reshape(b, self.c, g * p, g * p)
 
-    def encode_context(self, ctx, anchor, actions, proprio, ctx_level, anchor_level) -> dict[str, Any]:
+    def encode_context(
+        self, ctx, anchor, actions, proprio, ctx_level, anchor_level, proprio_next=None
+    ) -> dict[str, Any]:
         cond = self.cond(actions, proprio, ctx_level, anchor_level)
         frames = [anchor, *list(ctx.unbind(1))]
         levels = [anchor_level] + [ctx_level] * (len(frames) - 1)
@@ -247,7 +263,9 @@ class DiTDenoiser(nn.Module):
             x = block(x, tok_cond, q, k, v, mask=self.ctx_mask)
         pooled = x[:, -self.tokens :].mean(1)
         proprio_delta = self.proprio_head(torch.cat([pooled, cond], dim=1))
-        return {"cond": cond, "kv": kvs, "proprio_delta": proprio_delta}
+        cache = {"cond": cond, "kv": kvs, "proprio_delta": proprio_delta}
+        self.cond.target(cache, proprio, proprio_next)
+        return cache
 
     def denoise(self, z, tau, cache) -> torch.Tensor:
         cond = cache["cond"] + self.time(tau)

@@ -32,6 +32,7 @@ class FlowConfig:
     train_context_noise: float = 0.1  # context latents noised at U(0, this) during training
     train_anchor_noise: float = 0.35  # anchor noised at U(0, this) in half of the samples
     motion_weight: float = 4.0  # extra loss weight where the latent changes (moving arm and objects)
+    proprio_target_noise: float = 0.1  # noise on the teacher-forced chunk-end proprio (normalised units)
     proprio_weight: float = 1.0
 
     def validate(self) -> None:
@@ -128,8 +129,15 @@ class WorldModel(nn.Module):
         anchor_level = rand(b) * fcfg.train_anchor_noise * (rand(b) < 0.5)
         ctx_in = _noise(ctx, randn(*ctx.shape), ctx_level.view(b, 1, 1, 1, 1))
         anchor_in = _noise(anchor, randn(*anchor.shape), anchor_level.view(b, 1, 1, 1))
+        p_next = batch["proprio_next"] + fcfg.proprio_target_noise * randn(*batch["proprio_next"].shape)
         cache = self.dynamics.encode_context(
-            ctx_in, anchor_in, batch["actions"], batch["proprio"], ctx_level, anchor_level
+            ctx_in,
+            anchor_in,
+            batch["actions"],
+            batch["proprio"],
+            ctx_level,
+            anchor_level,
+            proprio_next=p_next,
         )
         last = ctx[:, -1]
         x0 = (target - last) / self._shape(self.delta_std) if fcfg.predict_delta else target

@@ -60,7 +60,9 @@ class PretrainWMConfig:
     ckpt_every: int = 500
     sample_every: int = 2000
     sample_rollouts: int = 4
-    max_minutes: float = 0.0  # 0: no wall-clock limit; otherwise each stage stops early when it is reached
+    # wall-clock limits per stage (0: none); a stage that reaches its limit stops early and says so
+    ae_max_minutes: float = 0.0
+    dyn_max_minutes: float = 0.0
 
     def validate(self) -> None:
         if self.variant not in VARIANTS:
@@ -98,7 +100,7 @@ def train_autoencoder(model, frames, train_idx, val_idx, cfg, out: Path, log: Me
     ckpt = out / "ckpt"
     meta = load_checkpoint(ckpt, "ae", ae, opt)
     start = meta["step"] if meta else 0
-    budget = _Budget(cfg.max_minutes / 3 if cfg.max_minutes else 0)
+    budget = _Budget(cfg.ae_max_minutes)
     bar = tqdm(
         total=cfg.ae_steps, initial=start, desc="autoencoder", disable=not progress, dynamic_ncols=True
     )
@@ -185,10 +187,10 @@ def train_dynamics(
     ckpt = out / "ckpt"
     meta = load_checkpoint(ckpt, "dyn", dyn, opt, ema)
     start = meta["step"] if meta else 0
-    budget = _Budget(cfg.max_minutes * 2 / 3 if cfg.max_minutes else 0)
+    budget = _Budget(cfg.dyn_max_minutes)
     bar = tqdm(total=cfg.dyn_steps, initial=start, desc="dynamics", disable=not progress, dynamic_ncols=True)
     val_idx = np.random.default_rng(1).choice(len(val_tr), size=min(256, len(val_tr)), replace=False)
-    last: dict[str, float] = {}
+    last: dict[str, float] = {"steps": float(start)}
     for step in range(start, cfg.dyn_steps):
         dyn.train()
         g = step_generator(cfg.seed, step, stream=2)
@@ -205,7 +207,12 @@ def train_dynamics(
         ema.update(dyn)
         bar.update()
         if (step + 1) % cfg.log_every == 0:
-            last = {"dyn/loss": loss.item(), "dyn/grad_norm": float(gnorm), **metrics}
+            last = {
+                "dyn/loss": loss.item(),
+                "dyn/grad_norm": float(gnorm),
+                **metrics,
+                "steps": float(step + 1),
+            }
             log.log(step + 1, last, stage="dyn")
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.dyn_steps or budget.exceeded():
@@ -217,6 +224,8 @@ def train_dynamics(
                 model, ema, frames, val_tr, out / "samples" / f"step_{step + 1:07d}.mp4", cfg, log, step + 1
             )
         if budget.exceeded():
+            last["steps"] = float(step + 1)
+            last["stopped_by_time_limit"] = 1.0
             break
     bar.close()
     dyn.load_state_dict(ema.state_dict())  # sample with the EMA weights from here on

@@ -1,0 +1,197 @@
+"""``rawdream eval-judge``: judge accuracy against the simulator's ground truth on held-out target tasks.
+
+Per task: base rate, AUROC, balanced accuracy, precision, recall, F1 (beside the F1 of always answering
+"success", which is high at these base rates) and the confusion matrix, for (a) real videos of the target tasks,
+(b) the world model's imagined videos of the same action sequences (ground truth: the real replay's success),
+and (c) the instruction-blind control judge, which must do clearly worse - the proof that the instruction is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rawdream import seeds
+from rawdream.io import atomic_write_json
+from rawdream.reward.base import JudgeConfig, make_judge
+from rawdream.splits import SplitConfig, resolve_split
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with tied ranks); NaN when one class is absent."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
+    pos, neg = labels.sum(), (~labels).sum()
+    if pos == 0 or neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    i = 0
+    while i < len(scores):  # average ranks over ties
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def binary_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+    labels = np.asarray(labels, bool)
+    pred = np.asarray(scores) >= threshold
+    tp, fp = int((pred & labels).sum()), int((pred & ~labels).sum())
+    fn, tn = int((~pred & labels).sum()), int((~pred & ~labels).sum())
+    prec = tp / (tp + fp) if tp + fp else 0.0
+    rec = tp / (tp + fn) if tp + fn else 0.0
+    tnr = tn / (tn + fp) if tn + fp else 0.0
+    f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+    base = float(labels.mean()) if len(labels) else float("nan")
+    f1_yes = 2 * base / (1 + base) if len(labels) and base > 0 else 0.0  # precision = base rate, recall = 1
+    return {
+        "n": len(labels),
+        "base_rate": base,
+        "auroc": auroc(scores, labels),
+        "balanced_accuracy": (rec + tnr) / 2 if (tp + fn) and (tn + fp) else float("nan"),
+        "precision": prec,
+        "recall": rec,
+        "f1": f1,
+        "f1_always_success": f1_yes,
+        "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
+    }
+
+
+@dataclass
+class EvalJudgeConfig:
+    split: SplitConfig = field(default_factory=SplitConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    blind_path: str = ""  # the instruction-blind control judge (generalist trained with --blind)
+    episodes_per_task: int = 48
+    workers: int = 2
+
+
+def collect_target_videos(cfg: EvalJudgeConfig, out: Path, progress: bool) -> Path:
+    """Labeled rollouts of the target tasks for evaluation only (seeds in the JUDGE_EVAL range)."""
+    from rawdream.config import resolve
+    from rawdream.data.collect import CollectConfig, collect
+
+    ccfg = resolve(
+        CollectConfig,
+        "collect_labeled",
+        "default",
+        {
+            "tasks": ["targets"],
+            "episodes_per_task": cfg.episodes_per_task,
+            "workers": cfg.workers,
+            "seed_offset": seeds.JUDGE_EVAL - seeds.LABELED,
+        },
+    )
+    ccfg = replace(ccfg, split=cfg.split)
+    collect(ccfg, out, progress=progress)
+    return out
+
+
+def evaluate_judges(
+    cfg: EvalJudgeConfig,
+    out: str | Path,
+    data: str | Path | None = None,
+    wm_path: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    from rawdream.data.lerobot import LeRobotDataset
+    from rawdream.reward.generalist import imagine_videos, labeled_videos
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    split = resolve_split(cfg.split)
+    data = Path(data) if data else collect_target_videos(cfg, out / "target_videos", progress)
+    ds = LeRobotDataset(data)
+    vids = labeled_videos(ds)
+    keep = [i for i, t in enumerate(vids.task) if t in split.targets]
+    sources: dict[str, list[np.ndarray]] = {"real": [vids.video(i) for i in keep]}
+    if wm_path:
+        from rawdream.world_model.train import load_world_model
+
+        sources["imagined"] = imagine_videos(load_world_model(wm_path), ds, np.asarray(keep), progress)
+    tasks = [vids.task[i] for i in keep]
+    labels = vids.success[keep]
+    from rawdream.envs.metaworld_tasks import instruction
+
+    instructions = [instruction(t) for t in tasks]
+    judges = {cfg.judge.backend: cfg.judge}
+    if cfg.blind_path:
+        judges["blind control"] = replace(cfg.judge, backend="generalist", path=cfg.blind_path)
+    report: dict[str, Any] = {
+        "data": str(data),
+        "label": "simulator success reached at any step",
+        "results": {},
+    }
+    for jname, jcfg in judges.items():
+        judge = make_judge(jcfg, purpose="evaluation")
+        for src, videos in sources.items():
+            verdicts = judge(
+                videos,
+                instructions,
+                tasks=tasks,
+                seeds=[vids.seed[i] for i in keep],
+                actions=np.stack(
+                    [ds.column("action")[ds.episode_bounds(i)[0] : ds.episode_bounds(i)[1] - 1] for i in keep]
+                )
+                if jcfg.backend == "oracle"
+                else None,
+            )
+            scores = np.array(
+                [
+                    v.score if v.score is not None else (0.5 if v.success is None else float(v.success))
+                    for v in verdicts
+                ]
+            )
+            abstains = sum(v.success is None for v in verdicts)
+            per_task = {
+                t: binary_metrics(
+                    scores[[k for k, x in enumerate(tasks) if x == t]],
+                    labels[[k for k, x in enumerate(tasks) if x == t]],
+                    jcfg.threshold,
+                )
+                for t in split.targets
+                if t in tasks
+            }
+            summary = {
+                k: float(np.nanmean([m[k] for m in per_task.values()]))
+                for k in (
+                    "base_rate",
+                    "auroc",
+                    "balanced_accuracy",
+                    "precision",
+                    "recall",
+                    "f1",
+                    "f1_always_success",
+                )
+            }
+            report["results"][f"{jname} | {src}"] = {
+                "per_task": per_task,
+                "mean": summary,
+                "abstains": abstains,
+            }
+    atomic_write_json(out / "judge_eval.json", report)
+    return report
+
+
+def format_judge_report(report: dict[str, Any]) -> str:
+    lines = []
+    for name, res in report["results"].items():
+        lines.append(f"\n{name}  (abstains: {res['abstains']})")
+        lines.append(
+            f"  {'task':14s} {'base':>5s} {'AUROC':>6s} {'balAcc':>6s} {'prec':>5s} {'rec':>5s} {'F1':>5s} "
+            f"{'F1(yes)':>7s}  confusion tp/fp/fn/tn"
+        )
+        for t, m in {**res["per_task"], "mean": res["mean"]}.items():
+            c = m.get("confusion")
+            conf = f"{c['tp']}/{c['fp']}/{c['fn']}/{c['tn']}" if c else ""
+            lines.append(
+                f"  {t:14s} {m['base_rate']:5.2f} {m['auroc']:6.2f} {m['balanced_accuracy']:6.2f} "
+                f"{m['precision']:5.2f} {m['recall']:5.2f} {m['f1']:5.2f} {m['f1_always_success']:7.2f}  {conf}"
+            )
+    return "\n".join(lines)

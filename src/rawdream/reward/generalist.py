@@ -1,0 +1,406 @@
+"""``generalist`` judge: the embedded default - a small video-language success classifier trained by rawdream on
+labeled rollouts of *pretraining tasks only*, then frozen (the role of a general-purpose robot reward model).
+
+Model: each selected frame is stacked with the first frame (so change is visible to the first convolution) and
+encoded by a CNN with FiLM from the instruction; frame features are pooled over time and fused with the
+instruction; a temperature fitted on held-out pretraining episodes calibrates the probability.
+
+Instruction pathway: the frozen MiniLM embedding of the sentence *and* of its verb (first word) - MiniLM puts
+"open the drawer" and "close the drawer" at cosine 0.90, the verbs alone far apart - through a trained adapter.
+
+Training data (see :func:`judge_examples`): every pretraining rollout under its own instruction (paraphrases
+sampled) with the simulator's success label ("reached at any step": the same semantics as policy evaluation and
+RL), under its scene siblings' instructions (label 0, :mod:`rawdream.reward.siblings`), and under a random other
+task's instruction (label 0); optionally the world model's imagined replay of the same actions with the real
+replay's label, so the judge is not fooled by the world model's look. ``--blind`` trains the instruction-blind
+control (the instruction is replaced by a constant), which must do clearly worse.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from rawdream.config import build, save_config, to_dict
+from rawdream.data.cache import frame_cache
+from rawdream.data.lerobot import DatasetError, LeRobotDataset
+from rawdream.envs.metaworld_tasks import instruction as task_instruction
+from rawdream.envs.metaworld_tasks import paraphrases
+from rawdream.io import atomic_write, atomic_write_json
+from rawdream.nn import ResBlock, count_params, group_norm, mlp
+from rawdream.policy.text import TEXT_DIM, TextEncoder
+from rawdream.reward.base import FrameSelection, JudgeConfig, Verdict, register_judge
+from rawdream.reward.siblings import siblings
+from rawdream.splits import SplitConfig, check_task_agnostic, resolve_split
+from rawdream.training import MetricsLogger, autocast, set_threads, step_generator
+from rawdream.world_model.model import lr_schedule
+
+
+@dataclass
+class GeneralistConfig:
+    frames: FrameSelection = field(default_factory=lambda: FrameSelection(middle=4))
+    channels: tuple[int, ...] = (32, 64, 96)
+    cond_dim: int = 128
+    hidden: int = 256
+    blind: bool = False  # the instruction-blind control
+
+
+def verb_of(text: str) -> str:
+    words = text.strip().lower().split()
+    return words[0] if words else ""
+
+
+class JudgeNet(nn.Module):
+    def __init__(self, cfg: GeneralistConfig):
+        super().__init__()
+        self.cfg = cfg
+        chs = cfg.channels
+        self.text = mlp(2 * TEXT_DIM, cfg.hidden, cfg.cond_dim)
+        self.stem = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(24, chs[0], 3, padding=1))
+        self.blocks = nn.ModuleList([ResBlock(ch, ch, cfg.cond_dim) for ch in chs])
+        self.downs = nn.ModuleList(
+            [
+                nn.Conv2d(ch, chs[i + 1], 3, stride=2, padding=1) if i + 1 < len(chs) else nn.Identity()
+                for i, ch in enumerate(chs)
+            ]
+        )
+        self.norm = group_norm(chs[-1])
+        n_frames = len(cfg.frames.indices(64))  # frames per video (first, last, middle)
+        self.fuse = nn.Sequential(
+            nn.Linear(n_frames * 2 * chs[-1] + cfg.cond_dim, cfg.hidden),
+            nn.SiLU(),
+            nn.Linear(cfg.hidden, cfg.hidden),
+            nn.SiLU(),
+            nn.Linear(cfg.hidden, 1),
+        )
+
+    def forward(self, frames: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """frames (B, F, H, W, 3) uint8, text (B, 2*384) -> success logits (B,)."""
+        b, f = frames.shape[:2]
+        if self.cfg.blind:
+            text = torch.zeros_like(text)
+        cond = self.text(text)
+        x = frames.float() / 127.5 - 1.0
+        first = x[:, :1].expand_as(x)
+        x = (
+            torch.cat([x, x - first], dim=-1).flatten(0, 1).permute(0, 3, 1, 2)
+        )  # frame and change since start
+        h = self.stem(x)
+        cond_f = cond.repeat_interleave(f, dim=0)
+        for block, down in zip(self.blocks, self.downs):
+            h = down(block(h, cond_f))
+        h = F.silu(self.norm(h))
+        feats = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1).view(b, -1)
+        return self.fuse(torch.cat([feats, cond], dim=1))[:, 0]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# training data
+# ------------------------------------------------------------------------------------------------------------
+@dataclass
+class Videos:
+    """Videos of a labeled dataset (stride-8 frames), with their scene task and success label."""
+
+    frames: np.ndarray  # memmap of all frames
+    bounds: list[tuple[int, int]]
+    task: list[str]
+    success: np.ndarray  # (N,) bool, reached at any step
+    seed: list[int]
+    imagined: np.ndarray  # (N,) bool
+
+    def video(self, i: int) -> np.ndarray:
+        lo, hi = self.bounds[i]
+        return np.asarray(self.frames[lo:hi])
+
+
+def labeled_videos(ds: LeRobotDataset) -> Videos:
+    eps = ds.episodes
+    if "rawdream/env_task" not in eps or "rawdream/success" not in eps:
+        raise DatasetError(f"{ds.root} has no success labels; collect them with `rawdream collect labeled`")
+    frames = frame_cache(ds)
+    n = ds.num_episodes
+    return Videos(
+        frames=frames,
+        bounds=[ds.episode_bounds(i) for i in range(n)],
+        task=list(eps["rawdream/env_task"]),
+        success=np.asarray(eps["rawdream/success"], bool),
+        seed=list(eps["rawdream/seed"]),
+        imagined=np.zeros(n, bool),
+    )
+
+
+@dataclass
+class Examples:
+    video: np.ndarray  # (M,) index into a list of videos
+    task: list[str]  # the task whose instruction (or a paraphrase) is used
+    label: np.ndarray  # (M,) float
+    kind: list[str]  # own | sibling | other
+
+
+def judge_examples(
+    tasks: list[str], success: np.ndarray, split, rng: np.random.Generator, others_per_video: int = 1
+) -> Examples:
+    video, inst, label, kind = [], [], [], []
+    pool = list(split.pretrain)
+    for i, (t, s) in enumerate(zip(tasks, success)):
+        fam = {t, *siblings(t, split)}
+        others = [str(o) for o in rng.choice([p for p in pool if p not in fam], size=others_per_video, replace=False)]
+        rows = [(t, float(s), "own")] + [(sib, 0.0, "sibling") for sib in siblings(t, split)]
+        rows += [(o, 0.0, "other") for o in others]
+        for task, lab, why in rows:
+            video.append(i)
+            inst.append(task)
+            label.append(lab)
+            kind.append(why)
+    return Examples(np.asarray(video), inst, np.asarray(label, np.float32), kind)
+
+
+@dataclass
+class TrainJudgeConfig:
+    split: SplitConfig = field(default_factory=SplitConfig)
+    model: GeneralistConfig = field(default_factory=GeneralistConfig)
+    steps: int = 6000
+    batch: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    augment_shift: int = 3
+    val_fraction: float = 0.1
+    imagined: bool = True  # add the world model's replays of pretraining rollouts (needs --wm)
+    imagined_fraction: float = 0.5  # of the labeled episodes to replay in the world model
+    precision: str = "bf16"
+    threads: int = 2
+    seed: int = 0
+    log_every: int = 50
+
+
+def _text_features(enc: TextEncoder, texts: list[str]) -> torch.Tensor:
+    return torch.from_numpy(np.concatenate([enc(texts), enc([verb_of(t) for t in texts])], axis=1))
+
+
+def imagine_videos(wm, ds: LeRobotDataset, episodes: np.ndarray, progress: bool) -> list[np.ndarray]:
+    """The world model's replay of the recorded actions of ``episodes`` from their real first frames."""
+    frames = frame_cache(ds)
+    actions = ds.column("action")
+    state = ds.column("observation.state")
+    by_len: dict[int, list[int]] = {}
+    for e in episodes:
+        lo, hi = ds.episode_bounds(int(e))
+        by_len.setdefault(hi - lo, []).append(int(e))
+    bar = tqdm(total=len(episodes), desc="imagining labeled rollouts", disable=not progress, leave=False)
+    results: dict[int, np.ndarray] = {}
+    for length, eps in by_len.items():
+        for k in range(0, len(eps), 32):
+            chunk = eps[k : k + 32]
+            lo = [ds.episode_bounds(e)[0] for e in chunk]
+            first = torch.from_numpy(np.stack([frames[i] for i in lo]))
+            prop = torch.from_numpy(np.stack([state[i] for i in lo]))
+            acts = torch.from_numpy(np.stack([actions[i : i + length - 1] for i in lo]))
+            vids = wm.rollout(first, prop, acts, seeds=[10_000 + e for e in chunk])["frames"].numpy()
+            vids[:, 0] = first.numpy()
+            for e, v in zip(chunk, vids):
+                results[e] = v
+            bar.update(len(chunk))
+    bar.close()
+    return [results[int(e)] for e in episodes]
+
+
+def train_judge(
+    cfg: TrainJudgeConfig,
+    data: str | Path,
+    out: str | Path,
+    wm_path: str | Path | None = None,
+    progress: bool = True,
+    log_fn=print,
+) -> dict[str, Any]:
+    t0 = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    set_threads(cfg.threads)
+    ds = LeRobotDataset(data)
+    split = resolve_split(cfg.split)
+    check_task_agnostic(ds.manifest, split, "generalist judge")
+    if ds.frame_stride != 8:
+        log_fn(
+            f"[train-judge] note: {ds.root} has frame stride {ds.frame_stride}; imagined videos have one frame "
+            f"per 8-step chunk"
+        )
+    save_config(cfg, out)
+    base = labeled_videos(ds)
+    rng = np.random.default_rng(cfg.seed)
+    n = len(base.task)
+    perm = rng.permutation(n)
+    n_val = max(1, int(n * cfg.val_fraction))
+    train_eps = np.sort(perm[n_val:])  # the rest are held out for calibration
+    videos: list[np.ndarray] = [base.video(i) for i in range(n)]
+    tasks, success = list(base.task), base.success.copy()
+    imagined = np.zeros(n, bool)
+    if cfg.imagined and wm_path:
+        from rawdream.world_model.train import load_world_model
+
+        wm = load_world_model(wm_path)
+        chosen = np.sort(
+            rng.choice(train_eps, size=int(len(train_eps) * cfg.imagined_fraction), replace=False)
+        )
+        videos += imagine_videos(wm, ds, chosen, progress)
+        tasks += [base.task[i] for i in chosen]
+        success = np.concatenate([success, base.success[chosen]])
+        imagined = np.concatenate([imagined, np.ones(len(chosen), bool)])
+        train_eps = np.concatenate([train_eps, np.arange(n, n + len(chosen))])
+    sel = cfg.model.frames
+    clips = np.stack([sel.select(v) for v in videos])  # (V, F, H, W, 3)
+    ex = judge_examples(tasks, success, split, rng)
+    is_train = np.isin(ex.video, train_eps)
+    enc = TextEncoder()
+    all_texts = sorted({p for t in split.pretrain for p in paraphrases(t)})
+    enc(all_texts + sorted({verb_of(t) for t in all_texts}))
+    torch.manual_seed(cfg.seed)
+    model = JudgeNet(cfg.model)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    tr_idx = np.nonzero(is_train)[0]
+    pos = ex.label[tr_idx] > 0.5
+    w = np.where(pos, 0.5 / max(pos.mean(), 1e-6), 0.5 / max(1 - pos.mean(), 1e-6))  # balanced classes
+    w /= w.sum()
+    log = MetricsLogger(out)
+    log_fn(
+        f"[train-judge] {n} labeled episodes of {len(set(base.task))} pretraining tasks (+{int(imagined.sum())} "
+        f"imagined), {len(tr_idx)} training examples (positives {pos.mean():.2f}); "
+        f"{'BLIND control, ' if cfg.model.blind else ''}{count_params(model) / 1e6:.2f}M params"
+    )
+    bar = tqdm(total=cfg.steps, desc="train-judge", disable=not progress, dynamic_ncols=True)
+    from rawdream.policy.train import random_shift
+
+    for step in range(cfg.steps):
+        model.train()
+        g = step_generator(cfg.seed, step, stream=4)
+        pick = tr_idx[
+            torch.multinomial(torch.from_numpy(w), cfg.batch, replacement=True, generator=g).numpy()
+        ]
+        texts = []
+        for j in pick:  # a random paraphrase of the instruction each time
+            options = paraphrases(ex.task[j])
+            texts.append(options[int(torch.randint(len(options), (1,), generator=g))])
+        frames = torch.from_numpy(clips[ex.video[pick]])
+        b, f = frames.shape[:2]
+        frames = random_shift(frames.flatten(0, 1), cfg.augment_shift, g).view(b, f, *frames.shape[2:])
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * lr_schedule(step, cfg.steps, warmup=200)
+        with autocast(cfg.precision):
+            logits = model(frames, _text_features(enc, texts))
+        loss = F.binary_cross_entropy_with_logits(logits.float(), torch.from_numpy(ex.label[pick]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        bar.update()
+        if (step + 1) % cfg.log_every == 0:
+            log.log(step + 1, {"judge/loss": loss.item()})
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    model.eval()
+    # calibration: one temperature on held-out pretraining episodes (canonical instructions)
+    va = np.nonzero(~is_train)[0]
+    with torch.no_grad():
+        logits = torch.cat(
+            [
+                model(
+                    torch.from_numpy(clips[ex.video[va[k : k + 256]]]),
+                    _text_features(enc, [task_instruction(ex.task[j]) for j in va[k : k + 256]]),
+                )
+                for k in range(0, len(va), 256)
+            ]
+        )
+    labels = torch.from_numpy(ex.label[va])
+    temperature = fit_temperature(logits, labels)
+    from rawdream.eval.judge_accuracy import binary_metrics
+
+    val = binary_metrics(torch.sigmoid(logits / temperature).numpy(), labels.numpy() > 0.5)
+    log.log(cfg.steps, {f"val/{k}": v for k, v in val.items() if isinstance(v, float)})
+    log.close()
+    info = {
+        "split": split.as_dict(),
+        "trained_on_tasks": sorted(set(base.task)),
+        "dataset": str(Path(data).resolve()),
+        "world_model": str(Path(wm_path).resolve()) if wm_path else None,
+        "imagined_videos": int(imagined.sum()),
+        "temperature": temperature,
+        "validation": val,
+        "label_semantics": "success reached at any step",
+        "blind": cfg.model.blind,
+        "seconds": time.time() - t0,
+    }
+    save_generalist(model, enc, out, info)
+    return info
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    best, best_t = float("inf"), 1.0
+    for t in np.exp(np.linspace(np.log(0.25), np.log(8.0), 60)):
+        nll = F.binary_cross_entropy_with_logits(logits / t, labels).item()
+        if nll < best:
+            best, best_t = nll, float(t)
+    return best_t
+
+
+def save_generalist(model: JudgeNet, enc: TextEncoder, out: Path, info: dict[str, Any]) -> None:
+    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    atomic_write(out / "judge.safetensors", lambda p: save_file(sd, str(p)))
+    atomic_write_json(out / "judge.json", {"config": to_dict(model.cfg), "text_cache": enc.state(), **info})
+
+
+class GeneralistJudge:
+    name = "generalist"
+    privileged = False
+
+    def __init__(self, cfg: JudgeConfig):
+        path = Path(cfg.path)
+        meta_path = path / "judge.json"
+        if not meta_path.exists():
+            raise FileNotFoundError(
+                f"no generalist judge at {path!s} (judge.json missing); train one with `rawdream train-judge` "
+                f"and pass --judge.path DIR"
+            )
+        meta = json.loads(meta_path.read_text())
+        self.cfg = cfg
+        self.model = JudgeNet(build(GeneralistConfig, meta["config"]))
+        self.model.load_state_dict(load_file(str(path / "judge.safetensors")))
+        self.model.eval()
+        self.temperature = float(meta.get("temperature", 1.0))
+        self.text = TextEncoder(meta.get("text_cache"))
+        self.info = meta
+        self.stats = {"abstains": 0}
+
+    @torch.no_grad()
+    def scores(self, videos, instructions) -> np.ndarray:
+        sel = self.model.cfg.frames
+        out = []
+        for k in range(0, len(videos), 128):
+            clips = torch.from_numpy(np.stack([sel.select(v) for v in videos[k : k + 128]]))
+            logits = self.model(clips, _text_features(self.text, list(instructions[k : k + 128])))
+            out.append(torch.sigmoid(logits / self.temperature).numpy())
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def __call__(self, videos, instructions, **_: Any) -> list[Verdict]:
+        if len(videos) != len(instructions):
+            raise ValueError(f"{len(videos)} videos but {len(instructions)} instructions")
+        t0 = time.perf_counter()
+        p = self.scores(videos, instructions)
+        dt = (time.perf_counter() - t0) / max(len(p), 1)
+        return [
+            Verdict(success=bool(s >= self.cfg.threshold), score=float(s), raw=f"p={s:.3f}", latency=dt)
+            for s in p
+        ]
+
+
+@register_judge("generalist")
+def _make(cfg: JudgeConfig) -> GeneralistJudge:
+    return GeneralistJudge(cfg)

@@ -1,0 +1,495 @@
+"""``rawdream dream``: GRPO on a held-out task inside the frozen world model, rewarded by a frozen judge, with
+dual-noise verification - and, with ``env_mode=sim``, the online-RL baseline in the real simulator.
+
+One iteration:
+  1. pick ``groups`` initial states (real reset observations of the target task - never evaluation seeds - or the
+     first frames of a LeRobot dataset's episodes) and roll ``group_size`` rollouts from each for ``horizon``
+     action chunks, sampling the policy; each imagined rollout has its own noise seed;
+  2. the judge watches each whole video: 1 success, 0 failure, abstain = unreliable;
+  3. dual-noise verification: every rollout judged successful is re-imagined with the same actions and a fresh
+     noise seed and judged again; a flip marks it unreliable (see :mod:`rawdream.rl.grpo` for what that does);
+  4. several epochs of minibatch PPO-clip updates (asymmetric clip, per-token averaging, no KL by default).
+Checkpoints every iteration; a killed run resumes at the next iteration with identical random streams.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from rawdream import seeds
+from rawdream.config import save_config
+from rawdream.envs.base import EnvConfig
+from rawdream.envs.metaworld_tasks import canonical_task, instruction
+from rawdream.reward.base import JudgeConfig, make_judge
+from rawdream.rl.grpo import clipped_surrogate, group_advantages
+from rawdream.splits import SplitConfig
+from rawdream.training import MetricsLogger, load_checkpoint, save_checkpoint, set_threads
+
+
+@dataclass
+class DreamConfig:
+    task: str = ""
+    split: SplitConfig = field(default_factory=SplitConfig)
+    env_mode: str = (
+        "wm"  # wm: imagination (RAW-Dream) | sim: the online-RL baseline with the simulator's reward
+    )
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    init_states: int = 16  # distinct real reset observations (seeds DREAM_INIT + i)
+    groups: int = 4  # initial states per iteration (B)
+    group_size: int = 8  # rollouts per initial state (G)
+    horizon: int = 14  # action chunks per rollout
+    temperature: float = 1.0
+    iterations: int = 30
+    epochs: int = 2
+    minibatch: int = 128
+    lr: float = 3e-5
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    kl_coef: float = 0.0  # optional KL to the starting (SFT) policy
+    entropy_coef: float = 0.0
+    dnv: bool = True
+    dnv_redraws: int = 1
+    max_unreliable: int = 2
+    eval_every: int = 10
+    eval_episodes: int = 20
+    gallery: int = 4  # imagined rollouts saved per evaluation for the report
+    workers: int = 2
+    threads: int = 2
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.env_mode not in ("wm", "sim"):
+            raise ValueError(f"env_mode must be wm or sim, got {self.env_mode!r}")
+        if self.task:
+            canonical_task(self.task)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# initial states
+# ------------------------------------------------------------------------------------------------------------
+def sim_initial_states(task: str, n: int, env: EnvConfig, workers: int) -> list[dict[str, Any]]:
+    """Real reset observations of ``task`` (seeds DREAM_INIT + i, disjoint from evaluation seeds)."""
+    from rawdream.envs.vector import VectorEnv
+
+    out = []
+    with VectorEnv(min(n, 4), env, num_workers=min(workers, n)) as venv:
+        for start in range(0, n, venv.num_envs):
+            ids = list(range(start, min(n, start + venv.num_envs)))
+            res = venv.reset([seeds.DREAM_INIT + i for i in ids], task, slots=list(range(len(ids))))
+            out += [
+                {"image": o["image"], "proprio": o["proprio"], "seed": seeds.DREAM_INIT + i}
+                for i, (o, _) in zip(ids, res)
+            ]
+    return out
+
+
+def dataset_initial_states(path: str | Path, n: int) -> list[dict[str, Any]]:
+    """First frames and proprioception of a LeRobot v3 dataset's episodes (a real robot has no simulator to reset)."""
+    from rawdream.data.lerobot import LeRobotDataset
+
+    ds = LeRobotDataset(path)
+    key = ds.default_image_key()
+    state = ds.column("observation.state").astype(np.float32)
+    out = []
+    for e in range(min(n, ds.num_episodes)):
+        lo, _ = ds.episode_bounds(e)
+        out.append({"image": ds.decode_episode_frames(e, key)[0], "proprio": state[lo], "seed": None})
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the loop
+# ------------------------------------------------------------------------------------------------------------
+class Dreamer:
+    def __init__(
+        self, cfg: DreamConfig, policy, world_model=None, init_from: str | None = None, log_fn=print
+    ):
+        self.cfg = cfg
+        self.task = canonical_task(cfg.task)
+        self.instruction = instruction(self.task)
+        self.policy = policy
+        self.wm = world_model
+        if cfg.env_mode == "wm" and world_model is None:
+            raise ValueError("dream in imagination needs a world model (--wm DIR)")
+        self.judge = make_judge(cfg.judge, purpose="training") if cfg.env_mode == "wm" else None
+        self.init = (
+            dataset_initial_states(init_from, cfg.init_states)
+            if init_from
+            else sim_initial_states(self.task, cfg.init_states, cfg.env, cfg.workers)
+        )
+        if self.judge is not None and self.judge.privileged and any(s["seed"] is None for s in self.init):
+            raise ValueError(
+                "the oracle judge replays actions in the simulator: it needs simulator initial states"
+            )
+        self.ref = None
+        if cfg.kl_coef > 0:
+            import copy
+
+            self.ref = copy.deepcopy(policy.model).eval()
+        self.opt = torch.optim.AdamW(policy.model.parameters(), lr=cfg.lr, weight_decay=0.0)
+        self.real_trajectories = 0
+        self.log_fn = log_fn
+
+    # -- rollouts -------------------------------------------------------------------------------------------
+    def _choose_states(self, it: int) -> list[int]:
+        g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + it)
+        return torch.randperm(len(self.init), generator=g)[: self.cfg.groups].tolist()
+
+    def rollout_imagined(self, it: int, states: list[int]) -> dict[str, Any]:
+        from rawdream.world_model.imagined_env import ImaginedEnv
+
+        cfg = self.cfg
+        rows = [s for s in states for _ in range(cfg.group_size)]
+        n = len(rows)
+        noise_seeds = [int(1e9) + cfg.seed * 10_000_000 + it * 10_000 + r for r in range(n)]
+        env = ImaginedEnv(self.wm, cfg.horizon)
+        obs = env.reset(
+            np.stack([self.init[s]["image"] for s in rows]),
+            np.stack([self.init[s]["proprio"] for s in rows]),
+            [self.instruction] * n,
+            noise_seeds,
+        )
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + it)
+        t0 = time.perf_counter()
+        buf = self._collect(obs, env.step, n, gen, alive_fn=None)
+        t_imagine = time.perf_counter() - t0
+        video = env.video()
+        t0 = time.perf_counter()
+        context = self._judge_context(rows, env.actions())
+        verdicts = self.judge(list(video), [self.instruction] * n, **context)
+        t_judge = time.perf_counter() - t0
+        success = np.array([v.success is True for v in verdicts])
+        abstain = np.array([v.success is None for v in verdicts])
+        flipped = np.zeros(n, bool)
+        second = {}
+        t0 = time.perf_counter()
+        if cfg.dnv and success.any():
+            idx = np.nonzero(success)[0]
+            for k in range(cfg.dnv_redraws):
+                redraw_seeds = [s + (k + 1) * 500_000_000 for s in np.asarray(noise_seeds)[idx]]
+                videos2 = env.reimagine(idx, redraw_seeds)
+                ctx2 = self._judge_context([rows[i] for i in idx], env.actions()[idx])
+                v2 = self.judge(list(videos2), [self.instruction] * len(idx), **ctx2)
+                for j, i in enumerate(idx):
+                    if v2[j].success is not True:
+                        flipped[i] = True
+                    second.setdefault(int(i), videos2[j])
+        t_verify = time.perf_counter() - t0
+        buf.update(
+            {
+                "video": video,
+                "second": second,
+                "success": success,
+                "abstain": abstain,
+                "flipped": flipped,
+                "scores": np.array([v.score if v.score is not None else np.nan for v in verdicts]),
+                "time": {"imagine": t_imagine, "judge": t_judge, "verify": t_verify},
+            }
+        )
+        return buf
+
+    def _judge_context(self, rows: list[int], actions: np.ndarray) -> dict[str, Any]:
+        if self.judge is not None and self.judge.privileged:
+            return {
+                "tasks": [self.task] * len(rows),
+                "seeds": [self.init[s]["seed"] for s in rows],
+                "actions": actions,
+            }
+        return {}
+
+    def rollout_sim(self, it: int, states: list[int]) -> dict[str, Any]:
+        """The online baseline: the same sampling in the real simulator, reward = the simulator's success."""
+        from rawdream.envs.vector import VectorEnv
+
+        cfg = self.cfg
+        rows = [s for s in states for _ in range(cfg.group_size)]
+        n = len(rows)
+        env_cfg = replace(cfg.env, max_steps=cfg.horizon * self.policy.cfg.chunk)
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + it)
+        t0 = time.perf_counter()
+        with VectorEnv(n, env_cfg, num_workers=cfg.workers) as venv:
+            resets = venv.reset([self.init[s]["seed"] for s in rows], self.task)
+            obs = {
+                "image": np.stack([o["image"] for o, _ in resets]),
+                "proprio": np.stack([o["proprio"] for o, _ in resets]),
+                "instruction": [self.instruction] * n,
+            }
+            alive = np.ones(n, bool)
+            success = np.zeros(n, bool)
+
+            def step(actions):
+                idx = np.nonzero(alive)[0].tolist()
+                res = venv.step_chunk(actions[idx], slots=idx)
+                for i, r in zip(idx, res):
+                    obs["image"][i], obs["proprio"][i] = r.obs["image"], r.obs["proprio"]
+                    success[i] |= r.success
+                    if r.success or r.terminated or r.truncated:
+                        alive[i] = False
+                return obs, None, None, None, None
+
+            buf = self._collect(obs, step, n, gen, alive_fn=lambda: alive.copy())
+        self.real_trajectories += n
+        buf.update(
+            {
+                "success": success,
+                "abstain": np.zeros(n, bool),
+                "flipped": np.zeros(n, bool),
+                "second": {},
+                "scores": success.astype(float),
+                "video": None,
+                "time": {"imagine": time.perf_counter() - t0, "judge": 0.0, "verify": 0.0},
+            }
+        )
+        return buf
+
+    def _collect(self, obs, step_fn, n, gen, alive_fn) -> dict[str, Any]:
+        cfg = self.cfg
+        images, proprio, tokens, logps, alive = [], [], [], [], []
+        self.policy.model.eval()
+        for _ in range(cfg.horizon):
+            live = alive_fn() if alive_fn else np.ones(n, bool)
+            if not live.any():
+                break
+            images.append(np.asarray(obs["image"]).copy())
+            proprio.append(np.asarray(obs["proprio"], np.float32).copy())
+            actions, tok, lp = self.policy.sample(
+                {"image": obs["image"], "proprio": obs["proprio"], "instruction": [self.instruction] * n},
+                cfg.temperature,
+                gen,
+            )
+            tokens.append(tok)
+            logps.append(lp)
+            alive.append(live)
+            obs = step_fn(actions)[0]
+        return {
+            "images": np.stack(images),
+            "proprio": np.stack(proprio),
+            "tokens": torch.stack(tokens),
+            "logp": torch.stack(logps),
+            "alive": np.stack(alive),
+        }
+
+    # -- update ---------------------------------------------------------------------------------------------
+    def update(self, buf: dict[str, Any], adv: torch.Tensor, roll_mask: torch.Tensor) -> dict[str, float]:
+        cfg = self.cfg
+        h, n = buf["alive"].shape
+        step_mask = torch.from_numpy(buf["alive"]) & roll_mask[None, :]  # (H, N)
+        idx = torch.nonzero(step_mask.flatten()).squeeze(1)
+        stats = {
+            "loss": 0.0,
+            "clip_frac": 0.0,
+            "approx_kl": 0.0,
+            "entropy": 0.0,
+            "grad_norm": 0.0,
+            "updates": 0,
+        }
+        if len(idx) == 0:
+            return stats
+        images = buf["images"].reshape(h * n, *buf["images"].shape[2:])
+        proprio = buf["proprio"].reshape(h * n, -1)
+        tokens = buf["tokens"].reshape(h * n, *buf["tokens"].shape[2:])
+        old = buf["logp"].reshape(h * n, -1)
+        adv_flat = adv[None, :].expand(h, n).reshape(-1)
+        g = torch.Generator().manual_seed(cfg.seed + int(old.sum().item() * 1000) % 100_000)
+        model = self.policy.model
+        model.eval()  # no dropout: the sampled and the re-computed log-probabilities must agree
+        for _ in range(cfg.epochs):
+            perm = idx[torch.randperm(len(idx), generator=g)]
+            for k in range(0, len(perm), cfg.minibatch):
+                mb = perm[k : k + cfg.minibatch].numpy()
+                obs = {
+                    "image": images[mb],
+                    "proprio": proprio[mb],
+                    "instruction": [self.instruction] * len(mb),
+                }
+                logp, ent = self.policy.logprob(obs, tokens[mb])
+                logp = logp.reshape(len(mb), -1)
+                loss, info = clipped_surrogate(
+                    logp,
+                    old[mb],
+                    adv_flat[mb],
+                    torch.ones_like(logp, dtype=torch.bool),
+                    cfg.clip_low,
+                    cfg.clip_high,
+                )
+                loss = loss - cfg.entropy_coef * ent.mean()
+                if self.ref is not None:
+                    with torch.no_grad():
+                        ref_logits = self.ref(*self.policy._inputs(obs))
+                    logits = self.policy.logits(obs)
+                    kl = (
+                        torch.nn.functional.kl_div(
+                            torch.log_softmax(ref_logits, -1),
+                            torch.log_softmax(logits, -1),
+                            log_target=True,
+                            reduction="none",
+                        )
+                        .sum(-1)
+                        .mean()
+                    )
+                    loss = loss + cfg.kl_coef * kl
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                self.opt.step()
+                stats["loss"] += loss.item()
+                stats["clip_frac"] += info["clip_frac"]
+                stats["approx_kl"] += info["approx_kl"]
+                stats["entropy"] += ent.mean().item()
+                stats["grad_norm"] += float(gn)
+                stats["updates"] += 1
+        for key in ("loss", "clip_frac", "approx_kl", "entropy", "grad_norm"):
+            stats[key] /= max(stats["updates"], 1)
+        return stats
+
+    def iteration(self, it: int) -> tuple[dict[str, float], dict[str, Any]]:
+        cfg = self.cfg
+        states = self._choose_states(it)
+        buf = self.rollout_imagined(it, states) if cfg.env_mode == "wm" else self.rollout_sim(it, states)
+        reliable = ~(buf["abstain"] | buf["flipped"])
+        rewards = torch.from_numpy(buf["success"].astype(np.float32)).view(cfg.groups, cfg.group_size)
+        a = group_advantages(
+            rewards, torch.from_numpy(reliable).view(cfg.groups, cfg.group_size), cfg.max_unreliable
+        )
+        t0 = time.perf_counter()
+        upd = self.update(buf, a.advantages.flatten(), a.mask.flatten())
+        t_update = time.perf_counter() - t0
+        n = cfg.groups * cfg.group_size
+        metrics = {
+            "reward_mean": float(buf["success"].mean()),
+            "reliable_fraction": float(reliable.mean()),
+            "dnv_flip_rate": float(buf["flipped"].sum() / max(buf["success"].sum(), 1)),
+            "dnv_flips": float(buf["flipped"].sum()),
+            "dropped_groups": float(a.dropped.sum()),
+            "judge_abstains": float(buf["abstain"].sum()),
+            "rollouts": float(n),
+            **{k: float(v) for k, v in upd.items()},
+            **{f"time_{k}": float(v) for k, v in buf["time"].items()},
+            "time_update": t_update,
+            "real_trajectories": float(self.real_trajectories),
+        }
+        return metrics, buf
+
+
+def save_gallery(buf: dict[str, Any], path: Path, k: int) -> None:
+    """A few imagined rollouts with their verdicts and, for verified ones, the second noise draw."""
+    if buf.get("video") is None:
+        return
+    rows = list(range(min(k, len(buf["video"]))))
+    verified = [i for i in buf["second"] if i not in rows][: max(0, k // 2)]
+    rows += verified
+    second = np.stack([buf["second"].get(i, np.zeros_like(buf["video"][i])) for i in rows])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(
+        path,
+        video=buf["video"][rows],
+        second=second,
+        has_second=np.array([i in buf["second"] for i in rows]),
+        success=buf["success"][rows],
+        flipped=buf["flipped"][rows],
+        scores=buf["scores"][rows],
+    )
+
+
+def dream(
+    cfg: DreamConfig,
+    policy_path: str | Path,
+    out: str | Path,
+    wm_path: str | Path | None = None,
+    init_from: str | None = None,
+    progress: bool = True,
+    log_fn=print,
+) -> dict[str, Any]:
+    from rawdream.eval.success import EvalPolicyConfig, evaluate_policy
+    from rawdream.policy.train import load_policy, save_policy
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    set_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    save_config(cfg, out)
+    policy = load_policy(policy_path)
+    wm = None
+    if cfg.env_mode == "wm":
+        from rawdream.world_model.train import load_world_model
+
+        wm = load_world_model(wm_path) if wm_path else None
+    dreamer = Dreamer(cfg, policy, wm, init_from, log_fn)
+    meta = load_checkpoint(out / "ckpt", "dream", policy.model, dreamer.opt)
+    start = meta["step"] if meta else 0
+    dreamer.real_trajectories = int(meta.get("real_trajectories", 0)) if meta else 0
+    log = MetricsLogger(out)
+    ecfg = EvalPolicyConfig(
+        split=cfg.split,
+        env=cfg.env,
+        tasks=[dreamer.task],
+        episodes=cfg.eval_episodes,
+        workers=cfg.workers,
+        videos=0,
+    )
+    bar = tqdm(
+        total=cfg.iterations,
+        initial=start,
+        desc=f"dream {dreamer.task} ({cfg.env_mode})",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    t_start = time.time()
+    for it in range(start, cfg.iterations):
+        metrics, buf = dreamer.iteration(it)
+        log.log(it + 1, metrics, stage="train")
+        bar.update()
+        bar.set_postfix(reward=f"{metrics['reward_mean']:.2f}", flips=int(metrics["dnv_flips"]))
+        save_checkpoint(
+            out / "ckpt",
+            "dream",
+            policy.model,
+            dreamer.opt,
+            step=it + 1,
+            extra={"real_trajectories": dreamer.real_trajectories},
+        )
+        if cfg.eval_every and ((it + 1) % cfg.eval_every == 0 or it + 1 == cfg.iterations):
+            rep = evaluate_policy(policy, ecfg, None, progress=False)
+            r = rep["tasks"][dreamer.task]
+            log.log(
+                it + 1,
+                {
+                    "eval/success_rate": r["success_rate"],
+                    "eval/ci_low": r["ci95"][0],
+                    "eval/ci_high": r["ci95"][1],
+                },
+                stage="eval",
+            )
+            save_gallery(buf, out / "gallery" / f"iter_{it + 1:04d}.npz", cfg.gallery)
+    bar.close()
+    log.close()
+    info = {
+        "stage": "dream",
+        "env_mode": cfg.env_mode,
+        "task": dreamer.task,
+        "tasks": [dreamer.task],
+        "init": str(Path(policy_path).resolve()),
+        "judge": cfg.judge.backend if cfg.env_mode == "wm" else "simulator",
+        "world_model": str(Path(wm_path).resolve()) if wm_path else None,
+        "real_trajectories_rl": dreamer.real_trajectories,
+        "target_trajectories": policy.info.get("target_trajectories", []) if hasattr(policy, "info") else [],
+        "seconds": time.time() - t_start,
+        "iterations": cfg.iterations,
+        "dnv": cfg.dnv,
+    }
+    save_policy(policy, out, info)
+    return info
+
+
+def read_metrics(out: str | Path) -> list[dict]:
+    from rawdream.io import read_jsonl
+
+    return read_jsonl(Path(out) / "metrics.jsonl")

@@ -1,0 +1,114 @@
+"""The hf judge on a tiny randomly initialised Qwen2-VL built from a config (no download), and the oracle."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from rawdream.reward.base import JudgeConfig, OracleNotAllowedError, make_judge
+
+
+@pytest.fixture(scope="module")
+def tiny_vlm(tmp_path_factory):
+    warnings.filterwarnings("ignore")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    path = tmp_path_factory.mktemp("vlm")
+    special = [
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|vision_start|>",
+        "<|vision_end|>",
+        "<|image_pad|>",
+        "<|video_pad|>",
+    ]
+    words = ["Yes", "No", "yes", "no", "A", "robot", "arm", "open", "the", "drawer", "user", "assistant"]
+    vocab = {t: i for i, t in enumerate([*special, *words, "[UNK]"])}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        unk_token="[UNK]",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=special,
+    )
+    tok.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}{% if c['type']=='image' %}"
+        "<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
+        "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    cfg = Qwen2VLConfig(
+        text_config={
+            "vocab_size": len(vocab),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
+        },
+        vision_config={
+            "depth": 1,
+            "embed_dim": 32,
+            "hidden_size": 32,
+            "num_heads": 2,
+            "mlp_ratio": 2,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "in_chans": 3,
+        },
+        image_token_id=vocab["<|image_pad|>"],
+        video_token_id=vocab["<|video_pad|>"],
+        vision_start_token_id=vocab["<|vision_start|>"],
+        eos_token_id=vocab["<|im_end|>"],
+    )
+    Qwen2VLForConditionalGeneration(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=64 * 64).save_pretrained(path)
+    return path
+
+
+def test_hf_backend_scores_a_batch_from_a_local_directory(tiny_vlm):
+    judge = make_judge(JudgeConfig(backend="hf", path=str(tiny_vlm)))
+    rng = np.random.default_rng(0)
+    videos = [rng.integers(0, 255, (9, 64, 64, 3), dtype=np.uint8) for _ in range(5)]
+    out = judge(videos, ["open the drawer"] * 5)
+    assert len(out) == 5 and all(0.0 <= v.score <= 1.0 and v.success is not None for v in out)
+    again = judge(videos[:1], ["open the drawer"])  # batching does not change a verdict
+    assert again[0].score == pytest.approx(out[0].score, abs=1e-4)
+
+
+def test_hf_backend_refuses_a_missing_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a local Hugging Face model directory"):
+        make_judge(JudgeConfig(backend="hf", path=str(tmp_path)))
+
+
+def test_oracle_refused_for_training_unless_named_and_replays_success():
+    with pytest.raises(OracleNotAllowedError, match="allow_oracle"):
+        make_judge(JudgeConfig(backend="oracle"), purpose="training")
+    judge = make_judge(JudgeConfig(backend="oracle", allow_oracle=True), purpose="training")
+    assert judge.privileged
+    from rawdream.envs import make_env
+
+    env = make_env("reach")
+    env.reset(3)
+    expert = []
+    for _ in range(64):
+        a = env.expert_action()
+        expert.append(a)
+        env.step(a, render=False)
+    env.close()
+    good = np.stack(expert).reshape(1, 8, 8, 4)
+    idle = np.zeros((1, 8, 8, 4), np.float32)
+    out = judge(
+        [None, None],
+        ["reach the red goal"] * 2,
+        tasks=["reach", "reach"],
+        seeds=[3, 3],
+        actions=np.concatenate([good, idle]),
+    )
+    assert [v.success for v in out] == [True, False]
