@@ -44,10 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the RAW-Dream chain on the embedded benchmark; each stage resumes.",
         epilog=_epilog("run"),
     )
-    p.add_argument("--out", default="runs/quick", help="run directory (default: runs/quick)")
+    p.add_argument(
+        "--out", default="runs/quick", help="run directory (default: runs/quick); re-running resumes"
+    )
     p.add_argument(
         "--preset", default="quick", help=f"run preset ({', '.join(preset_names('run'))}); default: quick"
     )
+    p = verbs.add_parser("report", help="write one self-contained HTML report of a run directory")
+    p.add_argument("run_dir", help="a run directory written by `rawdream run`")
 
     # collect ---------------------------------------------------------------------------------------------
     p = verbs.add_parser(
@@ -367,14 +371,19 @@ def _cmd_dream(args, overrides) -> int:
 
 
 def _cmd_run(args, overrides) -> int:
-    from rawdream.pipeline import resolve_run, run
+    from rawdream.pipeline import format_summary, resolve_run, run
 
     cfg = resolve_run(args.preset, overrides)
-    results = run(cfg, args.out, progress=True)
-    print("\nSummary")
-    for r in results:
-        print(f"\n== {r.name} ({r.seconds:.0f} s) ==")
-        print(r.summary.table())
+    summary = run(cfg, args.out, progress=True)
+    print(format_summary(summary))
+    print(f"\nreport: {Path(args.out).resolve() / 'report.html'}")
+    return 0
+
+
+def _cmd_report(args, overrides) -> int:
+    from rawdream.report.html import write_report
+
+    print(f"report: {write_report(args.run_dir).resolve()}")
     return 0
 
 
@@ -427,6 +436,7 @@ COMMANDS = {
     "eval-judge": _cmd_eval_judge,
     "dream": _cmd_dream,
     "run": _cmd_run,
+    "report": _cmd_report,
     "tasks": _cmd_tasks,
     "info": _cmd_info,
 }

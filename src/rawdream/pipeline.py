@@ -1,22 +1,60 @@
-"""``rawdream run``: the main job on the embedded default, stage after stage, each stage resumable.
+"""``rawdream run``: the whole RAW-Dream chain on the embedded default, stage after stage.
 
-Today the chain is: collect task-free play data on the pretraining tasks -> collect one expert demonstration
-of each held-out target task. Later stages (world model, judge, policy, dream, evaluation) plug in here.
+collect (play, demos, target demo, labeled) -> pretrain WM -> train judge -> base policy -> 1-shot SFT ->
+evaluate SFT -> dream (RL in imagination) per target -> evaluate -> report.
+
+Each stage writes its outputs into its own folder of the run directory, and ``.stages/<stage>.json`` records the
+content hash of its resolved config and of its inputs' hashes. A stage is skipped when that record matches, and
+rebuilt when its config or an input changed; stages that checkpoint (training, collection) resume where a killed
+run stopped. One status line per stage; a summary table at the end.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rawdream.config import build, load_preset, merge_dicts, nest_overrides, presets_file, save_config
-from rawdream.data.collect import CollectConfig, CollectSummary, collect
+from rawdream.config import (
+    build,
+    load_preset,
+    merge_dicts,
+    nest_overrides,
+    presets_file,
+    save_config,
+    to_dict,
+)
+from rawdream.data.collect import CollectConfig, collect
+from rawdream.eval.judge_accuracy import EvalJudgeConfig, evaluate_judges
+from rawdream.eval.success import EvalPolicyConfig, evaluate_policy
+from rawdream.eval.wm_fidelity import EvalWMConfig, evaluate_world_model
+from rawdream.io import atomic_write_json, read_json
+from rawdream.policy.train import TrainPolicyConfig, load_policy, train_policy
+from rawdream.reward.generalist import TrainJudgeConfig, train_judge
+from rawdream.rl.dream import DreamConfig, dream
 from rawdream.splits import SplitConfig, resolve_split
+from rawdream.world_model.train import PretrainWMConfig, pretrain_wm
 
-# sections of the run config and the stage whose "_base" they start from
-SECTIONS = {"play": "collect_play", "demos": "collect_demos"}
+# section of the run config -> the stage preset it starts from
+SECTIONS = {
+    "play": "collect_play",
+    "demos": "collect_demos",
+    "target_demos": "collect_demos",
+    "labeled": "collect_labeled",
+    "wm": "pretrain_wm",
+    "judge": "train_judge",
+    "base": "train_policy_base",
+    "sft": "train_policy_sft",
+    "eval": "eval_policy",
+    "dream": "dream",
+    "eval_wm": "eval_wm",
+    "eval_judge": "eval_judge",
+}
 
 
 @dataclass
@@ -24,31 +62,94 @@ class RunConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     play: CollectConfig = field(default_factory=CollectConfig)
     demos: CollectConfig = field(default_factory=lambda: CollectConfig(kind="demos"))
+    target_demos: CollectConfig = field(default_factory=lambda: CollectConfig(kind="demos"))
+    labeled: CollectConfig = field(default_factory=lambda: CollectConfig(kind="labeled"))
+    wm: PretrainWMConfig = field(default_factory=PretrainWMConfig)
+    judge: TrainJudgeConfig = field(default_factory=TrainJudgeConfig)
+    base: TrainPolicyConfig = field(default_factory=TrainPolicyConfig)
+    sft: TrainPolicyConfig = field(default_factory=lambda: TrainPolicyConfig(stage="sft"))
+    eval: EvalPolicyConfig = field(default_factory=EvalPolicyConfig)
+    dream: DreamConfig = field(default_factory=DreamConfig)
+    eval_wm: EvalWMConfig = field(default_factory=EvalWMConfig)
+    eval_judge: EvalJudgeConfig = field(default_factory=EvalJudgeConfig)
+    dream_tasks: list[str] = field(default_factory=list)  # targets to run RL on (default: all targets)
+    report: bool = True
 
 
 def resolve_run(preset: str | None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    data = load_preset("run", preset or "default")
+    """Each section starts from its stage's ``default`` preset (``tiny`` for the tiny run); the run preset and
+    the command line overlay it; the run's split is every section's split."""
+    preset = preset or "quick"
+    data = load_preset("run", preset)
     if overrides:
         data = merge_dicts(data, nest_overrides(overrides))
-    for section, stage in SECTIONS.items():
-        base = dict((presets_file().get(stage) or {}).get("_base") or {})
-        data[section] = merge_dicts(base, data.get(section) or {})
+    stage_preset = "tiny" if preset == "tiny" else "default"
     split = data.get("split") or {}
-    data["play"]["split"] = merge_dicts(split, data["play"].get("split") or {})
-    data["demos"]["split"] = merge_dicts(split, data["demos"].get("split") or {})
-    data["demos"].setdefault("tasks", ["targets"])
-    data["demos"].setdefault("episodes_per_task", 1)
+    for section, stage in SECTIONS.items():
+        base = load_preset(stage, stage_preset) if stage_preset in (presets_file().get(stage) or {}) else {}
+        data[section] = merge_dicts(
+            merge_dicts(base, data.get(section) or {}), {"split": split} if split else {}
+        )
     return build(RunConfig, data)
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass
 class StageResult:
     name: str
     seconds: float
-    summary: Any
+    skipped: bool
+    summary: Any = None
 
 
-def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> list[StageResult]:
+class Runner:
+    def __init__(self, out: Path, progress: bool, log: Callable[[str], None]):
+        self.out = out
+        self.progress = progress
+        self.log = log
+        self.results: list[StageResult] = []
+        self.hashes: dict[str, str] = {}
+
+    def stage(self, name: str, cfg: Any, inputs: list[str], fn: Callable[[Path], Any]) -> Any:
+        """Run ``fn(stage_dir)`` unless its record in .stages holds the same config and input hashes."""
+        d = self.out / name
+        h = _hash(
+            {
+                "config": to_dict(cfg) if hasattr(cfg, "__dataclass_fields__") else cfg,
+                "inputs": [self.hashes.get(i) for i in inputs],
+            }
+        )
+        book = self.out / ".stages"  # bookkeeping lives outside the stage's folder (a dataset must be alone)
+        book.mkdir(exist_ok=True)
+        meta = book / f"{name.replace('/', '__')}.json"
+        if meta.exists() and read_json(meta).get("hash") == h:
+            self.hashes[name] = h
+            self.log(f"[run] {name:24s} up to date, skipped")
+            self.results.append(StageResult(name, 0.0, True, read_json(meta).get("summary")))
+            return read_json(meta).get("summary")
+        pending = book / f"{name.replace('/', '__')}.pending"
+        if meta.exists() or (pending.exists() and pending.read_text() != h):
+            # config or inputs changed: the stage's folder is its own, rebuild it from scratch
+            self.log(f"[run] {name:24s} changed since its last run: rebuilding")
+            shutil.rmtree(d, ignore_errors=True)
+            meta.unlink(missing_ok=True)
+        pending.write_text(h)  # a killed stage with this hash resumes from its checkpoints
+        self.log(f"[run] {name:24s} running -> {d}")
+        t0 = time.time()
+        summary = fn(d)
+        dt = time.time() - t0
+        atomic_write_json(meta, {"hash": h, "seconds": dt, "summary": summary})
+        pending.unlink()
+        self.hashes[name] = h
+        self.results.append(StageResult(name, dt, False, summary))
+        self.log(f"[run] {name:24s} done in {dt / 60:.1f} min")
+        return summary
+
+
+def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> dict[str, Any]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
@@ -56,14 +157,164 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> li
     log(
         f"[run] split {split.name}: targets {', '.join(split.targets)}; {len(split.pretrain)} pretraining tasks"
     )
-    results = []
-    for name, sub, path in (
-        ("collect play", cfg.play, out / "play"),
-        ("collect demos", cfg.demos, out / "demos"),
-    ):
-        t0 = time.time()
-        log(f"[run] {name} -> {path}")
-        summary: CollectSummary = collect(sub, path, progress=progress)
-        results.append(StageResult(name, time.time() - t0, summary))
-        log(f"[run] {name} done in {time.time() - t0:.0f} s")
-    return results
+    r = Runner(out, progress, log)
+
+    def collect_stage(sub: CollectConfig):
+        def fn(d: Path):
+            s = collect(sub, d, progress=progress)
+            return {
+                "episodes": sum(int(v["episodes"]) for v in s.per_task.values()),
+                "frames": sum(int(v["frames"]) for v in s.per_task.values()),
+                "tasks": sorted(s.per_task),
+            }
+
+        return fn
+
+    r.stage("data/play", cfg.play, [], collect_stage(cfg.play))
+    r.stage("data/demos", cfg.demos, [], collect_stage(cfg.demos))
+    r.stage("data/target_demos", cfg.target_demos, [], collect_stage(cfg.target_demos))
+    r.stage("data/labeled", cfg.labeled, [], collect_stage(cfg.labeled))
+
+    def wm_fn(d):
+        s = pretrain_wm(cfg.wm, out / "data/play", d, progress=progress, log_fn=log)
+        return {
+            "variant": s["variant"],
+            "tasks": s["manifest"]["tasks"],
+            "reconstruction": s["autoencoder_reconstruction"],
+        }
+
+    r.stage("wm", cfg.wm, ["data/play"], wm_fn)
+
+    def judge_fn(d):
+        info = train_judge(
+            cfg.judge, out / "data/labeled", d, wm_path=out / "wm", progress=progress, log_fn=log
+        )
+        return {"tasks": info["trained_on_tasks"], "validation_auroc": info["validation"]["auroc"]}
+
+    r.stage("judge", cfg.judge, ["data/labeled", "wm"], judge_fn)
+
+    def eval_wm_fn(d):
+        from rawdream.world_model.train import load_world_model
+
+        rep = evaluate_world_model(load_world_model(out / "wm"), cfg.eval_wm, d, progress=progress)
+        return {g: {"psnr": row["psnr"], "psnr_copy": row["psnr_copy"]} for g, row in rep["groups"].items()}
+
+    r.stage("eval/wm", cfg.eval_wm, ["wm"], eval_wm_fn)
+
+    def eval_judge_fn(d):
+        jcfg = build(
+            EvalJudgeConfig,
+            {
+                **to_dict(cfg.eval_judge),
+                "judge": {**to_dict(cfg.eval_judge.judge), "path": str(out / "judge")},
+            },
+        )
+        rep = evaluate_judges(jcfg, d, wm_path=out / "wm", progress=progress)
+        return {k: v["mean"] for k, v in rep["results"].items()}
+
+    r.stage("eval/judge", cfg.eval_judge, ["judge", "wm"], eval_judge_fn)
+
+    def base_fn(d):
+        return {
+            "tasks": train_policy(cfg.base, out / "data/demos", d, progress=progress, log_fn=log)["tasks"]
+        }
+
+    r.stage("policy_base", cfg.base, ["data/demos"], base_fn)
+
+    def sft_fn(d):
+        info = train_policy(
+            cfg.sft, out / "data/target_demos", d, init=out / "policy_base", progress=progress, log_fn=log
+        )
+        return {"tasks": info["tasks"], "target_trajectories": info["target_trajectories"]}
+
+    r.stage("policy_sft", cfg.sft, ["data/target_demos", "policy_base"], sft_fn)
+
+    def eval_fn(policy_dir: Path, tasks: list[str]):
+        def fn(d):
+            ecfg = build(EvalPolicyConfig, {**to_dict(cfg.eval), "tasks": tasks})
+            rep = evaluate_policy(load_policy(policy_dir), ecfg, d, progress=progress)
+            return {
+                t: {k: v for k, v in m.items() if k != "episode_results"} for t, m in rep["tasks"].items()
+            }
+
+        return fn
+
+    targets = [t for t in (cfg.dream_tasks or split.targets)]
+    before = r.stage("eval/sft", cfg.eval, ["policy_sft"], eval_fn(out / "policy_sft", list(split.targets)))
+    after = {}
+    for task in targets:
+        dcfg = build(
+            DreamConfig,
+            {
+                **to_dict(cfg.dream),
+                "task": task,
+                "judge": {**to_dict(cfg.dream.judge), "path": str(out / "judge")},
+            },
+        )
+        r.stage(
+            f"dream/{task}",
+            dcfg,
+            ["policy_sft", "wm", "judge"],
+            lambda d, c=dcfg: {
+                "task": c.task,
+                **{
+                    k: v
+                    for k, v in dream(
+                        c, out / "policy_sft", d, wm_path=out / "wm", progress=progress, log_fn=log
+                    ).items()
+                    if k in ("seconds", "iterations", "dnv", "judge")
+                },
+            },
+        )
+        after.update(
+            r.stage(f"eval/dream_{task}", cfg.eval, [f"dream/{task}"], eval_fn(out / "dream" / task, [task]))
+        )
+    summary = {
+        "before": before,
+        "after": after,
+        "stages": [s.__dict__ for s in r.results],
+        "guarantee": task_agnostic_table(out),
+    }
+    atomic_write_json(out / "summary.json", summary)
+    if cfg.report:
+        from rawdream.report.html import write_report
+
+        path = write_report(out)
+        log(f"[run] report: {path}")
+    return summary
+
+
+def task_agnostic_table(out: Path) -> dict[str, Any]:
+    """Which tasks each component was trained on, read back from the artefacts themselves."""
+    rows = {}
+    for name, meta_file, key in [
+        ("world model", "wm/world_model.json", ("manifest", "tasks")),
+        ("judge", "judge/judge.json", ("trained_on_tasks",)),
+        ("base policy", "policy_base/policy.json", ("tasks",)),
+        ("SFT policy", "policy_sft/policy.json", ("tasks",)),
+    ]:
+        p = out / meta_file
+        if p.exists():
+            v: Any = read_json(p)
+            for k in key:
+                v = v.get(k, {}) if isinstance(v, dict) else {}
+            rows[name] = v
+    return rows
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    lines = ["", f"{'task':16s} {'1-shot SFT':>22s} {'after RL in imagination':>26s}"]
+    for task, after in summary["after"].items():
+        b = summary["before"].get(task, {})
+        fmt = lambda m: (
+            f"{m['success_rate'] * 100:5.1f}% [{m['ci95'][0] * 100:4.1f},{m['ci95'][1] * 100:5.1f}]"
+        )
+        lines.append(f"{task:16s} {fmt(b) if b else '':>22s} {fmt(after):>26s}")
+    lines.append("\ntime per stage:")
+    for s in summary["stages"]:
+        took = "skipped (up to date)" if s["skipped"] else f"{s['seconds'] / 60:.1f} min"
+        lines.append(f"  {s['name']:26s} {took}")
+    lines.append("\ntask-agnostic guarantee (tasks each component was trained on):")
+    for comp, tasks in summary["guarantee"].items():
+        lines.append(f"  {comp:12s} {len(tasks):3d} tasks: {', '.join(tasks)[:150]}")
+    return "\n".join(lines)

@@ -34,12 +34,11 @@ class FrameSelection:
     size: int = 0  # resize to size x size (0: keep the video's resolution)
 
     def indices(self, length: int) -> list[int]:
+        """Always ``middle + 2`` indices (first, evenly spaced, last); short videos repeat frames, so a judge
+        sees a fixed number of frames whatever the horizon."""
         if length <= 0:
             raise ValueError("cannot judge an empty video")
-        if length == 1:
-            return [0]
-        inner = np.linspace(0, length - 1, self.middle + 2)[1:-1] if self.middle > 0 else []
-        return sorted({0, length - 1, *(int(np.rint(i)) for i in inner)})
+        return [int(i) for i in np.rint(np.linspace(0, length - 1, self.middle + 2))]
 
     def select(self, video: np.ndarray) -> np.ndarray:
         video = np.asarray(video)

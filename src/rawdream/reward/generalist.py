@@ -154,7 +154,10 @@ def judge_examples(
     pool = list(split.pretrain)
     for i, (t, s) in enumerate(zip(tasks, success)):
         fam = {t, *siblings(t, split)}
-        others = [str(o) for o in rng.choice([p for p in pool if p not in fam], size=others_per_video, replace=False)]
+        others = [
+            str(o)
+            for o in rng.choice([p for p in pool if p not in fam], size=others_per_video, replace=False)
+        ]
         rows = [(t, float(s), "own")] + [(sib, 0.0, "sibling") for sib in siblings(t, split)]
         rows += [(o, 0.0, "other") for o in others]
         for task, lab, why in rows:

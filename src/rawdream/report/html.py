@@ -1,0 +1,213 @@
+"""``rawdream report RUN_DIR``: one self-contained HTML page per run (plots, videos and tables embedded as data
+URLs - no network needed to view it).
+
+Sections, each shown when its stage ran: the task-agnostic guarantee; the results table (1-shot SFT vs after RL
+in imagination, 95% intervals); world-model fidelity curves and real | imagined videos; judge confusion matrices
+(real and imagined videos); RL curves; a gallery of imagined rollouts with the judge's verdict and, for verified
+ones, the second noise draw beside the first, flagged when it flipped.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rawdream.io import atomic_write_text, read_json, read_jsonl
+
+
+def _png(fig) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+
+
+def _gif(frames: np.ndarray, scale: int = 3, duration: int = 400) -> str:
+    import imageio.v3 as iio
+
+    frames = np.asarray(frames, np.uint8).repeat(scale, 1).repeat(scale, 2)
+    data = iio.imwrite("<bytes>", list(frames), extension=".gif", duration=duration, loop=0)
+    return f'<img alt="rollout" src="data:image/gif;base64,{base64.b64encode(data).decode()}">'
+
+
+def _video(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return (
+        f'<figure><video controls autoplay muted loop playsinline src="data:video/mp4;base64,{data}"></video>'
+        f"<figcaption>{html.escape(path.stem)}</figcaption></figure>"
+    )
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    th = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _pct(m: dict[str, Any]) -> str:
+    lo, hi = m["ci95"]
+    return f"{m['success_rate'] * 100:.1f}% [{lo * 100:.1f}, {hi * 100:.1f}] (n={m['episodes']})"
+
+
+def _results(summary: dict[str, Any]) -> str:
+    rows = []
+    for task, before in summary.get("before", {}).items():
+        after = summary.get("after", {}).get(task)
+        rows.append([task, _pct(before), _pct(after) if after else "not run"])
+    return _table(["task", "1-shot SFT", "RAW-Dream (RL in imagination)"], rows)
+
+
+def _wm_section(run: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ev = run / "eval" / "wm" / "wm_eval.json"
+    if not ev.exists():
+        return ""
+    rep = read_json(ev)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    for ax, (key, label) in zip(axes, [("psnr", "whole-frame PSNR"), ("object_psnr", "object-region PSNR")]):
+        for group, row in rep["groups"].items():
+            steps = np.arange(1, len(row[key]) + 1)
+            ax.plot(steps, row[key], "-o", label=f"world model ({group} tasks)")
+            ax.plot(steps, row[key + "_copy"], "--", label=f"copy last frame ({group})")
+        ax.set_xlabel("AR step (8-action chunks)")
+        ax.set_ylabel("dB")
+        ax.set_title(label)
+        ax.legend(fontsize=7)
+    videos = "".join(_video(p) for p in sorted((run / "eval" / "wm").glob("*_real_vs_imagined.mp4")))
+    return (
+        f"<h2>World-model fidelity (held-out tasks never seen in training)</h2>{_png(fig)}"
+        f"<p>Real (left) | imagined (right) under identical actions from the same first frame.</p>"
+        f"<div class='grid'>{videos}</div>"
+    )
+
+
+def _judge_section(run: Path) -> str:
+    ev = run / "eval" / "judge" / "judge_eval.json"
+    if not ev.exists():
+        return ""
+    rep = read_json(ev)
+    parts = ["<h2>Judge accuracy on held-out tasks (ground truth: the simulator)</h2>"]
+    for name, res in rep["results"].items():
+        rows = []
+        for t, m in {**res["per_task"], "mean": res["mean"]}.items():
+            c = m.get("confusion") or {}
+            rows.append(
+                [
+                    t,
+                    f"{m['base_rate']:.2f}",
+                    f"{m['auroc']:.2f}",
+                    f"{m['balanced_accuracy']:.2f}",
+                    f"{m['f1']:.2f}",
+                    f"{m['f1_always_success']:.2f}",
+                    f"TP {c.get('tp', '')} FP {c.get('fp', '')} FN {c.get('fn', '')} TN {c.get('tn', '')}"
+                    if c
+                    else "",
+                ]
+            )
+        parts.append(
+            f"<h3>{html.escape(name)}</h3>"
+            + _table(
+                ["task", "base rate", "AUROC", "balanced acc.", "F1", "F1 always-yes", "confusion"], rows
+            )
+        )
+    return "".join(parts)
+
+
+def _rl_section(run: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = sorted(p for p in (run / "dream").glob("*") if (p / "metrics.jsonl").exists())
+    if not runs:
+        return ""
+    fig, axes = plt.subplots(1, 5, figsize=(18, 3))
+    keys = [
+        ("reward_mean", "judge reward"),
+        ("dnv_flip_rate", "DNV flip rate"),
+        ("dropped_groups", "dropped groups"),
+        ("entropy", "policy entropy"),
+        ("eval/success_rate", "real-simulator success"),
+    ]
+    for d in runs:
+        rows = read_jsonl(d / "metrics.jsonl")
+        for ax, (k, title) in zip(axes, keys):
+            pts = [(r["step"], r[k]) for r in rows if k in r]
+            if pts:
+                ax.plot(*zip(*pts), "-o" if k.startswith("eval") else "-", label=d.name, markersize=3)
+            ax.set_title(title)
+            ax.set_xlabel("iteration")
+    axes[0].legend(fontsize=7)
+    gallery = []
+    for d in runs:
+        files = sorted((d / "gallery").glob("*.npz"))
+        if not files:
+            continue
+        g = np.load(files[-1])
+        for i in range(len(g["video"])):
+            verdict = "success" if g["success"][i] else "failure"
+            flag = " - FLIPPED on the second draw (unreliable)" if g["flipped"][i] else ""
+            score = "" if np.isnan(g["scores"][i]) else f" p={g['scores'][i]:.2f}"
+            pair = _gif(g["video"][i])
+            if g["has_second"][i]:
+                pair += _gif(g["second"][i])
+            gallery.append(
+                f"<figure class='{'flip' if g['flipped'][i] else ''}'>{pair}<figcaption>"
+                f"{html.escape(d.name)} ({files[-1].stem}): judge {verdict}{score}{flag}</figcaption></figure>"
+            )
+    return (
+        f"<h2>RL in imagination</h2>{_png(fig)}<h3>Imagined rollouts (second noise draw beside verified "
+        f"successes)</h3><div class='grid'>{''.join(gallery)}</div>"
+    )
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}
+th{background:#f3f3f3}.grid{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0}figure.flip{outline:3px solid #d33}
+figcaption{font-size:12px;max-width:420px}video{width:360px}img{image-rendering:pixelated}"""
+
+
+def write_report(run: str | Path) -> Path:
+    run = Path(run)
+    summary: dict[str, Any] = read_json(run / "summary.json") if (run / "summary.json").exists() else {}
+    guarantee = summary.get("guarantee", {})
+    parts = [f"<h1>rawdream run: {html.escape(run.resolve().name)}</h1>"]
+    if guarantee:
+        parts.append(
+            "<h2>Task-agnostic guarantee</h2><p>Tasks each component was trained on, read from the "
+            "artefacts. Targets may only appear in the SFT policy (one demonstration each).</p>"
+        )
+        parts.append(
+            _table(["component", "tasks", "count"], [[k, ", ".join(v), len(v)] for k, v in guarantee.items()])
+        )
+    if summary.get("before"):
+        parts.append("<h2>Success in the real simulator (fixed evaluation seeds, 95% Wilson intervals)</h2>")
+        parts.append(_results(summary))
+    parts += [_wm_section(run), _judge_section(run), _rl_section(run)]
+    if summary.get("stages"):
+        parts.append(
+            "<h2>Stages</h2>"
+            + _table(
+                ["stage", "minutes", "skipped"],
+                [[s["name"], f"{s['seconds'] / 60:.1f}", s["skipped"]] for s in summary["stages"]],
+            )
+        )
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>rawdream report</title><style>{CSS}</style>"
+        f"</head><body>{''.join(parts)}</body></html>"
+    )
+    path = run / "report.html"
+    atomic_write_text(path, page)
+    return path
