@@ -302,13 +302,15 @@ def task_agnostic_table(out: Path) -> dict[str, Any]:
     return rows
 
 
+def _rate(m: dict[str, Any]) -> str:
+    return f"{m['success_rate'] * 100:5.1f}% [{m['ci95'][0] * 100:4.1f},{m['ci95'][1] * 100:5.1f}]"
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     lines = ["", f"{'task':16s} {'1-shot SFT':>22s} {'after RL in imagination':>26s}"]
     for task, after in summary["after"].items():
         b = summary["before"].get(task, {})
-        fmt = lambda m: (
-            f"{m['success_rate'] * 100:5.1f}% [{m['ci95'][0] * 100:4.1f},{m['ci95'][1] * 100:5.1f}]"
-        )
+        fmt = _rate
         lines.append(f"{task:16s} {fmt(b) if b else '':>22s} {fmt(after):>26s}")
     lines.append("\ntime per stage:")
     for s in summary["stages"]:
