@@ -26,10 +26,10 @@ from rawdream.world_model.model import WorldModel
 from rawdream.world_model.train import PretrainWMConfig, load_world_model, pretrain_wm
 
 VARIANTS = {
-    "unet-x": {},
-    "unet-x-no-proprio-target": {"model.dynamics.proprio_target": False},
-    "unet-v": {"model.flow.prediction": "v"},
-    "dit-x": {"model.dynamics.arch": "dit"},
+    "unet-x": {"model.dynamics.proprio_target": True},
+    "unet-x-no-proprio-target": {},
+    "unet-v": {"model.flow.prediction": "v", "model.dynamics.proprio_target": True},
+    "dit-x": {"model.dynamics.arch": "dit", "model.dynamics.proprio_target": True},
 }
 
 

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Install rawdream into ./.venv on a fresh Debian/Ubuntu machine (idempotent: a second run takes seconds).
+#   bash scripts/install.sh          what `rawdream run` needs
+#   bash scripts/install.sh --test   also the test tools and Debian's chromium (the report's browser test)
 #  - apt: Mesa EGL (offscreen OpenGL on the CPU) for MuJoCo rendering, only if missing
 #  - PyTorch 2.13.0: the CPU build where no NVIDIA GPU is present (set TORCH_INDEX_URL to choose another)
 #  - rawdream itself, editable, with test tools
@@ -7,7 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-for pkg in libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglib2.0-0; do
+PKGS="libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 libglib2.0-0"
+EXTRAS=""
+if [ "${1:-}" = "--test" ]; then
+  PKGS="$PKGS chromium"  # the report's browser test drives Debian's chromium (playwright never downloads one)
+  EXTRAS="[test]"
+fi
+for pkg in $PKGS; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -33,7 +41,10 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+
     $PIP install -q "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
   fi
 fi
-$PIP install -q -e ".[test]" 2>&1 | grep -vE "^WARNING: Location|ignored: it is neither" || true
+if ! $PIP install -q -e ".$EXTRAS" > .venv/install.log 2>&1; then
+  grep -vE "^WARNING: Location|ignored: it is neither" .venv/install.log | tail -20
+  echo "[install] pip failed (full log: .venv/install.log)"; exit 1
+fi
 .venv/bin/python - <<'PY'
 import numpy as np
 from rawdream.envs import make_env

@@ -214,6 +214,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory; re-running resumes")
     _add_preset(p, "dream")
 
+    # experiment ------------------------------------------------------------------------------------------
+    p = verbs.add_parser("experiment", help="experiments combining stages (the paper's table in miniature)")
+    ex = p.add_subparsers(dest="experiment", metavar="NAME", required=True)
+    k = ex.add_parser(
+        "paper-table",
+        help="SFT vs online RL vs RAW-Dream (with/without DNV, oracle, co-train)",
+        epilog=_epilog("paper_table"),
+    )
+    k.add_argument("--sft", required=True, help="the 1-shot SFT policy directory")
+    k.add_argument("--wm", default=None, help="zero-shot world model directory")
+    k.add_argument("--judge", dest="judge_path", default=None, help="generalist judge directory")
+    k.add_argument(
+        "--cotrain-wm", default=None, help="co-trained world model directory (pretrain-wm --variant co-train)"
+    )
+    k.add_argument(
+        "--quick", action="store_true", help="SFT and RAW-Dream with/without DNV, 1 seed (preset quick)"
+    )
+    k.add_argument(
+        "--out", required=True, help="output directory (paper_table.md / .json); re-running resumes"
+    )
+    k.add_argument("--preset", default=None, help="tiny | quick | default")
+
     # tasks -----------------------------------------------------------------------------------------------
     p = verbs.add_parser("tasks", help="list the tasks, their instructions and the benchmark split")
     p.add_argument("--split", default="metaworld-heldout5", help="named split (default: metaworld-heldout5)")
@@ -370,6 +392,19 @@ def _cmd_dream(args, overrides) -> int:
     return 0
 
 
+def _cmd_experiment(args, overrides) -> int:
+    from rawdream.experiment.paper_table import PaperTableConfig, run_paper_table
+
+    preset = args.preset or ("quick" if args.quick else "default")
+    cfg = resolve(PaperTableConfig, "paper_table", preset, overrides)
+    report = run_paper_table(
+        cfg, args.out, args.sft, args.wm, args.judge_path, args.cotrain_wm, progress=True
+    )
+    print((Path(args.out) / "paper_table.md").read_text())
+    print(f"results: {Path(args.out).resolve() / 'paper_table.json'}; {len(report['rows'])} rows")
+    return 0
+
+
 def _cmd_run(args, overrides) -> int:
     from rawdream.pipeline import format_summary, resolve_run, run
 
@@ -435,6 +470,7 @@ COMMANDS = {
     "train-judge": _cmd_train_judge,
     "eval-judge": _cmd_eval_judge,
     "dream": _cmd_dream,
+    "experiment": _cmd_experiment,
     "run": _cmd_run,
     "report": _cmd_report,
     "tasks": _cmd_tasks,

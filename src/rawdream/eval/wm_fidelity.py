@@ -67,6 +67,7 @@ def evaluate_world_model(wm, cfg: EvalWMConfig, out: str | Path, progress: bool 
         "target": list(cfg.tasks or split.targets),
         "pretrain": [t for t in cfg.pretrain_tasks if t in split.pretrain],
     }
+    groups = {g: tasks for g, tasks in groups.items() if tasks}
     steps = cfg.horizon * wm.cfg.dynamics.chunk
     env_cfg = replace(cfg.env, image_size=wm.cfg.image_size)
     specs = [
@@ -104,8 +105,12 @@ def evaluate_world_model(wm, cfg: EvalWMConfig, out: str | Path, progress: bool 
             fake = imagined["frames"].numpy()
             fake_p = imagined["proprio"].numpy()
             rt, ft = torch.from_numpy(real), torch.from_numpy(fake)
+            flat = rt.flatten(0, 1)
+            recon = wm.ae.decode(wm.ae.encode(flat))  # the autoencoder alone, on frames of this task
             copy = torch.from_numpy(np.repeat(real[:, :1], real.shape[1], axis=1))
             row: dict[str, Any] = {
+                "ae_psnr": float(psnr(recon, flat).mean()),
+                "ae_ssim": float(ssim(recon, flat).mean()),
                 "psnr": psnr(ft, rt).mean(0)[1:].tolist(),
                 "psnr_copy": psnr(copy, rt).mean(0)[1:].tolist(),
                 "ssim": ssim(ft, rt).mean(0)[1:].tolist(),
@@ -148,6 +153,8 @@ def evaluate_world_model(wm, cfg: EvalWMConfig, out: str | Path, progress: bool 
 
 def _group_mean(tasks: dict[str, dict], group: str) -> dict[str, list[float]]:
     rows = [r for r in tasks.values() if r["group"] == group]
+    if not rows:
+        return {}
     keys = [k for k in rows[0] if k not in ("group", "object_moved_episodes")]
     return {k: np.nanmean(np.array([r[k] for r in rows], dtype=float), axis=0).tolist() for k in keys}
 
@@ -155,7 +162,10 @@ def _group_mean(tasks: dict[str, dict], group: str) -> dict[str, list[float]]:
 def format_report(report: dict[str, Any]) -> str:
     lines = []
     for group, row in report["groups"].items():
-        lines.append(f"\n{group} tasks (mean over tasks), per AR step 1..{report['horizon']}:")
+        if not row:
+            continue
+        lines.append(f"\n{group} tasks (mean over tasks): autoencoder reconstruction PSNR {row['ae_psnr']:.2f} dB, "
+                     f"SSIM {row['ae_ssim']:.3f}; per AR step 1..{report['horizon']}:")
         lines.append(f"{'metric':22s} " + " ".join(f"{s:>6d}" for s in range(1, report["horizon"] + 1)))
         for key, label in [
             ("psnr", "PSNR world model"),

@@ -49,7 +49,7 @@ from rawdream.world_model.model import lr_schedule
 @dataclass
 class GeneralistConfig:
     frames: FrameSelection = field(default_factory=lambda: FrameSelection(middle=4))
-    channels: tuple[int, ...] = (32, 64, 96)
+    channels: tuple[int, ...] = (16, 32, 64)  # six frames per video: the first level dominates CPU cost
     cond_dim: int = 128
     hidden: int = 256
     blind: bool = False  # the instruction-blind control

@@ -1,0 +1,1 @@
+"""Experiments that combine stages: the paper's results table in miniature."""

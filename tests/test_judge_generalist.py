@@ -1,0 +1,70 @@
+"""The embedded generalist judge: counterfactual sibling labels, training, calibration, and the eval-judge table."""
+
+import json
+
+import numpy as np
+import pytest
+
+from rawdream.eval.judge_accuracy import auroc, binary_metrics
+from rawdream.reward.base import FrameSelection, JudgeConfig, make_judge
+from rawdream.reward.generalist import judge_examples
+from rawdream.reward.siblings import siblings
+from rawdream.splits import resolve_split
+
+
+def test_auroc_and_metrics_by_hand():
+    assert auroc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
+    assert auroc(np.array([0.5, 0.5]), np.array([0, 1])) == pytest.approx(0.5)
+    m = binary_metrics(np.array([0.9, 0.8, 0.2, 0.7]), np.array([1, 0, 0, 1]))
+    assert m["confusion"] == {"tp": 2, "fp": 1, "fn": 0, "tn": 1}
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == 1.0
+    assert m["balanced_accuracy"] == pytest.approx(0.75) and m["f1_always_success"] == pytest.approx(2 / 3)
+
+
+def test_frame_selection_is_fixed_length():
+    sel = FrameSelection(middle=4)
+    assert sel.indices(17) == [0, 3, 6, 10, 13, 16]
+    assert len(sel.indices(3)) == 6 and sel.indices(1) == [0] * 6
+
+
+def test_sibling_labels_use_pretraining_instructions_only():
+    split = resolve_split()
+    assert siblings("drawer-close", split) == []  # drawer-open is a held-out target: never a label
+    assert "door-close" not in siblings("door-open", split) and "door-lock" in siblings("door-open", split)
+    ex = judge_examples(["window-open", "window-open"], np.array([True, False]), split, np.random.default_rng(0))
+    rows = list(zip(ex.video.tolist(), ex.task, ex.label.tolist(), ex.kind))
+    assert (0, "window-open", 1.0, "own") in rows and (0, "window-close", 0.0, "sibling") in rows
+    assert (1, "window-open", 0.0, "own") in rows
+    assert not set(ex.task) & set(split.targets)
+
+
+def test_generalist_judge_beats_chance_on_held_out_episodes(tiny_judge):
+    info = json.loads((tiny_judge / "judge.json").read_text())
+    assert info["trained_on_tasks"] == ["drawer-close", "reach"]
+    assert info["validation"]["auroc"] > 0.6, info["validation"]
+    judge = make_judge(JudgeConfig(backend="generalist", path=str(tiny_judge)))
+    video = np.zeros((9, 64, 64, 3), np.uint8)
+    v = judge([video, video], ["reach the red goal", "close the drawer"])
+    assert all(0 <= x.score <= 1 for x in v)
+
+
+def test_generalist_judge_refuses_target_data_and_a_missing_checkpoint(labeled_data, tmp_path):
+    from rawdream.cli import main
+
+    assert main(["train-judge", "--data", str(labeled_data), "--out", str(tmp_path / "j"), "--preset", "tiny",
+                 "--split.targets=reach"]) == 2
+    with pytest.raises(FileNotFoundError, match="train-judge"):
+        make_judge(JudgeConfig(backend="generalist", path=str(tmp_path / "nothing")))
+
+
+def test_paper_table_tiny(tiny_policy, tiny_wm, tiny_judge, tmp_path):
+    from rawdream.cli import main
+
+    assert main(["experiment", "paper-table", "--sft", str(tiny_policy), "--wm", str(tiny_wm), "--judge",
+                 str(tiny_judge), "--preset", "tiny", "--tasks=reach", "--split.targets=push",
+                 "--out", str(tmp_path / "pt")]) == 0
+    table = json.loads((tmp_path / "pt" / "paper_table.json").read_text())
+    assert set(table["rows"]) == {"sft", "online_short", "rawdream", "rawdream_no_dnv"}
+    assert table["rows"]["online_short"]["target_trajectories_rl"] == 4  # 1 iteration x 2 groups x 2 rollouts
+    assert table["rows"]["rawdream"]["target_trajectories_rl"] == 0
+    assert "| 1-shot SFT |" in (tmp_path / "pt" / "paper_table.md").read_text()

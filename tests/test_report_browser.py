@@ -1,0 +1,54 @@
+"""The HTML report of a real (tiny) run, opened in headless Chromium: no console errors, every video and image
+has loaded content; a screenshot is saved as a test artifact (test-artifacts/report.png)."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rawdream.cli import main
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "tiny"
+    assert main(["run", "--preset", "tiny", "--out", str(out)]) == 0
+    return out
+
+
+def test_tiny_run_is_resumable_and_summarised(tiny_run, capsys):
+    assert (tiny_run / "report.html").exists() and (tiny_run / "summary.json").exists()
+    capsys.readouterr()
+    assert main(["run", "--preset", "tiny", "--out", str(tiny_run)]) == 0  # every stage is up to date
+    out = capsys.readouterr().out
+    assert "skipped (up to date)" in out and "task-agnostic guarantee" in out
+    assert " running " not in out
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
+def test_report_loads_in_headless_chromium(tiny_run):
+    from playwright.sync_api import sync_playwright
+
+    artifacts = Path(__file__).resolve().parents[1] / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    errors = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((tiny_run / "report.html").resolve().as_uri())
+        page.wait_for_load_state("load")
+        page.wait_for_function("Array.from(document.querySelectorAll('video')).every(v => v.readyState >= 2)",
+                               timeout=20000)
+        images = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth])")
+        videos = page.eval_on_selector_all("video", "els => els.map(e => [e.readyState, e.videoWidth])")
+        page.screenshot(path=str(artifacts / "report.png"), full_page=True)
+        browser.close()
+    assert not errors, errors
+    assert images and all(done and width > 0 for done, width in images), images
+    assert videos and all(state >= 2 and width > 0 for state, width in videos), videos
