@@ -11,6 +11,7 @@ from rawdream.data.lerobot import LeRobotDataset
 
 def _verbs():
     return [
+        [],
         ["run"],
         ["collect"],
         ["collect", "play"],
@@ -25,10 +26,12 @@ def _verbs():
         ["train-judge"],
         ["eval-judge"],
         ["dream"],
+        ["report"],
+        ["experiment"],
     ]
 
 
-@pytest.mark.parametrize("verb", _verbs(), ids=lambda v: " ".join(v))
+@pytest.mark.parametrize("verb", _verbs(), ids=lambda v: " ".join(v) or "rawdream")
 def test_help_for_every_verb(verb, capsys):
     with pytest.raises(SystemExit) as e:
         main([*verb, "--help"])

@@ -200,7 +200,13 @@ def test_writer_refuses_to_overwrite(tmp_path, rng):
 
 
 def _staged(out: Path) -> int:
-    return len(list((out / ".staging").glob("episode-*.npz")))
+    """Staged episodes not yet in a committed file. A kill between the metadata commit and the staging cleanup
+    leaves already-committed episodes staged too; opening the dataset must drop those, not add them twice."""
+    committed: set[int] = set()
+    if (out / "meta" / "episodes").exists():
+        for p in (out / "meta" / "episodes").rglob("*.parquet"):
+            committed |= set(pq.read_table(p, columns=["rawdream/seq"]).column(0).to_pylist())  # atomic
+    return sum(int(p.stem.split("-")[1]) not in committed for p in (out / ".staging").glob("episode-*.npz"))
 
 
 @pytest.mark.slow

@@ -21,6 +21,18 @@ def test_auroc_and_metrics_by_hand():
     assert m["balanced_accuracy"] == pytest.approx(0.75) and m["f1_always_success"] == pytest.approx(2 / 3)
 
 
+def test_calibration_holdout_keeps_both_outcomes_of_every_task():
+    from rawdream.reward.generalist import stratified_holdout
+
+    tasks = ["reach"] * 20 + ["drawer-close"] * 12
+    success = np.array([True] * 2 + [False] * 18 + [True] * 11 + [False])
+    held = stratified_holdout(tasks, success, 0.1, np.random.default_rng(0))
+    groups = {(tasks[i], bool(success[i])) for i in held}
+    # every (task, outcome) group with two or more episodes is represented; a lone episode stays in training
+    assert groups == {("reach", True), ("reach", False), ("drawer-close", True)}
+    assert len(held) == 1 + 2 + 1 and len(set(held.tolist())) == len(held)
+
+
 def test_frame_selection_is_fixed_length():
     sel = FrameSelection(middle=4)
     assert sel.indices(17) == [0, 3, 6, 10, 13, 16]

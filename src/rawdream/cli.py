@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser(
         "eval-policy",
-        help="policy success rate in the real simulator (fixed seeds, 95% CI)",
+        help="policy success rate in the real simulator (fixed seeds, 95%% CI)",
         epilog=_epilog("eval_policy"),
     )
     p.add_argument("--policy", required=True, help="policy directory (from train-policy or dream)")

@@ -241,9 +241,8 @@ def train_judge(
     base = labeled_videos(ds)
     rng = np.random.default_rng(cfg.seed)
     n = len(base.task)
-    perm = rng.permutation(n)
-    n_val = max(1, int(n * cfg.val_fraction))
-    train_eps = np.sort(perm[n_val:])  # the rest are held out for calibration
+    val_eps = stratified_holdout(base.task, base.success, cfg.val_fraction, rng)
+    train_eps = np.setdiff1d(np.arange(n), val_eps)  # the held-out episodes calibrate the temperature
     videos: list[np.ndarray] = [base.video(i) for i in range(n)]
     tasks, success = list(base.task), base.success.copy()
     imagined = np.zeros(n, bool)
@@ -343,6 +342,22 @@ def train_judge(
     }
     save_generalist(model, enc, out, info)
     return info
+
+
+def stratified_holdout(
+    tasks: list[str], success: np.ndarray, fraction: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Episodes held out for calibration: ``fraction`` of every (task, outcome) group, at least one from each
+    group of two or more - a random pick can miss every success of a small dataset, and a temperature fitted on
+    one class only is meaningless."""
+    held = []
+    for key in sorted({(t, bool(s)) for t, s in zip(tasks, success)}):
+        members = np.array([i for i, (t, s) in enumerate(zip(tasks, success)) if (t, bool(s)) == key])
+        if len(members) < 2:
+            continue
+        k = max(1, round(len(members) * fraction))
+        held.extend(rng.choice(members, size=k, replace=False).tolist())
+    return np.sort(np.asarray(held, dtype=int))
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
