@@ -74,17 +74,24 @@ def count_params(module: nn.Module) -> int:
 
 
 class EMA:
-    """Exponential moving average of a module's parameters (used for sampling)."""
+    """Exponential moving average of a module's parameters (used for sampling).
+
+    The decay warms up as min(decay, (1 + n) / (10 + n)) after n updates: with a fixed 0.999 the average keeps
+    0.999^n of the weights it started from (a random init, or the base policy under SFT) - 37% after 1,000
+    steps - which biases short runs and comparisons at equal wall-clock against the slower model."""
 
     def __init__(self, module: nn.Module, decay: float = 0.999):
         self.decay = decay
+        self.num_updates = 0
         self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:
+        d = min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
+        self.num_updates += 1
         for k, v in module.state_dict().items():
             if v.dtype.is_floating_point:
-                self.shadow[k].mul_(self.decay).add_(v.detach(), alpha=1 - self.decay)
+                self.shadow[k].mul_(d).add_(v.detach(), alpha=1 - d)
             else:
                 self.shadow[k].copy_(v)
 

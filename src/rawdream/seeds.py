@@ -13,3 +13,11 @@ JUDGE_EVAL = 600_000  # labeled rollouts of target tasks, for judge evaluation o
 ONLINE_RL = 700_000  # the online-RL baseline's real simulator episodes
 
 RANGE = 100_000
+
+
+def stable_seed(*parts: object) -> int:
+    """A 31-bit seed from any values, the same in every process (Python's hash() of a str is salted per
+    interpreter, so a generator seeded with it does not reproduce across runs)."""
+    import zlib
+
+    return zlib.crc32(repr(parts).encode()) & 0x7FFFFFFF

@@ -33,15 +33,27 @@ def save_checkpoint(
     step: int = 0,
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write ``name.safetensors`` (+ ``.ema``, ``.opt.pt``), then ``name.json`` last: its presence commits it."""
+    """Write ``name-<step>.safetensors`` (+ ``.ema``, ``.opt.pt``), then ``name.json`` naming that step: its
+    replacement commits the checkpoint. A kill at any moment leaves the previous checkpoint whole - weights of
+    step i are never paired with the bookkeeping of step i-1 - and older files are removed only afterwards."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    atomic_write(d / f"{name}.safetensors", lambda p: save_file(_state(model.state_dict()), str(p)))
+    files = {"model": f"{name}-{step}.safetensors"}
+    atomic_write(d / files["model"], lambda p: save_file(_state(model.state_dict()), str(p)))
     if ema is not None:
-        atomic_write(d / f"{name}.ema.safetensors", lambda p: save_file(_state(ema.state_dict()), str(p)))
+        files["ema"] = f"{name}-{step}.ema.safetensors"
+        atomic_write(d / files["ema"], lambda p: save_file(_state(ema.state_dict()), str(p)))
     if optimizer is not None:
-        atomic_write(d / f"{name}.opt.pt", lambda p: torch.save(optimizer.state_dict(), p))
-    atomic_write_json(d / f"{name}.json", {"step": step, "time": time.time(), **(extra or {})})
+        files["optimizer"] = f"{name}-{step}.opt.pt"
+        atomic_write(d / files["optimizer"], lambda p: torch.save(optimizer.state_dict(), p))
+    meta = {"step": step, "time": time.time(), "files": files, **(extra or {})}
+    if ema is not None:
+        meta["ema_updates"] = ema.num_updates
+    atomic_write_json(d / f"{name}.json", meta)
+    keep = set(files.values())
+    for p in d.glob(f"{name}-*"):
+        if p.name not in keep:
+            p.unlink(missing_ok=True)
 
 
 def load_checkpoint(
@@ -52,12 +64,19 @@ def load_checkpoint(
     meta_path = d / f"{name}.json"
     if not meta_path.exists():
         return None
-    model.load_state_dict(load_file(str(d / f"{name}.safetensors")))
-    if ema is not None and (d / f"{name}.ema.safetensors").exists():
-        ema.load_state_dict(load_file(str(d / f"{name}.ema.safetensors")))
-    if optimizer is not None and (d / f"{name}.opt.pt").exists():
-        optimizer.load_state_dict(torch.load(d / f"{name}.opt.pt", weights_only=True))
-    return json.loads(meta_path.read_text())
+    meta = json.loads(meta_path.read_text())
+    files = meta.get("files") or {
+        "model": f"{name}.safetensors",
+        "ema": f"{name}.ema.safetensors",
+        "optimizer": f"{name}.opt.pt",
+    }
+    model.load_state_dict(load_file(str(d / files["model"])))
+    if ema is not None and (d / files.get("ema", "-")).is_file():
+        ema.load_state_dict(load_file(str(d / files["ema"])))
+        ema.num_updates = int(meta.get("ema_updates", meta.get("step", 0)))
+    if optimizer is not None and (d / files.get("optimizer", "-")).is_file():
+        optimizer.load_state_dict(torch.load(d / files["optimizer"], weights_only=True))
+    return meta
 
 
 class MetricsLogger:

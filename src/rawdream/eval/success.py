@@ -103,7 +103,7 @@ def evaluate_policy(
             for s, (o, _) in zip(todo, resets):
                 obs[s] = o
                 steps[s] = 0
-                gens[s] = torch.Generator().manual_seed(hash((slot_ep[s], cfg.seed_offset)) & 0x7FFFFFFF)
+                gens[s] = torch.Generator().manual_seed(seeds.stable_seed(slot_ep[s], cfg.seed_offset))
                 if slot_ep[s][1] < cfg.videos:
                     frames_of[slot_ep[s]] = [o["image"]]
 
