@@ -28,6 +28,7 @@ def _verbs():
         ["dream"],
         ["report"],
         ["experiment"],
+        ["experiment", "paper-table"],
     ]
 
 
@@ -40,7 +41,11 @@ def test_help_for_every_verb(verb, capsys):
 
 
 def test_console_script_is_installed():
-    res = subprocess.run([sys.executable, "-m", "rawdream.cli", "--version"], capture_output=True, text=True)
+    import shutil
+    from pathlib import Path
+
+    exe = shutil.which("rawdream") or str(Path(sys.executable).parent / "rawdream")
+    res = subprocess.run([exe, "--version"], capture_output=True, text=True)
     assert res.returncode == 0 and "rawdream" in res.stdout
 
 

@@ -195,7 +195,7 @@ def test_corrupt_or_missing_datasets_fail_clearly(tmp_path, rng):
 def test_writer_refuses_to_overwrite(tmp_path, rng):
     with LeRobotWriter(tmp_path / "ds", fps=10, features=_features()) as w:
         w.add_episode(*_episode(rng, 4), task="t")
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(FileExistsError, match="resume it"):
         LeRobotWriter(tmp_path / "ds", fps=10, features=_features())
 
 
@@ -264,3 +264,45 @@ def test_killed_collection_keeps_finished_episodes_and_resumes(tmp_path):
     specs = ds.episodes["rawdream/spec"]
     assert len(set(specs)) == 6, "an episode was collected twice"
     assert f"{n_after_kill} episodes were already on disk" in res.stdout or n_after_kill == 6
+
+
+def test_recovery_repairs_totals_after_a_kill_between_episode_metadata_and_info(tmp_path, rng, monkeypatch):
+    """Simulate a kill after meta/episodes was written but before tasks/stats/info: reopening must rebuild the
+    totals from the episode rows, and a resumed writer must continue the global frame index, not overlap it."""
+    root = tmp_path / "ds"
+    with LeRobotWriter(root, fps=10, features=_features(), episodes_per_file=2) as w:
+        for i in range(2):
+            w.add_episode(*_episode(rng, 4), task="task 0", extra={"rawdream/spec": f"a{i}"})
+    w = LeRobotWriter(root, fps=10, features=_features(), episodes_per_file=2, resume=True)
+
+    def killed(*_a, **_k):
+        raise KeyboardInterrupt  # stands in for SIGKILL right after the episodes parquet is on disk
+
+    monkeypatch.setattr(w, "_commit_meta", killed)
+    w.add_episode(*_episode(rng, 5), task="task 1", extra={"rawdream/spec": "b0"})
+    with pytest.raises(KeyboardInterrupt):
+        w.add_episode(*_episode(rng, 6), task="task 1", extra={"rawdream/spec": "b1"})
+    w._lock.close()  # the OS releases a killed process's lock
+    assert json.loads((root / "meta" / "info.json").read_text())["total_episodes"] == 2  # stale
+    ds = LeRobotDataset(root)
+    assert ds.num_episodes == 4 and ds.info["total_episodes"] == 4 and ds.info["total_frames"] == 4 + 4 + 5 + 6
+    assert sorted(ds.tasks) == ["task 0", "task 1"]
+    with LeRobotWriter(root, fps=10, features=_features(), episodes_per_file=2, resume=True) as w2:
+        w2.add_episode(*_episode(rng, 3), task="task 0")
+    ds = LeRobotDataset(root)
+    index = ds.column("index")
+    assert ds.num_episodes == 5 and len(np.unique(index)) == len(index) == 22
+
+
+def test_one_writer_at_a_time_and_readers_leave_a_live_writers_episodes_alone(tmp_path, rng):
+    root = tmp_path / "ds"
+    w = LeRobotWriter(root, fps=10, features=_features(), episodes_per_file=10)
+    w.add_episode(*_episode(rng, 4), task="t")
+    with pytest.raises(DatasetError, match="another process"):
+        LeRobotWriter(root, fps=10, features=_features(), resume=True)
+    w.flush()
+    w.add_episode(*_episode(rng, 4), task="t")  # staged, not committed
+    ds = LeRobotDataset(root)  # a reader while the writer lives: it must not commit the writer's staging
+    assert ds.info["total_episodes"] == 1 and _staged(root) == 1
+    w.close()
+    assert LeRobotDataset(root).num_episodes == 2

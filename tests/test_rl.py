@@ -94,7 +94,7 @@ def test_grpo_raises_probability_of_rewarded_behaviour(tiny_wm, tiny_policy):
             "dnv": False,
             "lr": 3e-3,
             "epochs": 4,
-            "iterations": 6,
+            "iterations": 12,
             "judge.backend": "oracle",
             "judge.allow_oracle": True,
         },
@@ -117,7 +117,57 @@ def test_grpo_raises_probability_of_rewarded_behaviour(tiny_wm, tiny_policy):
     before = mean_x()
     for it in range(cfg.iterations):
         dreamer.iteration(it)
-    assert mean_x() > before + 0.05, (before, mean_x())
+    assert mean_x() > before + 0.05, (before, mean_x())  # x actions span [-1, 1]
+
+
+class _CoinOnPixels:
+    """A deterministic judge whose verdict is a coin flip keyed on the video's bytes: the same video always gets
+    the same verdict, a different noise draw of the world model gets an independent one."""
+
+    name, privileged = "coin", False
+
+    def __call__(self, videos, instructions, **_):
+        import zlib
+
+        return [Verdict(success=zlib.crc32(np.ascontiguousarray(v).tobytes()) % 2 == 0) for v in videos]
+
+
+def test_dual_noise_verification_redraws_judged_successes_and_flags_flips(tiny_wm, tiny_policy):
+    from rawdream.policy.train import load_policy
+    from rawdream.rl.dream import DreamConfig, Dreamer
+    from rawdream.rl.grpo import group_advantages
+    from rawdream.world_model.train import load_world_model
+
+    cfg = resolve(
+        DreamConfig,
+        "dream",
+        "tiny",
+        {"task": "reach", "split.targets": ["push"], "group_size": 8, "judge.backend": "oracle",
+         "judge.allow_oracle": True},
+    )
+    dreamer = Dreamer(cfg, load_policy(tiny_policy), load_world_model(tiny_wm))
+    judge = dreamer.judge = _CoinOnPixels()
+    buf = dreamer.rollout_imagined(0, [0, 1])
+    success, flipped = buf["success"], buf["flipped"]
+    assert 0 < success.sum() < len(success)
+    assert set(buf["second"]) == set(np.nonzero(success)[0].tolist())  # only judged successes are re-drawn
+    assert not flipped[~success].any()
+    for i, second in buf["second"].items():
+        first = buf["video"][i]
+        assert np.array_equal(second[0], first[0]) and not np.array_equal(second, first)  # same start, new noise
+        assert flipped[i] == (not judge([second], ["-"])[0].success)
+    assert flipped.any(), "with a coin-flip judge some re-drawn success should flip"
+    a = group_advantages(
+        torch.from_numpy(success.astype(np.float32)).view(2, 8),
+        torch.from_numpy(~flipped).view(2, 8),
+        max_unreliable=8,
+    )
+    assert not a.mask.flatten()[torch.from_numpy(flipped)].any()  # flipped rollouts never enter the loss
+    # dnv off: no re-draws, nothing flagged
+    dreamer.cfg = resolve(DreamConfig, "dream", "tiny", {**{"task": "reach", "split.targets": ["push"]},
+                                                         "group_size": 8, "dnv": False})
+    buf = dreamer.rollout_imagined(0, [0, 1])
+    assert not buf["second"] and not buf["flipped"].any()
 
 
 def test_tiny_dream_end_to_end_with_dnv_and_resume(tiny_wm, tiny_policy, tmp_path):

@@ -243,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--sheet", default=None, metavar="PNG", help="also render a contact sheet of all tasks to PNG"
     )
     p.add_argument("--scale", type=int, default=2, help="upscale factor of the contact sheet tiles")
+    p.add_argument(
+        "--measure",
+        action="store_true",
+        help="also measure how many pixels each task's objects cover (MuJoCo segmentation, 3 resets)",
+    )
 
     # data ------------------------------------------------------------------------------------------------
     p = verbs.add_parser("info", help="summarise a LeRobot v3 dataset: manifest, features, episodes per task")
@@ -436,6 +441,18 @@ def _cmd_tasks(args, overrides) -> int:
 
         path = contact_sheet(args.sheet, scale=args.scale, highlight=split.targets)
         print(f"\ncontact sheet: {path}")
+    if args.measure:
+        from rawdream.envs.base import EnvConfig
+        from rawdream.envs.sheet import object_visibility
+
+        cfg = EnvConfig()
+        vis = object_visibility(cfg)
+        print(f"\nobject pixels at {cfg.image_size}x{cfg.image_size} (median of 3 resets):")
+        print(f"{'task':28s} {'objects':>8s} {'smallest':>9s}  smallest body")
+        for t, m in vis.items():
+            print(f"{t:28s} {m['object_px']:8d} {m['smallest_px']:9d}  {m['smallest_body']}")
+        small = sorted(m["smallest_px"] for m in vis.values())
+        print(f"smallest object over all tasks: {small[0]} px; median task's smallest object: {small[len(small) // 2]} px")
     return 0
 
 

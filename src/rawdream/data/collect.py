@@ -363,8 +363,10 @@ class CollectSummary:
 
 def episode_results(specs: list[EpisodeSpec], env_cfg: EnvConfig, workers: int) -> Iterator[dict]:
     """Run episodes in ``workers`` spawn processes (0 or 1: in this process), yielding results in spec order."""
-    if workers <= 1:
-        _worker_init()
+    if workers <= 1:  # in this process: leave its torch thread count alone (a model may run here next)
+        import os
+
+        os.environ.setdefault("MUJOCO_GL", "egl")
         for s in specs:
             yield run_episode(s, env_cfg)
         return

@@ -46,6 +46,20 @@ DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
 EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 STAGING = ".staging"
+LOCK = ".writer.lock"  # held (flock) by the one process writing the dataset; released by the OS on a kill
+
+
+def _try_lock(root: Path):
+    """An open file holding an exclusive flock on ``root/LOCK``, or None if another process holds it."""
+    import fcntl
+
+    f = open(root / LOCK, "a")  # noqa: SIM115 - the open file *is* the lock; closed on release
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        return None
+    return f
 DEFAULT_IMAGE_KEY = "observation.images.main"
 
 
@@ -217,13 +231,22 @@ class LeRobotWriter:
         self.root = Path(root)
         self.video_cfg = video or VideoConfig()
         self.episodes_per_file = max(1, int(episodes_per_file))
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = _try_lock(self.root)
+        if self._lock is None:
+            raise DatasetError(
+                f"{self.root} is being written by another process (its {LOCK} is held); wait for it to finish "
+                f"or choose another --out"
+            )
         info_path = self.root / "meta" / "info.json"
         if info_path.exists():
             if not resume:
                 raise FileExistsError(
-                    f"{self.root} already holds a dataset; pass --resume to append to it or choose another --out"
+                    f"{self.root} already holds a dataset; re-run the same collect command to resume it, or choose another --out"
                 )
-            existing = LeRobotDataset(self.root)  # commits any staged episodes of a killed run
+            if any((self.root / STAGING).glob("episode-*.npz")):
+                recover_staged(self.root)  # commit the staged episodes of a killed run (we hold the lock)
+            existing = LeRobotDataset(self.root, recover=False)
             if existing.info["features"].keys() != self._all_features(features).keys():
                 raise DatasetError(
                     f"{self.root}: cannot resume, its features {sorted(existing.info['features'])} differ from "
@@ -234,7 +257,7 @@ class LeRobotWriter:
             self._tasks = dict(existing.task_to_index)
             self._episode_rows = existing.episodes_table_rows()
         else:
-            if self.root.exists() and any(p.name != STAGING for p in self.root.iterdir()):
+            if any(p.name not in (STAGING, LOCK) for p in self.root.iterdir()):
                 raise FileExistsError(
                     f"{self.root} exists and is not a LeRobot dataset; choose an empty --out"
                 )
@@ -393,9 +416,19 @@ class LeRobotWriter:
         # 3. episode metadata for this file, then 4. totals, tasks and stats
         self._write_episodes_file(new_rows, chunk, fidx)
         self._episode_rows.extend(new_rows)
+        self._commit_meta()
+        for path in staged:
+            path.unlink()
+
+    def _commit_meta(self) -> None:
+        """Totals, tasks, stats and manifest, derived from the committed episode rows (so a recovery can redo
+        them after a kill that landed between the episode metadata and info.json)."""
+        for row in self._episode_rows:  # tasks are indexed in order of first use: re-adding keeps the indices
+            for task in row.get("tasks") or []:
+                self._task_index(str(task))
         self._write_tasks()
         self.info["total_episodes"] = len(self._episode_rows)
-        self.info["total_frames"] = offset
+        self.info["total_frames"] = int(self._episode_rows[-1]["dataset_to_index"]) if self._episode_rows else 0
         self.info["total_tasks"] = len(self._tasks)
         self.info["splits"] = {"train": f"0:{len(self._episode_rows)}"}
         self._update_manifest()
@@ -403,13 +436,14 @@ class LeRobotWriter:
             self.root / "meta" / "stats.json", aggregate_stats([r["_stats"] for r in self._episode_rows])
         )
         self._write_info()
-        for path in staged:
-            path.unlink()
 
     def close(self) -> None:
         self.flush()
         if self.staging.exists() and not any(self.staging.iterdir()):
             self.staging.rmdir()
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
 
     def __enter__(self) -> LeRobotWriter:
         return self
@@ -495,8 +529,12 @@ class LeRobotDataset:
                 f"(collect one with `rawdream collect play --out {self.root}`)"
             )
         if recover and any((self.root / STAGING).glob("episode-*.npz")) and os.access(self.root, os.W_OK):
-            # A collection was killed with finished episodes staged: commit them (like a journal replay).
-            recover_staged(self.root)
+            # A collection was killed with finished episodes staged: commit them (like a journal replay) - unless
+            # a live writer holds the lock, in which case its staged episodes are its own to commit.
+            lock = _try_lock(self.root)
+            if lock is not None:
+                with lock:
+                    recover_staged(self.root)
         try:
             self.info: dict = read_json(info_path)
         except json.JSONDecodeError as e:
@@ -761,6 +799,7 @@ def recover_staged(root: Path) -> None:
         p.unlink()  # half-written staging files of the episode that was in progress
     w = LeRobotWriter.__new__(LeRobotWriter)
     w.root = root
+    w._lock = None  # the caller holds it
     w.video_cfg = VideoConfig(**(ds.info.get("rawdream") or {}).get("video", {}))
     w.episodes_per_file = 1 << 30
     w.info = ds.info
@@ -769,5 +808,7 @@ def recover_staged(root: Path) -> None:
     w.staging = staging
     w._next_seq = 0
     w.flush()
+    if w._episode_rows:
+        w._commit_meta()  # idempotent; repairs totals if the kill came after the episode metadata was written
     if staging.exists() and not any(staging.iterdir()):
         shutil.rmtree(staging)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -27,7 +28,8 @@ def encode_video(path: str | Path, frames: np.ndarray, fps: float, cfg: VideoCon
         raise ValueError(f"frames must be (T, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
     _, h, w, _ = frames.shape
     with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream(cfg.codec, rate=round(fps))
+        # exact rational rate: round() would misplace every frame of a 2.5 fps (stride-32) dataset
+        stream = container.add_stream(cfg.codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = w, h, cfg.pix_fmt
         stream.options = {"crf": str(cfg.crf), "g": str(cfg.gop)}
         for frame in frames:

@@ -200,6 +200,23 @@ class MetaWorldEnv:
         is_geom = seg[..., 1] == int(mujoco.mjtObj.mjOBJ_GEOM)
         return is_geom & np.isin(seg[..., 0], self._object_geoms)
 
+    def object_pixels(self) -> dict[str, int]:
+        """Pixels covered by each of the task's object bodies (goal markers included) at the current state."""
+        model = self._env.model
+        mask = self.object_mask()
+        self._renderer.enable_segmentation_rendering()
+        try:
+            self._renderer.update_scene(self._env.data, self._camera)
+            seg = self._renderer.render()
+        finally:
+            self._renderer.disable_segmentation_rendering()
+        counts: dict[str, int] = {}
+        geoms, n = np.unique(seg[..., 0][mask], return_counts=True)
+        for g, c in zip(geoms, n):
+            body = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, int(model.geom_bodyid[g])) or f"body{g}"
+            counts[body] = counts.get(body, 0) + int(c)
+        return counts
+
     def _obs(self, render: bool) -> Observation:
         return {
             "image": self.render() if render else None,

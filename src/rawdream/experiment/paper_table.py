@@ -152,7 +152,9 @@ def _row_config(
             judge_cfg.update({"backend": "oracle", "allow_oracle": True})
         elif judge:
             judge_cfg.update({"backend": "generalist", "path": str(judge)})
-        base.update({"env_mode": "wm", "dnv": row != "rawdream_no_dnv", "judge": judge_cfg})
+        # the oracle replays the same actions in the deterministic simulator: a second draw can never flip
+        dnv = row not in ("rawdream_no_dnv", "rawdream_oracle")
+        base.update({"env_mode": "wm", "dnv": dnv, "judge": judge_cfg})
     return build(DreamConfig, base)
 
 
@@ -162,9 +164,12 @@ def _dnv(path: Path) -> dict[str, float]:
     ]
     if not rows:
         return {}
+    flips = float(np.sum([r["dnv_flips"] for r in rows]))
+    judged = float(np.sum([r["reward_mean"] * r["rollouts"] for r in rows]))  # judged successes
     return {
-        "flip_rate": float(np.mean([r["dnv_flip_rate"] for r in rows])),
-        "flips": float(np.sum([r["dnv_flips"] for r in rows])),
+        "flip_rate": flips / judged if judged else 0.0,  # of all judged successes, not a mean of ratios
+        "flips": flips,
+        "judged_successes": judged,
         "dropped_groups": float(np.sum([r["dropped_groups"] for r in rows])),
         "reliable_fraction": float(np.mean([r["reliable_fraction"] for r in rows])),
         "judge_reward_mean": float(np.mean([r["reward_mean"] for r in rows])),
@@ -223,7 +228,7 @@ def format_markdown(report: dict[str, Any]) -> str:
     )
     if report["dnv"]:
         lines.append(
-            "\nDual-noise verification (mean over iterations): "
+            "\nDual-noise verification (flipped / judged successes over all iterations): "
             + "; ".join(
                 f"{row}/{task}: flip rate {s.get('flip_rate', float('nan')):.2f}, dropped groups "
                 f"{s.get('dropped_groups', 0):.0f}"

@@ -45,7 +45,7 @@ class DreamConfig:
     init_states: int = 16  # distinct real reset observations (seeds DREAM_INIT + i)
     groups: int = 4  # initial states per iteration (B)
     group_size: int = 8  # rollouts per initial state (G)
-    horizon: int = 14  # action chunks per rollout
+    horizon: int = 16  # action chunks per rollout: 16 x 8 = 128 steps, the evaluation episode and judge labels
     temperature: float = 1.0
     iterations: int = 30
     epochs: int = 2
@@ -70,6 +70,13 @@ class DreamConfig:
             raise ValueError(f"env_mode must be wm or sim, got {self.env_mode!r}")
         if self.task:
             canonical_task(self.task)
+        if self.groups > self.init_states:
+            raise ValueError(
+                f"groups={self.groups} initial states per iteration but only init_states={self.init_states} "
+                f"distinct ones; raise --init_states or lower --groups"
+            )
+        if min(self.groups, self.group_size, self.horizon, self.iterations) < 1:
+            raise ValueError("groups, group_size, horizon and iterations must all be at least 1")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -125,6 +132,13 @@ class Dreamer:
             if init_from
             else sim_initial_states(self.task, cfg.init_states, cfg.env, cfg.workers)
         )
+        if len(self.init) < cfg.groups:
+            raise ValueError(
+                f"{len(self.init)} initial states available but groups={cfg.groups} per iteration; "
+                f"use a dataset with more episodes or lower --groups"
+            )
+        if cfg.env_mode == "sim" and any(s["seed"] is None for s in self.init):
+            raise ValueError("--env sim resets the simulator: it cannot start from --init-from dataset frames")
         if self.judge is not None and self.judge.privileged and any(s["seed"] is None for s in self.init):
             raise ValueError(
                 "the oracle judge replays actions in the simulator: it needs simulator initial states"
@@ -426,6 +440,7 @@ def dream(
     meta = load_checkpoint(out / "ckpt", "dream", policy.model, dreamer.opt)
     start = meta["step"] if meta else 0
     dreamer.real_trajectories = int(meta.get("real_trajectories", 0)) if meta else 0
+    trim_metrics(out / "metrics.jsonl", start)  # rows of an iteration that was killed before its checkpoint
     log = MetricsLogger(out)
     ecfg = EvalPolicyConfig(
         split=cfg.split,
@@ -445,9 +460,22 @@ def dream(
     t_start = time.time()
     for it in range(start, cfg.iterations):
         metrics, buf = dreamer.iteration(it)
-        log.log(it + 1, metrics, stage="train")
-        bar.update()
-        bar.set_postfix(reward=f"{metrics['reward_mean']:.2f}", flips=int(metrics["dnv_flips"]))
+        rows = [({**metrics}, "train")]
+        if cfg.eval_every and ((it + 1) % cfg.eval_every == 0 or it + 1 == cfg.iterations):
+            r = evaluate_policy(policy, ecfg, None, progress=False)["tasks"][dreamer.task]
+            rows.append(
+                (
+                    {
+                        "eval/success_rate": r["success_rate"],
+                        "eval/ci_low": r["ci95"][0],
+                        "eval/ci_high": r["ci95"][1],
+                    },
+                    "eval",
+                )
+            )
+            save_gallery(buf, out / "gallery" / f"iter_{it + 1:04d}.npz", cfg.gallery)
+        # an iteration is committed by its checkpoint; its metrics rows follow it (a kill in between is trimmed
+        # on resume and the iteration, whose random streams depend only on its index, is redone identically)
         save_checkpoint(
             out / "ckpt",
             "dream",
@@ -456,19 +484,10 @@ def dream(
             step=it + 1,
             extra={"real_trajectories": dreamer.real_trajectories},
         )
-        if cfg.eval_every and ((it + 1) % cfg.eval_every == 0 or it + 1 == cfg.iterations):
-            rep = evaluate_policy(policy, ecfg, None, progress=False)
-            r = rep["tasks"][dreamer.task]
-            log.log(
-                it + 1,
-                {
-                    "eval/success_rate": r["success_rate"],
-                    "eval/ci_low": r["ci95"][0],
-                    "eval/ci_high": r["ci95"][1],
-                },
-                stage="eval",
-            )
-            save_gallery(buf, out / "gallery" / f"iter_{it + 1:04d}.npz", cfg.gallery)
+        for values, stage in rows:
+            log.log(it + 1, values, stage=stage)
+        bar.update()
+        bar.set_postfix(reward=f"{metrics['reward_mean']:.2f}", flips=int(metrics["dnv_flips"]))
     bar.close()
     log.close()
     info = {
@@ -487,6 +506,20 @@ def dream(
     }
     save_policy(policy, out, info)
     return info
+
+
+def trim_metrics(path: Path, last_step: int) -> None:
+    """Drop metrics rows past ``last_step`` (the resumed checkpoint), so a resumed run logs no duplicates."""
+    from rawdream.io import atomic_write_text, read_jsonl
+
+    if not path.exists():
+        return
+    rows = read_jsonl(path)
+    keep = [r for r in rows if int(r.get("step", 0)) <= last_step]
+    if len(keep) != len(rows):
+        import json
+
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
 def read_metrics(out: str | Path) -> list[dict]:
