@@ -82,8 +82,23 @@ def labeled_data(tmp_path_factory):
     from rawdream.cli import main
 
     out = tmp_path_factory.mktemp("data") / "labeled"
-    assert main(["collect", "labeled", "--out", str(out), "--preset", "tiny", "--tasks=reach,drawer-close",
-                 "--episodes_per_task=16", "--max_steps=64", "--workers=2"]) == 0
+    assert (
+        main(
+            [
+                "collect",
+                "labeled",
+                "--out",
+                str(out),
+                "--preset",
+                "tiny",
+                "--tasks=reach,drawer-close",
+                "--episodes_per_task=16",
+                "--max_steps=64",
+                "--workers=2",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -92,6 +107,21 @@ def tiny_judge(labeled_data, tmp_path_factory):
     from rawdream.cli import main
 
     out = tmp_path_factory.mktemp("judge") / "judge"
-    assert main(["train-judge", "--data", str(labeled_data), "--out", str(out), "--preset", "tiny",
-                 "--split.targets=push", "--steps=300", "--batch=16"]) == 0
+    assert (
+        main(
+            [
+                "train-judge",
+                "--data",
+                str(labeled_data),
+                "--out",
+                str(out),
+                "--preset",
+                "tiny",
+                "--split.targets=push",
+                "--steps=300",
+                "--batch=16",
+            ]
+        )
+        == 0
+    )
     return out

@@ -285,7 +285,9 @@ def test_recovery_repairs_totals_after_a_kill_between_episode_metadata_and_info(
     w._lock.close()  # the OS releases a killed process's lock
     assert json.loads((root / "meta" / "info.json").read_text())["total_episodes"] == 2  # stale
     ds = LeRobotDataset(root)
-    assert ds.num_episodes == 4 and ds.info["total_episodes"] == 4 and ds.info["total_frames"] == 4 + 4 + 5 + 6
+    assert (
+        ds.num_episodes == 4 and ds.info["total_episodes"] == 4 and ds.info["total_frames"] == 4 + 4 + 5 + 6
+    )
     assert sorted(ds.tasks) == ["task 0", "task 1"]
     with LeRobotWriter(root, fps=10, features=_features(), episodes_per_file=2, resume=True) as w2:
         w2.add_episode(*_episode(rng, 3), task="task 0")

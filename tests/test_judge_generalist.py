@@ -21,6 +21,27 @@ def test_auroc_and_metrics_by_hand():
     assert m["balanced_accuracy"] == pytest.approx(0.75) and m["f1_always_success"] == pytest.approx(2 / 3)
 
 
+def test_abstains_are_left_out_of_judge_metrics_and_counted():
+    from rawdream.eval.judge_accuracy import judge_metrics
+    from rawdream.reward.base import Verdict
+
+    verdicts = [
+        Verdict(success=True, score=0.9),
+        Verdict(success=None),
+        Verdict(success=False, score=0.2),
+        Verdict(success=None),
+        Verdict(success=False),
+    ]
+    m = judge_metrics(verdicts, ["a", "a", "a", "b", "b"], np.array([1, 0, 0, 1, 1]), ["a", "b", "c"], 0.5)
+    assert set(m) == {"a", "b"}
+    assert (
+        m["a"]["abstains"] == 1
+        and m["a"]["n"] == 2
+        and m["a"]["confusion"] == {"tp": 1, "fp": 0, "fn": 0, "tn": 1}
+    )
+    assert m["b"]["abstains"] == 1 and m["b"]["confusion"] == {"tp": 0, "fp": 0, "fn": 1, "tn": 0}
+
+
 def test_calibration_holdout_keeps_both_outcomes_of_every_task():
     from rawdream.reward.generalist import stratified_holdout
 
@@ -43,7 +64,9 @@ def test_sibling_labels_use_pretraining_instructions_only():
     split = resolve_split()
     assert siblings("drawer-close", split) == []  # drawer-open is a held-out target: never a label
     assert "door-close" not in siblings("door-open", split) and "door-lock" in siblings("door-open", split)
-    ex = judge_examples(["window-open", "window-open"], np.array([True, False]), split, np.random.default_rng(0))
+    ex = judge_examples(
+        ["window-open", "window-open"], np.array([True, False]), split, np.random.default_rng(0)
+    )
     rows = list(zip(ex.video.tolist(), ex.task, ex.label.tolist(), ex.kind))
     assert (0, "window-open", 1.0, "own") in rows and (0, "window-close", 0.0, "sibling") in rows
     assert (1, "window-open", 0.0, "own") in rows
@@ -63,8 +86,21 @@ def test_generalist_judge_beats_chance_on_held_out_episodes(tiny_judge):
 def test_generalist_judge_refuses_target_data_and_a_missing_checkpoint(labeled_data, tmp_path):
     from rawdream.cli import main
 
-    assert main(["train-judge", "--data", str(labeled_data), "--out", str(tmp_path / "j"), "--preset", "tiny",
-                 "--split.targets=reach"]) == 2
+    assert (
+        main(
+            [
+                "train-judge",
+                "--data",
+                str(labeled_data),
+                "--out",
+                str(tmp_path / "j"),
+                "--preset",
+                "tiny",
+                "--split.targets=reach",
+            ]
+        )
+        == 2
+    )
     with pytest.raises(FileNotFoundError, match="train-judge"):
         make_judge(JudgeConfig(backend="generalist", path=str(tmp_path / "nothing")))
 
@@ -72,9 +108,27 @@ def test_generalist_judge_refuses_target_data_and_a_missing_checkpoint(labeled_d
 def test_paper_table_tiny(tiny_policy, tiny_wm, tiny_judge, tmp_path):
     from rawdream.cli import main
 
-    assert main(["experiment", "paper-table", "--sft", str(tiny_policy), "--wm", str(tiny_wm), "--judge",
-                 str(tiny_judge), "--preset", "tiny", "--tasks=reach", "--split.targets=push",
-                 "--out", str(tmp_path / "pt")]) == 0
+    assert (
+        main(
+            [
+                "experiment",
+                "paper-table",
+                "--sft",
+                str(tiny_policy),
+                "--wm",
+                str(tiny_wm),
+                "--judge",
+                str(tiny_judge),
+                "--preset",
+                "tiny",
+                "--tasks=reach",
+                "--split.targets=push",
+                "--out",
+                str(tmp_path / "pt"),
+            ]
+        )
+        == 0
+    )
     table = json.loads((tmp_path / "pt" / "paper_table.json").read_text())
     assert set(table["rows"]) == {"sft", "online_short", "rawdream", "rawdream_no_dnv"}
     assert table["rows"]["online_short"]["target_trajectories_rl"] == 4  # 1 iteration x 2 groups x 2 rollouts

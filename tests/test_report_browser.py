@@ -35,16 +35,26 @@ def test_report_loads_in_headless_chromium(tiny_run):
     artifacts.mkdir(exist_ok=True)
     errors = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--disable-quic",
+            ],
+        )
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto((tiny_run / "report.html").resolve().as_uri())
         page.wait_for_load_state("load")
-        page.wait_for_function("Array.from(document.querySelectorAll('video')).every(v => v.readyState >= 2)",
-                               timeout=20000)
+        page.wait_for_function(
+            "Array.from(document.querySelectorAll('video')).every(v => v.readyState >= 2)", timeout=20000
+        )
         images = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth])")
         videos = page.eval_on_selector_all("video", "els => els.map(e => [e.readyState, e.videoWidth])")
         page.screenshot(path=str(artifacts / "report.png"), full_page=True)

@@ -142,8 +142,13 @@ def test_dual_noise_verification_redraws_judged_successes_and_flags_flips(tiny_w
         DreamConfig,
         "dream",
         "tiny",
-        {"task": "reach", "split.targets": ["push"], "group_size": 8, "judge.backend": "oracle",
-         "judge.allow_oracle": True},
+        {
+            "task": "reach",
+            "split.targets": ["push"],
+            "group_size": 8,
+            "judge.backend": "oracle",
+            "judge.allow_oracle": True,
+        },
     )
     dreamer = Dreamer(cfg, load_policy(tiny_policy), load_world_model(tiny_wm))
     judge = dreamer.judge = _CoinOnPixels()
@@ -154,7 +159,9 @@ def test_dual_noise_verification_redraws_judged_successes_and_flags_flips(tiny_w
     assert not flipped[~success].any()
     for i, second in buf["second"].items():
         first = buf["video"][i]
-        assert np.array_equal(second[0], first[0]) and not np.array_equal(second, first)  # same start, new noise
+        assert np.array_equal(second[0], first[0]) and not np.array_equal(
+            second, first
+        )  # same start, new noise
         assert flipped[i] == (not judge([second], ["-"])[0].success)
     assert flipped.any(), "with a coin-flip judge some re-drawn success should flip"
     a = group_advantages(
@@ -164,8 +171,12 @@ def test_dual_noise_verification_redraws_judged_successes_and_flags_flips(tiny_w
     )
     assert not a.mask.flatten()[torch.from_numpy(flipped)].any()  # flipped rollouts never enter the loss
     # dnv off: no re-draws, nothing flagged
-    dreamer.cfg = resolve(DreamConfig, "dream", "tiny", {**{"task": "reach", "split.targets": ["push"]},
-                                                         "group_size": 8, "dnv": False})
+    dreamer.cfg = resolve(
+        DreamConfig,
+        "dream",
+        "tiny",
+        {**{"task": "reach", "split.targets": ["push"]}, "group_size": 8, "dnv": False},
+    )
     buf = dreamer.rollout_imagined(0, [0, 1])
     assert not buf["second"] and not buf["flipped"].any()
 

@@ -85,7 +85,10 @@ def test_stable_seed_is_the_same_in_every_process():
     code = "from rawdream.seeds import stable_seed; print(stable_seed(('drawer-open', 3), 0))"
     outs = {
         subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": h}
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": h},
         ).stdout.strip()
         for h in ("1", "2")
     }

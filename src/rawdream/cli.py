@@ -452,7 +452,9 @@ def _cmd_tasks(args, overrides) -> int:
         for t, m in vis.items():
             print(f"{t:28s} {m['object_px']:8d} {m['smallest_px']:9d}  {m['smallest_body']}")
         small = sorted(m["smallest_px"] for m in vis.values())
-        print(f"smallest object over all tasks: {small[0]} px; median task's smallest object: {small[len(small) // 2]} px")
+        print(
+            f"smallest object over all tasks: {small[0]} px; median task's smallest object: {small[len(small) // 2]} px"
+        )
     return 0
 
 

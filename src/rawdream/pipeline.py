@@ -193,6 +193,17 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
 
     r.stage("judge", cfg.judge, ["data/labeled", "wm"], judge_fn)
 
+    # the instruction-blind control: trained the same way with the instruction hidden; it must do clearly worse
+    blind_cfg = build(TrainJudgeConfig, merge_dicts(to_dict(cfg.judge), {"model": {"blind": True}}))
+
+    def blind_fn(d):
+        info = train_judge(
+            blind_cfg, out / "data/labeled", d, wm_path=out / "wm", progress=progress, log_fn=log
+        )
+        return {"tasks": info["trained_on_tasks"], "validation_auroc": info["validation"]["auroc"]}
+
+    r.stage("judge_blind", blind_cfg, ["data/labeled", "wm"], blind_fn)
+
     def eval_wm_fn(d):
         from rawdream.world_model.train import load_world_model
 
@@ -207,12 +218,13 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
             {
                 **to_dict(cfg.eval_judge),
                 "judge": {**to_dict(cfg.eval_judge.judge), "path": str(out / "judge")},
+                "blind_path": str(out / "judge_blind"),
             },
         )
         rep = evaluate_judges(jcfg, d, wm_path=out / "wm", progress=progress)
         return {k: v["mean"] for k, v in rep["results"].items()}
 
-    r.stage("eval/judge", cfg.eval_judge, ["judge", "wm"], eval_judge_fn)
+    r.stage("eval/judge", cfg.eval_judge, ["judge", "judge_blind", "wm"], eval_judge_fn)
 
     def base_fn(d):
         return {

@@ -60,6 +60,8 @@ def _try_lock(root: Path):
         f.close()
         return None
     return f
+
+
 DEFAULT_IMAGE_KEY = "observation.images.main"
 
 
@@ -428,7 +430,9 @@ class LeRobotWriter:
                 self._task_index(str(task))
         self._write_tasks()
         self.info["total_episodes"] = len(self._episode_rows)
-        self.info["total_frames"] = int(self._episode_rows[-1]["dataset_to_index"]) if self._episode_rows else 0
+        self.info["total_frames"] = (
+            int(self._episode_rows[-1]["dataset_to_index"]) if self._episode_rows else 0
+        )
         self.info["total_tasks"] = len(self._tasks)
         self.info["splits"] = {"train": f"0:{len(self._episode_rows)}"}
         self._update_manifest()

@@ -164,8 +164,10 @@ def format_report(report: dict[str, Any]) -> str:
     for group, row in report["groups"].items():
         if not row:
             continue
-        lines.append(f"\n{group} tasks (mean over tasks): autoencoder reconstruction PSNR {row['ae_psnr']:.2f} dB, "
-                     f"SSIM {row['ae_ssim']:.3f}; per AR step 1..{report['horizon']}:")
+        lines.append(
+            f"\n{group} tasks (mean over tasks): autoencoder reconstruction PSNR {row['ae_psnr']:.2f} dB, "
+            f"SSIM {row['ae_ssim']:.3f}; per AR step 1..{report['horizon']}:"
+        )
         lines.append(f"{'metric':22s} " + " ".join(f"{s:>6d}" for s in range(1, report["horizon"] + 1)))
         for key, label in [
             ("psnr", "PSNR world model"),

@@ -45,7 +45,9 @@ class DreamConfig:
     init_states: int = 16  # distinct real reset observations (seeds DREAM_INIT + i)
     groups: int = 4  # initial states per iteration (B)
     group_size: int = 8  # rollouts per initial state (G)
-    horizon: int = 16  # action chunks per rollout: 16 x 8 = 128 steps, the evaluation episode and judge labels
+    horizon: int = (
+        16  # action chunks per rollout: 16 x 8 = 128 steps, the evaluation episode and judge labels
+    )
     temperature: float = 1.0
     iterations: int = 30
     epochs: int = 2
@@ -138,7 +140,9 @@ class Dreamer:
                 f"use a dataset with more episodes or lower --groups"
             )
         if cfg.env_mode == "sim" and any(s["seed"] is None for s in self.init):
-            raise ValueError("--env sim resets the simulator: it cannot start from --init-from dataset frames")
+            raise ValueError(
+                "--env sim resets the simulator: it cannot start from --init-from dataset frames"
+            )
         if self.judge is not None and self.judge.privileged and any(s["seed"] is None for s in self.init):
             raise ValueError(
                 "the oracle judge replays actions in the simulator: it needs simulator initial states"
@@ -393,13 +397,21 @@ class Dreamer:
         return metrics, buf
 
 
-def save_gallery(buf: dict[str, Any], path: Path, k: int) -> None:
-    """A few imagined rollouts with their verdicts and, for verified ones, the second noise draw."""
+def save_gallery(
+    buf: dict[str, Any], path: Path, k: int, iteration: int, verified_only: bool = False
+) -> None:
+    """A few imagined rollouts with their verdicts and, for verified ones, the second noise draw (flipped ones
+    first: they are what dual-noise verification is for)."""
     if buf.get("video") is None:
         return
-    rows = list(range(min(k, len(buf["video"]))))
-    verified = [i for i in buf["second"] if i not in rows][: max(0, k // 2)]
-    rows += verified
+    second = sorted(buf["second"], key=lambda i: not buf["flipped"][i])
+    if verified_only:
+        rows = second[:k]
+    else:
+        rows = list(range(min(k, len(buf["video"]))))
+        rows += [i for i in second if i not in rows][: max(0, k // 2)]
+    if not rows:
+        return
     second = np.stack([buf["second"].get(i, np.zeros_like(buf["video"][i])) for i in rows])
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(
@@ -410,6 +422,7 @@ def save_gallery(buf: dict[str, Any], path: Path, k: int) -> None:
         success=buf["success"][rows],
         flipped=buf["flipped"][rows],
         scores=buf["scores"][rows],
+        iteration=np.asarray(iteration),
     )
 
 
@@ -473,7 +486,11 @@ def dream(
                     "eval",
                 )
             )
-            save_gallery(buf, out / "gallery" / f"iter_{it + 1:04d}.npz", cfg.gallery)
+            save_gallery(buf, out / "gallery" / f"iter_{it + 1:04d}.npz", cfg.gallery, it + 1)
+        verified = out / "gallery" / "verified.npz"
+        if cfg.gallery and (buf["flipped"].any() or (buf.get("second") and not verified.exists())):
+            # the latest dual-noise pairs (a flip when there is one), whatever the evaluation schedule
+            save_gallery(buf, verified, cfg.gallery, it + 1, verified_only=True)
         # an iteration is committed by its checkpoint; its metrics rows follow it (a kill in between is trimmed
         # on resume and the iteration, whose random streams depend only on its index, is redone identically)
         save_checkpoint(
