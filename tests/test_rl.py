@@ -239,3 +239,23 @@ def test_online_baseline_counts_real_trajectories(tiny_policy, tmp_path):
     )
     info = json.loads((tmp_path / "sim" / "policy.json").read_text())
     assert info["env_mode"] == "sim" and info["real_trajectories_rl"] == 2 * 2 * 2
+
+
+def test_on_policy_reward_fidelity_is_exact_for_the_oracle(tiny_wm, tiny_policy):
+    """The diagnostic behind RL in imagination: the policy's own real rollouts vs their imagined replays. The
+    oracle replays the same actions in the deterministic simulator, so on real videos it has no errors."""
+    from rawdream.eval.reward_fidelity import RewardFidelityConfig, format_reward_fidelity, reward_fidelity
+    from rawdream.policy.train import load_policy
+    from rawdream.reward.base import JudgeConfig
+    from rawdream.world_model.train import load_world_model
+
+    cfg = RewardFidelityConfig(
+        judge=JudgeConfig(backend="oracle"), states=2, rollouts_per_state=2, horizon=3, workers=1
+    )
+    rep = reward_fidelity(load_policy(tiny_policy), load_world_model(tiny_wm), cfg, "reach")
+    assert rep["rollouts"] == 4
+    c = rep["judge_on_real"]["confusion"]
+    assert c["fp"] == 0 and c["fn"] == 0 and c["tp"] == round(rep["real_success_rate"] * 4)
+    # the oracle ignores pixels: imagined draws get the same verdicts, so nothing flips
+    assert rep["dnv_flips"] == {"of_real_successes": 0, "of_real_failures": 0}
+    assert "after dual-noise verification" in format_reward_fidelity(rep)

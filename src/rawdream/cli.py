@@ -181,6 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blind", default=None, help="instruction-blind control judge directory")
     p.add_argument("--data", default=None, help="labeled target-task rollouts; default: collected into OUT")
     p.add_argument("--wm", default=None, help="world model for the imagined-video rows")
+    p.add_argument(
+        "--policy",
+        default=None,
+        help="also score the reward RL would see: this policy's own rollouts from the RL initial states, "
+        "real vs imagined (needs --wm), before and after dual-noise verification",
+    )
+    p.add_argument(
+        "--vlm-url", default=None, help="judge with a served VLM at this OpenAI-compatible URL (e.g. vLLM)"
+    )
     _add_preset(p, "eval_judge")
 
     # dream -----------------------------------------------------------------------------------------------
@@ -369,8 +378,12 @@ def _cmd_eval_judge(args, overrides) -> int:
         overrides["judge.path"] = args.judge_path
     if args.blind:
         overrides["blind_path"] = args.blind
+    if args.vlm_url:
+        overrides.update({"judge.backend": "openai", "judge.url": args.vlm_url})
     cfg = resolve(EvalJudgeConfig, "eval_judge", args.preset, overrides)
-    report = evaluate_judges(cfg, args.out, data=args.data, wm_path=args.wm, progress=True)
+    report = evaluate_judges(
+        cfg, args.out, data=args.data, wm_path=args.wm, progress=True, policy_path=args.policy
+    )
     print(format_judge_report(report))
     print(f"\nresults: {Path(args.out).resolve() / 'judge_eval.json'}")
     return 0

@@ -15,52 +15,11 @@ from typing import Any
 import numpy as np
 
 from rawdream import seeds
+from rawdream.eval.metrics import auroc, binary_metrics  # noqa: F401  (re-exported)
+from rawdream.eval.reward_fidelity import RewardFidelityConfig
 from rawdream.io import atomic_write_json
 from rawdream.reward.base import JudgeConfig, make_judge
 from rawdream.splits import SplitConfig, resolve_split
-
-
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U with tied ranks); NaN when one class is absent."""
-    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
-    pos, neg = labels.sum(), (~labels).sum()
-    if pos == 0 or neg == 0:
-        return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    sorted_scores = scores[order]
-    i = 0
-    while i < len(scores):  # average ranks over ties
-        j = i
-        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
-
-
-def binary_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
-    labels = np.asarray(labels, bool)
-    pred = np.asarray(scores) >= threshold
-    tp, fp = int((pred & labels).sum()), int((pred & ~labels).sum())
-    fn, tn = int((~pred & labels).sum()), int((~pred & ~labels).sum())
-    prec = tp / (tp + fp) if tp + fp else 0.0
-    rec = tp / (tp + fn) if tp + fn else 0.0
-    tnr = tn / (tn + fp) if tn + fp else 0.0
-    f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-    base = float(labels.mean()) if len(labels) else float("nan")
-    f1_yes = 2 * base / (1 + base) if len(labels) and base > 0 else 0.0  # precision = base rate, recall = 1
-    return {
-        "n": len(labels),
-        "base_rate": base,
-        "auroc": auroc(scores, labels),
-        "balanced_accuracy": (rec + tnr) / 2 if (tp + fn) and (tn + fp) else float("nan"),
-        "precision": prec,
-        "recall": rec,
-        "f1": f1,
-        "f1_always_success": f1_yes,
-        "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
-    }
 
 
 def judge_metrics(
@@ -89,6 +48,8 @@ class EvalJudgeConfig:
     blind_path: str = ""  # the instruction-blind control judge (generalist trained with --blind)
     episodes_per_task: int = 48
     workers: int = 2
+    # with a policy: its own rollouts from the RL initial states, real vs imagined vs after DNV (what RL sees)
+    on_policy: RewardFidelityConfig = field(default_factory=RewardFidelityConfig)
 
 
 def collect_target_videos(cfg: EvalJudgeConfig, out: Path, progress: bool) -> Path:
@@ -118,6 +79,7 @@ def evaluate_judges(
     data: str | Path | None = None,
     wm_path: str | Path | None = None,
     progress: bool = True,
+    policy_path: str | Path | None = None,
 ) -> dict[str, Any]:
     from rawdream.data.lerobot import LeRobotDataset
     from rawdream.reward.generalist import imagine_videos, labeled_videos
@@ -180,6 +142,17 @@ def evaluate_judges(
                 "mean": summary,
                 "abstains": abstains,
             }
+    if policy_path and wm_path:
+        from rawdream.eval.reward_fidelity import reward_fidelity
+        from rawdream.policy.train import load_policy
+        from rawdream.world_model.train import load_world_model
+
+        policy, wm = load_policy(policy_path), load_world_model(wm_path)
+        rcfg = replace(cfg.on_policy, judge=cfg.judge)
+        report["on_policy"] = {
+            "policy": str(Path(policy_path).resolve()),
+            "tasks": {t: reward_fidelity(policy, wm, rcfg, t) for t in split.targets},
+        }
     atomic_write_json(out / "judge_eval.json", report)
     return report
 
@@ -188,7 +161,12 @@ PAPER_ANCHOR = "paper anchor: zero-shot Qwen3-VL on LIBERO-Goal, F1 0.35 (precis
 
 
 def format_judge_report(report: dict[str, Any]) -> str:
+    from rawdream.eval.reward_fidelity import format_reward_fidelity
+
     lines = [PAPER_ANCHOR]
+    if report.get("on_policy"):
+        lines.append("\non-policy reward fidelity (the policy's own rollouts; what RL in imagination sees):")
+        lines += [format_reward_fidelity(r) for r in report["on_policy"]["tasks"].values()]
     for name, res in report["results"].items():
         lines.append(f"\n{name}  (abstains: {res['abstains']})")
         lines.append(

@@ -1,0 +1,50 @@
+"""Binary-classifier metrics for judges: AUROC, balanced accuracy, precision, recall, F1 and the confusion."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with tied ranks); NaN when one class is absent."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
+    pos, neg = labels.sum(), (~labels).sum()
+    if pos == 0 or neg == 0:
+        return float("nan")
+    order = np.argsort(scores, kind="mergesort")
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    i = 0
+    while i < len(scores):  # average ranks over ties
+        j = i
+        while j + 1 < len(scores) and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def binary_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+    labels = np.asarray(labels, bool)
+    pred = np.asarray(scores) >= threshold
+    tp, fp = int((pred & labels).sum()), int((pred & ~labels).sum())
+    fn, tn = int((~pred & labels).sum()), int((~pred & ~labels).sum())
+    prec = tp / (tp + fp) if tp + fp else 0.0
+    rec = tp / (tp + fn) if tp + fn else 0.0
+    tnr = tn / (tn + fp) if tn + fp else 0.0
+    f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+    base = float(labels.mean()) if len(labels) else float("nan")
+    f1_yes = 2 * base / (1 + base) if len(labels) and base > 0 else 0.0  # precision = base rate, recall = 1
+    return {
+        "n": len(labels),
+        "base_rate": base,
+        "auroc": auroc(scores, labels),
+        "balanced_accuracy": (rec + tnr) / 2 if (tp + fn) and (tn + fp) else float("nan"),
+        "precision": prec,
+        "recall": rec,
+        "f1": f1,
+        "f1_always_success": f1_yes,
+        "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
+    }

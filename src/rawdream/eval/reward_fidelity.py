@@ -1,0 +1,159 @@
+"""On-policy reward fidelity: is the reward RL in imagination optimises the success the simulator measures?
+
+The judge is scored elsewhere on labeled rollouts of scripted experts (:mod:`rawdream.eval.judge_accuracy`);
+RL, however, rewards *the policy's own* rollouts, imagined by the world model. This diagnostic measures exactly
+that link, for one target task:
+
+1. the policy acts in the real simulator from the RL initial states (seeds ``DREAM_INIT + i``, never evaluation
+   seeds), sampling at the RL temperature, for the RL horizon (episodes do not stop at success, as imagined ones
+   do not); the simulator says whether each reached success at any step - the ground truth;
+2. the world model replays the same actions from the same first frames (one noise seed per rollout), and a
+   second time under fresh seeds - the two draws of dual-noise verification;
+3. the judge scores the real videos, the imagined videos, and the kept imagined successes after DNV.
+
+Read it as: AUROC / precision of "judge on imagined" is the reward RL sees; "after DNV" is what enters the loss.
+If imagined precision is near the base rate, RL in imagination has no signal on this task, whatever else works.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rawdream import seeds
+from rawdream.envs.base import EnvConfig
+from rawdream.envs.metaworld_tasks import canonical_task, instruction
+from rawdream.eval.metrics import binary_metrics
+from rawdream.io import atomic_write_json
+from rawdream.reward.base import JudgeConfig, make_judge
+
+
+@dataclass
+class RewardFidelityConfig:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    states: int = 16  # distinct RL initial states
+    rollouts_per_state: int = 4
+    horizon: int = 16
+    temperature: float = 1.0
+    workers: int = 2
+    seed: int = 0
+
+
+def policy_rollouts(policy, task: str, cfg: RewardFidelityConfig) -> dict[str, np.ndarray]:
+    """The policy's own rollouts in the real simulator: chunk-end frames, actions, proprio, success at any step."""
+    from rawdream.envs.vector import VectorEnv
+
+    n = cfg.states * cfg.rollouts_per_state
+    init_seeds = [seeds.DREAM_INIT + i // cfg.rollouts_per_state for i in range(n)]
+    env_cfg = replace(cfg.env, max_steps=cfg.horizon * policy.cfg.chunk, end_on_success=False)
+    text = instruction(task)
+    gen = torch.Generator().manual_seed(seeds.stable_seed("reward-fidelity", task, cfg.seed))
+    with VectorEnv(n, env_cfg, num_workers=cfg.workers) as venv:
+        resets = venv.reset(init_seeds, task)
+        image = np.stack([o["image"] for o, _ in resets])
+        proprio = np.stack([o["proprio"] for o, _ in resets]).astype(np.float32)
+        frames, props, actions = [image.copy()], [proprio.copy()], []
+        success = np.zeros(n, bool)
+        for _ in range(cfg.horizon):
+            a, _, _ = policy.sample(
+                {"image": image, "proprio": proprio, "instruction": [text] * n}, cfg.temperature, gen
+            )
+            for i, r in enumerate(venv.step_chunk(a)):
+                image[i], proprio[i] = r.obs["image"], r.obs["proprio"]
+                success[i] |= r.success
+            frames.append(image.copy())
+            props.append(proprio.copy())
+            actions.append(a)
+    return {
+        "video": np.stack(frames, 1),
+        "proprio": np.stack(props, 1),
+        "actions": np.stack(actions, 1),
+        "success": success,
+        "init_seed": np.asarray(init_seeds),
+    }
+
+
+def reward_fidelity(
+    policy, world_model, cfg: RewardFidelityConfig, task: str, out: str | Path | None = None
+) -> dict[str, Any]:
+    task = canonical_task(task)
+    real = policy_rollouts(policy, task, cfg)
+    n = len(real["success"])
+    first = torch.from_numpy(real["video"][:, 0])
+    prop0 = torch.from_numpy(real["proprio"][:, 0])
+    acts = torch.from_numpy(real["actions"])
+    draws = []
+    for k in range(2):  # the two independent noise draws of dual-noise verification
+        noise = [seeds.stable_seed("reward-fidelity-noise", task, cfg.seed, k, i) for i in range(n)]
+        with torch.no_grad():
+            v = world_model.rollout(first, prop0, acts, seeds=noise)["frames"].numpy()
+        v[:, 0] = real["video"][:, 0]
+        draws.append(v)
+    judge = make_judge(cfg.judge, purpose="evaluation")
+    text = [instruction(task)] * n
+    context = {"tasks": [task] * n, "seeds": real["init_seed"].tolist(), "actions": real["actions"]}
+
+    def scores(videos) -> tuple[np.ndarray, np.ndarray]:
+        verdicts = judge(list(videos), text, **(context if judge.privileged else {}))
+        s = np.array([v.score if v.score is not None else float(bool(v.success)) for v in verdicts])
+        return s, np.array([v.success is True for v in verdicts])
+
+    s_real, _ = scores(real["video"])
+    s_im, y_im = scores(draws[0])
+    _, y_im2 = scores(draws[1])
+    kept = y_im & y_im2  # DNV: a judged success must survive the second draw
+    truth = real["success"]
+    thr = cfg.judge.threshold
+
+    def rates(pred: np.ndarray) -> dict[str, float]:
+        tp, fp = int((pred & truth).sum()), int((pred & ~truth).sum())
+        return {
+            "predicted_successes": int(pred.sum()),
+            "precision": tp / max(tp + fp, 1),
+            "recall": tp / max(int(truth.sum()), 1),
+            "true_positives": tp,
+            "false_positives": fp,
+        }
+
+    flips = y_im & ~y_im2
+    report = {
+        "task": task,
+        "rollouts": n,
+        "temperature": cfg.temperature,
+        "horizon": cfg.horizon,
+        "real_success_rate": float(truth.mean()),
+        "judge_on_real": binary_metrics(s_real, truth, thr),
+        "judge_on_imagined": binary_metrics(s_im, truth, thr),
+        "imagined_before_dnv": rates(y_im),
+        "imagined_after_dnv": rates(kept),
+        "dnv_flips": {
+            "of_real_successes": int((flips & truth).sum()),
+            "of_real_failures": int((flips & ~truth).sum()),
+        },
+    }
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / f"reward_fidelity_{task}.json", report)
+    return report
+
+
+def format_reward_fidelity(rep: dict[str, Any]) -> str:
+    r, im = rep["judge_on_real"], rep["judge_on_imagined"]
+    b, a = rep["imagined_before_dnv"], rep["imagined_after_dnv"]
+    return (
+        f"{rep['task']}: {rep['rollouts']} on-policy rollouts (T={rep['temperature']}), real success "
+        f"{rep['real_success_rate']:.2f}\n"
+        f"  judge on real videos:     AUROC {r['auroc']:.2f}  balanced acc {r['balanced_accuracy']:.2f}  "
+        f"precision {r['precision']:.2f}  recall {r['recall']:.2f}\n"
+        f"  judge on imagined videos: AUROC {im['auroc']:.2f}  balanced acc {im['balanced_accuracy']:.2f}  "
+        f"precision {b['precision']:.2f}  recall {b['recall']:.2f}  ({b['predicted_successes']} judged successes)\n"
+        f"  after dual-noise verification: precision {a['precision']:.2f}  recall {a['recall']:.2f}  "
+        f"({a['predicted_successes']} kept; flips: {rep['dnv_flips']['of_real_failures']} real failures, "
+        f"{rep['dnv_flips']['of_real_successes']} real successes)"
+    )
