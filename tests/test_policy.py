@@ -58,6 +58,17 @@ def test_sampled_logprobs_equal_logprob_and_temperature_zero_is_greedy():
     assert torch.equal(a1, a2)
 
 
+def test_one_generator_per_row_makes_a_rows_sample_independent_of_its_batch():
+    p, obs = _policy(), _obs(4)
+    gens = lambda ids: [torch.Generator().manual_seed(i) for i in ids]  # noqa: E731
+    whole = p.sample(obs, 1.0, gens([10, 11, 12, 13]))[1]
+    half = p.sample({k: v[2:] for k, v in obs.items()}, 1.0, gens([12, 13]))[1]
+    assert torch.equal(whole[2:], half)
+    assert not torch.equal(whole[0], whole[1])  # different streams, different draws
+    with pytest.raises(ValueError, match="generators for a batch"):
+        p.sample(obs, 1.0, gens([1]))
+
+
 def test_wrong_dimensions_are_refused():
     p, obs = _policy(), _obs()
     with pytest.raises(ValueError, match="proprio of shape \\(B, 4\\)"):

@@ -150,16 +150,32 @@ class VLAPolicy(nn.Module):
 
     # -- the API RL needs -----------------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, obs: dict[str, Any], temperature: float = 1.0, generator: torch.Generator | None = None):
+    def sample(
+        self,
+        obs: dict[str, Any],
+        temperature: float = 1.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+    ):
         """-> (actions (B,chunk,A) float32 numpy, tokens (B,chunk,A) long, logprobs (B,chunk,A) at temperature 1
-        of the *sampled* tokens). Temperature 0 is greedy."""
+        of the *sampled* tokens). Temperature 0 is greedy. ``generator`` may be one per row: then each row's
+        draw depends only on its own stream, not on which other rows share the batch (so a batch split across
+        workers samples what the whole batch would)."""
         logits = self.logits(obs)
         if temperature <= 0:
             tokens = logits.argmax(-1)
         else:
             probs = F.softmax(logits / temperature, dim=-1)
-            flat = probs.reshape(-1, probs.shape[-1])
-            tokens = torch.multinomial(flat, 1, generator=generator).view(logits.shape[:-1])
+            if isinstance(generator, list | tuple):
+                if len(generator) != len(probs):
+                    raise ValueError(f"{len(generator)} generators for a batch of {len(probs)}")
+                rows = [
+                    torch.multinomial(p.reshape(-1, p.shape[-1]), 1, generator=g)
+                    for p, g in zip(probs, generator)
+                ]
+                tokens = torch.stack(rows).view(logits.shape[:-1])
+            else:
+                flat = probs.reshape(-1, probs.shape[-1])
+                tokens = torch.multinomial(flat, 1, generator=generator).view(logits.shape[:-1])
         logp = F.log_softmax(logits, dim=-1).gather(-1, tokens[..., None])[..., 0]
         return self.tokenizer.decode(tokens).numpy().astype(np.float32), tokens, logp
 

@@ -117,6 +117,12 @@ def dataset_initial_states(path: str | Path, n: int) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------------------------
 # the loop
 # ------------------------------------------------------------------------------------------------------------
+def rollout_generators(seed: int, it: int, n: int) -> list[torch.Generator]:
+    """One policy-sampling stream per rollout of iteration ``it``: a rollout's actions do not depend on which
+    other rollouts share its batch (or its worker), and a resumed iteration samples exactly what it did."""
+    return [torch.Generator().manual_seed(seeds.stable_seed("policy", seed, it, r)) for r in range(n)]
+
+
 class Dreamer:
     def __init__(
         self, cfg: DreamConfig, policy, world_model=None, init_from: str | None = None, log_fn=print
@@ -175,7 +181,7 @@ class Dreamer:
             [self.instruction] * n,
             noise_seeds,
         )
-        gen = torch.Generator().manual_seed(cfg.seed * 7919 + it)
+        gen = rollout_generators(cfg.seed, it, n)
         t0 = time.perf_counter()
         buf = self._collect(obs, env.step, n, gen, alive_fn=None)
         t_imagine = time.perf_counter() - t0
@@ -231,7 +237,7 @@ class Dreamer:
         rows = [s for s in states for _ in range(cfg.group_size)]
         n = len(rows)
         env_cfg = replace(cfg.env, max_steps=cfg.horizon * self.policy.cfg.chunk)
-        gen = torch.Generator().manual_seed(cfg.seed * 7919 + it)
+        gen = rollout_generators(cfg.seed, it, n)
         t0 = time.perf_counter()
         with VectorEnv(n, env_cfg, num_workers=cfg.workers) as venv:
             resets = venv.reset([self.init[s]["seed"] for s in rows], self.task)
