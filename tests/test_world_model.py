@@ -130,7 +130,10 @@ def test_anchor_and_context_noise_schedule():
 def test_imagined_env_speaks_the_real_env_contract(trained, drawer_env):
     real_obs, _ = drawer_env.reset(0)
     env = ImaginedEnv(trained, horizon=2)
-    obs = env.reset(real_obs["image"][None], real_obs["proprio"][None], [real_obs["instruction"]], seeds=[5])
+    obs, info = env.reset(
+        real_obs["image"][None], real_obs["proprio"][None], [real_obs["instruction"]], seeds=[5]
+    )
+    assert info["seeds"] == [5]
     np.testing.assert_array_equal(obs["image"][0], real_obs["image"])
     for key in ("image", "proprio"):
         assert obs[key][0].shape == real_obs[key].shape and obs[key].dtype == real_obs[key].dtype

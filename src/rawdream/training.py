@@ -110,10 +110,27 @@ def set_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU computes bf16 natively (avx512_bf16 or AMX). Elsewhere PyTorch emulates it: bf16
+    autocast then made a conv autoencoder step 10x *slower* on an AVX2-only EPYC (1.1 s -> 10.7 s)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` -> bf16 where the CPU has native bf16 (about 1.45x faster there), else fp32."""
+    if precision == "auto":
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
+    return precision
+
+
 def autocast(precision: str):
-    """bf16 autocast on the CPU (about 1.45x here, avx512_bf16) or a no-op for fp32."""
-    if precision == "bf16":
+    """bf16 autocast on the CPU, or a no-op for fp32; ``auto`` picks by what the CPU computes natively."""
+    if resolve_precision(precision) == "bf16":
         return torch.autocast("cpu", dtype=torch.bfloat16)
-    if precision == "fp32":
-        return torch.autocast("cpu", enabled=False)
-    raise ValueError(f"precision must be bf16 or fp32, got {precision!r}")
+    return torch.autocast("cpu", enabled=False)

@@ -60,7 +60,7 @@ class TrainPolicyConfig:
     ema_decay: float = 0.999
     augment_shift: int = 4  # random-shift augmentation (pixels), as in DrQ
     label_smoothing: float = 0.1
-    precision: str = "bf16"
+    precision: str = "auto"  # bf16 where the CPU has it natively, else fp32 (see training.resolve_precision)
     threads: int = 2
     seed: int = 0
     log_every: int = 50

@@ -180,7 +180,7 @@ class TrainJudgeConfig:
     val_fraction: float = 0.1
     imagined: bool = True  # add the world model's replays of pretraining rollouts (needs --wm)
     imagined_fraction: float = 0.5  # of the labeled episodes to replay in the world model
-    precision: str = "bf16"
+    precision: str = "auto"  # bf16 where the CPU has it natively, else fp32 (see training.resolve_precision)
     threads: int = 2
     seed: int = 0
     log_every: int = 50

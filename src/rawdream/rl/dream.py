@@ -29,6 +29,7 @@ from rawdream.envs.base import EnvConfig
 from rawdream.envs.metaworld_tasks import canonical_task, instruction
 from rawdream.reward.base import JudgeConfig, make_judge
 from rawdream.rl.grpo import clipped_surrogate, group_advantages
+from rawdream.rl.imagination import collect_rollouts
 from rawdream.splits import SplitConfig
 from rawdream.training import MetricsLogger, load_checkpoint, save_checkpoint, set_threads
 
@@ -125,7 +126,13 @@ def rollout_generators(seed: int, it: int, n: int) -> list[torch.Generator]:
 
 class Dreamer:
     def __init__(
-        self, cfg: DreamConfig, policy, world_model=None, init_from: str | None = None, log_fn=print
+        self,
+        cfg: DreamConfig,
+        policy,
+        world_model=None,
+        init_from: str | None = None,
+        log_fn=print,
+        imagination=None,
     ):
         self.cfg = cfg
         self.task = canonical_task(cfg.task)
@@ -161,6 +168,12 @@ class Dreamer:
         self.opt = torch.optim.AdamW(policy.model.parameters(), lr=cfg.lr, weight_decay=0.0)
         self.real_trajectories = 0
         self.log_fn = log_fn
+        # where imagination runs: in this process, or on Ray workers holding copies of the models
+        self.imagination = imagination
+        if self.imagination is None and cfg.env_mode == "wm":
+            from rawdream.rl.imagination import LocalImagination
+
+            self.imagination = LocalImagination(policy, world_model)
 
     # -- rollouts -------------------------------------------------------------------------------------------
     def _choose_states(self, it: int) -> list[int]:
@@ -168,26 +181,22 @@ class Dreamer:
         return torch.randperm(len(self.init), generator=g)[: self.cfg.groups].tolist()
 
     def rollout_imagined(self, it: int, states: list[int]) -> dict[str, Any]:
-        from rawdream.world_model.imagined_env import ImaginedEnv
-
         cfg = self.cfg
         rows = [s for s in states for _ in range(cfg.group_size)]
         n = len(rows)
-        noise_seeds = [int(1e9) + cfg.seed * 10_000_000 + it * 10_000 + r for r in range(n)]
-        env = ImaginedEnv(self.wm, cfg.horizon)
-        obs = env.reset(
-            np.stack([self.init[s]["image"] for s in rows]),
-            np.stack([self.init[s]["proprio"] for s in rows]),
-            [self.instruction] * n,
-            noise_seeds,
+        noise_seeds = [seeds.stable_seed("wm-noise", cfg.seed, it, r) for r in range(n)]
+        policy_seeds = [seeds.stable_seed("policy", cfg.seed, it, r) for r in range(n)]
+        first = np.stack([self.init[s]["image"] for s in rows])
+        prop0 = np.stack([self.init[s]["proprio"] for s in rows]).astype(np.float32)
+        t0 = time.perf_counter()
+        self.imagination.sync(it)
+        buf = self.imagination.rollouts(
+            first, prop0, self.instruction, cfg.horizon, cfg.temperature, policy_seeds, noise_seeds
         )
-        gen = rollout_generators(cfg.seed, it, n)
-        t0 = time.perf_counter()
-        buf = self._collect(obs, env.step, n, gen, alive_fn=None)
         t_imagine = time.perf_counter() - t0
-        video = env.video()
+        video, actions = buf.pop("video"), buf.pop("actions")
         t0 = time.perf_counter()
-        context = self._judge_context(rows, env.actions())
+        context = self._judge_context(rows, actions)
         verdicts = self.judge(list(video), [self.instruction] * n, **context)
         t_judge = time.perf_counter() - t0
         success = np.array([v.success is True for v in verdicts])
@@ -198,9 +207,9 @@ class Dreamer:
         if cfg.dnv and success.any():
             idx = np.nonzero(success)[0]
             for k in range(cfg.dnv_redraws):
-                redraw_seeds = [s + (k + 1) * 500_000_000 for s in np.asarray(noise_seeds)[idx]]
-                videos2 = env.reimagine(idx, redraw_seeds)
-                ctx2 = self._judge_context([rows[i] for i in idx], env.actions()[idx])
+                redraw = [seeds.stable_seed("wm-noise-redraw", cfg.seed, it, k, int(i)) for i in idx]
+                videos2 = self.imagination.reimagine(first[idx], prop0[idx], actions[idx], redraw)
+                ctx2 = self._judge_context([rows[i] for i in idx], actions[idx])
                 v2 = self.judge(list(videos2), [self.instruction] * len(idx), **ctx2)
                 for j, i in enumerate(idx):
                     if v2[j].success is not True:
@@ -259,7 +268,16 @@ class Dreamer:
                         alive[i] = False
                 return obs, None, None, None, None
 
-            buf = self._collect(obs, step, n, gen, alive_fn=lambda: alive.copy())
+            buf = collect_rollouts(
+                self.policy,
+                obs,
+                step,
+                gen,
+                cfg.horizon,
+                cfg.temperature,
+                self.instruction,
+                alive_fn=lambda: alive.copy(),
+            )
         self.real_trajectories += n
         buf.update(
             {
@@ -273,33 +291,6 @@ class Dreamer:
             }
         )
         return buf
-
-    def _collect(self, obs, step_fn, n, gen, alive_fn) -> dict[str, Any]:
-        cfg = self.cfg
-        images, proprio, tokens, logps, alive = [], [], [], [], []
-        self.policy.model.eval()
-        for _ in range(cfg.horizon):
-            live = alive_fn() if alive_fn else np.ones(n, bool)
-            if not live.any():
-                break
-            images.append(np.asarray(obs["image"]).copy())
-            proprio.append(np.asarray(obs["proprio"], np.float32).copy())
-            actions, tok, lp = self.policy.sample(
-                {"image": obs["image"], "proprio": obs["proprio"], "instruction": [self.instruction] * n},
-                cfg.temperature,
-                gen,
-            )
-            tokens.append(tok)
-            logps.append(lp)
-            alive.append(live)
-            obs = step_fn(actions)[0]
-        return {
-            "images": np.stack(images),
-            "proprio": np.stack(proprio),
-            "tokens": torch.stack(tokens),
-            "logp": torch.stack(logps),
-            "alive": np.stack(alive),
-        }
 
     # -- update ---------------------------------------------------------------------------------------------
     def update(self, buf: dict[str, Any], adv: torch.Tensor, roll_mask: torch.Tensor) -> dict[str, float]:

@@ -29,7 +29,8 @@ class ImaginedEnv:
     # -- Gymnasium-like API ---------------------------------------------------------------------------------
     def reset(
         self, first_frames: np.ndarray, proprio: np.ndarray, instructions: list[str], seeds: list[int]
-    ) -> dict[str, Any]:
+    ) -> tuple[dict[str, Any], dict]:
+        """Start one imagined episode per first frame; returns (observations, info) like the real Env."""
         first_frames = np.asarray(first_frames, dtype=np.uint8)
         b = len(first_frames)
         if not (len(proprio) == len(instructions) == len(seeds) == b):
@@ -52,7 +53,7 @@ class ImaginedEnv:
         self._state = self.wm.start(
             torch.from_numpy(first_frames), torch.from_numpy(self._proprio0), self._seeds
         )
-        return self._obs()
+        return self._obs(), {"t": 0, "seeds": list(self._seeds)}
 
     def step(
         self, action_chunks: np.ndarray

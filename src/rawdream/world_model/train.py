@@ -52,7 +52,7 @@ class PretrainWMConfig:
     dyn_lr: float = 4e-4
     weight_decay: float = 0.01
     ema_decay: float = 0.999
-    precision: str = "bf16"
+    precision: str = "auto"  # bf16 where the CPU has it natively, else fp32 (see training.resolve_precision)
     threads: int = 2
     seed: int = 0
     val_fraction: float = 0.03  # episodes held out (pretraining tasks) for validation loss and sample videos
