@@ -22,6 +22,27 @@ def _add_preset(p: argparse.ArgumentParser, stage: str) -> None:
     )
 
 
+def _add_ray(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray", action="store_true", help="run workers on a local Ray cluster (127.0.0.1)")
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="run workers on an existing Ray cluster (HOST:PORT)",
+    )
+
+
+def _ray_overrides(args, overrides: dict, *sections: str) -> None:
+    """--ray / --ray-address -> ``<section>.ray.enabled`` / ``.address`` for each config section given."""
+    if not (getattr(args, "ray", False) or getattr(args, "ray_address", None)):
+        return
+    for sec in sections:
+        prefix = f"{sec}." if sec else ""
+        overrides[f"{prefix}ray.enabled"] = True
+        if args.ray_address:
+            overrides[f"{prefix}ray.address"] = args.ray_address
+
+
 def _epilog(stage: str) -> str:
     return (
         "Any config key is also a flag: --key=value or --section.key=value "
@@ -150,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sampled", action="store_true", help="sample actions (at --temperature) instead of greedy"
     )
+    _add_ray(p)
     _add_preset(p, "eval_policy")
 
     # judges ----------------------------------------------------------------------------------------------
@@ -221,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-dnv", action="store_true", help="ablation: switch dual-noise verification off")
     p.add_argument("--out", required=True, help="output directory; re-running resumes")
+    _add_ray(p)
     _add_preset(p, "dream")
 
     # experiment ------------------------------------------------------------------------------------------
@@ -244,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="output directory (paper_table.md / .json); re-running resumes"
     )
     k.add_argument("--preset", default=None, help="tiny | quick | default")
+    _add_ray(k)
 
     # tasks -----------------------------------------------------------------------------------------------
     p = verbs.add_parser("tasks", help="list the tasks, their instructions and the benchmark split")
@@ -343,6 +367,7 @@ def _cmd_eval_policy(args, overrides) -> int:
         overrides["episodes"] = args.episodes
     if args.sampled:
         overrides["greedy"] = False
+    _ray_overrides(args, overrides, "")
     cfg = resolve(EvalPolicyConfig, "eval_policy", args.preset, overrides)
     policy = load_policy(args.policy)
     report = evaluate_policy(policy, cfg, args.out, progress=True)
@@ -401,6 +426,7 @@ def _cmd_dream(args, overrides) -> int:
         overrides["env_mode"] = args.env_mode
     if args.no_dnv:
         overrides["dnv"] = False
+    _ray_overrides(args, overrides, "")
     cfg = resolve(DreamConfig, "dream", args.preset, overrides)
     info = dream(cfg, args.policy, args.out, wm_path=args.wm, init_from=args.init_from, progress=True)
     print(
@@ -414,6 +440,7 @@ def _cmd_experiment(args, overrides) -> int:
     from rawdream.experiment.paper_table import PaperTableConfig, run_paper_table
 
     preset = args.preset or ("quick" if args.quick else "default")
+    _ray_overrides(args, overrides, "dream", "eval")
     cfg = resolve(PaperTableConfig, "paper_table", preset, overrides)
     report = run_paper_table(
         cfg, args.out, args.sft, args.wm, args.judge_path, args.cotrain_wm, progress=True

@@ -46,14 +46,14 @@ class RewardFidelityConfig:
 
 def policy_rollouts(policy, task: str, cfg: RewardFidelityConfig) -> dict[str, np.ndarray]:
     """The policy's own rollouts in the real simulator: chunk-end frames, actions, proprio, success at any step."""
-    from rawdream.envs.vector import VectorEnv
+    from rawdream.envs.vector import make_vector_env
 
     n = cfg.states * cfg.rollouts_per_state
     init_seeds = [seeds.DREAM_INIT + i // cfg.rollouts_per_state for i in range(n)]
     env_cfg = replace(cfg.env, max_steps=cfg.horizon * policy.cfg.chunk, end_on_success=False)
     text = instruction(task)
     gen = torch.Generator().manual_seed(seeds.stable_seed("reward-fidelity", task, cfg.seed))
-    with VectorEnv(n, env_cfg, num_workers=cfg.workers) as venv:
+    with make_vector_env(n, env_cfg, num_workers=cfg.workers) as venv:
         resets = venv.reset(init_seeds, task)
         image = np.stack([o["image"] for o, _ in resets])
         proprio = np.stack([o["proprio"] for o, _ in resets]).astype(np.float32)

@@ -20,9 +20,10 @@ import torch
 from tqdm import tqdm
 
 from rawdream import seeds
+from rawdream.distributed import RayConfig
 from rawdream.envs.base import EnvConfig
 from rawdream.envs.metaworld_tasks import canonical_task
-from rawdream.envs.vector import VectorEnv
+from rawdream.envs.vector import make_vector_env
 from rawdream.io import atomic_write_json
 from rawdream.splits import SplitConfig, resolve_split
 
@@ -41,6 +42,7 @@ class EvalPolicyConfig:
     temperature: float = 1.0
     seed_offset: int = 0
     videos: int = 2  # episodes per task saved as mp4
+    ray: RayConfig = field(default_factory=RayConfig)  # --ray: simulators as Ray actors
 
     def resolved_tasks(self) -> list[str]:
         split = resolve_split(self.split)
@@ -71,6 +73,13 @@ def evaluate_policy(
     policy, cfg: EvalPolicyConfig, out: str | Path | None = None, progress: bool = True, policy_for_task=None
 ) -> dict[str, Any]:
     """Run ``cfg.episodes`` episodes per task. ``policy_for_task(task)`` may pick a per-task policy (RL runs)."""
+    from rawdream.distributed import use_ray
+
+    with use_ray(cfg.ray):
+        return _evaluate(policy, cfg, out, progress, policy_for_task)
+
+
+def _evaluate(policy, cfg: EvalPolicyConfig, out, progress: bool, policy_for_task) -> dict[str, Any]:
     tasks = cfg.resolved_tasks()
     pick = policy_for_task or (lambda task: policy)
     chunk, adim = pick(tasks[0]).cfg.chunk, pick(tasks[0]).cfg.action_dim
@@ -79,7 +88,7 @@ def evaluate_policy(
     results: dict[str, list[dict]] = {t: [] for t in tasks}
     frames_of: dict[tuple[str, int], list[np.ndarray]] = {}
     bar = tqdm(total=len(queue), desc="eval-policy", unit="ep", disable=not progress, dynamic_ncols=True)
-    with VectorEnv(n_slots, cfg.env, num_workers=cfg.workers) as venv:
+    with make_vector_env(n_slots, cfg.env, num_workers=cfg.workers) as venv:
         slot_ep: list[tuple[str, int] | None] = [None] * n_slots
         obs: list[dict | None] = [None] * n_slots
         gens: list[torch.Generator | None] = [None] * n_slots

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from rawdream.envs.base import EnvConfig
-from rawdream.envs.vector import VectorEnv
+from rawdream.envs.vector import make_vector_env
 from rawdream.reward.base import JudgeConfig, Verdict, register_judge
 
 
@@ -56,7 +56,7 @@ def replay_success(
     cfg = replace(env, max_steps=max(env.max_steps, horizon_steps), end_on_success=False)
     success = np.zeros(n, bool)
     slots = min(n, max(1, workers) * 4)
-    with VectorEnv(slots, cfg, num_workers=min(workers, slots)) as venv:
+    with make_vector_env(slots, cfg, num_workers=min(workers, slots)) as venv:
         for start in range(0, n, slots):
             rows = list(range(start, min(n, start + slots)))
             venv.reset([seeds[r] for r in rows], [tasks[r] for r in rows], slots=list(range(len(rows))))

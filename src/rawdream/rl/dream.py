@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from rawdream import seeds
 from rawdream.config import save_config
+from rawdream.distributed import RayConfig, use_ray
 from rawdream.envs.base import EnvConfig
 from rawdream.envs.metaworld_tasks import canonical_task, instruction
 from rawdream.reward.base import JudgeConfig, make_judge
@@ -67,6 +68,7 @@ class DreamConfig:
     workers: int = 2
     threads: int = 2
     seed: int = 0
+    ray: RayConfig = field(default_factory=RayConfig)  # --ray / --ray-address: imagination on Ray workers
 
     def validate(self) -> None:
         if self.env_mode not in ("wm", "sim"):
@@ -87,10 +89,10 @@ class DreamConfig:
 # ------------------------------------------------------------------------------------------------------------
 def sim_initial_states(task: str, n: int, env: EnvConfig, workers: int) -> list[dict[str, Any]]:
     """Real reset observations of ``task`` (seeds DREAM_INIT + i, disjoint from evaluation seeds)."""
-    from rawdream.envs.vector import VectorEnv
+    from rawdream.envs.vector import make_vector_env
 
     out = []
-    with VectorEnv(min(n, 4), env, num_workers=min(workers, n)) as venv:
+    with make_vector_env(min(n, 4), env, num_workers=min(workers, n)) as venv:
         for start in range(0, n, venv.num_envs):
             ids = list(range(start, min(n, start + venv.num_envs)))
             res = venv.reset([seeds.DREAM_INIT + i for i in ids], task, slots=list(range(len(ids))))
@@ -170,10 +172,22 @@ class Dreamer:
         self.log_fn = log_fn
         # where imagination runs: in this process, or on Ray workers holding copies of the models
         self.imagination = imagination
-        if self.imagination is None and cfg.env_mode == "wm":
-            from rawdream.rl.imagination import LocalImagination
+        from rawdream.distributed import active
 
-            self.imagination = LocalImagination(policy, world_model)
+        ray_cfg = active()
+        if self.imagination is None and cfg.env_mode == "wm":
+            if ray_cfg is not None:
+                from rawdream.distributed.ray_backend import RayImagination
+
+                self.imagination = RayImagination(policy, world_model, ray_cfg)
+            else:
+                from rawdream.rl.imagination import LocalImagination
+
+                self.imagination = LocalImagination(policy, world_model)
+        if self.judge is not None and ray_cfg is not None and ray_cfg.judge_workers > 0:
+            from rawdream.distributed.ray_backend import RayJudge
+
+            self.judge = RayJudge(self.judge, cfg.judge, ray_cfg)
 
     # -- rollouts -------------------------------------------------------------------------------------------
     def _choose_states(self, it: int) -> list[int]:
@@ -240,7 +254,7 @@ class Dreamer:
 
     def rollout_sim(self, it: int, states: list[int]) -> dict[str, Any]:
         """The online baseline: the same sampling in the real simulator, reward = the simulator's success."""
-        from rawdream.envs.vector import VectorEnv
+        from rawdream.envs.vector import make_vector_env
 
         cfg = self.cfg
         rows = [s for s in states for _ in range(cfg.group_size)]
@@ -248,7 +262,7 @@ class Dreamer:
         env_cfg = replace(cfg.env, max_steps=cfg.horizon * self.policy.cfg.chunk)
         gen = rollout_generators(cfg.seed, it, n)
         t0 = time.perf_counter()
-        with VectorEnv(n, env_cfg, num_workers=cfg.workers) as venv:
+        with make_vector_env(n, env_cfg, num_workers=cfg.workers) as venv:
             resets = venv.reset([self.init[s]["seed"] for s in rows], self.task)
             obs = {
                 "image": np.stack([o["image"] for o, _ in resets]),
@@ -432,6 +446,11 @@ def dream(
     progress: bool = True,
     log_fn=print,
 ) -> dict[str, Any]:
+    with use_ray(cfg.ray):
+        return _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn)
+
+
+def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn) -> dict[str, Any]:
     from rawdream.eval.success import EvalPolicyConfig, evaluate_policy
     from rawdream.policy.train import load_policy, save_policy
 
@@ -504,6 +523,8 @@ def dream(
         bar.set_postfix(reward=f"{metrics['reward_mean']:.2f}", flips=int(metrics["dnv_flips"]))
     bar.close()
     log.close()
+    if dreamer.imagination is not None:
+        dreamer.imagination.close()
     info = {
         "stage": "dream",
         "env_mode": cfg.env_mode,
