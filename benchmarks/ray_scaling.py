@@ -24,7 +24,7 @@ from rawdream.distributed import RayConfig, use_ray
 from rawdream.rl.dream import DreamConfig, Dreamer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dream_iteration import _models  # noqa: E402
+from dream_iteration import _models
 
 
 def time_iterations(policy, wm, judge, task: str, n: int, imagination=None) -> float:
