@@ -57,7 +57,7 @@ def _ray():
         import ray
     except ImportError as e:
         raise ImportError(
-            "the Ray backend needs Ray: `pip install 'rawdream[ray]'` (or `pip install ray`)"
+            "the Ray backend needs Ray: `pip install -e '.[ray]'` in the rawdream checkout (or `pip install ray`)"
         ) from e
     return ray
 
@@ -128,8 +128,10 @@ class _ImaginationWorker:
         import torch
 
         torch.set_num_threads(max(1, threads))
-        self.wm = world_model.eval()
-        self.policy = policy.eval()
+        # a worker given a GPU by Ray (ray.imagine_gpus > 0) sees it as its only device
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.wm = world_model.to(device).eval()
+        self.policy = policy.to(device).eval()
         self.version = None
 
     def pid(self) -> int:

@@ -143,7 +143,8 @@ class VLAPolicy(nn.Module):
                 f"batch sizes differ: {len(images)} images, {len(proprio)} proprio, {len(instr)} instructions"
             )
         text = torch.from_numpy(self.text_encoder(instr))
-        return images, (proprio - self.proprio_mean) / self.proprio_std, text
+        dev = self.proprio_mean.device  # inputs follow the model (``policy.to("cuda")``)
+        return images.to(dev), (proprio.to(dev) - self.proprio_mean) / self.proprio_std, text.to(dev)
 
     def logits(self, obs: dict[str, Any]) -> torch.Tensor:
         return self.model(*self._inputs(obs))
@@ -164,7 +165,8 @@ class VLAPolicy(nn.Module):
         if temperature <= 0:
             tokens = logits.argmax(-1)
         else:
-            probs = F.softmax(logits / temperature, dim=-1)
+            # sampled on the CPU from CPU generators: the same draw whichever device computed the logits
+            probs = F.softmax(logits.float() / temperature, dim=-1).cpu()
             if isinstance(generator, list | tuple):
                 if len(generator) != len(probs):
                     raise ValueError(f"{len(generator)} generators for a batch of {len(probs)}")
@@ -176,13 +178,14 @@ class VLAPolicy(nn.Module):
             else:
                 flat = probs.reshape(-1, probs.shape[-1])
                 tokens = torch.multinomial(flat, 1, generator=generator).view(logits.shape[:-1])
-        logp = F.log_softmax(logits, dim=-1).gather(-1, tokens[..., None])[..., 0]
+        logp = F.log_softmax(logits, dim=-1).gather(-1, tokens.to(logits.device)[..., None])[..., 0]
+        tokens, logp = tokens.cpu(), logp.cpu()  # rollout buffers live on the CPU whatever the device
         return self.tokenizer.decode(tokens).numpy().astype(np.float32), tokens, logp
 
     def logprob(self, obs: dict[str, Any], tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Differentiable per-token log-probabilities (B,chunk,A) of ``tokens``, and the per-token entropy."""
         logp_all = F.log_softmax(self.logits(obs), dim=-1)
-        logp = logp_all.gather(-1, tokens[..., None].long())[..., 0]
+        logp = logp_all.gather(-1, tokens[..., None].long().to(logp_all.device))[..., 0]
         entropy = -(logp_all.exp() * logp_all).sum(-1)
         return logp, entropy
 

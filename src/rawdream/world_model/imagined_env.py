@@ -73,7 +73,7 @@ class ImaginedEnv:
         self.wm.advance(self._state, torch.from_numpy(a), self.sampler)
         self._actions.append(a)
         frame = self.wm.decode(self._state["latents"][-1]).numpy()
-        proprio = self.wm.denorm_proprio(self._state["proprio"][-1]).numpy().astype(np.float32)
+        proprio = self.wm.denorm_proprio(self._state["proprio"][-1]).cpu().numpy().astype(np.float32)
         self._frames.append(frame)
         self._proprio.append(proprio)
         b = len(self._seeds)

@@ -87,18 +87,26 @@ class WorldModel(nn.Module):
         self.register_buffer("action_std", torch.ones(self.cfg.dynamics.action_dim))
 
     # -- normalisation --------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """Where the model lives (``model.to("cuda")`` moves imagination to a GPU; inputs and outputs of the
+        sampling API stay CPU tensors, and noise is drawn on the CPU from each rollout's generator, so a
+        rollout is the same draw on any device up to kernel rounding)."""
+        return self.latent_mean.device
+
     def _shape(self, v: torch.Tensor) -> torch.Tensor:
         return v.view(1, -1, 1, 1)
 
     @torch.no_grad()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, H, W, 3) -> normalised latents (B, C, h, w)."""
-        z = self.ae.encode(frames)
+        """uint8 (B, H, W, 3) -> normalised latents (B, C, h, w), on the model's device."""
+        z = self.ae.encode(frames.to(self.device))
         return (z - self._shape(self.latent_mean)) / self._shape(self.latent_std)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.ae.decode(z * self._shape(self.latent_std) + self._shape(self.latent_mean))
+        """Normalised latents -> uint8 frames on the CPU."""
+        return self.ae.decode(z * self._shape(self.latent_std) + self._shape(self.latent_mean)).cpu()
 
     def norm_proprio(self, p: torch.Tensor) -> torch.Tensor:
         return (p - self.proprio_mean) / self.proprio_std
@@ -157,9 +165,8 @@ class WorldModel(nn.Module):
         return loss, {"dyn/frame": frame_loss.item(), "dyn/proprio": proprio_loss.item()}
 
     # -- sampling -------------------------------------------------------------------------------------------
-    @staticmethod
-    def _per_rollout_randn(gens: list[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.stack([torch.randn(shape, generator=g) for g in gens])
+    def _per_rollout_randn(self, gens: list[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(self.device)
 
     @torch.no_grad()
     def predict_next(
@@ -176,8 +183,9 @@ class WorldModel(nn.Module):
         sc = sampler or self.cfg.sampler
         b = ctx.shape[0]
         lat = tuple(anchor.shape[1:])
-        ctx_level = torch.full((b,), sc.ctx_level())
-        anchor_level = torch.full((b,), sc.anchor_level(s))
+        dev = self.device
+        ctx_level = torch.full((b,), sc.ctx_level(), device=dev)
+        anchor_level = torch.full((b,), sc.anchor_level(s), device=dev)
         # noise is drawn per rollout, in a fixed order, so a rollout does not depend on its batch neighbours
         eps_anchor = self._per_rollout_randn(gens, lat)
         eps_ctx = self._per_rollout_randn(gens, tuple(ctx.shape[1:]))
@@ -189,7 +197,7 @@ class WorldModel(nn.Module):
         taus = torch.linspace(1.0, 0.0, sc.steps + 1)
         for i in range(sc.steps):
             t, t_next = float(taus[i]), float(taus[i + 1])
-            out = self.dynamics.denoise(z, torch.full((b,), t), cache)
+            out = self.dynamics.denoise(z, torch.full((b,), t, device=dev), cache)
             x0 = out if self.cfg.flow.prediction == "x" else z - t * out
             z = x0 if t_next == 0 else (t_next / t) * z + (1 - t_next / t) * x0
         nxt = ctx[:, -1] + z * self._shape(self.delta_std) if self.cfg.flow.predict_delta else z
@@ -215,7 +223,7 @@ class WorldModel(nn.Module):
         z0 = self.encode(first_frames)
         k = self.cfg.dynamics.context
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        p = self.norm_proprio(proprio.float())
+        p = self.norm_proprio(proprio.float().to(self.device))
         return {
             "anchor": z0,
             "ctx": z0[:, None].repeat(1, k, 1, 1, 1),
@@ -236,7 +244,7 @@ class WorldModel(nn.Module):
         nxt, p = self.predict_next(
             state["ctx"],
             state["anchor"],
-            self.norm_actions(actions),
+            self.norm_actions(actions.to(self.device)),
             state["proprio"][-1],
             state["s"],
             state["gens"],
@@ -248,7 +256,10 @@ class WorldModel(nn.Module):
 
     def finish(self, state: dict, decode: bool = True) -> dict[str, torch.Tensor]:
         lat = torch.stack(state["latents"], dim=1)
-        out = {"latents": lat, "proprio": self.denorm_proprio(torch.stack(state["proprio"], dim=1))}
+        out = {
+            "latents": lat.cpu(),
+            "proprio": self.denorm_proprio(torch.stack(state["proprio"], dim=1)).cpu(),
+        }
         if decode:
             b, t = lat.shape[:2]
             out["frames"] = self.decode(lat.flatten(0, 1)).view(b, t, *self._frame_shape())
