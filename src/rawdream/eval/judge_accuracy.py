@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from rawdream import seeds
-from rawdream.eval.metrics import auroc, binary_metrics  # noqa: F401  (re-exported)
+from rawdream.eval.metrics import auroc, binary_metrics, nanmean  # noqa: F401  (auroc re-exported)
 from rawdream.eval.reward_fidelity import RewardFidelityConfig
 from rawdream.io import atomic_write_json
 from rawdream.reward.base import JudgeConfig, make_judge
@@ -126,7 +126,7 @@ def evaluate_judges(
             per_task = judge_metrics(verdicts, tasks, labels, list(split.targets), jcfg.threshold)
             abstains = sum(m["abstains"] for m in per_task.values())
             summary = {
-                k: float(np.nanmean([m[k] for m in per_task.values()]))
+                k: float(nanmean([m[k] for m in per_task.values()]))
                 for k in (
                     "base_rate",
                     "auroc",

@@ -48,3 +48,13 @@ def binary_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.
         "f1_always_success": f1_yes,
         "confusion": {"tp": tp, "fp": fp, "fn": fn, "tn": tn},
     }
+
+
+def nanmean(values, axis=None):
+    """Mean over the defined values; NaN (without a warning) where none is defined - a task whose episodes all
+    share one outcome has no AUROC, and a step where no object moved has no object-region PSNR."""
+    a = np.asarray(values, dtype=float)
+    defined = (~np.isnan(a)).sum(axis=axis)
+    total = np.where(np.isnan(a), 0.0, a).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(defined > 0, total / np.maximum(defined, 1), np.nan)

@@ -26,6 +26,7 @@ import torch
 from rawdream import seeds
 from rawdream.data.collect import EpisodeSpec, episode_results
 from rawdream.envs.base import EnvConfig
+from rawdream.eval.metrics import nanmean
 from rawdream.io import atomic_write_json
 from rawdream.splits import SplitConfig, resolve_split
 from rawdream.world_model.model import SamplerConfig, psnr, ssim
@@ -156,7 +157,7 @@ def _group_mean(tasks: dict[str, dict], group: str) -> dict[str, list[float]]:
     if not rows:
         return {}
     keys = [k for k in rows[0] if k not in ("group", "object_moved_episodes")]
-    return {k: np.nanmean(np.array([r[k] for r in rows], dtype=float), axis=0).tolist() for k in keys}
+    return {k: nanmean(np.array([r[k] for r in rows], dtype=float), axis=0).tolist() for k in keys}
 
 
 def format_report(report: dict[str, Any]) -> str:
