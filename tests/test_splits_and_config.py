@@ -74,6 +74,10 @@ class _Outer:
 def test_nested_build_coerces_types():
     cfg = build(_Outer, {"inner": {"x": 4}, "names": "a,b", "rate": 2})
     assert cfg.inner.x == 4 and cfg.names == ["a", "b"] and cfg.rate == 2.0
+    # "--lr=3e-4" reaches the config as the string "3e-4" (YAML 1.1 wants a dot in a float)
+    assert build(_Outer, parse_overrides(["--rate=3e-4"])).rate == pytest.approx(3e-4)
+    with pytest.raises(ConfigError, match="rate must be a number"):
+        build(_Outer, {"rate": "fast"})
 
 
 def test_stable_seed_is_the_same_in_every_process():
