@@ -53,6 +53,8 @@ def test_sampled_logprobs_equal_logprob_and_temperature_zero_is_greedy():
     torch.testing.assert_close(logp, again)
     assert actions.shape == (3, 8, 4) and tokens.shape == (3, 8, 4)
     np.testing.assert_array_equal(p.sample(obs, temperature=0.0)[0], p.greedy(obs))
+    _, tok_t, logp_t = p.sample(obs, temperature=0.5, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(logp_t, p.logprob(obs, tok_t, temperature=0.5)[0])  # the sampling distribution
     a1 = p.sample(obs, 1.0, torch.Generator().manual_seed(5))[1]
     a2 = p.sample(obs, 1.0, torch.Generator().manual_seed(5))[1]
     assert torch.equal(a1, a2)

@@ -157,8 +157,9 @@ class VLAPolicy(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
     ):
-        """-> (actions (B,chunk,A) float32 numpy, tokens (B,chunk,A) long, logprobs (B,chunk,A) at temperature 1
-        of the *sampled* tokens). Temperature 0 is greedy. ``generator`` may be one per row: then each row's
+        """-> (actions (B,chunk,A) float32 numpy, tokens (B,chunk,A) long, logprobs (B,chunk,A) of the *sampled*
+        tokens under the sampling distribution softmax(logits / temperature); temperature 0 is greedy (and its
+        log-probabilities are those of temperature 1). ``generator`` may be one per row: then each row's
         draw depends only on its own stream, not on which other rows share the batch (so a batch split across
         workers samples what the whole batch would)."""
         logits = self.logits(obs)
@@ -178,13 +179,19 @@ class VLAPolicy(nn.Module):
             else:
                 flat = probs.reshape(-1, probs.shape[-1])
                 tokens = torch.multinomial(flat, 1, generator=generator).view(logits.shape[:-1])
-        logp = F.log_softmax(logits, dim=-1).gather(-1, tokens.to(logits.device)[..., None])[..., 0]
+        scaled = logits / temperature if temperature > 0 else logits
+        logp = F.log_softmax(scaled, dim=-1).gather(-1, tokens.to(logits.device)[..., None])[..., 0]
         tokens, logp = tokens.cpu(), logp.cpu()  # rollout buffers live on the CPU whatever the device
         return self.tokenizer.decode(tokens).numpy().astype(np.float32), tokens, logp
 
-    def logprob(self, obs: dict[str, Any], tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Differentiable per-token log-probabilities (B,chunk,A) of ``tokens``, and the per-token entropy."""
-        logp_all = F.log_softmax(self.logits(obs), dim=-1)
+    def logprob(
+        self, obs: dict[str, Any], tokens: torch.Tensor, temperature: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Differentiable per-token log-probabilities (B,chunk,A) of ``tokens`` under softmax(logits /
+        temperature) - the distribution they were sampled from, so PPO ratios compare like with like - and the
+        per-token entropy of that distribution."""
+        logits = self.logits(obs)
+        logp_all = F.log_softmax(logits / temperature if temperature > 0 else logits, dim=-1)
         logp = logp_all.gather(-1, tokens[..., None].long().to(logp_all.device))[..., 0]
         entropy = -(logp_all.exp() * logp_all).sum(-1)
         return logp, entropy

@@ -339,7 +339,7 @@ class Dreamer:
                     "proprio": proprio[mb],
                     "instruction": [self.instruction] * len(mb),
                 }
-                logp, ent = self.policy.logprob(obs, tokens[mb])
+                logp, ent = self.policy.logprob(obs, tokens[mb], cfg.temperature)
                 logp = logp.reshape(len(mb), -1)
                 loss, info = clipped_surrogate(
                     logp,
