@@ -74,7 +74,9 @@ def main() -> None:
     print(f"{'':36s} {'s / iteration':>14s} {'vs local':>9s}")
     for name, dt in rows:
         print(f"{name:36s} {dt:14.2f} {dt / local:9.2f}")
-    print(f"\nRay overhead per iteration (weight broadcast + a round trip to 2 workers): {overhead * 1000:.0f} ms")
+    print(
+        f"\nRay overhead per iteration (weight broadcast + a round trip to 2 workers): {overhead * 1000:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -168,3 +168,22 @@ def test_sft_refuses_missing_demos_and_base_refuses_targets(reach_demo, tmp_path
             init=tmp_path / "base",
             progress=False,
         )
+
+
+def test_paired_difference_against_hand_computed_cases():
+    from rawdream.eval.success import paired_difference
+
+    ep = lambda flags: [{"episode": i, "success": f} for i, f in enumerate(flags)]  # noqa: E731
+    same = paired_difference(ep([1, 0, 1, 0]), ep([1, 0, 1, 0]))
+    assert same["difference"] == 0 and same["ci95"] == [0, 0] and same["mcnemar_p"] == 1.0
+    # 10 gained, 5 lost of 30: +5/30; exact McNemar p = 2 P(Binomial(15, 1/2) <= 5) = 0.30176
+    before = ep([0] * 10 + [1] * 5 + [1] * 7 + [0] * 8)
+    after = ep([1] * 10 + [0] * 5 + [1] * 7 + [0] * 8)
+    d = paired_difference(before, after)
+    assert (d["gained"], d["lost"], d["episodes"]) == (10, 5, 30)
+    assert abs(d["difference"] - 5 / 30) < 1e-12 and abs(d["mcnemar_p"] - 0.3017578125) < 1e-9
+    assert d["ci95"][0] < d["difference"] < d["ci95"][1]
+    strong = paired_difference(ep([0] * 20), ep([1] * 20))
+    assert strong["ci95"] == [1.0, 1.0] and strong["mcnemar_p"] < 1e-5
+    with pytest.raises(ValueError, match="same seeds"):
+        paired_difference(ep([1]), [{"episode": 5, "success": True}])

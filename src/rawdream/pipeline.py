@@ -284,6 +284,7 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
     summary = {
         "before": before,
         "after": after,
+        "paired": paired_results(out, list(after)),
         "stages": [s.__dict__ for s in r.results],
         "guarantee": task_agnostic_table(out),
     }
@@ -294,6 +295,18 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
         path = write_report(out)
         log(f"[run] report: {path}")
     return summary
+
+
+def paired_results(out: Path, tasks: list[str]) -> dict[str, Any]:
+    """After RL minus 1-shot SFT on the same evaluation episodes, per task (see ``paired_difference``)."""
+    from rawdream.eval.success import paired_difference
+
+    sft = read_json(out / "eval/sft/eval.json")["tasks"]
+    res = {}
+    for task in tasks:
+        after = read_json(out / f"eval/dream_{task}/eval.json")["tasks"][task]
+        res[task] = paired_difference(sft[task]["episode_results"], after["episode_results"])
+    return res
 
 
 def task_agnostic_table(out: Path) -> dict[str, Any]:
@@ -319,11 +332,21 @@ def _rate(m: dict[str, Any]) -> str:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    lines = ["", f"{'task':16s} {'1-shot SFT':>22s} {'after RL in imagination':>26s}"]
+    lines = [
+        "",
+        f"{'task':16s} {'1-shot SFT':>22s} {'after RL in imagination':>26s} "
+        f"{'paired difference [95% CI]':>28s} {'McNemar p':>9s}",
+    ]
     for task, after in summary["after"].items():
         b = summary["before"].get(task, {})
-        fmt = _rate
-        lines.append(f"{task:16s} {fmt(b) if b else '':>22s} {fmt(after):>26s}")
+        d = summary.get("paired", {}).get(task)
+        diff = (
+            f"{d['difference'] * 100:+5.1f} [{d['ci95'][0] * 100:+.1f},{d['ci95'][1] * 100:+.1f}]"
+            if d
+            else ""
+        )
+        p = f"{d['mcnemar_p']:.3f}" if d else ""
+        lines.append(f"{task:16s} {_rate(b) if b else '':>22s} {_rate(after):>26s} {diff:>28s} {p:>9s}")
     lines.append("\ntime per stage:")
     for s in summary["stages"]:
         took = "skipped (up to date)" if s["skipped"] else f"{s['seconds'] / 60:.1f} min"

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from rawdream import seeds
+from rawdream.config import save_config
 from rawdream.eval.metrics import auroc, binary_metrics, nanmean  # noqa: F401  (auroc re-exported)
 from rawdream.eval.reward_fidelity import RewardFidelityConfig
 from rawdream.io import atomic_write_json
@@ -86,6 +87,7 @@ def evaluate_judges(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out)
     split = resolve_split(cfg.split)
     data = Path(data) if data else collect_target_videos(cfg, out / "target_videos", progress)
     ds = LeRobotDataset(data)

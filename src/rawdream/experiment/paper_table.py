@@ -208,12 +208,21 @@ def _aggregate(results: dict[str, dict[str, list[dict]]], tasks: list[str]) -> d
     return table
 
 
+def _cell(c: dict[str, Any]) -> str:
+    lo, hi = c["ci95"]
+    return f"{c['success_rate'] * 100:.1f} [{lo * 100:.0f}, {hi * 100:.0f}]"
+
+
 def format_markdown(report: dict[str, Any]) -> str:
     tasks = report["tasks"]
-    head = "| method | target trajectories | " + " | ".join(tasks) + " | average [95% CI] |"
+    head = (
+        "| method | target trajectories | "
+        + " | ".join(f"{t} [95% CI]" for t in tasks)
+        + " | average [95% CI] |"
+    )
     lines = [head, "|" + "---|" * (len(tasks) + 3)]
     for row in report["rows"].values():
-        cells = [f"{row['tasks'][t]['success_rate'] * 100:.1f}" if t in row["tasks"] else "" for t in tasks]
+        cells = [_cell(row["tasks"][t]) if t in row["tasks"] else "" for t in tasks]
         lo, hi = row["average_ci95"]
         lines.append(
             f"| {row['label']} | {row['target_trajectories']} | "

@@ -60,8 +60,17 @@ def _results(summary: dict[str, Any]) -> str:
     rows = []
     for task, before in summary.get("before", {}).items():
         after = summary.get("after", {}).get(task)
-        rows.append([task, _pct(before), _pct(after) if after else "not run"])
-    return _table(["task", "1-shot SFT", "RAW-Dream (RL in imagination)"], rows)
+        d = summary.get("paired", {}).get(task)
+        diff = (
+            f"{d['difference'] * 100:+.1f} [{d['ci95'][0] * 100:+.1f}, {d['ci95'][1] * 100:+.1f}] "
+            f"(+{d['gained']} / -{d['lost']} episodes, McNemar p={d['mcnemar_p']:.3f})"
+            if d
+            else ""
+        )
+        rows.append([task, _pct(before), _pct(after) if after else "not run", diff])
+    return _table(
+        ["task", "1-shot SFT", "RAW-Dream (RL in imagination)", "paired difference on the same seeds"], rows
+    )
 
 
 def _wm_section(run: Path) -> str:

@@ -307,7 +307,9 @@ class Dreamer:
         return buf
 
     # -- update ---------------------------------------------------------------------------------------------
-    def update(self, buf: dict[str, Any], adv: torch.Tensor, roll_mask: torch.Tensor) -> dict[str, float]:
+    def update(
+        self, buf: dict[str, Any], adv: torch.Tensor, roll_mask: torch.Tensor, it: int = 0
+    ) -> dict[str, float]:
         cfg = self.cfg
         h, n = buf["alive"].shape
         step_mask = torch.from_numpy(buf["alive"]) & roll_mask[None, :]  # (H, N)
@@ -327,7 +329,9 @@ class Dreamer:
         tokens = buf["tokens"].reshape(h * n, *buf["tokens"].shape[2:])
         old = buf["logp"].reshape(h * n, -1)
         adv_flat = adv[None, :].expand(h, n).reshape(-1)
-        g = torch.Generator().manual_seed(cfg.seed + int(old.sum().item() * 1000) % 100_000)
+        # minibatch order from (seed, iteration) only: a float-valued seed (e.g. a sum of log-probabilities)
+        # would change with the last bit of arithmetic, so Ray and local, or CPU and GPU, would shuffle apart
+        g = torch.Generator().manual_seed(seeds.stable_seed("update", cfg.seed, it))
         model = self.policy.model
         model.eval()  # no dropout: the sampled and the re-computed log-probabilities must agree
         for _ in range(cfg.epochs):
@@ -389,7 +393,7 @@ class Dreamer:
             rewards, torch.from_numpy(reliable).view(cfg.groups, cfg.group_size), cfg.max_unreliable
         )
         t0 = time.perf_counter()
-        upd = self.update(buf, a.advantages.flatten(), a.mask.flatten())
+        upd = self.update(buf, a.advantages.flatten(), a.mask.flatten(), it)
         t_update = time.perf_counter() - t0
         n = cfg.groups * cfg.group_size
         metrics = {
