@@ -123,3 +123,38 @@ def test_vector_env_matches_single_env_in_workers():
 def test_vector_env_reports_worker_errors():
     with VectorEnv(1, num_workers=1) as venv, pytest.raises(RuntimeError, match="never reset"):
         venv.step_chunk(np.zeros((1, 8, 4)))
+
+
+def test_workers_die_with_a_killed_parent(tmp_path):
+    """`kill -9` of the main process must not leave busy workers running: a collection worker in the middle of
+    an episode would otherwise burn the CPU (and write staging files) long after its run was killed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import multiprocessing as mp, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from rawdream.data.collect import _worker_init\n"
+        "pool = ProcessPoolExecutor(1, mp_context=mp.get_context('spawn'), initializer=_worker_init)\n"
+        "pool.submit(time.sleep, 0).result()\n"
+        "pool.submit(time.sleep, 120)\n"  # the worker is busy, not waiting on its pipe
+        "print(list(pool._processes)[0], flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    time.sleep(0.5)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(worker, signal.SIGKILL)
+    raise AssertionError(f"worker {worker} outlived its killed parent")

@@ -58,3 +58,23 @@ def read_jsonl(path: str | Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return out
+
+
+def die_with_parent() -> None:
+    """In a worker process: ask Linux to SIGTERM this process when its parent dies, so a killed run (say
+    ``kill <pid>`` of the main process) leaves no orphan workers burning the CPU and writing staging files.
+    A no-op where prctl is unavailable."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)

@@ -125,6 +125,9 @@ def _worker_env(task: str, env_cfg: EnvConfig):
 def _worker_init() -> None:
     import os
 
+    from rawdream.io import die_with_parent
+
+    die_with_parent()
     os.environ.setdefault("MUJOCO_GL", "egl")
     import torch
 

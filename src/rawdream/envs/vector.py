@@ -87,6 +87,9 @@ class _Slots:
 def _worker(conn, n: int, cfg: EnvConfig) -> None:
     import os
 
+    from rawdream.io import die_with_parent
+
+    die_with_parent()
     os.environ.setdefault("MUJOCO_GL", "egl")
     slots = _Slots(n, cfg)
     try:
