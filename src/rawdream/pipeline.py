@@ -73,6 +73,8 @@ class RunConfig:
     eval_wm: EvalWMConfig = field(default_factory=EvalWMConfig)
     eval_judge: EvalJudgeConfig = field(default_factory=EvalJudgeConfig)
     dream_tasks: list[str] = field(default_factory=list)  # targets to run RL on (default: all targets)
+    base_eval_episodes: int = 10  # per pretraining task: is the base policy competent? (0: skip)
+    base_eval_tasks: list[str] = field(default_factory=list)  # default: every pretraining task
     report: bool = True
 
 
@@ -251,6 +253,23 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
 
         return fn
 
+    base_eval = None
+    if cfg.base_eval_episodes > 0:
+        base_tasks = cfg.base_eval_tasks or list(split.pretrain)
+        base_cfg = build(
+            EvalPolicyConfig, {**to_dict(cfg.eval), "episodes": cfg.base_eval_episodes, "tasks": base_tasks}
+        )
+
+        def base_eval_fn(d):
+            rep = evaluate_policy(load_policy(out / "policy_base"), base_cfg, d, progress=progress)
+            return {
+                "tasks": len(base_tasks),
+                "mean_success_rate": rep["mean_success_rate"],
+                "pooled": rep["pooled"],
+            }
+
+        base_eval = r.stage("eval/base", base_cfg, ["policy_base"], base_eval_fn)
+
     targets = [t for t in (cfg.dream_tasks or split.targets)]
     before = r.stage("eval/sft", cfg.eval, ["policy_sft"], eval_fn(out / "policy_sft", list(split.targets)))
     after = {}
@@ -285,6 +304,7 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
         "before": before,
         "after": after,
         "paired": paired_results(out, list(after)),
+        "base_on_pretraining_tasks": base_eval,
         "stages": [s.__dict__ for s in r.results],
         "guarantee": task_agnostic_table(out),
     }
@@ -347,6 +367,14 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
         p = f"{d['mcnemar_p']:.3f}" if d else ""
         lines.append(f"{task:16s} {_rate(b) if b else '':>22s} {_rate(after):>26s} {diff:>28s} {p:>9s}")
+    base = summary.get("base_on_pretraining_tasks")
+    if base:
+        lo, hi = base["pooled"]["ci95"]
+        lines.append(
+            f"\nbase policy on {base['tasks']} pretraining tasks: "
+            f"{base['mean_success_rate'] * 100:.1f}% [{lo * 100:.1f}, {hi * 100:.1f}] "
+            f"({base['pooled']['episodes']} episodes)"
+        )
     lines.append("\ntime per stage:")
     for s in summary["stages"]:
         took = "skipped (up to date)" if s["skipped"] else f"{s['seconds'] / 60:.1f} min"

@@ -230,6 +230,14 @@ def write_report(run: str | Path) -> Path:
     if summary.get("before"):
         parts.append("<h2>Success in the real simulator (fixed evaluation seeds, 95% Wilson intervals)</h2>")
         parts.append(_results(summary))
+    base = summary.get("base_on_pretraining_tasks")
+    if base:
+        lo, hi = base["pooled"]["ci95"]
+        parts.append(
+            f"<p>Base policy (before 1-shot SFT) on {base['tasks']} pretraining tasks: "
+            f"{base['mean_success_rate'] * 100:.1f}% [{lo * 100:.1f}, {hi * 100:.1f}], "
+            f"{base['pooled']['episodes']} episodes.</p>"
+        )
     parts += [_wm_section(run), _judge_section(run), _rl_section(run)]
     if summary.get("stages"):
         parts.append(
