@@ -97,3 +97,20 @@ def test_stable_seed_is_the_same_in_every_process():
         for h in ("1", "2")
     }
     assert len(outs) == 1 and outs.pop().isdigit()
+
+
+def test_device_resolution_and_clear_errors():
+    import torch
+
+    from rawdream.training import resolve_device, resolve_precision
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    assert resolve_precision("fp32", "cuda") == "fp32" and resolve_precision("auto", "cuda") == "bf16"
+    with pytest.raises(ValueError, match="precision must be"):
+        resolve_precision("fp16")

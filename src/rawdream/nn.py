@@ -99,4 +99,8 @@ class EMA:
         return self.shadow
 
     def load_state_dict(self, sd: dict[str, torch.Tensor]) -> None:
-        self.shadow = {k: v.clone() for k, v in sd.items()}
+        """Restore (from a checkpoint read on the CPU) onto the device of the module being averaged."""
+        self.shadow = {
+            k: v.to(self.shadow[k].device, copy=True) if k in self.shadow else v.clone()
+            for k, v in sd.items()
+        }

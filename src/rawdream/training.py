@@ -21,7 +21,7 @@ def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
 
 
 def _state(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous().clone() for k, v in sd.items()}
+    return {k: v.detach().cpu().contiguous().clone() for k, v in sd.items()}
 
 
 def save_checkpoint(
@@ -110,6 +110,19 @@ def set_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> the GPU where PyTorch sees one, else the CPU; ``cuda``/``cuda:N``/``cpu`` as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda[:N]") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but PyTorch sees no CUDA GPU here; use --device=cpu (or auto)")
+    return dev
+
+
 def cpu_has_native_bf16() -> bool:
     """True where the CPU computes bf16 natively (avx512_bf16 or AMX). Elsewhere PyTorch emulates it: bf16
     autocast then made a conv autoencoder step 10x *slower* on an AVX2-only EPYC (1.1 s -> 10.7 s)."""
@@ -120,17 +133,18 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def resolve_precision(precision: str) -> str:
-    """``auto`` -> bf16 where the CPU has native bf16 (about 1.45x faster there), else fp32."""
-    if precision == "auto":
-        return "bf16" if cpu_has_native_bf16() else "fp32"
-    if precision not in ("bf16", "fp32"):
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
+    """``auto`` -> bf16 on a GPU, and on a CPU with native bf16 (about 1.45x faster there); else fp32."""
+    if precision not in ("auto", "bf16", "fp32"):
         raise ValueError(f"precision must be auto, bf16 or fp32, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if torch.device(device).type == "cuda" or cpu_has_native_bf16() else "fp32"
     return precision
 
 
-def autocast(precision: str):
-    """bf16 autocast on the CPU, or a no-op for fp32; ``auto`` picks by what the CPU computes natively."""
-    if resolve_precision(precision) == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
+def autocast(precision: str, device: str | torch.device = "cpu"):
+    """bf16 autocast on the model's device, or a no-op for fp32 (``auto``: see :func:`resolve_precision`)."""
+    kind = torch.device(device).type
+    if resolve_precision(precision, device) == "bf16":
+        return torch.autocast(kind, dtype=torch.bfloat16)
+    return torch.autocast(kind, enabled=False)

@@ -22,6 +22,7 @@ kernels on shards of another size (stated tolerance: identical tokens and verdic
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import os
 import time
@@ -168,7 +169,8 @@ class RayImagination:
         self.ray, self.cfg, self.policy = ray, cfg, policy
         # max_task_retries: a killed worker's shard is re-run on its restarted replica
         actor = ray.remote(**_actor_options(cfg, cfg.imagine_gpus, cfg.max_restarts))(_ImaginationWorker)
-        wm_ref, policy_ref = ray.put(world_model), ray.put(policy)
+        # CPU copies travel (the learner's may live on a GPU); each worker moves them to its own device
+        wm_ref, policy_ref = ray.put(copy.deepcopy(world_model).cpu()), ray.put(copy.deepcopy(policy).cpu())
         self._init_refs = (wm_ref, policy_ref)  # held for the life of the pool: a restart re-reads them
         self.workers = [
             actor.remote(wm_ref, policy_ref, cfg.worker_threads) for _ in range(cfg.imagine_workers)
@@ -181,7 +183,7 @@ class RayImagination:
 
     def sync(self, version: int) -> None:
         """Broadcast the learner's current weights through the object store (one put per iteration)."""
-        sd = {k: v.detach().clone() for k, v in self.policy.state_dict().items()}
+        sd = {k: v.detach().cpu().clone() for k, v in self.policy.state_dict().items()}
         self._weights, self._version = self.ray.put(sd), version
 
     def rollouts(self, images, proprio, instruction, horizon, temperature, policy_seeds, noise_seeds):

@@ -37,6 +37,7 @@ from rawdream.training import (
     MetricsLogger,
     autocast,
     load_checkpoint,
+    resolve_device,
     save_checkpoint,
     set_threads,
     step_generator,
@@ -60,7 +61,10 @@ class TrainPolicyConfig:
     ema_decay: float = 0.999
     augment_shift: int = 4  # random-shift augmentation (pixels), as in DrQ
     label_smoothing: float = 0.1
-    precision: str = "auto"  # bf16 where the CPU has it natively, else fp32 (see training.resolve_precision)
+    precision: str = (
+        "auto"  # bf16 on a GPU or where the CPU has it natively, else fp32 (training.resolve_precision)
+    )
+    device: str = "auto"  # the GPU where PyTorch sees one, else the CPU (or cpu / cuda[:N])
     threads: int = 2
     seed: int = 0
     log_every: int = 50
@@ -202,6 +206,8 @@ def train_policy(
             samples.proprio.std(0) + 1e-3,
         )
     policy.text_encoder(sorted(set(samples.instruction)))  # embed once; cached in the checkpoint
+    dev = resolve_device(cfg.device)
+    policy.to(dev)
     save_config(cfg, out)
     text = {t: torch.from_numpy(policy.text_encoder([t])[0]) for t in set(samples.instruction)}
     tokens = policy.tokenizer.encode(samples.actions)
@@ -229,14 +235,15 @@ def train_policy(
         g = step_generator(cfg.seed, step, stream=3)
         idx = torch.randint(len(samples.frame), (cfg.batch,), generator=g).numpy()
         images = random_shift(torch.from_numpy(np.array(frames[samples.frame[idx]])), cfg.augment_shift, g)
-        proprio = (torch.from_numpy(samples.proprio[idx]) - pmean) / pstd
-        txt = torch.stack([text[samples.instruction[i]] for i in idx])
-        target = tokens[idx]
-        mask = torch.from_numpy(samples.mask[idx]).float()
+        images = images.to(dev)
+        proprio = (torch.from_numpy(samples.proprio[idx]).to(dev) - pmean) / pstd
+        txt = torch.stack([text[samples.instruction[i]] for i in idx]).to(dev)
+        target = tokens[idx].to(dev)
+        mask = torch.from_numpy(samples.mask[idx]).float().to(dev)
         for group in opt.param_groups:
             group["lr"] = cfg.lr * lr_schedule(step, cfg.steps, warmup=min(500, cfg.steps // 10))
         torch.manual_seed(hash((cfg.seed, step, 13)) & 0x7FFFFFFF)  # dropout
-        with autocast(cfg.precision):
+        with autocast(cfg.precision, dev):
             logits = model(images, proprio, txt)
         ce = F.cross_entropy(
             logits.float().reshape(-1, pcfg.bins),
@@ -263,6 +270,7 @@ def train_policy(
     log.close()
     model.load_state_dict(ema.state_dict())
     model.eval()
+    policy.cpu()  # saved, evaluated and sampled on the CPU unless a caller moves it
     info = {
         "stage": cfg.stage,
         "tasks": tasks,
@@ -280,7 +288,7 @@ def train_policy(
 
 def save_policy(policy: VLAPolicy, out: str | Path, info: dict[str, Any]) -> Path:
     out = Path(out)
-    sd = {k: v.contiguous() for k, v in policy.state_dict().items()}
+    sd = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
     atomic_write(out / "policy.safetensors", lambda p: save_file(sd, str(p)))
     atomic_write_json(
         out / "policy.json", {"config": to_dict(policy.cfg), "processor": policy.processor_state(), **info}

@@ -42,7 +42,7 @@ from rawdream.policy.text import TEXT_DIM, TextEncoder
 from rawdream.reward.base import FrameSelection, JudgeConfig, Verdict, register_judge
 from rawdream.reward.siblings import siblings
 from rawdream.splits import SplitConfig, check_task_agnostic, resolve_split
-from rawdream.training import MetricsLogger, autocast, set_threads, step_generator
+from rawdream.training import MetricsLogger, autocast, resolve_device, set_threads, step_generator
 from rawdream.world_model.model import lr_schedule
 
 
@@ -180,7 +180,10 @@ class TrainJudgeConfig:
     val_fraction: float = 0.1
     imagined: bool = True  # add the world model's replays of pretraining rollouts (needs --wm)
     imagined_fraction: float = 0.5  # of the labeled episodes to replay in the world model
-    precision: str = "auto"  # bf16 where the CPU has it natively, else fp32 (see training.resolve_precision)
+    precision: str = (
+        "auto"  # bf16 on a GPU or where the CPU has it natively, else fp32 (training.resolve_precision)
+    )
+    device: str = "auto"  # the GPU where PyTorch sees one, else the CPU (or cpu / cuda[:N])
     threads: int = 2
     seed: int = 0
     log_every: int = 50
@@ -229,6 +232,7 @@ def train_judge(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     set_threads(cfg.threads)
+    dev = resolve_device(cfg.device)
     ds = LeRobotDataset(data)
     split = resolve_split(cfg.split)
     check_task_agnostic(ds.manifest, split, "generalist judge")
@@ -249,7 +253,7 @@ def train_judge(
     if cfg.imagined and wm_path:
         from rawdream.world_model.train import load_world_model
 
-        wm = load_world_model(wm_path)
+        wm = load_world_model(wm_path).to(dev)
         chosen = np.sort(
             rng.choice(train_eps, size=int(len(train_eps) * cfg.imagined_fraction), replace=False)
         )
@@ -266,7 +270,7 @@ def train_judge(
     all_texts = sorted({p for t in split.pretrain for p in paraphrases(t)})
     enc(all_texts + sorted({verb_of(t) for t in all_texts}))
     torch.manual_seed(cfg.seed)
-    model = JudgeNet(cfg.model)
+    model = JudgeNet(cfg.model).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     tr_idx = np.nonzero(is_train)[0]
     pos = ex.label[tr_idx] > 0.5
@@ -294,11 +298,12 @@ def train_judge(
         frames = torch.from_numpy(clips[ex.video[pick]])
         b, f = frames.shape[:2]
         frames = random_shift(frames.flatten(0, 1), cfg.augment_shift, g).view(b, f, *frames.shape[2:])
+        frames = frames.to(dev)
         for group in opt.param_groups:
             group["lr"] = cfg.lr * lr_schedule(step, cfg.steps, warmup=200)
-        with autocast(cfg.precision):
-            logits = model(frames, _text_features(enc, texts))
-        loss = F.binary_cross_entropy_with_logits(logits.float(), torch.from_numpy(ex.label[pick]))
+        with autocast(cfg.precision, dev):
+            logits = model(frames, _text_features(enc, texts).to(dev))
+        loss = F.binary_cross_entropy_with_logits(logits.float(), torch.from_numpy(ex.label[pick]).to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -315,9 +320,9 @@ def train_judge(
         logits = torch.cat(
             [
                 model(
-                    torch.from_numpy(clips[ex.video[va[k : k + 256]]]),
-                    _text_features(enc, [task_instruction(ex.task[j]) for j in va[k : k + 256]]),
-                )
+                    torch.from_numpy(clips[ex.video[va[k : k + 256]]]).to(dev),
+                    _text_features(enc, [task_instruction(ex.task[j]) for j in va[k : k + 256]]).to(dev),
+                ).cpu()
                 for k in range(0, len(va), 256)
             ]
         )
@@ -370,7 +375,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def save_generalist(model: JudgeNet, enc: TextEncoder, out: Path, info: dict[str, Any]) -> None:
-    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(out / "judge.safetensors", lambda p: save_file(sd, str(p)))
     atomic_write_json(out / "judge.json", {"config": to_dict(model.cfg), "text_cache": enc.state(), **info})
 
@@ -400,11 +405,12 @@ class GeneralistJudge:
     @torch.no_grad()
     def scores(self, videos, instructions) -> np.ndarray:
         sel = self.model.cfg.frames
+        dev = next(self.model.parameters()).device  # inputs follow the model (``judge.model.to("cuda")``)
         out = []
         for k in range(0, len(videos), 128):
-            clips = torch.from_numpy(np.stack([sel.select(v) for v in videos[k : k + 128]]))
-            logits = self.model(clips, _text_features(self.text, list(instructions[k : k + 128])))
-            out.append(torch.sigmoid(logits / self.temperature).numpy())
+            clips = torch.from_numpy(np.stack([sel.select(v) for v in videos[k : k + 128]])).to(dev)
+            logits = self.model(clips, _text_features(self.text, list(instructions[k : k + 128])).to(dev))
+            out.append(torch.sigmoid(logits.float().cpu() / self.temperature).numpy())
         return np.concatenate(out) if out else np.zeros(0)
 
     def __call__(self, videos, instructions, **_: Any) -> list[Verdict]:

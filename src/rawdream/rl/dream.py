@@ -32,7 +32,7 @@ from rawdream.reward.base import JudgeConfig, make_judge
 from rawdream.rl.grpo import clipped_surrogate, group_advantages
 from rawdream.rl.imagination import collect_rollouts
 from rawdream.splits import SplitConfig
-from rawdream.training import MetricsLogger, load_checkpoint, save_checkpoint, set_threads
+from rawdream.training import MetricsLogger, load_checkpoint, resolve_device, save_checkpoint, set_threads
 
 
 @dataclass
@@ -67,6 +67,7 @@ class DreamConfig:
     gallery: int = 4  # imagined rollouts saved per evaluation for the report
     workers: int = 2
     threads: int = 2
+    device: str = "auto"  # learner and local imagination: the GPU where PyTorch sees one, else the CPU
     seed: int = 0
     ray: RayConfig = field(default_factory=RayConfig)  # --ray / --ray-address: imagination on Ray workers
 
@@ -347,8 +348,8 @@ class Dreamer:
                 logp = logp.reshape(len(mb), -1)
                 loss, info = clipped_surrogate(
                     logp,
-                    old[mb],
-                    adv_flat[mb],
+                    old[mb].to(logp.device),
+                    adv_flat[mb].to(logp.device),
                     torch.ones_like(logp, dtype=torch.bool),
                     cfg.clip_low,
                     cfg.clip_high,
@@ -463,12 +464,13 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn) -> dict[
     set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     save_config(cfg, out)
-    policy = load_policy(policy_path)
+    dev = resolve_device(cfg.device)
+    policy = load_policy(policy_path).to(dev)
     wm = None
     if cfg.env_mode == "wm":
         from rawdream.world_model.train import load_world_model
 
-        wm = load_world_model(wm_path) if wm_path else None
+        wm = load_world_model(wm_path).to(dev) if wm_path else None
     dreamer = Dreamer(cfg, policy, wm, init_from, log_fn)
     meta = load_checkpoint(out / "ckpt", "dream", policy.model, dreamer.opt)
     start = meta["step"] if meta else 0
@@ -544,6 +546,7 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn) -> dict[
         "dnv": cfg.dnv,
     }
     save_policy(policy, out, info)
+    policy.cpu()
     return info
 
 

@@ -69,12 +69,14 @@ def build_transitions(ds: LeRobotDataset, chunk: int = 8, context: int = 2) -> T
 
 def make_batch(tr: Transitions, latents: torch.Tensor, idx: np.ndarray, model) -> dict[str, torch.Tensor]:
     """Gather a training batch (normalised latents and proprio) for transitions ``idx``."""
-    lat = lambda i: latents[torch.as_tensor(i)].float()  # noqa: E731
+    dev = model.device  # latents stay in CPU memory; a batch moves to the model
+    lat = lambda i: latents[torch.as_tensor(i)].to(dev).float()  # noqa: E731
+    arr = lambda a: torch.as_tensor(a).to(dev)  # noqa: E731
     return {
         "ctx": lat(tr.ctx[idx]),
         "anchor": lat(tr.anchor[idx]),
         "target": lat(tr.target[idx]),
-        "actions": model.norm_actions(torch.as_tensor(tr.actions[idx])),
-        "proprio": model.norm_proprio(torch.as_tensor(tr.proprio[idx])),
-        "proprio_next": model.norm_proprio(torch.as_tensor(tr.proprio_next[idx])),
+        "actions": model.norm_actions(arr(tr.actions[idx])),
+        "proprio": model.norm_proprio(arr(tr.proprio[idx])),
+        "proprio_next": model.norm_proprio(arr(tr.proprio_next[idx])),
     }

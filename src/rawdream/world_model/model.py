@@ -127,11 +127,12 @@ class WorldModel(nn.Module):
         ctx, anchor, target = batch["ctx"], batch["anchor"], batch["target"]
         b = target.shape[0]
 
+        # drawn on the CPU from the step's generator (the same draw on any device), then moved to the model
         def rand(*shape):
-            return torch.rand(*shape, generator=gen)
+            return torch.rand(*shape, generator=gen).to(target.device)
 
         def randn(*shape):
-            return torch.randn(*shape, generator=gen)
+            return torch.randn(*shape, generator=gen).to(target.device)
 
         ctx_level = rand(b) * fcfg.train_context_noise
         anchor_level = rand(b) * fcfg.train_anchor_noise * (rand(b) < 0.5)

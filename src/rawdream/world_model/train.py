@@ -29,6 +29,7 @@ from rawdream.training import (
     MetricsLogger,
     autocast,
     load_checkpoint,
+    resolve_device,
     save_checkpoint,
     set_threads,
     step_generator,
@@ -52,7 +53,10 @@ class PretrainWMConfig:
     dyn_lr: float = 4e-4
     weight_decay: float = 0.01
     ema_decay: float = 0.999
-    precision: str = "auto"  # bf16 where the CPU has it natively, else fp32 (see training.resolve_precision)
+    precision: str = (
+        "auto"  # bf16 on a GPU or where the CPU has it natively, else fp32 (training.resolve_precision)
+    )
+    device: str = "auto"  # the GPU where PyTorch sees one, else the CPU (or cpu / cuda[:N])
     threads: int = 2
     seed: int = 0
     val_fraction: float = 0.03  # episodes held out (pretraining tasks) for validation loss and sample videos
@@ -109,11 +113,11 @@ def train_autoencoder(model, frames, train_idx, val_idx, cfg, out: Path, log: Me
     for step in range(start, cfg.ae_steps):
         g = step_generator(cfg.seed, step, stream=1)
         idx = train_idx[torch.randint(len(train_idx), (cfg.ae_batch,), generator=g).numpy()]
-        batch = torch.from_numpy(np.ascontiguousarray(frames[np.sort(idx)]))
+        batch = torch.from_numpy(np.ascontiguousarray(frames[np.sort(idx)])).to(model.device)
         for group in opt.param_groups:
             group["lr"] = cfg.ae_lr * lr_schedule(step, cfg.ae_steps, warmup=200)
         torch.manual_seed(hash((cfg.seed, step, 11)) & 0x7FFFFFFF)  # the VAE's sampling noise
-        with autocast(cfg.precision):
+        with autocast(cfg.precision, model.device):
             loss, metrics = ae.loss(batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -139,7 +143,7 @@ def reconstruction_quality(
 ) -> dict[str, float]:
     sel = idx[np.linspace(0, len(idx) - 1, min(max_frames, len(idx))).astype(int)]
     x = torch.from_numpy(np.ascontiguousarray(frames[sel]))
-    rec = model.ae.decode(model.ae.encode(x))
+    rec = model.ae.decode(model.ae.encode(x.to(model.device))).cpu()
     return {"psnr": float(psnr(rec, x).mean()), "ssim": float(ssim(rec, x).mean())}
 
 
@@ -148,8 +152,8 @@ def encode_all(model: WorldModel, frames, batch: int = 256, progress: bool = Fal
     """Raw (unnormalised) latent means of every frame, as float16 to halve memory."""
     out = []
     for i in tqdm(range(0, len(frames), batch), desc="encoding frames", disable=not progress, leave=False):
-        x = torch.from_numpy(np.array(frames[i : i + batch]))
-        out.append(model.ae.encode(x).to(torch.float16))
+        x = torch.from_numpy(np.array(frames[i : i + batch])).to(model.device)
+        out.append(model.ae.encode(x).to(torch.float16).cpu())
     return torch.cat(out)
 
 
@@ -159,7 +163,8 @@ def set_statistics(
     z = raw_latents[torch.as_tensor(train_frames)].float()
     model.latent_mean.copy_(z.mean(dim=(0, 2, 3)))
     model.latent_std.copy_(z.std(dim=(0, 2, 3)).clamp_min(1e-4))
-    zn = (raw_latents.float() - model.latent_mean.view(1, -1, 1, 1)) / model.latent_std.view(1, -1, 1, 1)
+    mean, std = model.latent_mean.cpu().view(1, -1, 1, 1), model.latent_std.cpu().view(1, -1, 1, 1)
+    zn = (raw_latents.float() - mean) / std
     sub = np.random.default_rng(0).choice(len(tr), size=min(len(tr), 20000), replace=False)
     delta = zn[torch.as_tensor(tr.target[sub])] - zn[torch.as_tensor(tr.ctx[sub, -1])]
     model.delta_std.copy_(delta.std(dim=(0, 2, 3)).clamp_min(1e-3))
@@ -198,7 +203,7 @@ def train_dynamics(
         batch = make_batch(tr, latents, idx, model)
         for group in opt.param_groups:
             group["lr"] = cfg.dyn_lr * lr_schedule(step, cfg.dyn_steps)
-        with autocast(cfg.precision):
+        with autocast(cfg.precision, model.device):
             loss, metrics = model.training_loss(batch, g)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -317,7 +322,7 @@ def pretrain_wm(
         },
     )
     torch.manual_seed(cfg.seed)
-    model = WorldModel(mcfg)
+    model = WorldModel(mcfg).to(resolve_device(cfg.device))
     train_eps, val_eps = _split_episodes(ds.num_episodes, cfg.val_fraction, cfg.seed)
     train_frames, val_frames = _frame_indices(ds, train_eps), _frame_indices(ds, val_eps)
     tr = tr_all.subset(np.isin(tr_all.episode, train_eps))
@@ -339,7 +344,7 @@ def pretrain_wm(
         recon = train_autoencoder(model, frames, train_frames, val_frames, cfg, out, log, progress)
         atomic_write(
             ae_path,
-            lambda p: save_file({k: v.contiguous() for k, v in model.ae.state_dict().items()}, str(p)),
+            lambda p: save_file({k: v.cpu().contiguous() for k, v in model.ae.state_dict().items()}, str(p)),
         )
         atomic_write_json(out / "autoencoder.json", {"reconstruction": recon, "seconds": time.time() - t0})
     model.ae.eval()
@@ -349,9 +354,8 @@ def pretrain_wm(
 
     raw = encode_all(model, frames, progress=progress)
     set_statistics(model, raw, tr, train_frames)
-    latents = ((raw.float() - model.latent_mean.view(1, -1, 1, 1)) / model.latent_std.view(1, -1, 1, 1)).to(
-        torch.float16
-    )
+    mean, std = model.latent_mean.cpu().view(1, -1, 1, 1), model.latent_std.cpu().view(1, -1, 1, 1)
+    latents = ((raw.float() - mean) / std).to(torch.float16)  # in CPU memory; batches move to the model
     del raw
     t1 = time.time()
     last = train_dynamics(model, latents, tr, val_tr, frames, cfg, out, log, progress)
@@ -373,7 +377,7 @@ def pretrain_wm(
 
 def save_world_model(model: WorldModel, out: str | Path, info: dict[str, Any]) -> Path:
     out = Path(out)
-    sd = {k: v.contiguous() for k, v in model.state_dict().items()}
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(out / "world_model.safetensors", lambda p: save_file(sd, str(p)))
     atomic_write_json(out / "world_model.json", {"config": to_dict(model.cfg), **info})
     return out / "world_model.safetensors"
