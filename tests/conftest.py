@@ -103,7 +103,18 @@ def labeled_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tiny_judge(labeled_data, tmp_path_factory):
+def pretrain_demos(tmp_path_factory):
+    """Expert demonstrations of the two pretraining tasks of ``labeled_data``: the judge's references."""
+    from rawdream.cli import main
+
+    out = tmp_path_factory.mktemp("demos") / "pretrain"
+    args = ["collect", "demos", "--tasks=reach,drawer-close", "--out", str(out), "--preset", "tiny"]
+    assert main([*args, "--episodes_per_task=2", "--max_steps=96", "--split.targets=push"]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_judge(labeled_data, pretrain_demos, tmp_path_factory):
     from rawdream.cli import main
 
     out = tmp_path_factory.mktemp("judge") / "judge"
@@ -113,6 +124,8 @@ def tiny_judge(labeled_data, tmp_path_factory):
                 "train-judge",
                 "--data",
                 str(labeled_data),
+                "--references",
+                str(pretrain_demos),
                 "--out",
                 str(out),
                 "--preset",

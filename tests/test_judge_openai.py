@@ -123,3 +123,17 @@ def test_api_key_is_sent_but_never_logged(monkeypatch, caplog):
     assert isinstance(judge(_videos(0), []), list)
     assert threading.active_count() < 50
     assert Verdict(success=None).abstained
+
+
+def test_question_comes_after_the_frames_and_a_reference_demo_is_shown_first(pretrain_demos):
+    with LoopbackVLM(lambda req: "yes") as server:
+        judge = _judge(server, frames=FrameSelection(middle=2), reference=str(pretrain_demos))
+        assert judge(_videos(1), ["close the drawer"])[0].success is True
+        content = server.requests[0]["messages"][0]["content"]
+        kinds = [p["type"] for p in content]
+        # instruction, reference text + its 2 frames, video text + 4 frames, the question last
+        assert kinds == ["text", "text", "image_url", "image_url", "text", *["image_url"] * 4, "text"]
+        assert "close the drawer" in content[0]["text"] and "Yes or No" in content[-1]["text"]
+        assert len(server.images(server.requests[0])) == 6
+        with pytest.raises(ValueError, match="no reference demonstration"):
+            judge(_videos(1), ["open the window"])

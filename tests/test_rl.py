@@ -259,3 +259,43 @@ def test_on_policy_reward_fidelity_is_exact_for_the_oracle(tiny_wm, tiny_policy)
     # the oracle ignores pixels: imagined draws get the same verdicts, so nothing flips
     assert rep["dnv_flips"] == {"of_real_successes": 0, "of_real_failures": 0}
     assert "after dual-noise verification" in format_reward_fidelity(rep)
+
+
+class _ScoreOnPixels:
+    """A deterministic scoring judge: p = a hash of the video's bytes in [0, 1); success iff p >= 0.5."""
+
+    name, privileged = "score", False
+
+    def __call__(self, videos, instructions, **_):
+        import zlib
+
+        ps = [zlib.crc32(np.ascontiguousarray(v).tobytes()) % 1000 / 1000 for v in videos]
+        return [Verdict(success=p >= 0.5, score=p) for p in ps]
+
+
+def test_score_reward_averages_a_verified_success_over_its_noise_draws(tiny_wm, tiny_policy):
+    from rawdream.policy.train import load_policy
+    from rawdream.rl.dream import DreamConfig, Dreamer
+    from rawdream.world_model.train import load_world_model
+
+    overrides = {"task": "reach", "split.targets": ["push"], "group_size": 8, "judge.backend": "oracle"}
+    cfg = resolve(DreamConfig, "dream", "tiny", {**overrides, "judge.allow_oracle": True})
+    dreamer = Dreamer(cfg, load_policy(tiny_policy), load_world_model(tiny_wm))
+    judge = dreamer.judge = _ScoreOnPixels()
+    buf = dreamer.rollout_imagined(0, [0, 1])
+    first = np.array([v.score for v in judge(list(buf["video"]), ["-"] * 16)])
+    assert np.array_equal(buf["success"], first >= 0.5) and buf["second"]
+    for i in range(16):
+        if i in buf["second"]:  # verified: the mean over both draws; a flip when the second draw says failure
+            p2 = judge([buf["second"][i]], ["-"])[0].score
+            assert buf["reward"][i] == pytest.approx((first[i] + p2) / 2)
+            assert buf["flipped"][i] == (p2 < 0.5)
+        else:  # a judged failure keeps its one score
+            assert buf["reward"][i] == pytest.approx(first[i]) and not buf["flipped"][i]
+    dreamer.cfg = resolve(
+        DreamConfig, "dream", "tiny", {**overrides, "judge.allow_oracle": True, "reward": "verdict"}
+    )
+    verdict = dreamer.rollout_imagined(0, [0, 1])
+    assert np.array_equal(verdict["reward"], verdict["success"].astype(np.float32))
+    with pytest.raises(ValueError, match="reward must be score or verdict"):
+        resolve(DreamConfig, "dream", "tiny", {**overrides, "reward": "soft"})

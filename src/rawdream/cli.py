@@ -187,7 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--wm", default=None, help="world model: add its imagined replays of the rollouts to training"
     )
-    p.add_argument("--blind", action="store_true", help="train the instruction-blind control judge")
+    p.add_argument(
+        "--references",
+        default=None,
+        help="demos of the pretraining tasks (`rawdream collect demos`): the judge learns to compare a video "
+        "with a demonstration of the instructed task (--model.reference=false: instruction only)",
+    )
+    p.add_argument(
+        "--blind", action="store_true", help="train the task-blind control (no instruction, no reference)"
+    )
     _add_preset(p, "train_judge")
 
     p = verbs.add_parser(
@@ -200,7 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--judge", dest="judge_path", default=None, help="generalist judge directory (--judge.path)"
     )
-    p.add_argument("--blind", default=None, help="instruction-blind control judge directory")
+    p.add_argument("--blind", default=None, help="task-blind control judge directory")
+    p.add_argument(
+        "--reference",
+        default=None,
+        help="demos of the target tasks, shown to reference judges (--judge.reference)",
+    )
     p.add_argument("--data", default=None, help="labeled target-task rollouts; default: collected into OUT")
     p.add_argument("--wm", default=None, help="world model for the imagined-video rows")
     p.add_argument(
@@ -225,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wm", default=None, help="world model directory (from pretrain-wm)")
     p.add_argument(
         "--judge", dest="judge_path", default=None, help="generalist judge directory (--judge.path)"
+    )
+    p.add_argument(
+        "--reference",
+        default=None,
+        help="the task's demonstration(s) (e.g. the 1-shot demo dataset), shown to reference judges",
     )
     p.add_argument(
         "--vlm-url",
@@ -257,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--sft", required=True, help="the 1-shot SFT policy directory")
     k.add_argument("--wm", default=None, help="zero-shot world model directory")
     k.add_argument("--judge", dest="judge_path", default=None, help="generalist judge directory")
+    k.add_argument("--reference", default=None, help="demos of the target tasks, shown to reference judges")
     k.add_argument(
         "--cotrain-wm", default=None, help="co-trained world model directory (pretrain-wm --variant co-train)"
     )
@@ -387,11 +406,12 @@ def _cmd_train_judge(args, overrides) -> int:
     if args.blind:
         overrides["model.blind"] = True
     cfg = resolve(TrainJudgeConfig, "train_judge", args.preset, overrides)
-    info = train_judge(cfg, args.data, args.out, wm_path=args.wm, progress=True)
+    info = train_judge(cfg, args.data, args.out, wm_path=args.wm, progress=True, references=args.references)
     v = info["validation"]
     print(
-        f"judge: {Path(args.out).resolve()} ({'instruction-blind control' if cfg.model.blind else 'generalist'}); "
-        f"held-out pretraining episodes: AUROC {v['auroc']:.3f}, balanced accuracy {v['balanced_accuracy']:.3f}"
+        f"judge: {Path(args.out).resolve()} ({'task-blind control' if cfg.model.blind else 'generalist'}); "
+        f"held-out pretraining episodes: AUROC {v['auroc']:.3f}, balanced accuracy {v['balanced_accuracy']:.3f}; "
+        f"own-instruction rows: AUROC {info['validation_own']['auroc']:.3f}"
     )
     return 0
 
@@ -403,6 +423,8 @@ def _cmd_eval_judge(args, overrides) -> int:
         overrides["judge.path"] = args.judge_path
     if args.blind:
         overrides["blind_path"] = args.blind
+    if args.reference:
+        overrides["judge.reference"] = args.reference
     if args.vlm_url:
         overrides.update({"judge.backend": "openai", "judge.url": args.vlm_url})
     cfg = resolve(EvalJudgeConfig, "eval_judge", args.preset, overrides)
@@ -420,6 +442,8 @@ def _cmd_dream(args, overrides) -> int:
     overrides["task"] = args.task
     if args.judge_path:
         overrides["judge.path"] = args.judge_path
+    if args.reference:
+        overrides["judge.reference"] = args.reference
     if args.vlm_url:
         overrides.update({"judge.backend": "openai", "judge.url": args.vlm_url})
     if args.env_mode:
@@ -441,6 +465,8 @@ def _cmd_experiment(args, overrides) -> int:
 
     preset = args.preset or ("quick" if args.quick else "default")
     _ray_overrides(args, overrides, "dream", "eval")
+    if args.reference:
+        overrides["dream.judge.reference"] = args.reference
     cfg = resolve(PaperTableConfig, "paper_table", preset, overrides)
     report = run_paper_table(
         cfg, args.out, args.sft, args.wm, args.judge_path, args.cotrain_wm, progress=True

@@ -189,22 +189,38 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
 
     def judge_fn(d):
         info = train_judge(
-            cfg.judge, out / "data/labeled", d, wm_path=out / "wm", progress=progress, log_fn=log
+            cfg.judge,
+            out / "data/labeled",
+            d,
+            wm_path=out / "wm",
+            progress=progress,
+            log_fn=log,
+            references=out / "data/demos",
         )
         return {"tasks": info["trained_on_tasks"], "validation_auroc": info["validation"]["auroc"]}
 
-    r.stage("judge", cfg.judge, ["data/labeled", "wm"], judge_fn)
+    r.stage("judge", cfg.judge, ["data/labeled", "wm", "data/demos"], judge_fn)
 
-    # the instruction-blind control: trained the same way with the instruction hidden; it must do clearly worse
+    # judges that compare with a demonstration see the target task's one demo (the SFT demo) as their reference
+    reference = {"reference": str(out / "data/target_demos")} if cfg.judge.model.reference else {}
+
+    # the task-blind control: trained the same way with the instruction (and reference) hidden; it must do
+    # clearly worse
     blind_cfg = build(TrainJudgeConfig, merge_dicts(to_dict(cfg.judge), {"model": {"blind": True}}))
 
     def blind_fn(d):
         info = train_judge(
-            blind_cfg, out / "data/labeled", d, wm_path=out / "wm", progress=progress, log_fn=log
+            blind_cfg,
+            out / "data/labeled",
+            d,
+            wm_path=out / "wm",
+            progress=progress,
+            log_fn=log,
+            references=out / "data/demos",
         )
         return {"tasks": info["trained_on_tasks"], "validation_auroc": info["validation"]["auroc"]}
 
-    r.stage("judge_blind", blind_cfg, ["data/labeled", "wm"], blind_fn)
+    r.stage("judge_blind", blind_cfg, ["data/labeled", "wm", "data/demos"], blind_fn)
 
     def eval_wm_fn(d):
         from rawdream.world_model.train import load_world_model
@@ -219,14 +235,14 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
             EvalJudgeConfig,
             {
                 **to_dict(cfg.eval_judge),
-                "judge": {**to_dict(cfg.eval_judge.judge), "path": str(out / "judge")},
+                "judge": {**to_dict(cfg.eval_judge.judge), "path": str(out / "judge"), **reference},
                 "blind_path": str(out / "judge_blind"),
             },
         )
         rep = evaluate_judges(jcfg, d, wm_path=out / "wm", progress=progress)
         return {k: v["mean"] for k, v in rep["results"].items()}
 
-    r.stage("eval/judge", cfg.eval_judge, ["judge", "judge_blind", "wm"], eval_judge_fn)
+    r.stage("eval/judge", cfg.eval_judge, ["judge", "judge_blind", "wm", "data/target_demos"], eval_judge_fn)
 
     def base_fn(d):
         return {
@@ -279,13 +295,13 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
             {
                 **to_dict(cfg.dream),
                 "task": task,
-                "judge": {**to_dict(cfg.dream.judge), "path": str(out / "judge")},
+                "judge": {**to_dict(cfg.dream.judge), "path": str(out / "judge"), **reference},
             },
         )
         r.stage(
             f"dream/{task}",
             dcfg,
-            ["policy_sft", "wm", "judge"],
+            ["policy_sft", "wm", "judge", "data/target_demos"],
             lambda d, c=dcfg: {
                 "task": c.task,
                 **{

@@ -92,7 +92,13 @@ def evaluate_judges(
     data = Path(data) if data else collect_target_videos(cfg, out / "target_videos", progress)
     ds = LeRobotDataset(data)
     vids = labeled_videos(ds)
-    keep = [i for i, t in enumerate(vids.task) if t in split.targets]
+    targets = list(split.targets)
+    if cfg.judge.reference:  # a reference judge can only score the tasks it has a demonstration of
+        from rawdream.reward.references import References
+
+        with_ref = set(References.from_dataset(cfg.judge.reference).tasks)
+        targets = [t for t in targets if t in with_ref]
+    keep = [i for i, t in enumerate(vids.task) if t in targets]
     sources: dict[str, list[np.ndarray]] = {"real": [vids.video(i) for i in keep]}
     if wm_path:
         from rawdream.world_model.train import load_world_model
@@ -109,6 +115,7 @@ def evaluate_judges(
     report: dict[str, Any] = {
         "data": str(data),
         "label": "simulator success reached at any step",
+        "reference": cfg.judge.reference or None,
         "results": {},
     }
     for jname, jcfg in judges.items():
@@ -125,7 +132,7 @@ def evaluate_judges(
                 if jcfg.backend == "oracle"
                 else None,
             )
-            per_task = judge_metrics(verdicts, tasks, labels, list(split.targets), jcfg.threshold)
+            per_task = judge_metrics(verdicts, tasks, labels, targets, jcfg.threshold)
             abstains = sum(m["abstains"] for m in per_task.values())
             summary = {
                 k: float(nanmean([m[k] for m in per_task.values()]))
@@ -153,7 +160,7 @@ def evaluate_judges(
         rcfg = replace(cfg.on_policy, judge=cfg.judge)
         report["on_policy"] = {
             "policy": str(Path(policy_path).resolve()),
-            "tasks": {t: reward_fidelity(policy, wm, rcfg, t) for t in split.targets},
+            "tasks": {t: reward_fidelity(policy, wm, rcfg, t) for t in targets},
         }
     atomic_write_json(out / "judge_eval.json", report)
     return report

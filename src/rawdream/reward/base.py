@@ -70,6 +70,9 @@ class Judge(Protocol):
 class JudgeConfig:
     backend: str = "generalist"  # generalist | openai | hf | oracle
     path: str = ""  # generalist: trained judge directory; hf: local model directory
+    reference: str = (
+        ""  # demos dataset: each instruction is judged beside a demo of its task (reward.references)
+    )
     url: str = "http://127.0.0.1:8000/v1"  # openai: base URL of an OpenAI-compatible server
     model: str = "Qwen3-VL-8B-Instruct"
     api_key_env: str = "RAWDREAM_VLM_API_KEY"  # the key is read from this environment variable, never logged

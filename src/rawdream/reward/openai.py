@@ -1,6 +1,8 @@
 """``openai`` judge: any OpenAI-compatible chat-completions endpoint (vLLM, SGLang, Ollama, LM Studio).
 
-Frames go as base64 PNG image parts after the instruction; the model is asked for a one-word verdict. When the
+Frames go as base64 PNG image parts after the instruction (and, with ``--judge.reference DEMOS``, after the first and
+last frame of a demonstration of the task, as an in-context example); the question comes last and asks for a
+one-word verdict. When the
 server returns logprobs, the score is P("yes") / (P("yes") + P("no")) over the first token. Requests time out,
 are retried with exponential backoff and jitter on timeouts, connection errors, 429 and 5xx, run at most
 ``concurrency`` at a time, and identical requests are answered from a content-hash cache. After the last retry
@@ -32,11 +34,11 @@ from rawdream.reward.base import JudgeConfig, Verdict, register_judge
 
 log = logging.getLogger("rawdream.judge.openai")
 
-PROMPT = (
-    'A robot arm was given the instruction: "{instruction}".\n'
-    "The following images are frames of its video in time order, from the first to the last.\n"
-    "Did the robot accomplish the instruction? Answer with one word: Yes or No."
-)
+# the instruction, (optionally) a reference demonstration, the frames, and the question last
+PROMPT = 'A robot arm was given the instruction: "{instruction}".'
+PROMPT_REFERENCE = "For reference, the first and the last frame of a demonstration that accomplished it:"
+PROMPT_VIDEO = "The frames of the robot's video, in time order from the first to the last:"
+PROMPT_QUESTION = "Did the robot accomplish the instruction? Answer with one word: Yes or No."
 _YES = {"yes", "y", "true", "success", "succeeded", "1"}
 _NO = {"no", "n", "false", "failure", "failed", "fail", "0"}
 
@@ -107,6 +109,11 @@ class OpenAIJudge:
         self._cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
         if self._cache_dir:
             self._cache_dir.mkdir(parents=True, exist_ok=True)
+        self.references = None
+        if cfg.reference:  # optional for a VLM (the paper's judge sees the instruction alone)
+            from rawdream.reward.references import References
+
+            self.references = References.from_dataset(cfg.reference)
 
     # -- public ---------------------------------------------------------------------------------------------
     def __call__(self, videos, instructions, **_: Any) -> list[Verdict]:
@@ -118,11 +125,19 @@ class OpenAIJudge:
 
     # -- one request ----------------------------------------------------------------------------------------
     def _payload(self, frames: np.ndarray, instruction: str) -> dict[str, Any]:
-        content: list[dict[str, Any]] = [{"type": "text", "text": PROMPT.format(instruction=instruction)}]
-        for f in frames:
-            content.append(
+        def text(t: str) -> dict[str, Any]:
+            return {"type": "text", "text": t}
+
+        def images(fs) -> list[dict[str, Any]]:
+            return [
                 {"type": "image_url", "image_url": {"url": "data:image/png;base64," + encode_png(f)}}
-            )
+                for f in fs
+            ]
+
+        content = [text(PROMPT.format(instruction=instruction))]
+        if self.references is not None:  # in-context: what success at this task looks like
+            content += [text(PROMPT_REFERENCE), *images(self.references.for_instructions([instruction])[0])]
+        content += [text(PROMPT_VIDEO), *images(frames), text(PROMPT_QUESTION)]
         return {
             "model": self.cfg.model,
             "messages": [{"role": "user", "content": content}],

@@ -59,6 +59,10 @@ class DreamConfig:
     clip_high: float = 0.28
     kl_coef: float = 0.0  # optional KL to the starting (SFT) policy
     entropy_coef: float = 0.0
+    # reward per rollout: "score" - the judge's calibrated success probability (verified successes: its mean
+    # over both noise draws), so rollouts from the same initial state are ranked even when the judge calls most
+    # of them successes; "verdict" - the paper's 0/1. A verdict without a score counts as 0/1 either way.
+    reward: str = "score"
     dnv: bool = True
     dnv_redraws: int = 1
     max_unreliable: int = 2
@@ -74,6 +78,8 @@ class DreamConfig:
     def validate(self) -> None:
         if self.env_mode not in ("wm", "sim"):
             raise ValueError(f"env_mode must be wm or sim, got {self.env_mode!r}")
+        if self.reward not in ("score", "verdict"):
+            raise ValueError(f"reward must be score or verdict, got {self.reward!r}")
         if self.task:
             canonical_task(self.task)
         if self.groups > self.init_states:
@@ -216,8 +222,10 @@ class Dreamer:
         t_judge = time.perf_counter() - t0
         success = np.array([v.success is True for v in verdicts])
         abstain = np.array([v.success is None for v in verdicts])
+        scores = np.array([_score(v) for v in verdicts])
         flipped = np.zeros(n, bool)
         second = {}
+        second_scores: dict[int, list[float]] = {}
         t0 = time.perf_counter()
         if cfg.dnv and success.any():
             idx = np.nonzero(success)[0]
@@ -230,15 +238,22 @@ class Dreamer:
                     if v2[j].success is not True:
                         flipped[i] = True
                     second.setdefault(int(i), videos2[j])
+                    second_scores.setdefault(int(i), []).append(_score(v2[j]))
         t_verify = time.perf_counter() - t0
+        reward = success.astype(np.float32)
+        if cfg.reward == "score":  # a verified success is scored by the mean over its noise draws
+            reward = np.array(
+                [np.mean([scores[i], *second_scores.get(i, [])]) for i in range(n)], dtype=np.float32
+            )
         buf.update(
             {
                 "video": video,
                 "second": second,
                 "success": success,
+                "reward": reward,
                 "abstain": abstain,
                 "flipped": flipped,
-                "scores": np.array([v.score if v.score is not None else np.nan for v in verdicts]),
+                "scores": scores,
                 "time": {"imagine": t_imagine, "judge": t_judge, "verify": t_verify},
             }
         )
@@ -297,6 +312,7 @@ class Dreamer:
         buf.update(
             {
                 "success": success,
+                "reward": success.astype(np.float32),  # the simulator's success: exact, no score needed
                 "abstain": np.zeros(n, bool),
                 "flipped": np.zeros(n, bool),
                 "second": {},
@@ -389,7 +405,7 @@ class Dreamer:
         states = self._choose_states(it)
         buf = self.rollout_imagined(it, states) if cfg.env_mode == "wm" else self.rollout_sim(it, states)
         reliable = ~(buf["abstain"] | buf["flipped"])
-        rewards = torch.from_numpy(buf["success"].astype(np.float32)).view(cfg.groups, cfg.group_size)
+        rewards = torch.from_numpy(buf["reward"]).view(cfg.groups, cfg.group_size)
         a = group_advantages(
             rewards, torch.from_numpy(reliable).view(cfg.groups, cfg.group_size), cfg.max_unreliable
         )
@@ -398,7 +414,8 @@ class Dreamer:
         t_update = time.perf_counter() - t0
         n = cfg.groups * cfg.group_size
         metrics = {
-            "reward_mean": float(buf["success"].mean()),
+            "reward_mean": float(buf["reward"].mean()),
+            "judged_success_rate": float(buf["success"].mean()),
             "reliable_fraction": float(reliable.mean()),
             "dnv_flip_rate": float(buf["flipped"].sum() / max(buf["success"].sum(), 1)),
             "dnv_flips": float(buf["flipped"].sum()),
@@ -411,6 +428,14 @@ class Dreamer:
             "real_trajectories": float(self.real_trajectories),
         }
         return metrics, buf
+
+
+def _score(verdict) -> float:
+    """A verdict's success probability; 0/1 from the verdict where the backend has no score (abstains: 0, and
+    they are unreliable anyway)."""
+    if verdict.score is not None and np.isfinite(verdict.score):
+        return float(verdict.score)
+    return float(verdict.success is True)
 
 
 def save_gallery(
