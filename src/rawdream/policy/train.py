@@ -60,7 +60,12 @@ class TrainPolicyConfig:
     weight_decay: float = 0.01
     ema_decay: float = 0.999
     augment_shift: int = 4  # random-shift augmentation (pixels), as in DrQ
-    label_smoothing: float = 0.1
+    # soft targets over neighbouring bins, N(target, target_sigma bins) ("HL-Gauss"): the policy learns that
+    # adjacent bins are adjacent actions, so sampling it explores *near* the demonstrated action. Uniform label
+    # smoothing instead puts ~9% of every token's mass on far-away bins, and RL rollouts sampled from it jerk to
+    # random action values several times per chunk (0 turns the Gaussian targets off).
+    target_sigma: float = 1.5
+    label_smoothing: float = 0.0  # uniform label smoothing, on top (the old default was 0.1)
     precision: str = (
         "auto"  # bf16 on a GPU or where the CPU has it natively, else fp32 (training.resolve_precision)
     )
@@ -162,6 +167,25 @@ def _select_episodes(ds: LeRobotDataset, cfg: TrainPolicyConfig) -> tuple[list[i
     return eps, wanted, used
 
 
+def gaussian_targets(bins: int, sigma: float) -> torch.Tensor:
+    """(bins, bins): row t is a discretised Gaussian over bins centred on t (the soft target for token t)."""
+    x = torch.arange(bins, dtype=torch.float32)
+    q = torch.exp(-0.5 * ((x[None, :] - x[:, None]) / sigma) ** 2)
+    return q / q.sum(1, keepdim=True)
+
+
+def token_loss(
+    logits: torch.Tensor, target: torch.Tensor, soft: torch.Tensor | None, label_smoothing: float = 0.0
+) -> torch.Tensor:
+    """Per-token cross-entropy (same shape as ``target``) against a one-hot or a soft (Gaussian) target."""
+    bins = logits.shape[-1]
+    logp = F.log_softmax(logits.float(), dim=-1)
+    q = soft[target] if soft is not None else F.one_hot(target, bins).float()
+    if label_smoothing > 0:
+        q = (1 - label_smoothing) * q + label_smoothing / bins
+    return -(q * logp).sum(-1)
+
+
 def train_policy(
     cfg: TrainPolicyConfig,
     data: str | Path,
@@ -211,6 +235,7 @@ def train_policy(
     save_config(cfg, out)
     text = {t: torch.from_numpy(policy.text_encoder([t])[0]) for t in set(samples.instruction)}
     tokens = policy.tokenizer.encode(samples.actions)
+    soft = gaussian_targets(pcfg.bins, cfg.target_sigma).to(dev) if cfg.target_sigma > 0 else None
     model = policy.model
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = EMA(model, cfg.ema_decay)
@@ -245,12 +270,7 @@ def train_policy(
         torch.manual_seed(hash((cfg.seed, step, 13)) & 0x7FFFFFFF)  # dropout
         with autocast(cfg.precision, dev):
             logits = model(images, proprio, txt)
-        ce = F.cross_entropy(
-            logits.float().reshape(-1, pcfg.bins),
-            target.reshape(-1),
-            label_smoothing=cfg.label_smoothing,
-            reduction="none",
-        ).view(target.shape)
+        ce = token_loss(logits, target, soft, cfg.label_smoothing)
         loss = (ce.mean(-1) * mask).sum() / mask.sum().clamp_min(1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
