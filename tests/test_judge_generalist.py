@@ -155,7 +155,7 @@ def test_generalist_judge_refuses_target_data_and_a_missing_checkpoint(labeled_d
         make_judge(JudgeConfig(backend="generalist", path=str(tmp_path / "nothing")))
 
 
-def test_paper_table_tiny(tiny_policy, tiny_wm, tiny_judge, tmp_path):
+def test_paper_table_tiny(tiny_policy, tiny_wm, tiny_judge, pretrain_demos, tmp_path):
     from rawdream.cli import main
 
     assert (
@@ -169,6 +169,8 @@ def test_paper_table_tiny(tiny_policy, tiny_wm, tiny_judge, tmp_path):
                 str(tiny_wm),
                 "--judge",
                 str(tiny_judge),
+                "--reference",
+                str(pretrain_demos),
                 "--preset",
                 "tiny",
                 "--tasks=reach",

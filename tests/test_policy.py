@@ -97,6 +97,7 @@ def test_policy_overfits_one_demo(reach_demo, tmp_path):
             "batch": 32,
             "augment_shift": 0,
             "label_smoothing": 0.0,
+            "target_sigma": 0.0,  # one-hot targets: the loss can fall towards 0 (Gaussian ones floor at ~1.8)
             "ema_decay": 0.0,
             "policy.dropout": 0.0,
             "precision": "fp32",
@@ -187,3 +188,19 @@ def test_paired_difference_against_hand_computed_cases():
     assert strong["ci95"] == [1.0, 1.0] and strong["mcnemar_p"] < 1e-5
     with pytest.raises(ValueError, match="same seeds"):
         paired_difference(ep([1]), [{"episode": 5, "success": True}])
+
+
+def test_gaussian_targets_put_mass_on_neighbouring_bins_only():
+    from rawdream.policy.train import gaussian_targets, token_loss
+
+    q = gaussian_targets(256, 1.5)
+    assert torch.allclose(q.sum(1), torch.ones(256)) and q[100].argmax() == 100
+    assert q[100, 97:104].sum() > 0.95 and q[100, :90].sum() < 1e-6  # local, no far-away mass
+    assert q[0, 0] > q[100, 100]  # the edge bin keeps the mass that would fall off the range
+    target = torch.tensor([[100]])
+    peaked = torch.full((1, 1, 256), -20.0)
+    peaked[0, 0, 100] = 20.0
+    spread = torch.log(q[100] + 1e-12).view(1, 1, 256)
+    # against Gaussian targets, the Gaussian itself beats a one-hot spike; against one-hot targets, the reverse
+    assert token_loss(spread, target, q) < token_loss(peaked, target, q)
+    assert token_loss(peaked, target, None) < token_loss(spread, target, None)

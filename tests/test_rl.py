@@ -95,6 +95,7 @@ def test_grpo_raises_probability_of_rewarded_behaviour(tiny_wm, tiny_policy):
             "lr": 3e-3,
             "epochs": 4,
             "iterations": 12,
+            "group_size": 8,  # 16 rollouts an iteration: enough for the rewarded direction to stand out
             "judge.backend": "oracle",
             "judge.allow_oracle": True,
         },
