@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from rawdream.reward.base import JudgeConfig, Verdict, register_judge
-from rawdream.reward.openai import PROMPT
+from rawdream.reward.openai import PROMPT, PROMPT_QUESTION, PROMPT_VIDEO
 
 IMAGE_TOKEN = "<|image_pad|>"
 
@@ -62,8 +62,10 @@ class HFJudge:
         return sorted(out)
 
     def _prompt(self, instruction: str, n_images: int, grids: torch.Tensor) -> str:
-        content = [{"type": "text", "text": PROMPT.format(instruction=instruction)}]
+        # the same order as the served judge: the instruction, the frames, the question last
+        content = [{"type": "text", "text": PROMPT.format(instruction=instruction) + "\n" + PROMPT_VIDEO}]
         content += [{"type": "image"}] * n_images
+        content += [{"type": "text", "text": PROMPT_QUESTION}]
         text = self.tokenizer.apply_chat_template(
             [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
         )
