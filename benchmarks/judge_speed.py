@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dream_iteration import reference_demo
 from rawdream.reward.base import JudgeConfig, make_judge
 from rawdream.reward.loopback import LoopbackVLM
 
@@ -47,13 +48,16 @@ def rate(fn, n_items: int, repeats: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--judge", default=None, help="generalist judge directory; default: random weights")
+    ap.add_argument("--reference", default=None, help="demos of drawer-open (default: one collected here)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         path = args.judge or str(_random_generalist(Path(tmp) / "judge"))
-        judge = make_judge(JudgeConfig(backend="generalist", path=path))
+        args.task = "drawer-open"
+        reference = reference_demo(args, Path(tmp))
+        judge = make_judge(JudgeConfig(backend="generalist", path=path, reference=reference))
         for batch in (1, 64):
             vids, inst = _videos(batch), ["open the drawer"] * batch
             rows.append((f"generalist, batch {batch}", rate(lambda v=vids, i=inst: judge(v, i), batch, 5)))

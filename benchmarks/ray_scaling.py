@@ -2,7 +2,7 @@
 imagination workers, as ratios measured in one run; plus Ray's own per-iteration overhead (the weight
 broadcast through the object store and a round trip to every worker).
 
-    python benchmarks/ray_scaling.py [--policy DIR --wm DIR --judge DIR]
+    python benchmarks/ray_scaling.py [--policy DIR --wm DIR --judge DIR --reference DEMOS]
 
 On a 2-core machine two workers cannot beat the local path by much: the local path already uses both cores
 for batched convolutions; Ray pays off with more cores, more machines or GPUs (one replica each).
@@ -24,11 +24,12 @@ from rawdream.distributed import RayConfig, use_ray
 from rawdream.rl.dream import DreamConfig, Dreamer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from dream_iteration import _models
+from dream_iteration import _models, reference_demo
 
 
-def time_iterations(policy, wm, judge, task: str, n: int, imagination=None) -> float:
-    cfg = resolve(DreamConfig, "dream", "default", {"task": task, "judge.path": judge, "eval_every": 0})
+def time_iterations(policy, wm, judge, reference, task: str, n: int, imagination=None) -> float:
+    overrides = {"task": task, "judge.path": judge, "judge.reference": reference, "eval_every": 0}
+    cfg = resolve(DreamConfig, "dream", "default", overrides)
     d = Dreamer(cfg, policy, wm, log_fn=lambda *_: None, imagination=imagination)
     d.iteration(0)  # warm-up (and actor start-up)
     t0 = time.perf_counter()
@@ -45,6 +46,7 @@ def main() -> None:
     ap.add_argument("--policy", default=None)
     ap.add_argument("--wm", default=None)
     ap.add_argument("--judge", default=None)
+    ap.add_argument("--reference", default=None, help="demos of the task (default: one collected here)")
     ap.add_argument("--task", default="drawer-open")
     ap.add_argument("--iterations", type=int, default=2)
     args = ap.parse_args()
@@ -52,7 +54,8 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         policy, wm, judge = _models(args, Path(tmp))
-        local = time_iterations(policy, wm, judge, args.task, args.iterations)
+        reference = reference_demo(args, Path(tmp))
+        local = time_iterations(policy, wm, judge, reference, args.task, args.iterations)
         rows.append(("local (this process, 2 threads)", local))
         for k in (1, 2):
             cfg = RayConfig(enabled=True, imagine_workers=k, sim_workers=k, worker_threads=max(1, 2 // k))
@@ -60,7 +63,9 @@ def main() -> None:
                 from rawdream.distributed.ray_backend import RayImagination
 
                 imag = RayImagination(policy, wm, cfg)
-                dt = time_iterations(policy, wm, judge, args.task, args.iterations, imagination=imag)
+                dt = time_iterations(
+                    policy, wm, judge, reference, args.task, args.iterations, imagination=imag
+                )
                 rows.append((f"Ray, {k} imagination worker(s)", dt))
                 if k == 2:  # Ray's own cost per iteration: broadcast the weights, reach every worker
                     imag = RayImagination(policy, wm, cfg)
