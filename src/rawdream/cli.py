@@ -280,7 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--cotrain-wm", default=None, help="co-trained world model directory (pretrain-wm --variant co-train)"
     )
     k.add_argument(
-        "--quick", action="store_true", help="SFT and RAW-Dream with/without DNV, 1 seed (preset quick)"
+        "--quick",
+        action="store_true",
+        help="SFT, short online RL and RAW-Dream with/without DNV on the 5 targets, 1 seed (preset quick)",
     )
     k.add_argument(
         "--out", required=True, help="output directory (paper_table.md / .json); re-running resumes"
