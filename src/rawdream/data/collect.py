@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -110,7 +111,10 @@ class _ObjectPoker(_RandomExplorer):
         return np.clip(np.concatenate([xyz, [self.grip]]), -1, 1).astype(np.float32)
 
 
-_ENVS: dict[tuple, Any] = {}
+# A few simulators per worker, least recently used closed first: each holds ~86 MB with its renderer, and episodes
+# come task by task, so keeping all 45 tasks' envs alive would only cost memory (3.9 GB per worker).
+_ENVS: OrderedDict[tuple, Any] = OrderedDict()
+_MAX_ENVS = 4
 
 
 def _worker_env(task: str, env_cfg: EnvConfig):
@@ -118,7 +122,10 @@ def _worker_env(task: str, env_cfg: EnvConfig):
 
     key = (task, config_hash(env_cfg))
     if key not in _ENVS:
+        while len(_ENVS) >= _MAX_ENVS:
+            _ENVS.popitem(last=False)[1].close()
         _ENVS[key] = make_env(task, env_cfg)
+    _ENVS.move_to_end(key)
     return _ENVS[key]
 
 
