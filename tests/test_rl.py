@@ -280,7 +280,7 @@ def test_score_reward_averages_a_verified_success_over_its_noise_draws(tiny_wm, 
     from rawdream.world_model.train import load_world_model
 
     overrides = {"task": "reach", "split.targets": ["push"], "group_size": 8, "judge.backend": "oracle"}
-    cfg = resolve(DreamConfig, "dream", "tiny", {**overrides, "judge.allow_oracle": True})
+    cfg = resolve(DreamConfig, "dream", "tiny", {**overrides, "judge.allow_oracle": True, "reward": "score"})
     dreamer = Dreamer(cfg, load_policy(tiny_policy), load_world_model(tiny_wm))
     judge = dreamer.judge = _ScoreOnPixels()
     buf = dreamer.rollout_imagined(0, [0, 1])

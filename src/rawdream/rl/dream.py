@@ -61,10 +61,12 @@ class DreamConfig:
     clip_high: float = 0.28
     kl_coef: float = 0.0  # optional KL to the starting (SFT) policy
     entropy_coef: float = 0.0
-    # reward per rollout: "score" - the judge's calibrated success probability (verified successes: its mean
-    # over both noise draws), so rollouts from the same initial state are ranked even when the judge calls most
-    # of them successes; "verdict" - the paper's 0/1. A verdict without a score counts as 0/1 either way.
-    reward: str = "score"
+    # reward per rollout: "verdict" - the paper's 0/1: a group in which the judge sees no success has zero
+    # advantage, so the policy is left alone where the judge has nothing to say; "score" - the judge's calibrated
+    # success probability (verified successes: its mean over both noise draws), which ranks every group but
+    # also follows the judge's errors when it never calls a success (paper-table --quick: door-close 96.7% -> 0%
+    # with score, unchanged with verdict). A verdict without a score counts as 0/1 either way.
+    reward: str = "verdict"
     dnv: bool = True
     dnv_redraws: int = 1
     max_unreliable: int = 2
