@@ -59,7 +59,7 @@ def main() -> None:
         rows.append(("local (this process, 2 threads)", local))
         for k in (1, 2):
             cfg = RayConfig(enabled=True, imagine_workers=k, sim_workers=k, worker_threads=max(1, 2 // k))
-            with use_ray(cfg) as ray:
+            with use_ray(cfg):
                 from rawdream.distributed.ray_backend import RayImagination
 
                 imag = RayImagination(policy, wm, cfg)
@@ -68,6 +68,8 @@ def main() -> None:
                 )
                 rows.append((f"Ray, {k} imagination worker(s)", dt))
                 if k == 2:  # Ray's own cost per iteration: broadcast the weights, reach every worker
+                    import ray
+
                     imag = RayImagination(policy, wm, cfg)
                     ray.get([w.pid.remote() for w in imag.workers])
                     t0 = time.perf_counter()

@@ -154,3 +154,13 @@ def test_simulator_workers_are_replayed_back_after_a_kill(cluster):
             np.testing.assert_array_equal(a.obs["image"], b.obs["image"])
             np.testing.assert_allclose(a.state, b.state)
             assert a.success == b.success
+
+
+def test_local_cluster_has_a_cpu_slot_for_every_actor():
+    """2 cores, default 2 imagination + 2 simulator workers at 1 CPU each: a cluster sized to the cores left two
+    actors pending forever (benchmarks/ray_scaling.py hung at 2 workers)."""
+    from rawdream.distributed.ray_backend import _local_cpus
+
+    assert _local_cpus(RayConfig(enabled=True, imagine_workers=2, sim_workers=2)) >= 4
+    assert _local_cpus(RayConfig(enabled=True, imagine_workers=1, sim_workers=1, judge_workers=3)) >= 5
+    assert _local_cpus(RayConfig(enabled=True, imagine_workers=1, sim_workers=1)) >= (os.cpu_count() or 1)

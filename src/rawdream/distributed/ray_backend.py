@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import itertools
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -63,6 +64,15 @@ def _ray():
     return ray
 
 
+def _local_cpus(cfg: RayConfig) -> int:
+    """CPU slots of a local cluster: this machine's cores, or enough for every actor the config asks for.
+
+    Ray's CPU counts are scheduling tokens, not cores: with 2 cores and the default 2 imagination + 2 simulator
+    workers at 1 CPU each, a cluster sized to the cores leaves two actors pending forever (a silent hang)."""
+    wanted = (cfg.imagine_workers + cfg.sim_workers + cfg.judge_workers) * cfg.cpus_per_worker
+    return max(os.cpu_count() or 1, math.ceil(wanted))
+
+
 @contextlib.contextmanager
 def ray_session(cfg: RayConfig):
     """Connect to (or start) a Ray cluster for the duration of a block; a local cluster binds to 127.0.0.1."""
@@ -76,7 +86,7 @@ def ray_session(cfg: RayConfig):
             kwargs["address"] = cfg.address
         else:
             kwargs.update(
-                num_cpus=cfg.local_cpus or os.cpu_count(),
+                num_cpus=cfg.local_cpus or _local_cpus(cfg),
                 object_store_memory=cfg.object_store_mb * 2**20,
                 _node_ip_address="127.0.0.1",
             )
