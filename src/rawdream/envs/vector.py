@@ -46,7 +46,10 @@ class _Slots:
         if self.tasks[slot] != task:
             if self.current[slot] is not None:
                 self.current[slot].close()
-            self.current[slot], self.tasks[slot] = None, None
+            self.current[slot], self.tasks[slot] = (
+                None,
+                None,
+            )  # if make_env raises, no closed env stays current
             self.current[slot], self.tasks[slot] = make_env(task, self.cfg), task
         return self.current[slot]
 
