@@ -181,8 +181,21 @@ def test_paper_table_tiny(tiny_policy, tiny_wm, tiny_judge, pretrain_demos, tmp_
         )
         == 0
     )
-    table = json.loads((tmp_path / "pt" / "paper_table.json").read_text())
-    assert set(table["rows"]) == {"sft", "online_short", "rawdream", "rawdream_no_dnv"}
-    assert table["rows"]["online_short"]["target_trajectories_rl"] == 4  # 1 iteration x 2 groups x 2 rollouts
-    assert table["rows"]["rawdream"]["target_trajectories_rl"] == 0
-    assert "| 1-shot SFT |" in (tmp_path / "pt" / "paper_table.md").read_text()
+    report = json.loads((tmp_path / "pt" / "paper_table.json").read_text())
+    rows = {(r["row"], r["protocol"]): r for r in report["table"]}
+    names = {"sft", "online_short", "sim_judge", "rawdream", "rawdream_no_dnv"}
+    assert set(rows) == {(n, p) for n in names for p in ("practised", "new")}
+    for p in ("practised", "new"):
+        assert rows[("online_short", p)]["target_trajectories_rl"] == 4  # 1 iteration x 2 groups x 2 rollouts
+        assert rows[("sim_judge", p)]["target_trajectories_rl"] == 4
+        assert rows[("rawdream", p)]["target_trajectories_rl"] == 0
+        assert (
+            rows[("rawdream", p)]["paired_vs_sft"]["episodes"]
+            == rows[("sft", p)]["tasks"]["reach"]["episodes"]
+        )
+    # practised layouts are the initial states RL trained from (2 in the tiny preset); new ones the eval seeds
+    assert rows[("sft", "practised")]["tasks"]["reach"]["episodes"] == 2
+    assert report["protocols"]["practised"]["layouts"] == "practised"
+    assert set(report["dnv"]) == {"sim_judge", "rawdream", "rawdream_no_dnv"}
+    md = (tmp_path / "pt" / "paper_table.md").read_text()
+    assert "| 1-shot SFT | practised |" in md and "| 1-shot SFT | new |" in md

@@ -43,6 +43,47 @@ def test_group_with_three_unreliable_is_dropped_and_abstains_are_unreliable():
     assert not a.mask[1, 1] and a.mask[1].sum() == 7
 
 
+def test_uninformative_groups_leave_the_loss_only_when_asked():
+    rewards = torch.tensor([[1.0, 1, 1, 1], [1.0, 0, 0, 0], [0.0, 0, 0, 0]])
+    reliable = torch.ones(3, 4, dtype=torch.bool)
+    kept = group_advantages(rewards, reliable)
+    assert kept.mask.all() and kept.informative.tolist() == [False, True, False]
+    a = group_advantages(rewards, reliable, drop_uninformative=True)
+    assert a.mask.tolist() == [[False] * 4, [True] * 4, [False] * 4]
+    torch.testing.assert_close(a.advantages, kept.advantages)  # the same advantages, fewer tokens in the mean
+    # a group whose only difference came from a rollout DNV flipped is uninformative too: the flip is neutralised
+    b = group_advantages(
+        torch.tensor([[1.0, 0, 0, 0]]), torch.tensor([[False, True, True, True]]), 2, 1e-6, True
+    )
+    assert not b.informative.any() and not b.mask.any()
+
+
+def test_practised_layouts_are_the_initial_states_rl_trains_from():
+    from rawdream import seeds
+    from rawdream.envs import make_env
+    from rawdream.envs.base import EnvConfig
+    from rawdream.eval.success import EvalPolicyConfig
+    from rawdream.rl.dream import sim_initial_states
+
+    practised, new = EvalPolicyConfig(layouts="practised"), EvalPolicyConfig(layouts="new")
+    assert [practised.seed(i) for i in range(3)] == [seeds.DREAM_INIT + i for i in range(3)]
+    assert new.seed(0) == seeds.EVAL
+    init = sim_initial_states("drawer-open", 2, EnvConfig(), 1)
+    env = make_env("drawer-open")
+    try:
+        for i in range(2):
+            obs, _ = env.reset(practised.seed(i))
+            np.testing.assert_array_equal(obs["image"], init[i]["image"])
+        other, _ = env.reset(new.seed(0))
+        assert np.abs(other["image"].astype(int) - init[0]["image"].astype(int)).max() > 0
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match="practised or new"):
+        from rawdream.config import build
+
+        build(EvalPolicyConfig, {"layouts": "old"})
+
+
 def test_asymmetric_clipping():
     old = torch.zeros(2, 1)
     new = torch.log(torch.tensor([[1.5], [0.5]]))

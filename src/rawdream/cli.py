@@ -280,9 +280,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--cotrain-wm", default=None, help="co-trained world model directory (pretrain-wm --variant co-train)"
     )
     k.add_argument(
+        "--idft-wm", default=None, help="ID-FT world model directory (fine-tuned on target-task rollouts)"
+    )
+    k.add_argument(
         "--quick",
         action="store_true",
-        help="SFT, short online RL and RAW-Dream with/without DNV on the 5 targets, 1 seed (preset quick)",
+        help="SFT, online RL and RAW-Dream with/without DNV on the 5 targets, 1 seed (preset quick)",
+    )
+    k.add_argument(
+        "--ladder",
+        action="store_true",
+        help="the link-by-link ladder: SFT, online RL, sim + judge, WM + sim success, RAW-Dream with/without "
+        "DNV (preset ladder)",
     )
     k.add_argument(
         "--out", required=True, help="output directory (paper_table.md / .json); re-running resumes"
@@ -465,16 +474,23 @@ def _cmd_dream(args, overrides) -> int:
 def _cmd_experiment(args, overrides) -> int:
     from rawdream.experiment.paper_table import PaperTableConfig, run_paper_table
 
-    preset = args.preset or ("quick" if args.quick else "default")
+    preset = args.preset or ("ladder" if args.ladder else "quick" if args.quick else "default")
     _ray_overrides(args, overrides, "dream", "eval")
     if args.reference:
         overrides["dream.judge.reference"] = args.reference
     cfg = resolve(PaperTableConfig, "paper_table", preset, overrides)
     report = run_paper_table(
-        cfg, args.out, args.sft, args.wm, args.judge_path, args.cotrain_wm, progress=True
+        cfg,
+        args.out,
+        args.sft,
+        args.wm,
+        args.judge_path,
+        args.cotrain_wm,
+        progress=True,
+        idft_wm=args.idft_wm,
     )
     print((Path(args.out) / "paper_table.md").read_text())
-    print(f"results: {Path(args.out).resolve() / 'paper_table.json'}; {len(report['rows'])} rows")
+    print(f"results: {Path(args.out).resolve() / 'paper_table.json'}; {len(report['table'])} rows")
     return 0
 
 

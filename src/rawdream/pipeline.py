@@ -259,9 +259,9 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
 
     r.stage("policy_sft", cfg.sft, ["data/target_demos", "policy_base"], sft_fn)
 
-    def eval_fn(policy_dir: Path, tasks: list[str]):
+    def eval_fn(policy_dir: Path, tasks: list[str], ecfg_base: EvalPolicyConfig | None = None):
         def fn(d):
-            ecfg = build(EvalPolicyConfig, {**to_dict(cfg.eval), "tasks": tasks})
+            ecfg = build(EvalPolicyConfig, {**to_dict(ecfg_base or cfg.eval), "tasks": tasks})
             rep = evaluate_policy(load_policy(policy_dir), ecfg, d, progress=progress)
             return {
                 t: {k: v for k, v in m.items() if k != "episode_results"} for t, m in rep["tasks"].items()
@@ -287,8 +287,25 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
         base_eval = r.stage("eval/base", base_cfg, ["policy_base"], base_eval_fn)
 
     targets = [t for t in (cfg.dream_tasks or split.targets)]
-    before = r.stage("eval/sft", cfg.eval, ["policy_sft"], eval_fn(out / "policy_sft", list(split.targets)))
-    after = {}
+    # the two evaluation protocols, never mixed: practised = the initial states RL trains from (LIBERO's and the
+    # paper's protocol), new = seeds disjoint from every training use
+    practised_cfg = build(
+        EvalPolicyConfig,
+        {
+            **to_dict(cfg.eval),
+            "layouts": "practised",
+            "episodes": min(cfg.eval.episodes, cfg.dream.init_states),
+        },
+    )
+    eval_cfgs = {"practised": practised_cfg, "new": cfg.eval}
+    suffix = {"practised": "_practised", "new": ""}
+    before = {
+        p: r.stage(
+            f"eval/sft{suffix[p]}", c, ["policy_sft"], eval_fn(out / "policy_sft", list(split.targets), c)
+        )
+        for p, c in eval_cfgs.items()
+    }
+    after: dict[str, dict] = {p: {} for p in eval_cfgs}
     for task in targets:
         dcfg = build(
             DreamConfig,
@@ -313,13 +330,25 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
                 },
             },
         )
-        after.update(
-            r.stage(f"eval/dream_{task}", cfg.eval, [f"dream/{task}"], eval_fn(out / "dream" / task, [task]))
-        )
+        for p, c in eval_cfgs.items():
+            after[p].update(
+                r.stage(
+                    f"eval/dream_{task}{suffix[p]}",
+                    c,
+                    [f"dream/{task}"],
+                    eval_fn(out / "dream" / task, [task], c),
+                )
+            )
     summary = {
-        "before": before,
-        "after": after,
-        "paired": paired_results(out, list(after)),
+        "protocols": {
+            p: {
+                "before": before[p],
+                "after": after[p],
+                "paired": paired_results(out, list(after[p]), suffix[p]),
+                "episodes": eval_cfgs[p].episodes,
+            }
+            for p in eval_cfgs
+        },
         "base_on_pretraining_tasks": base_eval,
         "stages": [s.__dict__ for s in r.results],
         "guarantee": task_agnostic_table(out),
@@ -333,14 +362,14 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
     return summary
 
 
-def paired_results(out: Path, tasks: list[str]) -> dict[str, Any]:
+def paired_results(out: Path, tasks: list[str], suffix: str = "") -> dict[str, Any]:
     """After RL minus 1-shot SFT on the same evaluation episodes, per task (see ``paired_difference``)."""
     from rawdream.eval.success import paired_difference
 
-    sft = read_json(out / "eval/sft/eval.json")["tasks"]
+    sft = read_json(out / f"eval/sft{suffix}/eval.json")["tasks"]
     res = {}
     for task in tasks:
-        after = read_json(out / f"eval/dream_{task}/eval.json")["tasks"][task]
+        after = read_json(out / f"eval/dream_{task}{suffix}/eval.json")["tasks"][task]
         res[task] = paired_difference(sft[task]["episode_results"], after["episode_results"])
     return res
 
@@ -370,19 +399,26 @@ def _rate(m: dict[str, Any]) -> str:
 def format_summary(summary: dict[str, Any]) -> str:
     lines = [
         "",
-        f"{'task':16s} {'1-shot SFT':>22s} {'after RL in imagination':>26s} "
+        f"{'task':16s} {'layouts':>9s} {'1-shot SFT':>22s} {'after RL in imagination':>26s} "
         f"{'paired difference [95% CI]':>28s} {'McNemar p':>9s}",
     ]
-    for task, after in summary["after"].items():
-        b = summary["before"].get(task, {})
-        d = summary.get("paired", {}).get(task)
-        diff = (
-            f"{d['difference'] * 100:+5.1f} [{d['ci95'][0] * 100:+.1f},{d['ci95'][1] * 100:+.1f}]"
-            if d
-            else ""
-        )
-        p = f"{d['mcnemar_p']:.3f}" if d else ""
-        lines.append(f"{task:16s} {_rate(b) if b else '':>22s} {_rate(after):>26s} {diff:>28s} {p:>9s}")
+    for layouts, prot in summary["protocols"].items():
+        for task, after in prot["after"].items():
+            b = prot["before"].get(task, {})
+            d = prot.get("paired", {}).get(task)
+            diff = (
+                f"{d['difference'] * 100:+5.1f} [{d['ci95'][0] * 100:+.1f},{d['ci95'][1] * 100:+.1f}]"
+                if d
+                else ""
+            )
+            p = f"{d['mcnemar_p']:.3f}" if d else ""
+            lines.append(
+                f"{task:16s} {layouts:>9s} {_rate(b) if b else '':>22s} {_rate(after):>26s} {diff:>28s} {p:>9s}"
+            )
+    lines.append(
+        "layouts: practised = the initial states RL trained from; new = evaluation seeds disjoint from all "
+        "training"
+    )
     base = summary.get("base_on_pretraining_tasks")
     if base:
         lo, hi = base["pooled"]["ci95"]

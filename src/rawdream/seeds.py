@@ -14,6 +14,19 @@ ONLINE_RL = 700_000  # the online-RL baseline's real simulator episodes
 
 RANGE = 100_000
 
+# the two evaluation protocols, never mixed in one number:
+#   practised - the initial states RL trained from (DREAM_INIT + i): LIBERO's and the paper's protocol, a fixed set
+#               of initial states per task shared by RL and evaluation;
+#   new       - seeds disjoint from every training use (EVAL + i): does what RL learned carry to new layouts?
+LAYOUTS = {"practised": DREAM_INIT, "new": EVAL}
+
+
+def layout_seed(layouts: str, i: int) -> int:
+    """The simulator seed of evaluation episode ``i`` under protocol ``layouts`` (practised | new)."""
+    if layouts not in LAYOUTS:
+        raise ValueError(f"unknown evaluation layouts {layouts!r}; use practised or new")
+    return LAYOUTS[layouts] + i
+
 
 def stable_seed(*parts: object) -> int:
     """A 31-bit seed from any values, the same in every process (Python's hash() of a str is salted per

@@ -40,9 +40,21 @@ class EvalPolicyConfig:
     envs_per_worker: int = 4
     greedy: bool = True
     temperature: float = 1.0
+    # new: seeds disjoint from every training use; practised: the initial states RL trained from (dream's
+    # seeds DREAM_INIT + i, i < its init_states) - never mixed in one number
+    layouts: str = "new"
     seed_offset: int = 0
     videos: int = 2  # episodes per task saved as mp4
     ray: RayConfig = field(default_factory=RayConfig)  # --ray: simulators as Ray actors
+
+    def validate(self) -> None:
+        if self.layouts not in seeds.LAYOUTS:
+            raise ValueError(f"layouts={self.layouts!r}: use practised or new")
+        if self.episodes < 1:
+            raise ValueError(f"episodes={self.episodes} must be at least 1")
+
+    def seed(self, i: int) -> int:
+        return seeds.layout_seed(self.layouts, self.seed_offset + i)
 
     def resolved_tasks(self) -> list[str]:
         split = resolve_split(self.split)
@@ -130,7 +142,7 @@ def _evaluate(policy, cfg: EvalPolicyConfig, out, progress: bool, policy_for_tas
             if not todo:
                 return
             resets = venv.reset(
-                [seeds.EVAL + cfg.seed_offset + slot_ep[s][1] for s in todo],
+                [cfg.seed(slot_ep[s][1]) for s in todo],
                 [slot_ep[s][0] for s in todo],
                 slots=todo,
             )
@@ -173,7 +185,7 @@ def _evaluate(policy, cfg: EvalPolicyConfig, out, progress: bool, policy_for_tas
                     results[task].append(
                         {
                             "episode": i,
-                            "seed": seeds.EVAL + cfg.seed_offset + i,
+                            "seed": cfg.seed(i),
                             "success": bool(res.success or res.terminated),
                             "steps": steps[s],
                         }
@@ -221,7 +233,8 @@ def summarize(results: dict[str, list[dict]], cfg: EvalPolicyConfig) -> dict[str
         "pooled": {"successes": k, "episodes": n, "ci95": list(wilson(k, n))},
         "protocol": {
             "episodes_per_task": cfg.episodes,
-            "seeds": f"{seeds.EVAL + cfg.seed_offset}+i",
+            "layouts": cfg.layouts,
+            "seeds": f"{cfg.seed(0)}+i",
             "greedy": cfg.greedy,
             "temperature": cfg.temperature,
             "max_steps": cfg.env.max_steps,

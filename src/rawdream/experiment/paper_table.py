@@ -1,17 +1,26 @@
-"""``rawdream experiment paper-table``: the paper's results table in miniature, on the held-out target tasks.
+"""``rawdream experiment paper-table``: the paper's results table in miniature, and the ladder that swaps one link
+at a time, on the held-out target tasks.
 
 Rows (each trained per target task and per RL seed from the same 1-shot SFT policy, then scored by the one
-evaluation harness, :mod:`rawdream.eval.success`):
+evaluation harness, :mod:`rawdream.eval.success`). Read top to bottom they are the ladder: each rung swaps one
+link of online RL for RAW-Dream's, so the drop from one row to the next says which link loses the gain.
 
 * ``sft`` - the 1-shot SFT policy itself;
-* ``online_short`` / ``online_long`` - GRPO in the real simulator with its success as reward (counts the real
-  target-task trajectories it consumes);
-* ``rawdream`` - GRPO in the zero-shot world model, generalist judge, dual-noise verification;
+* ``online_short`` / ``online_long`` - GRPO in the real simulator with its success as reward: simulator
+  observations + simulator success, the ceiling of RL itself (counts the real target trajectories it consumes);
+* ``sim_judge`` - simulator observations + the judge's verdict on the real video: the judge alone;
+* ``rawdream_oracle`` - imagined observations + the simulator's success for the imagined actions (the oracle
+  replays them in the simulator): the world model alone;
+* ``rawdream`` - RAW-Dream: imagined observations + the judge + dual-noise verification;
 * ``rawdream_no_dnv`` - the same without DNV;
-* ``rawdream_oracle`` - the same with the simulator-oracle reward (the judge's ceiling; labelled as such);
-* ``rawdream_cotrain`` - the same with the co-trained world model (the SFT demos mixed into its play data).
+* ``rawdream_cotrain`` / ``rawdream_idft`` - the same with a co-trained world model (the SFT demos mixed into its
+  play data) or an ID-FT one (fine-tuned on target-task rollouts; the paper's upper variant).
 
-Every run resumes: a finished (row, task, seed) with an ``eval.json`` is not run again.
+Every row is scored under both evaluation protocols, never mixed in one number: *practised* layouts (the initial
+states RL trained from, the paper's LIBERO protocol) and *new* layouts (seeds disjoint from every training use).
+Each cell is paired with the SFT policy on the same episodes (difference, bootstrap interval, exact McNemar).
+
+Every run resumes: a finished (row, task, seed) with its evaluations on disk is not run again.
 """
 
 from __future__ import annotations
@@ -23,20 +32,23 @@ from typing import Any
 import numpy as np
 
 from rawdream.config import build, save_config, to_dict
-from rawdream.eval.success import EvalPolicyConfig, evaluate_policy, wilson
+from rawdream.eval.success import EvalPolicyConfig, evaluate_policy, paired_difference, wilson
 from rawdream.io import atomic_write_json, atomic_write_text, read_json, read_jsonl
 from rawdream.rl.dream import DreamConfig, dream
 from rawdream.splits import SplitConfig, resolve_split
 
 ROWS = {
     "sft": "1-shot SFT",
-    "online_short": "Online RL in the simulator, true reward (short)",
-    "online_long": "Online RL in the simulator, true reward (long)",
-    "rawdream": "RAW-Dream, zero-shot WM + generalist judge, DNV",
-    "rawdream_no_dnv": "RAW-Dream, zero-shot WM + generalist judge, no DNV",
-    "rawdream_oracle": "RAW-Dream, zero-shot WM + simulator-oracle reward (ceiling; ablation)",
-    "rawdream_cotrain": "RAW-Dream, co-trained WM + generalist judge, DNV",
+    "online_short": "Online RL: sim observations + sim success (short)",
+    "online_long": "Online RL: sim observations + sim success (long)",
+    "sim_judge": "Sim observations + generalist judge (the judge alone)",
+    "rawdream_oracle": "Imagined observations + sim success of the imagined actions (the WM alone)",
+    "rawdream": "RAW-Dream: zero-shot WM + generalist judge + DNV",
+    "rawdream_no_dnv": "RAW-Dream: zero-shot WM + generalist judge, no DNV",
+    "rawdream_cotrain": "RAW-Dream: co-trained WM + generalist judge + DNV",
+    "rawdream_idft": "RAW-Dream: ID-FT WM + generalist judge + DNV",
 }
+PROTOCOLS = ("practised", "new")
 
 
 @dataclass
@@ -48,12 +60,32 @@ class PaperTableConfig:
     dream: DreamConfig = field(default_factory=DreamConfig)
     online_short_iterations: int = 4
     online_long_iterations: int = 20
-    eval: EvalPolicyConfig = field(default_factory=EvalPolicyConfig)
+    protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))
+    # practised layouts scored per task: 0 = every initial state RL trained from (dream.init_states)
+    practised_episodes: int = 0
+    eval: EvalPolicyConfig = field(default_factory=EvalPolicyConfig)  # its episodes: the new-layout count
 
     def validate(self) -> None:
         unknown = [r for r in self.rows if r not in ROWS]
         if unknown:
             raise ValueError(f"unknown paper-table rows {unknown}; choose from {', '.join(ROWS)}")
+        bad = [p for p in self.protocols if p not in PROTOCOLS]
+        if bad:
+            raise ValueError(f"unknown protocols {bad}; choose from {', '.join(PROTOCOLS)}")
+        if self.practised_episodes > self.dream.init_states:
+            raise ValueError(
+                f"practised_episodes={self.practised_episodes} but RL trains from only "
+                f"dream.init_states={self.dream.init_states} layouts; lower it or raise dream.init_states"
+            )
+
+
+def eval_config(cfg: PaperTableConfig, task: str, protocol: str) -> EvalPolicyConfig:
+    episodes = cfg.eval.episodes
+    if protocol == "practised":
+        episodes = cfg.practised_episodes or cfg.dream.init_states
+    return build(
+        EvalPolicyConfig, {**to_dict(cfg.eval), "tasks": [task], "layouts": protocol, "episodes": episodes}
+    )
 
 
 def run_paper_table(
@@ -65,6 +97,7 @@ def run_paper_table(
     cotrain_wm: str | Path | None = None,
     progress: bool = True,
     log=print,
+    idft_wm: str | Path | None = None,
 ) -> dict[str, Any]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -74,25 +107,28 @@ def run_paper_table(
     from rawdream.policy.train import load_policy
 
     sft_policy = load_policy(sft)
+    wms = {"rawdream_cotrain": cotrain_wm, "rawdream_idft": idft_wm}
+    # results[row][task] -> list over seeds of {"seed", "rl_real_trajectories", "target_demos", protocol: report}
     results: dict[str, dict[str, list[dict]]] = {}
     dnv_stats: dict[str, dict[str, float]] = {}
     for row in cfg.rows:
-        if row in ("rawdream_cotrain",) and not cotrain_wm:
-            log(f"[paper-table] skipping {row}: no --cotrain-wm given")
+        if row in wms and not wms[row]:
+            flag = "--cotrain-wm" if row == "rawdream_cotrain" else "--idft-wm"
+            log(f"[paper-table] skipping {row}: no {flag} given")
             continue
         for task in tasks:
             for seed in cfg.seeds if row != "sft" else [0]:
                 d = out / row / task / f"seed{seed}"
-                ev = d / "eval.json"
-                if ev.exists():
-                    results.setdefault(row, {}).setdefault(task, []).append(read_json(ev))
+                done = d / "cell.json"
+                if done.exists():
+                    results.setdefault(row, {}).setdefault(task, []).append(_load_cell(d))
                     continue
                 log(f"[paper-table] {row} {task} seed {seed}")
                 if row == "sft":
                     policy, budget = sft_policy, 0
                 else:
                     dcfg = _row_config(cfg, row, task, seed, judge)
-                    wm_path = cotrain_wm if row == "rawdream_cotrain" else wm
+                    wm_path = wms.get(row) or wm
                     info = dream(
                         dcfg,
                         sft,
@@ -102,33 +138,45 @@ def run_paper_table(
                         log_fn=log,
                     )
                     policy, budget = load_policy(d / "policy"), info["real_trajectories_rl"]
-                ecfg = build(EvalPolicyConfig, {**to_dict(cfg.eval), "tasks": [task]})
-                rep = evaluate_policy(policy, ecfg, None, progress=False)["tasks"][task]
-                rep = {k: v for k, v in rep.items() if k != "episode_results"}
-                rep.update(
-                    {
-                        "seed": seed,
-                        "rl_real_trajectories": budget,
-                        "target_demos": len(
-                            [u for u in sft_policy.info.get("target_trajectories", []) if u["task"] == task]
-                        ),
-                    }
-                )
-                atomic_write_json(ev, rep)
-                results.setdefault(row, {}).setdefault(task, []).append(rep)
-            if row.startswith("rawdream"):
+                cell = {
+                    "task": task,
+                    "seed": seed,
+                    "rl_real_trajectories": budget,
+                    "target_demos": len(
+                        [u for u in sft_policy.info.get("target_trajectories", []) if u["task"] == task]
+                    ),
+                }
+                for protocol in cfg.protocols:
+                    rep = evaluate_policy(policy, eval_config(cfg, task, protocol), None, progress=False)
+                    atomic_write_json(d / f"eval_{protocol}.json", rep["tasks"][task])
+                atomic_write_json(done, cell)
+                results.setdefault(row, {}).setdefault(task, []).append(_load_cell(d))
+            if row.startswith("rawdream") or row == "sim_judge":
                 dnv_stats.setdefault(row, {})[task] = _dnv(out / row / task)
-    table = _aggregate(results, tasks)
     report = {
-        "rows": table,
+        "table": _aggregate(results, tasks, cfg.protocols),
         "dnv": dnv_stats,
         "tasks": tasks,
         "seeds": cfg.seeds,
-        "protocol": {"episodes_per_task": cfg.eval.episodes, "max_steps": cfg.eval.env.max_steps},
+        "protocols": {p: to_dict(eval_config(cfg, "*", p)) for p in cfg.protocols},
+        "rl": {
+            "iterations": cfg.dream.iterations,
+            "online_short_iterations": cfg.online_short_iterations,
+            "online_long_iterations": cfg.online_long_iterations,
+            "rollouts_per_iteration": cfg.dream.groups * cfg.dream.group_size,
+            "init_states": cfg.dream.init_states,
+        },
     }
     atomic_write_json(out / "paper_table.json", report)
     atomic_write_text(out / "paper_table.md", format_markdown(report))
     return report
+
+
+def _load_cell(d: Path) -> dict[str, Any]:
+    cell = read_json(d / "cell.json")
+    for f in d.glob("eval_*.json"):
+        cell[f.stem.removeprefix("eval_")] = read_json(f)
+    return cell
 
 
 def _row_config(
@@ -136,22 +184,18 @@ def _row_config(
 ) -> DreamConfig:
     base = to_dict(cfg.dream)
     base.update({"task": task, "seed": seed, "split": to_dict(cfg.split)})
+    judge_cfg = dict(base["judge"])
+    if judge:
+        judge_cfg.update({"backend": "generalist", "path": str(judge)})
     if row.startswith("online"):
-        base.update(
-            {
-                "env_mode": "sim",
-                "dnv": False,
-                "iterations": cfg.online_short_iterations
-                if row == "online_short"
-                else cfg.online_long_iterations,
-            }
-        )
+        iters = cfg.online_short_iterations if row == "online_short" else cfg.online_long_iterations
+        base.update({"env_mode": "sim", "sim_reward": "success", "dnv": False, "iterations": iters})
+    elif row == "sim_judge":
+        # the real simulator is deterministic: a second draw of nothing cannot flip, so no DNV
+        base.update({"env_mode": "sim", "sim_reward": "judge", "dnv": False, "judge": judge_cfg})
     else:
-        judge_cfg = dict(base["judge"])
         if row == "rawdream_oracle":
             judge_cfg.update({"backend": "oracle", "allow_oracle": True})
-        elif judge:
-            judge_cfg.update({"backend": "generalist", "path": str(judge)})
         # the oracle replays the same actions in the deterministic simulator: a second draw can never flip
         dnv = row not in ("rawdream_no_dnv", "rawdream_oracle")
         base.update({"env_mode": "wm", "dnv": dnv, "judge": judge_cfg})
@@ -165,82 +209,156 @@ def _dnv(path: Path) -> dict[str, float]:
     if not rows:
         return {}
     flips = float(np.sum([r["dnv_flips"] for r in rows]))
-    judged = float(np.sum([r["reward_mean"] * r["rollouts"] for r in rows]))  # judged successes
+    # judged successes are counted from the verdicts, not from the reward (a graded score is no count)
+    judged = float(np.sum([round(r["judged_success_rate"] * r["rollouts"]) for r in rows]))
+    rollouts = float(np.sum([r["rollouts"] for r in rows]))
     return {
-        "flip_rate": flips / judged if judged else 0.0,  # of all judged successes, not a mean of ratios
+        "flip_rate": flips / judged
+        if judged
+        else float("nan"),  # of all judged successes, not a mean of ratios
         "flips": flips,
         "judged_successes": judged,
+        "rollouts": rollouts,
+        "judged_success_rate": judged / rollouts if rollouts else float("nan"),
         "dropped_groups": float(np.sum([r["dropped_groups"] for r in rows])),
         "reliable_fraction": float(np.mean([r["reliable_fraction"] for r in rows])),
         "judge_reward_mean": float(np.mean([r["reward_mean"] for r in rows])),
     }
 
 
-def _aggregate(results: dict[str, dict[str, list[dict]]], tasks: list[str]) -> dict[str, Any]:
-    table = {}
-    for row, per_task in results.items():
-        cells, k_all, n_all = {}, 0, 0
-        demos = rl = 0
-        for task in tasks:
-            reps = per_task.get(task, [])
-            if not reps:
+def _aggregate(results: dict[str, dict[str, list[dict]]], tasks: list[str], protocols) -> list[dict]:
+    table = []
+    sft = results.get("sft", {})
+    for protocol in protocols:
+        for row, per_task in results.items():
+            cells, k_all, n_all = {}, 0, 0
+            demos = rl = 0
+            for task in tasks:
+                reps = [r for r in per_task.get(task, []) if protocol in r]
+                if not reps:
+                    continue
+                k = sum(r[protocol]["successes"] for r in reps)
+                n = sum(r[protocol]["episodes"] for r in reps)
+                cell = {
+                    "successes": k,
+                    "episodes": n,
+                    "success_rate": k / n,
+                    "ci95": list(wilson(k, n)),
+                    "per_seed": [r[protocol]["success_rate"] for r in reps],
+                }
+                if row != "sft" and task in sft:
+                    pairs = _paired(reps, sft[task], protocol)
+                    if pairs:
+                        cell["paired_vs_sft"] = pairs
+                cells[task] = cell
+                k_all, n_all = k_all + k, n_all + n
+                demos += reps[0]["target_demos"]
+                rl += int(np.mean([r["rl_real_trajectories"] for r in reps]))
+            if not cells:
                 continue
-            k = sum(r["successes"] for r in reps)
-            n = sum(r["episodes"] for r in reps)
-            cells[task] = {
-                "success_rate": k / n,
-                "ci95": list(wilson(k, n)),
-                "episodes": n,
-                "per_seed": [r["success_rate"] for r in reps],
+            entry = {
+                "row": row,
+                "method": ROWS[row],
+                "protocol": protocol,
+                "tasks": cells,
+                "mean": float(np.mean([c["success_rate"] for c in cells.values()])),
+                "mean_ci95": list(wilson(k_all, n_all)),
+                "target_trajectories": demos + rl,
+                "target_trajectories_rl": rl,
+                "target_demos": demos,
             }
-            k_all, n_all = k_all + k, n_all + n
-            demos += reps[0]["target_demos"]
-            rl += int(np.mean([r["rl_real_trajectories"] for r in reps]))
-        table[row] = {
-            "label": ROWS[row],
-            "tasks": cells,
-            "average": float(np.mean([c["success_rate"] for c in cells.values()])) if cells else float("nan"),
-            "average_ci95": list(wilson(k_all, n_all)),
-            "target_trajectories": demos + rl,
-            "target_trajectories_rl": rl,
-            "target_demos": demos,
-        }
+            if row != "sft" and sft:
+                pairs = _paired(
+                    [r for t in cells for r in per_task[t]],
+                    [r for t in cells for r in sft.get(t, [])],
+                    protocol,
+                )
+                if pairs:
+                    entry["paired_vs_sft"] = pairs
+            table.append(entry)
     return table
+
+
+def _paired(reps: list[dict], sft_reps: list[dict], protocol: str) -> dict | None:
+    """Each RL seed's episodes paired with the SFT policy's on the same seeds (SFT is evaluated once)."""
+    sft_by = {
+        (rep["task"], e["episode"]): e["success"]
+        for rep in sft_reps
+        if protocol in rep
+        for e in rep[protocol]["episode_results"]
+    }
+    after, before = [], []
+    for rep in reps:
+        for e in rep.get(protocol, {}).get("episode_results", []):
+            if (rep["task"], e["episode"]) in sft_by:
+                k = f"{rep['task']}/{rep['seed']}/{e['episode']}"  # unique across tasks and RL seeds
+                after.append({"episode": k, "success": e["success"]})
+                before.append({"episode": k, "success": sft_by[(rep["task"], e["episode"])]})
+    if not after:
+        return None
+    return paired_difference(before, after)
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.1f}"
 
 
 def _cell(c: dict[str, Any]) -> str:
     lo, hi = c["ci95"]
-    return f"{c['success_rate'] * 100:.1f} [{lo * 100:.0f}, {hi * 100:.0f}]"
+    return f"{_pct(c['success_rate'])} [{lo * 100:.0f}, {hi * 100:.0f}]"
 
 
 def format_markdown(report: dict[str, Any]) -> str:
     tasks = report["tasks"]
-    head = (
-        "| method | target trajectories | "
-        + " | ".join(f"{t} [95% CI]" for t in tasks)
-        + " | average [95% CI] |"
-    )
-    lines = [head, "|" + "---|" * (len(tasks) + 3)]
-    for row in report["rows"].values():
-        cells = [_cell(row["tasks"][t]) if t in row["tasks"] else "" for t in tasks]
-        lo, hi = row["average_ci95"]
-        lines.append(
-            f"| {row['label']} | {row['target_trajectories']} | "
-            + " | ".join(cells)
-            + f" | {row['average'] * 100:.1f} [{lo * 100:.1f}, {hi * 100:.1f}] |"
+    lines = []
+    for protocol in report["protocols"]:
+        rows = [r for r in report["table"] if r["protocol"] == protocol]
+        if not rows:
+            continue
+        p = report["protocols"][protocol]
+        what = (
+            "the initial states RL trained from"
+            if protocol == "practised"
+            else "seeds disjoint from all training"
         )
-    lines.append("")
+        lines.append(f"**{protocol} layouts** ({what}; {p['episodes']} episodes per task and seed)\n")
+        lines.append(
+            "| method | protocol | target trajectories | "
+            + " | ".join(f"{t}" for t in tasks)
+            + " | average [95% CI] | paired vs SFT [95% CI] | McNemar p |"
+        )
+        lines.append("|" + "---|" * (len(tasks) + 6))
+        for row in rows:
+            cells = [_cell(row["tasks"][t]) if t in row["tasks"] else "" for t in tasks]
+            lo, hi = row["mean_ci95"]
+            d = row.get("paired_vs_sft")
+            diff = (
+                f"{d['difference'] * 100:+.1f} [{d['ci95'][0] * 100:+.1f}, {d['ci95'][1] * 100:+.1f}]"
+                if d
+                else ""
+            )
+            pval = f"{d['mcnemar_p']:.3g}" if d else ""
+            lines.append(
+                f"| {row['method']} | {protocol} | {row['target_trajectories']} | "
+                + " | ".join(cells)
+                + f" | {_pct(row['mean'])} [{lo * 100:.1f}, {hi * 100:.1f}] | {diff} | {pval} |"
+            )
+        lines.append("")
+    rl = report["rl"]
     lines.append(
-        f"Success % in the real simulator, {report['protocol']['episodes_per_task']} fixed evaluation "
-        f"episodes per task and seed, RL seeds {report['seeds']}; intervals are Wilson 95% over pooled "
-        f"episodes. Target trajectories: demonstrations plus real target-task rollouts used by RL."
+        f"Success % in the real simulator (greedy actions), RL seeds {report['seeds']}; per-task Wilson 95% "
+        f"intervals; the average's interval pools episodes; paired differences against 1-shot SFT on the same "
+        f"episodes (bootstrap 95% interval, exact McNemar). RL: {rl['iterations']} iterations of "
+        f"{rl['rollouts_per_iteration']} rollouts from {rl['init_states']} initial states per task (online: "
+        f"{rl['online_short_iterations']} short / {rl['online_long_iterations']} long). Target trajectories: "
+        f"demonstrations plus real target-task rollouts used by RL."
     )
     if report["dnv"]:
         lines.append(
-            "\nDual-noise verification (flipped / judged successes over all iterations): "
+            "\nJudged successes and dual-noise verification over all iterations (flipped / judged): "
             + "; ".join(
-                f"{row}/{task}: flip rate {s.get('flip_rate', float('nan')):.2f}, dropped groups "
-                f"{s.get('dropped_groups', 0):.0f}"
+                f"{row}/{task}: judged {s['judged_success_rate']:.2f} of rollouts, flip rate "
+                f"{s['flip_rate']:.2f}, dropped groups {s.get('dropped_groups', 0):.0f}"
                 for row, per in report["dnv"].items()
                 for task, s in per.items()
                 if s

@@ -58,19 +58,33 @@ def _pct(m: dict[str, Any]) -> str:
 
 def _results(summary: dict[str, Any]) -> str:
     rows = []
-    for task, before in summary.get("before", {}).items():
-        after = summary.get("after", {}).get(task)
-        d = summary.get("paired", {}).get(task)
+    for layouts, prot in summary.get("protocols", {}).items():
+        rows += _result_rows(prot, layouts)
+    return _table(
+        [
+            "task",
+            "layouts",
+            "1-shot SFT",
+            "RAW-Dream (RL in imagination)",
+            "paired difference on the same seeds",
+        ],
+        rows,
+    )
+
+
+def _result_rows(prot: dict[str, Any], layouts: str) -> list[list[str]]:
+    rows = []
+    for task, before in prot.get("before", {}).items():
+        after = prot.get("after", {}).get(task)
+        d = prot.get("paired", {}).get(task)
         diff = (
             f"{d['difference'] * 100:+.1f} [{d['ci95'][0] * 100:+.1f}, {d['ci95'][1] * 100:+.1f}] "
             f"(+{d['gained']} / -{d['lost']} episodes, McNemar p={d['mcnemar_p']:.3f})"
             if d
             else ""
         )
-        rows.append([task, _pct(before), _pct(after) if after else "not run", diff])
-    return _table(
-        ["task", "1-shot SFT", "RAW-Dream (RL in imagination)", "paired difference on the same seeds"], rows
-    )
+        rows.append([task, layouts, _pct(before), _pct(after) if after else "not run", diff])
+    return rows
 
 
 def _wm_section(run: Path) -> str:
@@ -168,7 +182,7 @@ def _rl_section(run: Path) -> str:
         ("dnv_flip_rate", "DNV flip rate"),
         ("dropped_groups", "dropped groups"),
         ("entropy", "policy entropy"),
-        ("eval/success_rate", "real-simulator success"),
+        ("eval/practised/success_rate", "real success (o practised, s new layouts)"),
     ]
     for d in runs:
         rows = read_jsonl(d / "metrics.jsonl")
@@ -176,6 +190,10 @@ def _rl_section(run: Path) -> str:
             pts = [(r["step"], r[k]) for r in rows if k in r]
             if pts:
                 ax.plot(*zip(*pts), "-o" if k.startswith("eval") else "-", label=d.name, markersize=3)
+            if k.startswith("eval"):  # the other protocol on the same axes, never averaged with it
+                new = [(r["step"], r["eval/new/success_rate"]) for r in rows if "eval/new/success_rate" in r]
+                if new:
+                    ax.plot(*zip(*new), "--s", label=f"{d.name} (new)", markersize=3)
             ax.set_title(title)
             ax.set_xlabel("iteration")
     axes[0].legend(fontsize=7)
@@ -227,8 +245,12 @@ def write_report(run: str | Path) -> Path:
         parts.append(
             _table(["component", "tasks", "count"], [[k, ", ".join(v), len(v)] for k, v in guarantee.items()])
         )
-    if summary.get("before"):
-        parts.append("<h2>Success in the real simulator (fixed evaluation seeds, 95% Wilson intervals)</h2>")
+    if summary.get("protocols"):
+        parts.append(
+            "<h2>Success in the real simulator (95% Wilson intervals)</h2><p>practised layouts: the initial "
+            "states RL trained from (the paper's protocol); new layouts: seeds disjoint from every training use. "
+            "The two are never averaged together.</p>"
+        )
         parts.append(_results(summary))
     base = summary.get("base_on_pretraining_tasks")
     if base:

@@ -67,11 +67,17 @@ class DreamConfig:
     # also follows the judge's errors when it never calls a success (paper-table --quick: door-close 96.7% -> 0%
     # with score, unchanged with verdict). A verdict without a score counts as 0/1 either way.
     reward: str = "verdict"
+    # online baseline (env_mode=sim): reward = the simulator's success, or the judge's verdict on the real video
+    sim_reward: str = "success"
+    # groups whose reliable rewards are all equal carry no advantage: leave them out of the per-token mean
+    # (DAPO / SimpleVLA-RL dynamic sampling, the filter half)
+    drop_uninformative: bool = True
     dnv: bool = True
     dnv_redraws: int = 1
     max_unreliable: int = 2
     eval_every: int = 10
     eval_episodes: int = 20
+    eval_layouts: list[str] = field(default_factory=lambda: ["practised", "new"])
     gallery: int = 4  # imagined rollouts saved per evaluation for the report
     workers: int = 2
     threads: int = 2
@@ -84,6 +90,11 @@ class DreamConfig:
             raise ValueError(f"env_mode must be wm or sim, got {self.env_mode!r}")
         if self.reward not in ("score", "verdict"):
             raise ValueError(f"reward must be score or verdict, got {self.reward!r}")
+        bad = [x for x in self.eval_layouts if x not in seeds.LAYOUTS]
+        if bad:
+            raise ValueError(f"eval_layouts {bad}: choose from practised, new")
+        if self.sim_reward not in ("success", "judge"):
+            raise ValueError(f"sim_reward must be success or judge, got {self.sim_reward!r}")
         if self.task:
             canonical_task(self.task)
         if self.groups > self.init_states:
@@ -154,7 +165,9 @@ class Dreamer:
         self.wm = world_model
         if cfg.env_mode == "wm" and world_model is None:
             raise ValueError("dream in imagination needs a world model (--wm DIR)")
-        self.judge = make_judge(cfg.judge, purpose="training") if cfg.env_mode == "wm" else None
+        uses_judge = cfg.env_mode == "wm" or cfg.sim_reward == "judge"
+        self.judge = make_judge(cfg.judge, purpose="training") if uses_judge else None
+        self._venv = None
         self.init = (
             dataset_initial_states(init_from, cfg.init_states)
             if init_from
@@ -272,59 +285,97 @@ class Dreamer:
             }
         return {}
 
-    def rollout_sim(self, it: int, states: list[int]) -> dict[str, Any]:
-        """The online baseline: the same sampling in the real simulator, reward = the simulator's success."""
+    def _sim(self, n: int):
+        """The online baseline's simulators, kept for the whole run (spawning worker processes every iteration
+        cost seconds an iteration)."""
         from rawdream.envs.vector import make_vector_env
 
+        if self._venv is None:
+            env_cfg = replace(self.cfg.env, max_steps=self.cfg.horizon * self.policy.cfg.chunk)
+            self._venv = make_vector_env(n, env_cfg, num_workers=self.cfg.workers)
+        return self._venv
+
+    def close(self) -> None:
+        if self._venv is not None:
+            self._venv.close()
+            self._venv = None
+        if self.imagination is not None:
+            self.imagination.close()
+
+    def rollout_sim(self, it: int, states: list[int]) -> dict[str, Any]:
+        """The online baseline: the same sampling in the real simulator. Reward: the simulator's success
+        (``sim_reward=success``), or the judge's verdict on the real video (``sim_reward=judge``: the judge alone,
+        a rung of the ladder)."""
         cfg = self.cfg
         rows = [s for s in states for _ in range(cfg.group_size)]
         n = len(rows)
-        env_cfg = replace(cfg.env, max_steps=cfg.horizon * self.policy.cfg.chunk)
         gen = rollout_generators(cfg.seed, it, n)
         t0 = time.perf_counter()
-        with make_vector_env(n, env_cfg, num_workers=cfg.workers) as venv:
-            resets = venv.reset([self.init[s]["seed"] for s in rows], self.task)
-            obs = {
-                "image": np.stack([o["image"] for o, _ in resets]),
-                "proprio": np.stack([o["proprio"] for o, _ in resets]),
-                "instruction": [self.instruction] * n,
-            }
-            alive = np.ones(n, bool)
-            success = np.zeros(n, bool)
+        venv = self._sim(n)
+        resets = venv.reset([self.init[s]["seed"] for s in rows], self.task)
+        obs = {
+            "image": np.stack([o["image"] for o, _ in resets]),
+            "proprio": np.stack([o["proprio"] for o, _ in resets]),
+            "instruction": [self.instruction] * n,
+        }
+        alive = np.ones(n, bool)
+        success = np.zeros(n, bool)
 
-            def step(actions):
-                idx = np.nonzero(alive)[0].tolist()
-                res = venv.step_chunk(actions[idx], slots=idx)
-                for i, r in zip(idx, res):
-                    obs["image"][i], obs["proprio"][i] = r.obs["image"], r.obs["proprio"]
-                    success[i] |= r.success
-                    if r.success or r.terminated or r.truncated:
-                        alive[i] = False
-                return obs, None, None, None, None
+        def step(actions):
+            idx = np.nonzero(alive)[0].tolist()
+            res = venv.step_chunk(actions[idx], slots=idx)
+            for i, r in zip(idx, res):
+                obs["image"][i], obs["proprio"][i] = r.obs["image"], r.obs["proprio"]
+                success[i] |= r.success
+                if r.success or r.terminated or r.truncated:
+                    alive[i] = False
+            return obs, None, None, None, None
 
-            buf = collect_rollouts(
-                self.policy,
-                obs,
-                step,
-                gen,
-                cfg.horizon,
-                cfg.temperature,
-                self.instruction,
-                alive_fn=lambda: alive.copy(),
-            )
-        self.real_trajectories += n
-        buf.update(
-            {
-                "success": success,
-                "reward": success.astype(np.float32),  # the simulator's success: exact, no score needed
-                "abstain": np.zeros(n, bool),
-                "flipped": np.zeros(n, bool),
-                "second": {},
-                "scores": success.astype(float),
-                "video": None,
-                "time": {"imagine": time.perf_counter() - t0, "judge": 0.0, "verify": 0.0},
-            }
+        buf = collect_rollouts(
+            self.policy,
+            obs,
+            step,
+            gen,
+            cfg.horizon,
+            cfg.temperature,
+            self.instruction,
+            alive_fn=lambda: alive.copy(),
         )
+        self.real_trajectories += n
+        t_sim = time.perf_counter() - t0
+        out = {
+            "success": success,
+            "reward": success.astype(np.float32),  # the simulator's success: exact, no score needed
+            "abstain": np.zeros(n, bool),
+            "flipped": np.zeros(n, bool),
+            "second": {},
+            "scores": success.astype(float),
+            "video": None,
+            "true_success": success.copy(),
+            "time": {"imagine": t_sim, "judge": 0.0, "verify": 0.0},
+        }
+        if cfg.sim_reward == "judge":
+            # the real video, one frame per chunk; a rollout that ended early holds its last frame
+            video = np.concatenate([buf["images"], obs["image"][None]], 0).swapaxes(0, 1)
+            if video.shape[1] < cfg.horizon + 1:
+                pad = np.repeat(video[:, -1:], cfg.horizon + 1 - video.shape[1], axis=1)
+                video = np.concatenate([video, pad], 1)
+            t0 = time.perf_counter()
+            verdicts = self.judge(list(video), [self.instruction] * n)
+            judged = np.array([v.success is True for v in verdicts])
+            scores = np.array([_score(v) for v in verdicts])
+            reward = (scores if cfg.reward == "score" else judged).astype(np.float32)
+            out.update(
+                {
+                    "success": judged,
+                    "reward": reward,
+                    "abstain": np.array([v.success is None for v in verdicts]),
+                    "scores": scores,
+                    "video": video,
+                    "time": {"imagine": t_sim, "judge": time.perf_counter() - t0, "verify": 0.0},
+                }
+            )
+        buf.update(out)
         return buf
 
     # -- update ---------------------------------------------------------------------------------------------
@@ -411,7 +462,10 @@ class Dreamer:
         reliable = ~(buf["abstain"] | buf["flipped"])
         rewards = torch.from_numpy(buf["reward"]).view(cfg.groups, cfg.group_size)
         a = group_advantages(
-            rewards, torch.from_numpy(reliable).view(cfg.groups, cfg.group_size), cfg.max_unreliable
+            rewards,
+            torch.from_numpy(reliable).view(cfg.groups, cfg.group_size),
+            cfg.max_unreliable,
+            drop_uninformative=cfg.drop_uninformative,
         )
         t0 = time.perf_counter()
         upd = self.update(buf, a.advantages.flatten(), a.mask.flatten(), it)
@@ -420,10 +474,12 @@ class Dreamer:
         metrics = {
             "reward_mean": float(buf["reward"].mean()),
             "judged_success_rate": float(buf["success"].mean()),
+            **({"true_success_rate": float(buf["true_success"].mean())} if "true_success" in buf else {}),
             "reliable_fraction": float(reliable.mean()),
             "dnv_flip_rate": float(buf["flipped"].sum() / max(buf["success"].sum(), 1)),
             "dnv_flips": float(buf["flipped"].sum()),
             "dropped_groups": float(a.dropped.sum()),
+            "informative_groups": float(a.informative.sum()),
             "judge_abstains": float(buf["abstain"].sum()),
             "rollouts": float(n),
             **{k: float(v) for k, v in upd.items()},
@@ -485,7 +541,7 @@ def dream(
 
 
 def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn) -> dict[str, Any]:
-    from rawdream.eval.success import EvalPolicyConfig, evaluate_policy
+    from rawdream.eval.success import evaluate_policy
     from rawdream.policy.train import load_policy, save_policy
 
     out = Path(out)
@@ -506,14 +562,7 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn) -> dict[
     dreamer.real_trajectories = int(meta.get("real_trajectories", 0)) if meta else 0
     trim_metrics(out / "metrics.jsonl", start)  # rows of an iteration that was killed before its checkpoint
     log = MetricsLogger(out)
-    ecfg = EvalPolicyConfig(
-        split=cfg.split,
-        env=cfg.env,
-        tasks=[dreamer.task],
-        episodes=cfg.eval_episodes,
-        workers=cfg.workers,
-        videos=0,
-    )
+    ecfgs = {layouts: eval_config(cfg, dreamer, layouts) for layouts in cfg.eval_layouts}
     bar = tqdm(
         total=cfg.iterations,
         initial=start,
@@ -526,17 +575,19 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn) -> dict[
         metrics, buf = dreamer.iteration(it)
         rows = [({**metrics}, "train")]
         if cfg.eval_every and ((it + 1) % cfg.eval_every == 0 or it + 1 == cfg.iterations):
-            r = evaluate_policy(policy, ecfg, None, progress=False)["tasks"][dreamer.task]
-            rows.append(
-                (
+            values = {}
+            for layouts, ecfg in ecfgs.items():
+                if ecfg is None:
+                    continue
+                r = evaluate_policy(policy, ecfg, None, progress=False)["tasks"][dreamer.task]
+                values.update(
                     {
-                        "eval/success_rate": r["success_rate"],
-                        "eval/ci_low": r["ci95"][0],
-                        "eval/ci_high": r["ci95"][1],
-                    },
-                    "eval",
+                        f"eval/{layouts}/success_rate": r["success_rate"],
+                        f"eval/{layouts}/ci_low": r["ci95"][0],
+                        f"eval/{layouts}/ci_high": r["ci95"][1],
+                    }
                 )
-            )
+            rows.append((values, "eval"))
             save_gallery(buf, out / "gallery" / f"iter_{it + 1:04d}.npz", cfg.gallery, it + 1)
         verified = out / "gallery" / "verified.npz"
         if cfg.gallery and (buf["flipped"].any() or (buf.get("second") and not verified.exists())):
@@ -558,8 +609,7 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn) -> dict[
         bar.set_postfix(reward=f"{metrics['reward_mean']:.2f}", flips=int(metrics["dnv_flips"]))
     bar.close()
     log.close()
-    if dreamer.imagination is not None:
-        dreamer.imagination.close()
+    dreamer.close()
     info = {
         "stage": "dream",
         "env_mode": cfg.env_mode,
@@ -577,6 +627,27 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn) -> dict[
     save_policy(policy, out, info)
     policy.cpu()
     return info
+
+
+def eval_config(cfg: DreamConfig, dreamer: Dreamer, layouts: str):
+    """The periodic real-simulator evaluation under one protocol: ``practised`` - the first ``eval_episodes`` of
+    the initial states RL trains from (none when they came from a dataset); ``new`` - the evaluation seeds."""
+    from rawdream.eval.success import EvalPolicyConfig
+
+    episodes = cfg.eval_episodes
+    if layouts == "practised":
+        if any(s["seed"] is None for s in dreamer.init):
+            return None
+        episodes = min(episodes, len(dreamer.init))
+    return EvalPolicyConfig(
+        split=cfg.split,
+        env=cfg.env,
+        tasks=[dreamer.task],
+        episodes=episodes,
+        workers=cfg.workers,
+        videos=0,
+        layouts=layouts,
+    )
 
 
 def trim_metrics(path: Path, last_step: int) -> None:

@@ -5,6 +5,10 @@ Rewards are per rollout (1 success, 0 failure), grouped by initial state (G roll
 the paper: an unreliable rollout's reward becomes the mean of its group's reliable rewards (advantage 0,
 effectively masked); the group mean and std come from reliable rollouts only; a group with more than
 ``max_unreliable`` unreliable rollouts is dropped whole.
+
+A group whose reliable rewards are all equal (all successes or all failures) has zero advantage everywhere: it
+carries no signal, and under a per-token mean its tokens only dilute the rollouts that do. With
+``drop_uninformative`` such groups leave the loss (DAPO's dynamic-sampling filter; SimpleVLA-RL does the same).
 """
 
 from __future__ import annotations
@@ -19,11 +23,16 @@ class Advantages:
     advantages: torch.Tensor  # (B, G)
     mask: torch.Tensor  # (B, G) rollouts that enter the loss (reliable, in a kept group)
     rewards: torch.Tensor  # (B, G) after neutralising unreliable ones
-    dropped: torch.Tensor  # (B,) groups dropped whole
+    dropped: torch.Tensor  # (B,) groups dropped whole (too many unreliable rollouts)
+    informative: torch.Tensor  # (B,) groups whose reliable rewards differ (a nonzero advantage somewhere)
 
 
 def group_advantages(
-    rewards: torch.Tensor, reliable: torch.Tensor, max_unreliable: int = 2, eps: float = 1e-6
+    rewards: torch.Tensor,
+    reliable: torch.Tensor,
+    max_unreliable: int = 2,
+    eps: float = 1e-6,
+    drop_uninformative: bool = False,
 ) -> Advantages:
     rewards = rewards.float()
     reliable = reliable.bool()
@@ -35,9 +44,12 @@ def group_advantages(
     adv = torch.where(std > eps, (neutral - mean) / (std + eps), torch.zeros_like(neutral))
     dropped = (~reliable).sum(1) > max_unreliable
     dropped |= n_rel[:, 0] == 0
+    informative = (std[:, 0] > eps) & ~dropped
     mask = reliable & ~dropped[:, None]
+    if drop_uninformative:
+        mask &= informative[:, None]
     adv = adv * mask
-    return Advantages(advantages=adv, mask=mask, rewards=neutral, dropped=dropped)
+    return Advantages(advantages=adv, mask=mask, rewards=neutral, dropped=dropped, informative=informative)
 
 
 def clipped_surrogate(

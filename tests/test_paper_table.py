@@ -1,0 +1,125 @@
+"""The paper table's arithmetic: judged successes counted from verdicts (not from a graded reward), both evaluation
+protocols kept apart, every RL cell paired with SFT on the same episodes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from rawdream.experiment.paper_table import _aggregate, _dnv, format_markdown
+
+
+def _metrics(path, rows):
+    path.mkdir(parents=True)
+    path.joinpath("metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_dnv_statistics_count_judged_successes_from_verdicts_not_from_the_score(tmp_path):
+    # a graded-score run: the reward mean (0.4) says nothing about how many rollouts the judge called successes
+    row = {
+        "stage": "train",
+        "rollouts": 32.0,
+        "reward_mean": 0.4,
+        "dropped_groups": 1.0,
+        "reliable_fraction": 0.9,
+    }
+    _metrics(
+        tmp_path / "seed0" / "policy",
+        [
+            {**row, "step": 1, "judged_success_rate": 0.25, "dnv_flips": 2.0},  # 8 judged, 2 flipped
+            {**row, "step": 2, "judged_success_rate": 0.125, "dnv_flips": 4.0},  # 4 judged, 4 flipped
+            {"stage": "eval", "step": 2, "eval/new/success_rate": 0.5},
+        ],
+    )
+    s = _dnv(tmp_path)
+    assert s["judged_successes"] == 12 and s["flips"] == 6
+    assert s["flip_rate"] == pytest.approx(0.5)  # of all judged successes: 6 / 12, not reward_mean * rollouts
+    assert s["judged_success_rate"] == pytest.approx(12 / 64)
+    assert s["dropped_groups"] == 2
+
+
+def test_dnv_statistics_with_no_judged_success_are_undefined_not_zero(tmp_path):
+    _metrics(
+        tmp_path / "seed0" / "policy",
+        [
+            {
+                "stage": "train",
+                "step": 1,
+                "rollouts": 8.0,
+                "reward_mean": 0.0,
+                "judged_success_rate": 0.0,
+                "dnv_flips": 0.0,
+                "dropped_groups": 0.0,
+                "reliable_fraction": 1.0,
+            }
+        ],
+    )
+    assert np.isnan(_dnv(tmp_path)["flip_rate"])
+
+
+def _cell(task, seed, protocol_successes, rl=0):
+    cell = {"task": task, "seed": seed, "rl_real_trajectories": rl, "target_demos": 1}
+    for protocol, succ in protocol_successes.items():
+        cell[protocol] = {
+            "successes": int(sum(succ)),
+            "episodes": len(succ),
+            "success_rate": float(np.mean(succ)),
+            "episode_results": [{"episode": i, "success": bool(x)} for i, x in enumerate(succ)],
+        }
+    return cell
+
+
+def test_rows_are_paired_with_sft_per_protocol_and_never_mixed():
+    sft = {"practised": [0] * 10, "new": [1] * 5 + [0] * 5}
+    rl = {"practised": [1] * 8 + [0] * 2, "new": [1] * 5 + [0] * 5}
+    results = {
+        "sft": {"a": [_cell("a", 0, sft)], "b": [_cell("b", 0, sft)]},
+        "online_short": {"a": [_cell("a", 0, rl, rl=64)], "b": [_cell("b", 0, sft, rl=64)]},
+    }
+    table = _aggregate(results, ["a", "b"], ["practised", "new"])
+    by = {(r["row"], r["protocol"]): r for r in table}
+    assert set(by) == {
+        ("sft", "practised"),
+        ("sft", "new"),
+        ("online_short", "practised"),
+        ("online_short", "new"),
+    }
+    prac = by[("online_short", "practised")]
+    assert prac["tasks"]["a"]["successes"] == 8 and prac["mean"] == pytest.approx(0.4)
+    # task a gained 8 episodes and lost none on practised layouts; pooled over both tasks: +8 of 20
+    assert prac["tasks"]["a"]["paired_vs_sft"]["gained"] == 8
+    assert prac["tasks"]["a"]["paired_vs_sft"]["mcnemar_p"] == pytest.approx(2 / 2**8)
+    assert prac["paired_vs_sft"]["difference"] == pytest.approx(8 / 20)
+    assert prac["paired_vs_sft"]["episodes"] == 20
+    # on new layouts nothing changed: the practised gain does not leak into the new-layout number
+    assert by[("online_short", "new")]["paired_vs_sft"]["difference"] == 0.0
+    assert by[("online_short", "new")]["target_trajectories_rl"] == 128
+    report = {
+        "table": table,
+        "dnv": {},
+        "tasks": ["a", "b"],
+        "seeds": [0],
+        "protocols": {"practised": {"episodes": 10}, "new": {"episodes": 10}},
+        "rl": {
+            "iterations": 1,
+            "online_short_iterations": 1,
+            "online_long_iterations": 2,
+            "rollouts_per_iteration": 8,
+            "init_states": 10,
+        },
+    }
+    md = format_markdown(report)
+    assert "**practised layouts**" in md and "**new layouts**" in md
+    assert "| +40.0 [" in md  # the pooled paired difference of the practised row
+
+
+def test_rl_seeds_are_each_paired_with_the_one_sft_evaluation():
+    sft = {"new": [0, 0, 1, 1]}
+    results = {
+        "sft": {"a": [_cell("a", 0, sft)]},
+        "rawdream": {"a": [_cell("a", 0, {"new": [1, 0, 1, 1]}), _cell("a", 1, {"new": [1, 1, 1, 0]})]},
+    }
+    row = next(r for r in _aggregate(results, ["a"], ["new"]) if r["row"] == "rawdream")
+    d = row["paired_vs_sft"]
+    assert d["episodes"] == 8 and d["gained"] == 3 and d["lost"] == 1
+    assert row["tasks"]["a"]["per_seed"] == [0.75, 0.75]
