@@ -283,6 +283,48 @@ def test_online_baseline_counts_real_trajectories(tiny_policy, tmp_path):
     assert info["env_mode"] == "sim" and info["real_trajectories_rl"] == 2 * 2 * 2
 
 
+def test_dynamic_sampling_draws_more_groups_and_counts_their_real_trajectories(tiny_policy, tmp_path):
+    from rawdream.cli import main
+
+    out = tmp_path / "sim"
+    args = ["dream", "--task", "reach", "--policy", str(tiny_policy), "--env", "sim", "--preset", "tiny"]
+    assert main([*args, "--split.targets=push", "--sample_rounds=3", "--out", str(out)]) == 0
+    train = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in train if r["stage"] == "train"]
+    for r in train:  # a round is 2 groups x 2 rollouts; rounds stop once 2 groups carry an advantage
+        assert r["rollouts"] == 4 * r["sample_rounds"] and 1 <= r["sample_rounds"] <= 3
+        assert r["sample_rounds"] == 3 or r["informative_groups"] >= 2
+    info = json.loads((out / "policy.json").read_text())
+    assert info["real_trajectories_rl"] == sum(r["rollouts"] for r in train)
+
+
+def test_merged_rounds_pad_shorter_batches_with_dead_steps():
+    from rawdream.rl.dream import merge_rollouts
+
+    def buf(h, n, reward):
+        return {
+            "images": np.ones((h, n, 2, 2, 3), np.uint8),
+            "proprio": np.ones((h, n, 4), np.float32),
+            "tokens": torch.ones((h, n, 1, 1), dtype=torch.long),
+            "logp": torch.ones((h, n, 1, 1)),
+            "alive": np.ones((h, n), bool),
+            "success": np.array(reward, bool),
+            "reward": np.array(reward, np.float32),
+            "abstain": np.zeros(n, bool),
+            "flipped": np.zeros(n, bool),
+            "scores": np.array(reward, float),
+            "video": None,
+            "second": {1: "second draw"},
+            "time": {"imagine": 1.0},
+        }
+
+    m = merge_rollouts([buf(3, 2, [1, 0]), buf(1, 2, [0, 0])])
+    assert m["images"].shape == (3, 4, 2, 2, 3) and m["tokens"].shape == (3, 4, 1, 1)
+    assert m["alive"][:, 2:].tolist() == [[True, True], [False, False], [False, False]]  # padding is dead
+    assert m["alive"][:, :2].all()
+    assert m["reward"].tolist() == [1, 0, 0, 0] and set(m["second"]) == {1, 3} and m["time"]["imagine"] == 2.0
+
+
 def test_on_policy_reward_fidelity_is_exact_for_the_oracle(tiny_wm, tiny_policy):
     """The diagnostic behind RL in imagination: the policy's own real rollouts vs their imagined replays. The
     oracle replays the same actions in the deterministic simulator, so on real videos it has no errors."""

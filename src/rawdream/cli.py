@@ -171,6 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sampled", action="store_true", help="sample actions (at --temperature) instead of greedy"
     )
+    p.add_argument(
+        "--layouts",
+        default=None,
+        choices=["new", "practised"],
+        help="new: seeds disjoint from all training (default); practised: the initial states RL trained from",
+    )
+    p.add_argument(
+        "--compare",
+        default=None,
+        metavar="EVAL",
+        help="an earlier eval.json (or its directory) on the same layouts: print the paired difference per task",
+    )
     _add_ray(p)
     _add_preset(p, "eval_policy")
 
@@ -397,18 +409,56 @@ def _cmd_eval_policy(args, overrides) -> int:
         overrides["episodes"] = args.episodes
     if args.sampled:
         overrides["greedy"] = False
+    if args.layouts:
+        overrides["layouts"] = args.layouts
     _ray_overrides(args, overrides, "")
     cfg = resolve(EvalPolicyConfig, "eval_policy", args.preset, overrides)
+    before = _load_eval(args.compare, cfg) if args.compare else None  # checked before the long part
     policy = load_policy(args.policy)
     report = evaluate_policy(policy, cfg, args.out, progress=True)
     from rawdream.config import save_config
 
     save_config(cfg, args.out)
     print(format_eval(report))
+    if before is not None:
+        print(format_paired(before, report, args.compare))
     print(
         f"\nresults: {Path(args.out).resolve() / 'eval.json'}; videos: {Path(args.out).resolve() / 'videos'}"
     )
     return 0
+
+
+def _load_eval(path: str, cfg) -> dict:
+    """An earlier evaluation to pair with, refused when its protocol differs (pairs must be the same seeds)."""
+    from rawdream.io import read_json
+
+    p = Path(path)
+    p = p / "eval.json" if p.is_dir() else p
+    if not p.exists():
+        raise FileNotFoundError(f"--compare {path}: no eval.json there; give an eval-policy output")
+    rep = read_json(p)
+    proto = rep.get("protocol", {})
+    layouts = proto.get("layouts", "new")
+    if layouts != cfg.layouts or proto.get("seeds") != f"{cfg.seed(0)}+i":
+        raise ValueError(
+            f"--compare {path} was evaluated on {layouts} layouts (seeds {proto.get('seeds')}), this run on "
+            f"{cfg.layouts} (seeds {cfg.seed(0)}+i): paired differences need the same seeds; pass --layouts"
+        )
+    return rep
+
+
+def format_paired(before: dict, after: dict, name: str) -> str:
+    from rawdream.eval.success import paired_difference
+
+    lines = [f"\npaired with {name} on the same episodes:"]
+    lines.append(f"{'task':24s} {'difference [95% CI]':>24s} {'gained':>7s} {'lost':>5s} {'McNemar p':>10s}")
+    for task, r in after["tasks"].items():
+        if task not in before["tasks"]:
+            continue
+        d = paired_difference(before["tasks"][task]["episode_results"], r["episode_results"])
+        ci = f"{d['difference'] * 100:+.1f} [{d['ci95'][0] * 100:+.1f}, {d['ci95'][1] * 100:+.1f}]"
+        lines.append(f"{task:24s} {ci:>24s} {d['gained']:7d} {d['lost']:5d} {d['mcnemar_p']:10.3g}")
+    return "\n".join(lines)
 
 
 def _cmd_train_judge(args, overrides) -> int:

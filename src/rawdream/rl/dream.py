@@ -72,6 +72,9 @@ class DreamConfig:
     # groups whose reliable rewards are all equal carry no advantage: leave them out of the per-token mean
     # (DAPO / SimpleVLA-RL dynamic sampling, the filter half)
     drop_uninformative: bool = True
+    # the other half: up to this many draws of ``groups`` groups per iteration until ``groups`` informative ones
+    # are in hand (1: no resampling). In the simulator each extra draw costs real trajectories (counted).
+    sample_rounds: int = 1
     dnv: bool = True
     dnv_redraws: int = 1
     max_unreliable: int = 2
@@ -102,8 +105,10 @@ class DreamConfig:
                 f"groups={self.groups} initial states per iteration but only init_states={self.init_states} "
                 f"distinct ones; raise --init_states or lower --groups"
             )
-        if min(self.groups, self.group_size, self.horizon, self.iterations) < 1:
-            raise ValueError("groups, group_size, horizon and iterations must all be at least 1")
+        if min(self.groups, self.group_size, self.horizon, self.iterations, self.sample_rounds) < 1:
+            raise ValueError(
+                "groups, group_size, horizon, iterations and sample_rounds must all be at least 1"
+            )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -142,10 +147,13 @@ def dataset_initial_states(path: str | Path, n: int) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------------------------------------
 # the loop
 # ------------------------------------------------------------------------------------------------------------
-def rollout_generators(seed: int, it: int, n: int) -> list[torch.Generator]:
+def rollout_generators(seed: int, it: int, n: int, offset: int = 0) -> list[torch.Generator]:
     """One policy-sampling stream per rollout of iteration ``it``: a rollout's actions do not depend on which
     other rollouts share its batch (or its worker), and a resumed iteration samples exactly what it did."""
-    return [torch.Generator().manual_seed(seeds.stable_seed("policy", seed, it, r)) for r in range(n)]
+    return [
+        torch.Generator().manual_seed(seeds.stable_seed("policy", seed, it, r))
+        for r in range(offset, offset + n)
+    ]
 
 
 class Dreamer:
@@ -214,16 +222,22 @@ class Dreamer:
             self.judge = RayJudge(self.judge, cfg.judge, ray_cfg)
 
     # -- rollouts -------------------------------------------------------------------------------------------
-    def _choose_states(self, it: int) -> list[int]:
-        g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + it)
+    def _choose_states(self, it: int, rnd: int = 0) -> list[int]:
+        """The iteration's initial states; a dynamic-sampling round ``rnd`` > 0 draws another set."""
+        seed = (
+            self.cfg.seed * 100_003 + it if rnd == 0 else seeds.stable_seed("states", self.cfg.seed, it, rnd)
+        )
+        g = torch.Generator().manual_seed(seed)
         return torch.randperm(len(self.init), generator=g)[: self.cfg.groups].tolist()
 
-    def rollout_imagined(self, it: int, states: list[int]) -> dict[str, Any]:
+    def rollout_imagined(self, it: int, states: list[int], offset: int = 0) -> dict[str, Any]:
+        """``offset``: the index of this batch's first rollout in the iteration (dynamic-sampling rounds after the
+        first draw rollouts offset, offset + 1, ...), so every rollout has its own random streams."""
         cfg = self.cfg
         rows = [s for s in states for _ in range(cfg.group_size)]
         n = len(rows)
-        noise_seeds = [seeds.stable_seed("wm-noise", cfg.seed, it, r) for r in range(n)]
-        policy_seeds = [seeds.stable_seed("policy", cfg.seed, it, r) for r in range(n)]
+        noise_seeds = [seeds.stable_seed("wm-noise", cfg.seed, it, r) for r in range(offset, offset + n)]
+        policy_seeds = [seeds.stable_seed("policy", cfg.seed, it, r) for r in range(offset, offset + n)]
         first = np.stack([self.init[s]["image"] for s in rows])
         prop0 = np.stack([self.init[s]["proprio"] for s in rows]).astype(np.float32)
         t0 = time.perf_counter()
@@ -247,7 +261,7 @@ class Dreamer:
         if cfg.dnv and success.any():
             idx = np.nonzero(success)[0]
             for k in range(cfg.dnv_redraws):
-                redraw = [seeds.stable_seed("wm-noise-redraw", cfg.seed, it, k, int(i)) for i in idx]
+                redraw = [seeds.stable_seed("wm-noise-redraw", cfg.seed, it, k, offset + int(i)) for i in idx]
                 videos2 = self.imagination.reimagine(first[idx], prop0[idx], actions[idx], redraw)
                 ctx2 = self._judge_context([rows[i] for i in idx], actions[idx])
                 v2 = self.judge(list(videos2), [self.instruction] * len(idx), **ctx2)
@@ -302,14 +316,14 @@ class Dreamer:
         if self.imagination is not None:
             self.imagination.close()
 
-    def rollout_sim(self, it: int, states: list[int]) -> dict[str, Any]:
+    def rollout_sim(self, it: int, states: list[int], offset: int = 0) -> dict[str, Any]:
         """The online baseline: the same sampling in the real simulator. Reward: the simulator's success
         (``sim_reward=success``), or the judge's verdict on the real video (``sim_reward=judge``: the judge alone,
         a rung of the ladder)."""
         cfg = self.cfg
         rows = [s for s in states for _ in range(cfg.group_size)]
         n = len(rows)
-        gen = rollout_generators(cfg.seed, it, n)
+        gen = rollout_generators(cfg.seed, it, n, offset)
         t0 = time.perf_counter()
         venv = self._sim(n)
         resets = venv.reset([self.init[s]["seed"] for s in rows], self.task)
@@ -455,22 +469,33 @@ class Dreamer:
             stats[key] /= max(stats["updates"], 1)
         return stats
 
-    def iteration(self, it: int) -> tuple[dict[str, float], dict[str, Any]]:
+    def advantages(self, buf: dict[str, Any]):
         cfg = self.cfg
-        states = self._choose_states(it)
-        buf = self.rollout_imagined(it, states) if cfg.env_mode == "wm" else self.rollout_sim(it, states)
         reliable = ~(buf["abstain"] | buf["flipped"])
-        rewards = torch.from_numpy(buf["reward"]).view(cfg.groups, cfg.group_size)
-        a = group_advantages(
-            rewards,
-            torch.from_numpy(reliable).view(cfg.groups, cfg.group_size),
+        return group_advantages(
+            torch.from_numpy(buf["reward"]).view(-1, cfg.group_size),
+            torch.from_numpy(reliable).view(-1, cfg.group_size),
             cfg.max_unreliable,
             drop_uninformative=cfg.drop_uninformative,
         )
+
+    def iteration(self, it: int) -> tuple[dict[str, float], dict[str, Any]]:
+        cfg = self.cfg
+        rollout = self.rollout_imagined if cfg.env_mode == "wm" else self.rollout_sim
+        # dynamic sampling (DAPO): draw further rounds of groups from other initial states until ``groups`` of
+        # them carry an advantage (or ``sample_rounds`` draws were made); uninformative groups leave the loss
+        n = cfg.groups * cfg.group_size
+        bufs = []
+        for rnd in range(cfg.sample_rounds):
+            bufs.append(rollout(it, self._choose_states(it, rnd), offset=rnd * n))
+            if int(self.advantages(merge_rollouts(bufs)).informative.sum()) >= cfg.groups:
+                break
+        buf = merge_rollouts(bufs)
+        a = self.advantages(buf)
         t0 = time.perf_counter()
         upd = self.update(buf, a.advantages.flatten(), a.mask.flatten(), it)
         t_update = time.perf_counter() - t0
-        n = cfg.groups * cfg.group_size
+        reliable = ~(buf["abstain"] | buf["flipped"])
         metrics = {
             "reward_mean": float(buf["reward"].mean()),
             "judged_success_rate": float(buf["success"].mean()),
@@ -480,14 +505,46 @@ class Dreamer:
             "dnv_flips": float(buf["flipped"].sum()),
             "dropped_groups": float(a.dropped.sum()),
             "informative_groups": float(a.informative.sum()),
+            "sample_rounds": float(len(bufs)),
             "judge_abstains": float(buf["abstain"].sum()),
-            "rollouts": float(n),
+            "rollouts": float(len(buf["reward"])),
             **{k: float(v) for k, v in upd.items()},
             **{f"time_{k}": float(v) for k, v in buf["time"].items()},
             "time_update": t_update,
             "real_trajectories": float(self.real_trajectories),
         }
         return metrics, buf
+
+
+def merge_rollouts(bufs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rollout batches of one iteration side by side (rollout axis); time-major arrays are padded to the longest
+    batch with dead steps (``alive`` False), which the update never reads."""
+    if len(bufs) == 1:
+        return bufs[0]
+    h = max(b["alive"].shape[0] for b in bufs)
+
+    def pad(x):
+        extra = h - x.shape[0]
+        if extra == 0:
+            return x
+        if isinstance(x, torch.Tensor):
+            return torch.cat([x, torch.zeros((extra, *x.shape[1:]), dtype=x.dtype)], 0)
+        return np.concatenate([x, np.zeros((extra, *x.shape[1:]), x.dtype)], 0)
+
+    out: dict[str, Any] = {}
+    for key in ("images", "proprio", "tokens", "logp", "alive"):
+        parts = [pad(b[key]) for b in bufs]
+        out[key] = torch.cat(parts, 1) if isinstance(parts[0], torch.Tensor) else np.concatenate(parts, 1)
+    for key in ("success", "reward", "abstain", "flipped", "scores", "true_success"):
+        if key in bufs[0]:
+            out[key] = np.concatenate([b[key] for b in bufs])
+    out["video"] = None if bufs[0].get("video") is None else np.concatenate([b["video"] for b in bufs])
+    out["second"], start = {}, 0
+    for b in bufs:
+        out["second"].update({start + i: v for i, v in b["second"].items()})
+        start += len(b["reward"])
+    out["time"] = {k: sum(b["time"][k] for b in bufs) for k in bufs[0]["time"]}
+    return out
 
 
 def _score(verdict) -> float:
