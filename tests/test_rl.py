@@ -273,6 +273,8 @@ def test_online_baseline_counts_real_trajectories(tiny_policy, tmp_path):
                 "--preset",
                 "tiny",
                 "--split.targets=push",
+                "--eval_start=true",
+                "--eval_episodes=2",
                 "--out",
                 str(tmp_path / "sim"),
             ]
@@ -281,6 +283,18 @@ def test_online_baseline_counts_real_trajectories(tiny_policy, tmp_path):
     )
     info = json.loads((tmp_path / "sim" / "policy.json").read_text())
     assert info["env_mode"] == "sim" and info["real_trajectories_rl"] == 2 * 2 * 2
+    # the starting and the final policy on the same episodes, both protocols, paired
+    assert set(info["paired"]) == {"practised", "new"}
+    for layouts, d in info["paired"].items():
+        start = json.loads((tmp_path / "sim" / f"eval_start_{layouts}.json").read_text())
+        final = json.loads((tmp_path / "sim" / f"eval_{layouts}.json").read_text())
+        assert [e["seed"] for e in start["episode_results"]] == [e["seed"] for e in final["episode_results"]]
+        assert d["episodes"] == 2 and d["before"] == start["success_rate"]
+    seeds_of = {
+        p: json.loads((tmp_path / "sim" / f"eval_{p}.json").read_text()) for p in ("practised", "new")
+    }
+    assert seeds_of["practised"]["episode_results"][0]["seed"] == 200_000  # the RL initial states
+    assert seeds_of["new"]["episode_results"][0]["seed"] == 100_000
 
 
 def test_dynamic_sampling_draws_more_groups_and_counts_their_real_trajectories(tiny_policy, tmp_path):

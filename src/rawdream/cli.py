@@ -518,6 +518,12 @@ def _cmd_dream(args, overrides) -> int:
         f"policy after RL ({info['env_mode']}, judge {info['judge']}): {Path(args.out).resolve()}; "
         f"{info['seconds'] / 60:.1f} min; real trajectories used by RL: {info['real_trajectories_rl']}"
     )
+    for layouts, d in info.get("paired", {}).items():
+        print(
+            f"  {layouts:9s} layouts: {d['before'] * 100:.1f}% -> {d['after'] * 100:.1f}% "
+            f"(paired {d['difference'] * 100:+.1f} [{d['ci95'][0] * 100:+.1f}, {d['ci95'][1] * 100:+.1f}], "
+            f"+{d['gained']} / -{d['lost']} of {d['episodes']} episodes, McNemar p {d['mcnemar_p']:.3g})"
+        )
     return 0
 
 

@@ -81,6 +81,8 @@ class DreamConfig:
     eval_every: int = 10
     eval_episodes: int = 20
     eval_layouts: list[str] = field(default_factory=lambda: ["practised", "new"])
+    # also evaluate the starting policy before the first iteration: the final evaluation is then paired with it
+    eval_start: bool = False
     gallery: int = 4  # imagined rollouts saved per evaluation for the report
     workers: int = 2
     threads: int = 2
@@ -599,6 +601,7 @@ def dream(
 
 def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn) -> dict[str, Any]:
     from rawdream.eval.success import evaluate_policy
+    from rawdream.io import atomic_write_json
     from rawdream.policy.train import load_policy, save_policy
 
     out = Path(out)
@@ -628,6 +631,12 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn) -> dict[
         dynamic_ncols=True,
     )
     t_start = time.time()
+    if cfg.eval_start and cfg.eval_every:
+        # the starting policy on the same episodes: the final evaluation is paired with it
+        for layouts, ecfg in ecfgs.items():
+            if ecfg is not None and not (out / f"eval_start_{layouts}.json").exists():
+                r = evaluate_policy(policy, ecfg, None, progress=False)["tasks"][dreamer.task]
+                atomic_write_json(out / f"eval_start_{layouts}.json", r)
     for it in range(start, cfg.iterations):
         metrics, buf = dreamer.iteration(it)
         rows = [({**metrics}, "train")]
@@ -637,6 +646,8 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn) -> dict[
                 if ecfg is None:
                     continue
                 r = evaluate_policy(policy, ecfg, None, progress=False)["tasks"][dreamer.task]
+                if it + 1 == cfg.iterations:
+                    atomic_write_json(out / f"eval_{layouts}.json", r)
                 values.update(
                     {
                         f"eval/{layouts}/success_rate": r["success_rate"],
@@ -680,10 +691,30 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn) -> dict[
         "seconds": time.time() - t_start,
         "iterations": cfg.iterations,
         "dnv": cfg.dnv,
+        "paired": paired_with_start(out, cfg.eval_layouts),
     }
     save_policy(policy, out, info)
     policy.cpu()
     return info
+
+
+def paired_with_start(out: Path, protocols: list[str]) -> dict[str, Any]:
+    """Final minus starting policy on the same evaluation episodes, per protocol (where both were evaluated)."""
+    from rawdream.eval.success import paired_difference
+    from rawdream.io import read_json
+
+    res = {}
+    for layouts in protocols:
+        a, b = out / f"eval_{layouts}.json", out / f"eval_start_{layouts}.json"
+        if a.exists() and b.exists():
+            before, after = read_json(b), read_json(a)
+            res[layouts] = {
+                "before": before["success_rate"],
+                "after": after["success_rate"],
+                "episodes": after["episodes"],
+                **paired_difference(before["episode_results"], after["episode_results"]),
+            }
+    return res
 
 
 def eval_config(cfg: DreamConfig, dreamer: Dreamer, layouts: str):
