@@ -631,10 +631,10 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn) -> dict[
         dynamic_ncols=True,
     )
     t_start = time.time()
-    if cfg.eval_start and cfg.eval_every:
+    if cfg.eval_start and cfg.eval_every and start == 0:
         # the starting policy on the same episodes: the final evaluation is paired with it
         for layouts, ecfg in ecfgs.items():
-            if ecfg is not None and not (out / f"eval_start_{layouts}.json").exists():
+            if ecfg is not None:
                 r = evaluate_policy(policy, ecfg, None, progress=False)["tasks"][dreamer.task]
                 atomic_write_json(out / f"eval_start_{layouts}.json", r)
     for it in range(start, cfg.iterations):
