@@ -239,6 +239,7 @@ def test_tiny_dream_end_to_end_with_dnv_and_resume(tiny_wm, tiny_policy, tmp_pat
         "--split.targets=push",
         "--judge.backend=oracle",
         "--judge.allow_oracle=true",
+        "--drop_uninformative=false",  # every iteration updates, even if no tiny rollout succeeds
     ]
     assert main([*base, "--out", str(tmp_path / "a")]) == 0
     rows = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
@@ -295,6 +296,16 @@ def test_online_baseline_counts_real_trajectories(tiny_policy, tmp_path):
     }
     assert seeds_of["practised"]["episode_results"][0]["seed"] == 200_000  # the RL initial states
     assert seeds_of["new"]["episode_results"][0]["seed"] == 100_000
+    # the candidates table reads the run back: what changed, what it cost, both protocols
+    assert main(["experiment", "rl-table", str(tmp_path / "sim"), "--json", str(tmp_path / "t.json")]) == 0
+    (row,) = json.loads((tmp_path / "t.json").read_text())["rows"]
+    assert row["changed"]["env_mode"] == "sim" and row["changed"]["eval_start"] is True
+    assert row["real_trajectories_rl"] == 8 and set(row["protocols"]) == {"practised", "new"}
+    with pytest.raises(ValueError, match="eval_start"):
+        from rawdream.experiment.rl_table import rl_table
+
+        (tmp_path / "sim" / "policy.json").write_text(json.dumps({**info, "paired": {}}))
+        rl_table([tmp_path / "sim"])
 
 
 def test_dynamic_sampling_draws_more_groups_and_counts_their_real_trajectories(tiny_policy, tmp_path):

@@ -308,8 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument(
         "--out", required=True, help="output directory (paper_table.md / .json); re-running resumes"
     )
-    k.add_argument("--preset", default=None, help="tiny | quick | default")
+    k.add_argument("--preset", default=None, help="tiny | quick | ladder | default")
     _add_ray(k)
+    k = ex.add_parser(
+        "rl-table",
+        help="a table of `rawdream dream --eval_start=true` runs: settings, cost, paired success per protocol",
+    )
+    k.add_argument("runs", nargs="+", help="dream output directories")
+    k.add_argument("--json", default=None, help="also write the rows as JSON here (e.g. results/....json)")
 
     # tasks -----------------------------------------------------------------------------------------------
     p = verbs.add_parser("tasks", help="list the tasks, their instructions and the benchmark split")
@@ -529,6 +535,16 @@ def _cmd_dream(args, overrides) -> int:
 
 def _cmd_experiment(args, overrides) -> int:
     from rawdream.experiment.paper_table import PaperTableConfig, run_paper_table
+
+    if args.experiment == "rl-table":
+        from rawdream.experiment.rl_table import format_rl_table, rl_table
+        from rawdream.io import atomic_write_json
+
+        rows = rl_table(args.runs)
+        if args.json:
+            atomic_write_json(args.json, {"rows": rows})
+        print(format_rl_table(rows), end="")
+        return 0
 
     preset = args.preset or ("ladder" if args.ladder else "quick" if args.quick else "default")
     _ray_overrides(args, overrides, "dream", "eval")

@@ -177,6 +177,23 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
     r.stage("data/target_demos", cfg.target_demos, [], collect_stage(cfg.target_demos))
     r.stage("data/labeled", cfg.labeled, [], collect_stage(cfg.labeled))
 
+    # the policies first: they need only the demos, and a target without a usable demo shows here, not after
+    # the long world-model and judge stages
+    def base_fn(d):
+        return {
+            "tasks": train_policy(cfg.base, out / "data/demos", d, progress=progress, log_fn=log)["tasks"]
+        }
+
+    r.stage("policy_base", cfg.base, ["data/demos"], base_fn)
+
+    def sft_fn(d):
+        info = train_policy(
+            cfg.sft, out / "data/target_demos", d, init=out / "policy_base", progress=progress, log_fn=log
+        )
+        return {"tasks": info["tasks"], "target_trajectories": info["target_trajectories"]}
+
+    r.stage("policy_sft", cfg.sft, ["data/target_demos", "policy_base"], sft_fn)
+
     def wm_fn(d):
         s = pretrain_wm(cfg.wm, out / "data/play", d, progress=progress, log_fn=log)
         return {
@@ -243,21 +260,6 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
         return {k: v["mean"] for k, v in rep["results"].items()}
 
     r.stage("eval/judge", cfg.eval_judge, ["judge", "judge_blind", "wm", "data/target_demos"], eval_judge_fn)
-
-    def base_fn(d):
-        return {
-            "tasks": train_policy(cfg.base, out / "data/demos", d, progress=progress, log_fn=log)["tasks"]
-        }
-
-    r.stage("policy_base", cfg.base, ["data/demos"], base_fn)
-
-    def sft_fn(d):
-        info = train_policy(
-            cfg.sft, out / "data/target_demos", d, init=out / "policy_base", progress=progress, log_fn=log
-        )
-        return {"tasks": info["tasks"], "target_trajectories": info["target_trajectories"]}
-
-    r.stage("policy_sft", cfg.sft, ["data/target_demos", "policy_base"], sft_fn)
 
     def eval_fn(policy_dir: Path, tasks: list[str], ecfg_base: EvalPolicyConfig | None = None):
         def fn(d):

@@ -58,8 +58,8 @@ class PaperTableConfig:
     tasks: list[str] = field(default_factory=list)  # default: the split's targets
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     dream: DreamConfig = field(default_factory=DreamConfig)
-    online_short_iterations: int = 4
-    online_long_iterations: int = 20
+    online_short_iterations: int = 20
+    online_long_iterations: int = 80
     protocols: list[str] = field(default_factory=lambda: list(PROTOCOLS))
     # practised layouts scored per task: 0 = every initial state RL trained from (dream.init_states)
     practised_episodes: int = 0
@@ -151,8 +151,17 @@ def run_paper_table(
                     atomic_write_json(d / f"eval_{protocol}.json", rep["tasks"][task])
                 atomic_write_json(done, cell)
                 results.setdefault(row, {}).setdefault(task, []).append(_load_cell(d))
+                if row.startswith("rawdream") or row == "sim_judge":
+                    dnv_stats.setdefault(row, {})[task] = _dnv(out / row / task)
+                write_report(
+                    cfg, out, results, dnv_stats, tasks
+                )  # after every cell: a long run shows progress
             if row.startswith("rawdream") or row == "sim_judge":
                 dnv_stats.setdefault(row, {})[task] = _dnv(out / row / task)
+    return write_report(cfg, out, results, dnv_stats, tasks)
+
+
+def write_report(cfg: PaperTableConfig, out: Path, results, dnv_stats, tasks) -> dict[str, Any]:
     report = {
         "table": _aggregate(results, tasks, cfg.protocols),
         "dnv": dnv_stats,
@@ -230,7 +239,8 @@ def _aggregate(results: dict[str, dict[str, list[dict]]], tasks: list[str], prot
     table = []
     sft = results.get("sft", {})
     for protocol in protocols:
-        for row, per_task in results.items():
+        for row in [r for r in ROWS if r in results]:  # the ladder's order, whatever order the rows ran in
+            per_task = results[row]
             cells, k_all, n_all = {}, 0, 0
             demos = rl = 0
             for task in tasks:

@@ -1,0 +1,93 @@
+"""``rawdream experiment rl-table RUN...``: one row per ``rawdream dream --eval_start=true`` run - what was changed
+from the defaults, what it cost, and success before -> after under both evaluation protocols, paired on the same
+episodes - as markdown and as the JSON a README table is checked against."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rawdream.config import to_dict
+from rawdream.io import read_json
+from rawdream.rl.dream import DreamConfig
+
+# keys that say where a run was, not what it did
+_IGNORED = {
+    "task",
+    "split",
+    "judge",
+    "env",
+    "ray",
+    "workers",
+    "threads",
+    "device",
+    "gallery",
+    "eval_every",
+    "config_type",
+}
+# the settings an RL recipe is told apart by, always shown
+RECIPE = ("lr", "temperature", "drop_uninformative", "sample_rounds", "groups", "init_states", "iterations")
+
+
+def changed_settings(config: dict[str, Any]) -> dict[str, Any]:
+    base = to_dict(DreamConfig())
+    return {k: v for k, v in config.items() if k not in _IGNORED and base.get(k) != v}
+
+
+def rl_table(runs: list[str | Path]) -> list[dict[str, Any]]:
+    rows = []
+    for run in runs:
+        run = Path(run)
+        info_file, cfg_file = run / "policy.json", run / "config.yaml"
+        if not info_file.exists() or not cfg_file.exists():
+            raise FileNotFoundError(
+                f"{run}: no policy.json/config.yaml - is it a finished `rawdream dream` run?"
+            )
+        info = read_json(info_file)
+        if not info.get("paired"):
+            raise ValueError(
+                f"{run}: no paired evaluation; run dream with --eval_start=true (and eval_every > 0)"
+            )
+        cfg = yaml.safe_load(cfg_file.read_text())
+        rows.append(
+            {
+                "run": run.name,
+                "task": info["task"],
+                "env_mode": info["env_mode"],
+                "judge": info["judge"],
+                "changed": changed_settings(cfg),
+                "recipe": {k: cfg.get(k) for k in RECIPE},
+                "iterations": info["iterations"],
+                "real_trajectories_rl": info["real_trajectories_rl"],
+                "minutes": round(info["seconds"] / 60, 1),
+                "protocols": info["paired"],
+            }
+        )
+    return rows
+
+
+def format_rl_table(rows: list[dict[str, Any]]) -> str:
+    def cell(d):
+        if not d:
+            return ""
+        return (
+            f"{d['before'] * 100:.1f} -> {d['after'] * 100:.1f} ({d['difference'] * 100:+.1f}, "
+            f"+{d['gained']}/-{d['lost']}, p={d['mcnemar_p']:.2g})"
+        )
+
+    lines = [
+        "| run | task | lr | T | filter | rounds | groups x layouts | iterations | real trajectories | minutes "
+        "| practised layouts | new layouts |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        c = r["recipe"]
+        lines.append(
+            f"| {r['run']} | {r['task']} | {c['lr']:g} | {c['temperature']:g} | "
+            f"{'yes' if c['drop_uninformative'] else 'no'} | {c['sample_rounds']} | {c['groups']} x "
+            f"{c['init_states']} | {c['iterations']} | {r['real_trajectories_rl']} | {r['minutes']} | "
+            f"{cell(r['protocols'].get('practised'))} | {cell(r['protocols'].get('new'))} |"
+        )
+    return "\n".join(lines) + "\n"
