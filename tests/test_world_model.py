@@ -244,3 +244,26 @@ def test_resume_after_kill_gives_the_same_next_losses(play_data, tmp_path):
     a, b = _losses(tmp_path / "ref" / "metrics.jsonl"), _losses(out / "metrics.jsonl")
     nxt = [s for s in sorted(a) if s > resumed_from][:20]
     assert nxt and [b[s] for s in nxt] == [a[s] for s in nxt]
+
+
+def test_id_ft_fine_tunes_the_pretrained_model_on_target_data_only_when_named(tiny_wm, tmp_path):
+    from safetensors.torch import load_file
+
+    data = tmp_path / "target"
+    args = ["collect", "labeled", "--out", str(data), "--preset", "tiny", "--tasks=drawer-open"]
+    assert main([*args, "--episodes_per_task=2"]) == 0
+    ft = ["pretrain-wm", "--data", str(data), "--init", str(tiny_wm), "--preset", "tiny"]
+    # target-task data in a world model is refused unless the variant that uses it is named
+    assert main([*ft, "--out", str(tmp_path / "refused")]) != 0
+    assert main([*ft, "--variant", "id-ft", "--out", str(tmp_path / "idft")]) == 0
+    info = json.loads((tmp_path / "idft" / "world_model.json").read_text())
+    assert info["variant"] == "id-ft" and info["init"] == str(tiny_wm.resolve())
+    assert "drawer-open" in info["target_tasks_in_data"]
+    before = load_file(str(tiny_wm / "world_model.safetensors"))
+    after = load_file(str(tmp_path / "idft" / "world_model.safetensors"))
+    # the autoencoder and the latent statistics are kept (the dynamics' latent space must not move) ...
+    for k in before:
+        if k.startswith("ae.") or k in ("latent_mean", "latent_std", "delta_std"):
+            assert torch.equal(before[k], after[k]), k
+    # ... and the dynamics trained on
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("dynamics."))

@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="output directory; re-running resumes from its checkpoints")
     p.add_argument(
+        "--init",
+        default=None,
+        metavar="WM_DIR",
+        help="fine-tune this world model (its autoencoder and latent statistics kept; e.g. --variant id-ft)",
+    )
+    p.add_argument(
         "--variant",
         default=None,
         choices=["zero-shot", "co-train", "id-ft"],
@@ -359,7 +365,7 @@ def _cmd_pretrain_wm(args, overrides) -> int:
     if args.variant:
         overrides["variant"] = args.variant
     cfg = resolve(PretrainWMConfig, "pretrain_wm", args.preset, overrides)
-    s = pretrain_wm(cfg, args.data, args.out, progress=True)
+    s = pretrain_wm(cfg, args.data, args.out, progress=True, init=args.init)
     recon = s["autoencoder_reconstruction"]
     print(f"world model: {Path(args.out).resolve() / 'world_model.safetensors'} (variant {s['variant']})")
     print(

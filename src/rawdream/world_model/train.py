@@ -288,8 +288,15 @@ def sample_videos(model, ema, frames, val_tr: Transitions, path: Path, cfg, log,
 
 
 def pretrain_wm(
-    cfg: PretrainWMConfig, data: str | Path, out: str | Path, progress: bool = True, log_fn=print
+    cfg: PretrainWMConfig,
+    data: str | Path,
+    out: str | Path,
+    progress: bool = True,
+    log_fn=print,
+    init: str | Path | None = None,
 ) -> dict[str, Any]:
+    """Train a world model on ``data``; with ``init``, fine-tune that world model instead (the paper's ID-FT
+    variant: the pretrained autoencoder and latent statistics are kept, only the dynamics train on)."""
     t_start = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -322,7 +329,13 @@ def pretrain_wm(
         },
     )
     torch.manual_seed(cfg.seed)
-    model = WorldModel(mcfg).to(resolve_device(cfg.device))
+    if init:
+        model = load_world_model(init)
+        _check_compatible(model.cfg, mcfg, init)
+        mcfg = model.cfg
+        model = model.to(resolve_device(cfg.device))
+    else:
+        model = WorldModel(mcfg).to(resolve_device(cfg.device))
     train_eps, val_eps = _split_episodes(ds.num_episodes, cfg.val_fraction, cfg.seed)
     train_frames, val_frames = _frame_indices(ds, train_eps), _frame_indices(ds, val_eps)
     tr = tr_all.subset(np.isin(tr_all.episode, train_eps))
@@ -340,6 +353,15 @@ def pretrain_wm(
     if ae_path.exists():
         model.ae.load_state_dict(load_file(str(ae_path)))
         recon = read_json(out / "autoencoder.json")["reconstruction"]
+    elif init:  # fine-tuning keeps the pretrained autoencoder: the dynamics' latent space must not move
+        recon = model.info["autoencoder_reconstruction"]
+        atomic_write(
+            ae_path,
+            lambda p: save_file({k: v.cpu().contiguous() for k, v in model.ae.state_dict().items()}, str(p)),
+        )
+        atomic_write_json(
+            out / "autoencoder.json", {"reconstruction": recon, "seconds": 0.0, "init": str(init)}
+        )
     else:
         recon = train_autoencoder(model, frames, train_frames, val_frames, cfg, out, log, progress)
         atomic_write(
@@ -353,7 +375,8 @@ def pretrain_wm(
     )
 
     raw = encode_all(model, frames, progress=progress)
-    set_statistics(model, raw, tr, train_frames)
+    if not init:  # a fine-tuned model keeps the normalisation its dynamics learned under
+        set_statistics(model, raw, tr, train_frames)
     mean, std = model.latent_mean.cpu().view(1, -1, 1, 1), model.latent_std.cpu().view(1, -1, 1, 1)
     latents = ((raw.float() - mean) / std).to(torch.float16)  # in CPU memory; batches move to the model
     del raw
@@ -362,6 +385,7 @@ def pretrain_wm(
     log.close()
     summary = {
         "variant": cfg.variant,
+        "init": str(Path(init).resolve()) if init else None,
         "dataset": str(Path(data).resolve()),
         "manifest": {k: v for k, v in ds.manifest.items() if k != "collect_config"},
         "target_tasks_in_data": leaked,
@@ -373,6 +397,20 @@ def pretrain_wm(
     }
     save_world_model(model, out, summary)
     return summary
+
+
+def _check_compatible(have: WorldModelConfig, want: WorldModelConfig, init) -> None:
+    """A world model can only be fine-tuned on data of its own image size, action and proprioception sizes."""
+    for what, a, b in [
+        ("image size", have.image_size, want.image_size),
+        ("action dim", have.dynamics.action_dim, want.dynamics.action_dim),
+        ("proprio dim", have.dynamics.proprio_dim, want.dynamics.proprio_dim),
+        ("chunk", have.dynamics.chunk, want.dynamics.chunk),
+    ]:
+        if a != b:
+            raise ValueError(
+                f"--init {init}: its {what} is {a} but this dataset's is {b}; fine-tune on matching data"
+            )
 
 
 def save_world_model(model: WorldModel, out: str | Path, info: dict[str, Any]) -> Path:
