@@ -1,6 +1,7 @@
 """The HTML report of a real (tiny) run, opened in headless Chromium: no console errors, every video and image
 has loaded content; a screenshot is saved as a test artifact (test-artifacts/report.png)."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -25,6 +26,17 @@ def test_tiny_run_is_resumable_and_summarised(tiny_run, capsys):
     out = capsys.readouterr().out
     assert "skipped (up to date)" in out and "task-agnostic guarantee" in out
     assert " running " not in out
+    # both evaluation protocols, each paired with SFT on its own episodes: practised = the RL initial states
+    summary = json.loads((tiny_run / "summary.json").read_text())
+    assert set(summary["protocols"]) == {"practised", "new"}
+    for layouts, first_seed in (("practised", 200_000), ("new", 100_000)):
+        prot = summary["protocols"][layouts]
+        assert set(prot["after"]) == set(prot["paired"]) == {"sweep-into"}
+        ev = json.loads(
+            (tiny_run / f"eval/sft{'_practised' if layouts == 'practised' else ''}/eval.json").read_text()
+        )
+        assert ev["tasks"]["sweep-into"]["episode_results"][0]["seed"] == first_seed
+    assert "practised" in out and "new" in out
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
