@@ -49,6 +49,7 @@ ROWS = {
     "rawdream_idft": "RAW-Dream: ID-FT WM + generalist judge + DNV",
 }
 PROTOCOLS = ("practised", "new")
+DNV_ROWS = ("rawdream", "rawdream_cotrain", "rawdream_idft")  # the rows that verify with a second noise draw
 
 
 @dataclass
@@ -367,8 +368,12 @@ def format_markdown(report: dict[str, Any]) -> str:
         lines.append(
             "\nJudged successes and dual-noise verification over all iterations (flipped / judged): "
             + "; ".join(
-                f"{row}/{task}: judged {s['judged_success_rate']:.2f} of rollouts, flip rate "
-                f"{s['flip_rate']:.2f}, dropped groups {s.get('dropped_groups', 0):.0f}"
+                f"{row}/{task}: judged {s['judged_success_rate']:.2f} of rollouts"
+                + (
+                    f", flip rate {s['flip_rate']:.2f}, dropped groups {s.get('dropped_groups', 0):.0f}"
+                    if row in DNV_ROWS
+                    else ""  # no second draw in this row: a flip rate would be undefined, not 0
+                )
                 for row, per in report["dnv"].items()
                 for task, s in per.items()
                 if s
