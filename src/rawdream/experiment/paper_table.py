@@ -111,7 +111,6 @@ def run_paper_table(
     wms = {"rawdream_cotrain": cotrain_wm, "rawdream_idft": idft_wm}
     # results[row][task] -> list over seeds of {"seed", "rl_real_trajectories", "target_demos", protocol: report}
     results: dict[str, dict[str, list[dict]]] = {}
-    dnv_stats: dict[str, dict[str, float]] = {}
     for row in cfg.rows:
         if row in wms and not wms[row]:
             flag = "--cotrain-wm" if row == "rawdream_cotrain" else "--idft-wm"
@@ -152,17 +151,17 @@ def run_paper_table(
                     atomic_write_json(d / f"eval_{protocol}.json", rep["tasks"][task])
                 atomic_write_json(done, cell)
                 results.setdefault(row, {}).setdefault(task, []).append(_load_cell(d))
-                if row.startswith("rawdream") or row == "sim_judge":
-                    dnv_stats.setdefault(row, {})[task] = _dnv(out / row / task)
-                write_report(
-                    cfg, out, results, dnv_stats, tasks
-                )  # after every cell: a long run shows progress
-            if row.startswith("rawdream") or row == "sim_judge":
-                dnv_stats.setdefault(row, {})[task] = _dnv(out / row / task)
-    return write_report(cfg, out, results, dnv_stats, tasks)
+                write_report(cfg, out, results, tasks)  # after every cell: a long run shows progress
+    return write_report(cfg, out, results, tasks)
 
 
-def write_report(cfg: PaperTableConfig, out: Path, results, dnv_stats, tasks) -> dict[str, Any]:
+def write_report(cfg: PaperTableConfig, out: Path, results, tasks) -> dict[str, Any]:
+    # judged-success and DNV statistics, read back from the judged rows' metrics on disk
+    dnv_stats = {
+        row: {task: _dnv(out / row / task) for task in per_task}
+        for row, per_task in results.items()
+        if row.startswith("rawdream") or row == "sim_judge"
+    }
     report = {
         "table": _aggregate(results, tasks, cfg.protocols),
         "dnv": dnv_stats,

@@ -489,10 +489,11 @@ class Dreamer:
         # dynamic sampling (DAPO): draw further rounds of groups from other initial states until ``groups`` of
         # them carry an advantage (or ``sample_rounds`` draws were made); uninformative groups leave the loss
         n = cfg.groups * cfg.group_size
-        bufs = []
+        bufs, informative = [], 0
         for rnd in range(cfg.sample_rounds):
             bufs.append(rollout(it, self._choose_states(it, rnd), offset=rnd * n))
-            if int(self.advantages(merge_rollouts(bufs)).informative.sum()) >= cfg.groups:
+            informative += int(self.advantages(bufs[-1]).informative.sum())  # groups are per round
+            if informative >= cfg.groups:
                 break
         buf = merge_rollouts(bufs)
         a = self.advantages(buf)
