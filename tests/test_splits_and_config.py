@@ -6,7 +6,13 @@ import pytest
 
 from rawdream.config import ConfigError, build, parse_overrides, resolve
 from rawdream.data.collect import CollectConfig, make_specs
-from rawdream.splits import SplitConfig, TargetTaskLeakError, check_task_agnostic, resolve_split
+from rawdream.splits import (
+    SplitConfig,
+    TargetTaskLeakError,
+    check_task_agnostic,
+    resolve_split,
+    task_free_target_scenes,
+)
 
 
 def test_guard_refuses_target_data_unless_variant_named():
@@ -29,11 +35,63 @@ def test_custom_split_is_honoured_by_collection():
     assert (
         split.targets == ("reach", "push") and "drawer-open" in split.pretrain and len(split.pretrain) == 48
     )
-    cfg = build(CollectConfig, {"split": {"targets": ["reach", "push"]}, "episodes_per_task": 1})
+    cfg = build(
+        CollectConfig,
+        {"split": {"targets": ["reach", "push"]}, "episodes_per_task": 1, "scenes": "pretraining"},
+    )
     tasks = {s.task for s in make_specs(cfg)}
     assert "reach" not in tasks and "drawer-open" in tasks and len(tasks) == 48
     with pytest.raises(ValueError, match="unknown split"):
         resolve_split(SplitConfig(name="libero-goal"))
+
+
+def test_workspace_play_visits_target_scenes_task_free_and_unlabelled():
+    """The default play protocol covers every scene; in a target's scene only task-free behaviours run, labels
+    withheld; the pretraining scenes get exactly the episodes of the strict protocol (its numbers unchanged)."""
+    common = {"episodes_per_task": 40}
+    workspace = make_specs(build(CollectConfig, common))
+    strict = make_specs(build(CollectConfig, {**common, "scenes": "pretraining"}))
+    split = resolve_split()
+    assert {s.task for s in workspace} == set(split.pretrain) | set(split.targets)
+    assert {s.task for s in strict} == set(split.pretrain)
+    in_targets = [s for s in workspace if s.task in split.targets]
+    assert in_targets and all(
+        s.behaviour in ("random", "poke", "interact") and not s.labels for s in in_targets
+    )
+    assert {s.behaviour for s in in_targets} == {"random", "poke", "interact"}
+    assert [s for s in workspace if s.task not in split.targets] == strict
+    # demos and labeled data never touch target scenes unless asked by name
+    assert build(CollectConfig, {"kind": "labeled"}).task_free_scenes() == []
+    with pytest.raises(ValueError, match="scenes='everywhere' is not one of workspace, pretraining"):
+        build(CollectConfig, {"scenes": "everywhere"})
+    with pytest.raises(ValueError, match="free_mix"):
+        build(CollectConfig, {"free_mix": {"random": 0.9}})
+
+
+def test_guard_trusts_task_free_play_only_where_every_episode_says_so():
+    split = resolve_split()
+    manifest = {
+        "kind": "play",
+        "instructions_are_labels": False,
+        "tasks": ["drawer-open", "reach"],
+        "task_free_scenes": ["drawer-open"],
+    }
+    eps = {
+        "rawdream/env_task": ["reach", "drawer-open", "drawer-open"],
+        "rawdream/behaviour": ["expert", "poke", "interact"],
+        "rawdream/labelled": [True, False, False],
+    }
+    free = task_free_target_scenes(manifest, split, eps)
+    assert free == ["drawer-open"]
+    assert check_task_agnostic(manifest, split, "world model", task_free_play=free) == []
+    with pytest.raises(TargetTaskLeakError):  # the judge and policies never get the allowance
+        check_task_agnostic(manifest, split, "generalist judge")
+    # one expert episode, or one labelled episode, in the target's scene and the claim is void
+    for key, value in (("rawdream/behaviour", "expert"), ("rawdream/labelled", True)):
+        bad = {**eps, key: [*eps[key][:2], value]}
+        assert task_free_target_scenes(manifest, split, bad) == []
+    assert task_free_target_scenes({**manifest, "instructions_are_labels": True}, split, eps) == []
+    assert task_free_target_scenes(manifest, split, None) == []
 
 
 def test_overrides_and_presets():

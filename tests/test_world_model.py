@@ -194,6 +194,37 @@ def test_pretrain_wm_end_to_end_and_target_guard(play_data, target_data, tmp_pat
     assert co.info["variant"] == "co-train" and co.info["target_tasks_in_data"] == ["drawer-open"]
 
 
+def test_workspace_play_trains_a_world_model_and_says_so(tmp_path):
+    """Play in a target's scene (task-free, labels withheld) is allowed for the world model, recorded as the
+    workspace protocol, and counted in the object-motion measure; its success labels never reach the dataset."""
+    from rawdream.data.collect import object_motion
+    from rawdream.data.lerobot import LeRobotDataset
+
+    data = tmp_path / "play"
+    args = ["collect", "play", "--out", str(data), "--preset", "tiny", "--tasks=reach,drawer-open"]
+    assert main([*args, "--episodes_per_task=3"]) == 0
+    ds = LeRobotDataset(data)
+    assert ds.manifest["play_scenes"] == "workspace" and ds.manifest["task_free_scenes"] == ["drawer-open"]
+    eps = ds.episodes
+    target = [i for i, t in enumerate(eps["rawdream/env_task"]) if t == "drawer-open"]
+    assert all(not eps["rawdream/labelled"][i] and not eps["rawdream/success"][i] for i in target)
+    assert all(eps["rawdream/behaviour"][i] in ("random", "poke", "interact") for i in target)
+    lo, hi = ds.episode_bounds(target[0])
+    assert not ds.column("next.success")[lo:hi].any() and not ds.column("next.reward")[lo:hi].any()
+    motion = object_motion(ds)
+    assert set(motion) == {"reach", "drawer-open"} and all(
+        0 <= v <= 1 for m in motion.values() for v in m.values()
+    )
+    out = tmp_path / "wm"
+    assert (
+        main(["pretrain-wm", "--data", str(data), "--out", str(out), "--preset", "tiny", "--dyn_steps=2"])
+        == 0
+    )
+    info = load_world_model(out).info
+    assert info["play_protocol"] == {"scenes": "workspace", "task_free_target_scenes": ["drawer-open"]}
+    assert info["target_tasks_in_data"] == []
+
+
 def _losses(path):
     out = {}
     for line in path.read_text().splitlines():

@@ -339,6 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     # data ------------------------------------------------------------------------------------------------
     p = verbs.add_parser("info", help="summarise a LeRobot v3 dataset: manifest, features, episodes per task")
     p.add_argument("path", help="dataset directory")
+    p.add_argument(
+        "--json", help="also write the per-task table and object motion (per scene, per behaviour) here"
+    )
     return parser
 
 
@@ -623,8 +626,9 @@ def _cmd_tasks(args, overrides) -> int:
 def _cmd_info(args, overrides) -> int:
     import json
 
-    from rawdream.data.collect import dataset_summary
+    from rawdream.data.collect import dataset_summary, object_motion
     from rawdream.data.lerobot import LeRobotDataset
+    from rawdream.io import atomic_write_json
 
     ds = LeRobotDataset(args.path)
     print(
@@ -636,9 +640,36 @@ def _cmd_info(args, overrides) -> int:
     manifest = {k: v for k, v in ds.manifest.items() if k not in ("collect_config",)}
     print("manifest:", json.dumps(manifest, indent=None)[:2000])
     rows = dataset_summary(ds)
-    print(f"\n{'task':28s} {'episodes':>8s} {'frames':>8s} {'success':>8s}")
+    motion = object_motion(ds) if "observation.environment_state" in ds.features else {}
+    free = set(ds.manifest.get("task_free_scenes") or [])
+    print(f"\n{'task':28s} {'episodes':>8s} {'frames':>8s} {'success':>8s} {'moves':>6s}")
     for task, row in sorted(rows.items()):
-        print(f"{task:28s} {int(row['episodes']):8d} {int(row['frames']):8d} {row['success']:8.2f}")
+        success = "withheld" if row["success"] is None else f"{row['success']:.2f}"
+        moves = f"{motion[task]['all']:.2f}" if task in motion else ""
+        mark = "  (task-free play)" if task in free else ""
+        print(f"{task:28s} {int(row['episodes']):8d} {int(row['frames']):8d} {success:>8s} {moves:>6s}{mark}")
+    if motion:
+        print("moves: fraction of frames in which an object moves; per behaviour (mean over scenes):")
+        for group, names in (("task-free scenes", free), ("other scenes", set(motion) - free)):
+            per_b: dict[str, list[float]] = {}
+            for scene in names & set(motion):
+                for b, v in motion[scene].items():
+                    per_b.setdefault(b, []).append(v)
+            if per_b:
+                cells = "  ".join(f"{b} {sum(v) / len(v):.2f}" for b, v in sorted(per_b.items()))
+                print(f"  {group:18s} {cells}")
+    if args.json:
+        atomic_write_json(
+            args.json,
+            {
+                "dataset": str(ds.root.resolve()),
+                "play_scenes": ds.manifest.get("play_scenes"),
+                "task_free_scenes": sorted(free),
+                "episodes": rows,
+                "object_motion": motion,
+            },
+        )
+        print(f"wrote {args.json}")
     return 0
 
 

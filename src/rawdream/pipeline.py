@@ -354,6 +354,7 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
         "base_on_pretraining_tasks": base_eval,
         "stages": [s.__dict__ for s in r.results],
         "guarantee": task_agnostic_table(out),
+        "play_protocol": play_protocol(out),
     }
     atomic_write_json(out / "summary.json", summary)
     if cfg.report:
@@ -388,10 +389,23 @@ def task_agnostic_table(out: Path) -> dict[str, Any]:
         p = out / meta_file
         if p.exists():
             v: Any = read_json(p)
+            meta = v
             for k in key:
                 v = v.get(k, {}) if isinstance(v, dict) else {}
+            if name == "world model":  # target scenes in workspace play: a row of their own, never hidden
+                free = set(meta.get("play_protocol", {}).get("task_free_target_scenes", []))
+                rows[name] = [t for t in v if t not in free]
+                if free:
+                    rows["world model (task-free play in target scenes)"] = sorted(free)
+                continue
             rows[name] = v
     return rows
+
+
+def play_protocol(out: Path) -> dict[str, Any] | None:
+    """The play protocol the run's world model was trained with (workspace | pretraining), from its own file."""
+    p = out / "wm/world_model.json"
+    return read_json(p).get("play_protocol") if p.exists() else None
 
 
 def _rate(m: dict[str, Any]) -> str:
@@ -436,4 +450,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.append("\ntask-agnostic guarantee (tasks each component was trained on):")
     for comp, tasks in summary["guarantee"].items():
         lines.append(f"  {comp:12s} {len(tasks):3d} tasks: {', '.join(tasks)[:150]}")
+    if summary.get("play_protocol"):
+        lines.append(
+            f"world model play protocol: {summary['play_protocol']['scenes']} (target scenes with task-free play, "
+            f"labels withheld: {', '.join(summary['play_protocol']['task_free_target_scenes']) or 'none'})"
+        )
     return "\n".join(lines)

@@ -81,14 +81,43 @@ def target_tasks_in(manifest: dict, split: Split) -> list[str]:
     return sorted(found)
 
 
+TASK_FREE_BEHAVIOURS = ("random", "poke", "interact")
+
+
+def task_free_target_scenes(manifest: dict, split: Split, episodes: dict | None) -> list[str]:
+    """Target scenes that a play dataset covers with task-free behaviour only (the workspace play protocol).
+
+    Trusted only when every episode in those scenes says so itself: behaviour in TASK_FREE_BEHAVIOURS and the
+    simulator's labels withheld; a dataset without per-episode records gets none."""
+    if manifest.get("kind") != "play" or manifest.get("instructions_are_labels") or not episodes:
+        return []
+    claimed = set(manifest.get("task_free_scenes") or []) & set(split.targets)
+    scenes = episodes.get("rawdream/env_task") or []
+    behaviours = episodes.get("rawdream/behaviour") or []
+    labelled = episodes.get("rawdream/labelled") or []
+    if not (len(scenes) == len(behaviours) == len(labelled)):
+        return []
+    for scene, behaviour, lab in zip(scenes, behaviours, labelled):
+        if scene in claimed and (behaviour not in TASK_FREE_BEHAVIOURS or lab):
+            claimed.discard(scene)
+    return sorted(claimed)
+
+
 def check_task_agnostic(
-    manifest: dict, split: Split, component: str, variant: str | None = None
+    manifest: dict,
+    split: Split,
+    component: str,
+    variant: str | None = None,
+    task_free_play: list[str] | None = None,
 ) -> list[str]:
     """Refuse to train ``component`` on data containing target tasks unless ``variant`` allows it.
 
-    Returns the target tasks present (empty for task-agnostic data) so callers can record them.
+    ``task_free_play``: target scenes the caller verified hold task-free play only (``task_free_target_scenes``);
+    only the world model passes them - the judge and the base policy never see a target scene.
+    Returns the target tasks present with task-directed data (empty for task-agnostic data) so callers can record
+    them.
     """
-    leaked = target_tasks_in(manifest, split)
+    leaked = [t for t in target_tasks_in(manifest, split) if t not in set(task_free_play or [])]
     if leaked and variant not in TARGET_DATA_VARIANTS:
         raise TargetTaskLeakError(
             f"refusing to train the {component} on data containing held-out target task(s) {', '.join(leaked)} "

@@ -4,6 +4,11 @@
   and random pokes/drags around the scene's objects on the pretraining tasks, so successes and failures mix and
   objects move in directions no single task needs. The instruction is *not* stored as a label
   of the behaviour (the world model must not learn from it): every episode's LeRobot task is ``"play"``.
+  Under the ``workspace`` protocol (default) play also covers the target tasks' scenes - the paper's world model
+  is trained on play in the deployment workspace - but there only with *task-free* behaviours (random motion,
+  pokes, object-directed reach/grasp/push/pull/release in random directions), never the target's expert, and
+  with the simulator's success/reward withheld (written as 0/False, the episode marked unlabelled). The strict
+  ``pretraining`` protocol plays in pretraining scenes only.
 * demos: expert demonstrations, one rendered frame per control step (BC can start from any step).
 * labeled: rollouts with the simulator's success label and the instruction, for training and evaluating judges.
 
@@ -36,9 +41,10 @@ from rawdream.data.lerobot import DEFAULT_IMAGE_KEY, LeRobotDataset, LeRobotWrit
 from rawdream.data.video import VideoConfig
 from rawdream.envs.base import EnvConfig
 from rawdream.envs.metaworld_tasks import canonical_task, instruction
-from rawdream.splits import SplitConfig, resolve_split
+from rawdream.splits import TASK_FREE_BEHAVIOURS, SplitConfig, resolve_split  # noqa: F401
 
-BEHAVIOURS = ("expert", "stall", "random", "poke")
+BEHAVIOURS = ("expert", "stall", "random", "poke", "interact")
+PLAY_SCENES = ("workspace", "pretraining")
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,7 @@ class EpisodeSpec:
 
     task: str
     seed: int
-    behaviour: str  # expert | stall | random | poke
+    behaviour: str  # expert | stall | random | poke | interact
     sigma: float = 0.0  # std of Gaussian action noise added to the expert (xyz and gripper)
     stall_at: int = -1  # stall: expert until this step, then small random motion
     max_steps: int = 128
@@ -55,6 +61,9 @@ class EpisodeSpec:
     end_on_success: bool = False
     object_masks: bool = (
         False  # also return the task objects' segmentation mask at every kept frame (eval-wm)
+    )
+    labels: bool = (
+        True  # False: the simulator's reward/success are withheld (task-free play in a target scene)
     )
 
     @property
@@ -111,6 +120,60 @@ class _ObjectPoker(_RandomExplorer):
         return np.clip(np.concatenate([xyz, [self.grip]]), -1, 1).astype(np.float32)
 
 
+class _Interactor:
+    """Task-free object-directed interaction, as a teleoperator plays with whatever is on the table: reach above a
+    point on the scene's main object, descend, grasp it or not, move in a random direction (axis-aligned half the
+    time: pushes, pulls, lifts; any direction otherwise) for a random while, release, lift, repeat. Nothing here
+    knows the scene's task; drawers open and close, levers and doors swing, and pucks slide by chance."""
+
+    def __init__(self, rng: np.random.Generator, obj: np.ndarray):
+        self.rng = rng
+        self.obj = obj
+        self._next()
+
+    def _next(self) -> None:
+        r = self.rng
+        self.target = self.obj + r.normal(0, [0.015, 0.015, 0.01])
+        self.phase, self.n = "above", 0
+        self.grasp = r.random() < 0.6
+        if r.random() < 0.5:
+            d = np.zeros(3)
+            d[r.integers(3)] = r.choice([-1.0, 1.0])
+        else:
+            d = r.normal(0, [1.0, 1.0, 0.5])
+        self.direction = d / (np.linalg.norm(d) + 1e-8)
+        self.move_steps = int(r.integers(15, 50))
+        self.speed = r.uniform(0.5, 1.0)
+
+    def __call__(self, hand: np.ndarray, obj: np.ndarray) -> np.ndarray:
+        grip = -1.0
+        if self.phase == "above":  # approach from above so the hand does not sweep the object away first
+            above = self.target + np.array([0.0, 0.0, 0.08])
+            xyz = (above - hand) * 10.0
+            if np.linalg.norm(above - hand) < 0.02 or self.n > 40:
+                self.phase, self.n = "down", 0
+        elif self.phase == "down":
+            xyz = (self.target - hand) * 10.0
+            if np.linalg.norm(self.target - hand) < 0.015 or self.n > 25:
+                self.phase, self.n = "grip", 0
+        elif self.phase == "grip":
+            xyz, grip = np.zeros(3), (1.0 if self.grasp else -1.0)
+            if self.n > 6:
+                self.phase, self.n = "move", 0
+        elif self.phase == "move":
+            xyz, grip = self.direction * self.speed, (1.0 if self.grasp else -1.0)
+            if self.n > self.move_steps:
+                self.phase, self.n = "release", 0
+        else:  # release and lift, then pick a new point on the object where it is now
+            xyz = np.array([0.0, 0.0, 0.6])
+            if self.n > 8:
+                self.obj = obj
+                self._next()
+        self.n += 1
+        xyz = np.clip(xyz, -1, 1) + self.rng.normal(0, 0.05, 3)
+        return np.clip(np.concatenate([xyz, [grip]]), -1, 1).astype(np.float32)
+
+
 # A few simulators per worker, least recently used closed first: each holds ~86 MB with its renderer, and episodes
 # come task by task, so keeping all 45 tasks' envs alive would only cost memory (3.9 GB per worker).
 _ENVS: OrderedDict[tuple, Any] = OrderedDict()
@@ -151,6 +214,7 @@ def run_episode(spec: EpisodeSpec, env_cfg: EnvConfig) -> dict[str, Any]:
     k = spec.frame_stride
     explorer = _RandomExplorer(rng)
     poker = _ObjectPoker(rng, info["state"][4:7])
+    interactor = _Interactor(rng, info["state"][4:7])
     frames, proprio, states = [obs["image"]], [obs["proprio"]], [info["state"]]
     masks = [env.object_mask()] if spec.object_masks else []
     actions, rewards, chunk_success = [], [], []
@@ -162,6 +226,8 @@ def run_episode(spec: EpisodeSpec, env_cfg: EnvConfig) -> dict[str, Any]:
             a = explorer(env.proprio()[:3])
         elif spec.behaviour == "poke":
             a = poker(env.proprio()[:3], env.state[4:7])
+        elif spec.behaviour == "interact":
+            a = interactor(env.proprio()[:3], env.state[4:7])
         elif spec.behaviour == "stall" and t >= spec.stall_at:
             a = rng.normal(0, 0.3, 4)
         else:
@@ -201,6 +267,8 @@ def run_episode(spec: EpisodeSpec, env_cfg: EnvConfig) -> dict[str, Any]:
         action = action[:, 0]
     done_flags = np.zeros(n, bool)
     done_flags[-1] = True
+    if not spec.labels:  # withheld: nothing of the scene's task success leaves the worker
+        rewards, chunk_success, success_step = [0.0] * len(rewards), [False] * len(chunk_success), -1
     return {
         "frames": np.stack(frames).astype(np.uint8),
         "masks": np.stack(masks) if masks else None,
@@ -222,12 +290,27 @@ def run_episode(spec: EpisodeSpec, env_cfg: EnvConfig) -> dict[str, Any]:
 # configs and spec generation
 # --------------------------------------------------------------------------------------------------------------
 @dataclass
+class TaskFreeMix:
+    """Behaviour mix (fractions of episodes) of play in a target task's scene: task-free behaviours only."""
+
+    random: float = 0.2
+    poke: float = 0.4
+    interact: float = 0.4
+
+
+@dataclass
 class CollectConfig:
     kind: str = "play"  # play | demos | labeled
     split: SplitConfig = field(default_factory=SplitConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     video: VideoConfig = field(default_factory=VideoConfig)
-    tasks: list[str] = field(default_factory=list)  # empty: the split's pretraining tasks
+    tasks: list[str] = field(
+        default_factory=list
+    )  # empty: the split's pretraining tasks (+ targets, see scenes)
+    # play only - which scenes play covers when `tasks` is empty: workspace = every scene of the benchmark, the
+    # targets' with task-free behaviours (free_mix) and withheld labels; pretraining = pretraining scenes only
+    scenes: str = "workspace"
+    free_mix: TaskFreeMix = field(default_factory=TaskFreeMix)
     episodes_per_task: int = 60
     max_steps: int = 128
     frame_stride: int = 8
@@ -256,9 +339,24 @@ class CollectConfig:
             )
         if self.episodes_per_task < 1:
             raise ValueError(f"episodes_per_task={self.episodes_per_task} must be at least 1")
+        if self.scenes not in PLAY_SCENES:
+            raise ValueError(f"scenes={self.scenes!r} is not one of {', '.join(PLAY_SCENES)}")
+        free = (self.free_mix.random, self.free_mix.poke, self.free_mix.interact)
+        if min(free) < 0 or abs(sum(free) - 1.0) > 1e-6:
+            raise ValueError(
+                f"free_mix.random + free_mix.poke + free_mix.interact must be 1, got {sum(free):.3f}"
+            )
         for t in self.tasks:
             if t not in ("pretrain", "targets"):
                 canonical_task(t)
+
+    def task_free_scenes(self) -> list[str]:
+        """The scenes of this collection that get task-free behaviours only, with labels withheld: in play, every
+        target task's scene (whichever protocol brought it in)."""
+        if self.kind != "play":
+            return []
+        targets = set(resolve_split(self.split).targets)
+        return [t for t in self.resolved_tasks() if t in targets]
 
     def content_hash(self) -> str:
         """Hash of what determines an episode's content. Workers, file sizes, and which/how many episodes are
@@ -276,6 +374,8 @@ class CollectConfig:
     def resolved_tasks(self) -> list[str]:
         split = resolve_split(self.split)
         if not self.tasks:
+            if self.kind == "play" and self.scenes == "workspace":
+                return list(split.pretrain) + list(split.targets)
             return list(split.pretrain)
         out: list[str] = []
         for t in self.tasks:
@@ -292,6 +392,7 @@ class CollectConfig:
 def make_specs(cfg: CollectConfig) -> list[EpisodeSpec]:
     base = {"play": seeds.PLAY, "demos": seeds.DEMOS, "labeled": seeds.LABELED}[cfg.kind] + cfg.seed_offset
     specs = []
+    free_scenes = set(cfg.task_free_scenes())
     for task in cfg.resolved_tasks():
         rng = np.random.default_rng([base, sum(map(ord, task))])
         for i in range(cfg.episodes_per_task):
@@ -302,6 +403,14 @@ def make_specs(cfg: CollectConfig) -> list[EpisodeSpec]:
                 "frame_stride": cfg.frame_stride,
                 "end_on_success": cfg.end_on_success,
             }
+            if task in free_scenes:  # a target's scene: task-free behaviour, no labels
+                u = rng.random()
+                mix = cfg.free_mix
+                behaviour = (
+                    "random" if u < mix.random else "poke" if u < mix.random + mix.poke else "interact"
+                )
+                specs.append(EpisodeSpec(behaviour=behaviour, labels=False, **common))
+                continue
             if cfg.kind == "demos":
                 specs.append(EpisodeSpec(behaviour="expert", **common))
                 continue
@@ -357,9 +466,8 @@ class CollectSummary:
     def table(self) -> str:
         lines = [f"{'task (whole dataset)':28s} {'episodes':>8s} {'frames':>8s} {'success':>8s}"]
         for task, row in sorted(self.per_task.items()):
-            lines.append(
-                f"{task:28s} {int(row['episodes']):8d} {int(row['frames']):8d} {row['success']:8.2f}"
-            )
+            success = "withheld" if row["success"] is None else f"{row['success']:.2f}"
+            lines.append(f"{task:28s} {int(row['episodes']):8d} {int(row['frames']):8d} {success:>8s}")
         rate = self.frames / self.seconds if self.seconds > 0 else float("nan")
         tot_e = sum(int(r["episodes"]) for r in self.per_task.values())
         tot_f = sum(int(r["frames"]) for r in self.per_task.values())
@@ -401,6 +509,11 @@ def collect(cfg: CollectConfig, out: str | Path, progress: bool = True) -> Colle
         "split": split.as_dict(),
         "config_hash": cfg.content_hash(),
         "instructions_are_labels": cfg.kind != "play",
+        # play protocol: the target scenes played in (task-free behaviours only, success/reward withheld)
+        "play_scenes": (
+            None if cfg.kind != "play" else "workspace" if cfg.task_free_scenes() else "pretraining"
+        ),
+        "task_free_scenes": cfg.task_free_scenes(),
         "collect_config": to_dict(cfg),
     }
     resume = (out / "meta" / "info.json").exists()
@@ -446,6 +559,7 @@ def collect(cfg: CollectConfig, out: str | Path, progress: bool = True) -> Colle
                     "rawdream/behaviour": spec.behaviour,
                     "rawdream/sigma": spec.sigma,
                     "rawdream/success": bool(ep["success"]),
+                    "rawdream/labelled": spec.labels,
                     "rawdream/success_step": int(ep["success_step"]),
                 },
             )
@@ -470,11 +584,50 @@ def dataset_summary(ds: LeRobotDataset) -> dict[str, dict[str, float]]:
     eps = ds.episodes
     tasks = eps.get("rawdream/env_task") or [t[0] for t in eps.get("tasks", [])]
     successes = eps.get("rawdream/success") or [False] * ds.num_episodes
-    for task, length, ok in zip(tasks, eps["length"], successes):
-        row = per_task.setdefault(str(task), {"episodes": 0, "frames": 0, "success": 0.0})
+    labelled = eps.get("rawdream/labelled") or [True] * ds.num_episodes
+    for task, length, ok, lab in zip(tasks, eps["length"], successes, labelled):
+        row = per_task.setdefault(str(task), {"episodes": 0, "frames": 0, "success": 0.0, "labelled": 0})
         row["episodes"] += 1
         row["frames"] += int(length)
-        row["success"] += float(bool(ok))
-    for row in per_task.values():
-        row["success"] /= max(row["episodes"], 1)
+        row["success"] += float(bool(ok) and bool(lab))
+        row["labelled"] += int(bool(lab))
+    for row in per_task.values():  # success rate over labelled episodes; None where all were withheld
+        row["success"] = row["success"] / row["labelled"] if row["labelled"] else None
     return per_task
+
+
+# an object "moves" between two kept frames when its position changes by more than this (metres): well above
+# the simulator's settling jitter, well below a push
+MOTION_EPS = 0.002
+
+
+def object_motion(ds: LeRobotDataset) -> dict[str, dict[str, float]]:
+    """Fraction of frames in which an object of the scene moves, per scene and per behaviour (``all``: every
+    behaviour), from the recorded simulator state (Meta-World: first object at [4:7], second at [11:14]).
+
+    This is how much interaction play contains: a world model learns what a pushed drawer or a lifted lever looks
+    like only from frames where one moves."""
+    if "observation.environment_state" not in ds.features:
+        raise ValueError(f"{ds.root} has no observation.environment_state column; object motion needs it")
+    state = ds.column("observation.environment_state")
+    eps = ds.episodes
+    scenes = eps.get("rawdream/env_task") or ["?"] * ds.num_episodes
+    behaviours = eps.get("rawdream/behaviour") or ["?"] * ds.num_episodes
+    counts: dict[str, dict[str, list[int]]] = {}
+    for e in range(ds.num_episodes):
+        lo, hi = ds.episode_bounds(e)
+        s = state[lo:hi]
+        if len(s) < 2:
+            continue
+        delta = np.maximum(
+            np.abs(np.diff(s[:, 4:7], axis=0)).max(1), np.abs(np.diff(s[:, 11:14], axis=0)).max(1)
+        )
+        moved = int((delta > MOTION_EPS).sum())
+        for b in (str(behaviours[e]), "all"):
+            c = counts.setdefault(str(scenes[e]), {}).setdefault(b, [0, 0])
+            c[0] += moved
+            c[1] += len(delta)
+    return {
+        scene: {b: m / n for b, (m, n) in sorted(per_b.items()) if n}
+        for scene, per_b in sorted(counts.items())
+    }

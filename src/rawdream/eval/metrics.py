@@ -50,6 +50,18 @@ def binary_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.
     }
 
 
+def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float:
+    """Agreement of two binary raters beyond chance (1 = always agree, 0 = chance); NaN when chance agreement is
+    total (both raters constant and equal), where kappa is undefined."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    if len(a) == 0:
+        return float("nan")
+    observed = float((a == b).mean())
+    pa, pb = float(a.mean()), float(b.mean())
+    chance = pa * pb + (1 - pa) * (1 - pb)
+    return float("nan") if chance >= 1.0 else (observed - chance) / (1.0 - chance)
+
+
 def nanmean(values, axis=None):
     """Mean over the defined values; NaN (without a warning) where none is defined - a task whose episodes all
     share one outcome has no AUROC, and a step where no object moved has no object-region PSNR."""

@@ -27,7 +27,7 @@ import torch
 from rawdream import seeds
 from rawdream.envs.base import EnvConfig
 from rawdream.envs.metaworld_tasks import canonical_task, instruction
-from rawdream.eval.metrics import binary_metrics
+from rawdream.eval.metrics import binary_metrics, cohen_kappa
 from rawdream.io import atomic_write_json
 from rawdream.reward.base import JudgeConfig, make_judge
 
@@ -103,7 +103,7 @@ def reward_fidelity(
         s = np.array([v.score if v.score is not None else float(bool(v.success)) for v in verdicts])
         return s, np.array([v.success is True for v in verdicts])
 
-    s_real, _ = scores(real["video"])
+    s_real, y_real = scores(real["video"])
     s_im, y_im = scores(draws[0])
     _, y_im2 = scores(draws[1])
     kept = y_im & y_im2  # DNV: a judged success must survive the second draw
@@ -129,6 +129,13 @@ def reward_fidelity(
         "real_success_rate": float(truth.mean()),
         "judge_on_real": binary_metrics(s_real, truth, thr),
         "judge_on_imagined": binary_metrics(s_im, truth, thr),
+        # the verdict on imagined video against the verdict on the real video of the same actions: a world model
+        # that hallucinates success (or hides it) shows here and in the judged rates, whatever the AUROCs say
+        "verdict_agreement": {
+            "rate": float((y_real == y_im).mean()),
+            "kappa": cohen_kappa(y_real, y_im),
+        },
+        "judged_success_rate": {"real": float(y_real.mean()), "imagined": float(y_im.mean())},
         "imagined_before_dnv": rates(y_im),
         "imagined_after_dnv": rates(kept),
         "dnv_flips": {
@@ -153,6 +160,9 @@ def format_reward_fidelity(rep: dict[str, Any]) -> str:
         f"precision {r['precision']:.2f}  recall {r['recall']:.2f}\n"
         f"  judge on imagined videos: AUROC {im['auroc']:.2f}  balanced acc {im['balanced_accuracy']:.2f}  "
         f"precision {b['precision']:.2f}  recall {b['recall']:.2f}  ({b['predicted_successes']} judged successes)\n"
+        f"  verdicts imagined vs real: agreement {rep['verdict_agreement']['rate']:.2f}  kappa "
+        f"{rep['verdict_agreement']['kappa']:.2f}; judged success rate real {rep['judged_success_rate']['real']:.2f}"
+        f"  imagined {rep['judged_success_rate']['imagined']:.2f}\n"
         f"  after dual-noise verification: precision {a['precision']:.2f}  recall {a['recall']:.2f}  "
         f"({a['predicted_successes']} kept; flips: {rep['dnv_flips']['of_real_failures']} real failures, "
         f"{rep['dnv_flips']['of_real_successes']} real successes)"

@@ -240,11 +240,20 @@ def write_report(run: str | Path) -> Path:
     if guarantee:
         parts.append(
             "<h2>Task-agnostic guarantee</h2><p>Tasks each component was trained on, read from the "
-            "artefacts. Targets may only appear in the SFT policy (one demonstration each).</p>"
+            "artefacts. Targets may only appear in the SFT policy (one demonstration each) and, under the "
+            "workspace play protocol, as scenes of the world model's task-free play (no expert of the target, "
+            "labels withheld).</p>"
         )
         parts.append(
             _table(["component", "tasks", "count"], [[k, ", ".join(v), len(v)] for k, v in guarantee.items()])
         )
+        play = summary.get("play_protocol")
+        if play:
+            scenes = ", ".join(play["task_free_target_scenes"]) or "none"
+            parts.append(
+                f"<p>World model play protocol: <b>{html.escape(play['scenes'])}</b> "
+                f"(target scenes with task-free play: {html.escape(scenes)}).</p>"
+            )
     if summary.get("protocols"):
         parts.append(
             "<h2>Success in the real simulator (95% Wilson intervals)</h2><p>practised layouts: the initial "

@@ -24,7 +24,7 @@ from rawdream.data.cache import frame_cache
 from rawdream.data.lerobot import LeRobotDataset
 from rawdream.io import atomic_write, atomic_write_json, read_json
 from rawdream.nn import EMA, count_params
-from rawdream.splits import SplitConfig, check_task_agnostic, resolve_split
+from rawdream.splits import SplitConfig, check_task_agnostic, resolve_split, task_free_target_scenes
 from rawdream.training import (
     MetricsLogger,
     autocast,
@@ -303,8 +303,14 @@ def pretrain_wm(
     set_threads(cfg.threads)
     ds = LeRobotDataset(data)
     split = resolve_split(cfg.split)
+    # the workspace play protocol: target scenes with task-free behaviour only are part of the workspace
+    free_scenes = task_free_target_scenes(ds.manifest, split, ds.episodes)
     leaked = check_task_agnostic(
-        ds.manifest, split, "world model", None if cfg.variant == "zero-shot" else cfg.variant
+        ds.manifest,
+        split,
+        "world model",
+        None if cfg.variant == "zero-shot" else cfg.variant,
+        task_free_play=free_scenes,
     )
     save_config(cfg, out)
     key = ds.default_image_key()
@@ -389,6 +395,11 @@ def pretrain_wm(
         "dataset": str(Path(data).resolve()),
         "manifest": {k: v for k, v in ds.manifest.items() if k != "collect_config"},
         "target_tasks_in_data": leaked,
+        # workspace: play covered the target scenes too (task-free, unlabelled); pretraining: it did not
+        "play_protocol": {
+            "scenes": "workspace" if free_scenes else "pretraining",
+            "task_free_target_scenes": free_scenes,
+        },
         "split": split.as_dict(),
         "autoencoder_reconstruction": recon,
         "final_metrics": last,
