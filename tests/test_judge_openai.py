@@ -35,7 +35,9 @@ def _judge(server, **kw):
         ("I cannot tell", None),
         ("", None),
         ("It could be yes or no", None),
-        ("The task failed", False),
+        ("The task failed", None),  # prose: no verdict is read out of it (tests/test_fail_loudly.py)
+        ("Yes - the drawer is open", True),
+        ('"No."', False),
     ],
 )
 def test_parsing_of_varied_answers(text, expected):
@@ -44,7 +46,7 @@ def test_parsing_of_varied_answers(text, expected):
 
 def test_images_arrive_as_base64_png_and_instruction_in_prompt():
     with LoopbackVLM(
-        lambda req: ("Yes" if "open the drawer" in LoopbackVLM.text(req) else "No", 0.9)
+        lambda req: ("Yes", 0.9) if "open the drawer" in LoopbackVLM.text(req) else ("No", 0.1)
     ) as server:
         judge = _judge(server, frames=FrameSelection(middle=2))
         out = judge(_videos(2), ["open the drawer", "close the door"])

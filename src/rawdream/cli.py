@@ -631,6 +631,17 @@ def _cmd_info(args, overrides) -> int:
     from rawdream.io import atomic_write_json
 
     ds = LeRobotDataset(args.path)
+    if args.verify:
+        problems = ds.verify()
+        for p in problems:
+            print(f"rawdream info: {p}", file=sys.stderr)
+        if problems:
+            print(
+                f"rawdream info: error: {ds.root} is damaged ({len(problems)} problem(s) above)",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"{ds.root}: verified - every data file read, every video frame decoded")
     print(
         f"{ds.root}: LeRobot {ds.info['codebase_version']}, {ds.num_episodes} episodes, {ds.num_frames} frames, "
         f"{ds.fps:g} fps, frame stride {ds.frame_stride}"
@@ -639,6 +650,8 @@ def _cmd_info(args, overrides) -> int:
         print(f"  {key:34s} {feat['dtype']:8s} {feat['shape']}")
     manifest = {k: v for k, v in ds.manifest.items() if k not in ("collect_config",)}
     print("manifest:", json.dumps(manifest, indent=None)[:2000])
+    if not args.verify:
+        print("(video frames not decoded; --verify decodes every frame and checks it against the metadata)")
     rows = dataset_summary(ds)
     motion = object_motion(ds) if "observation.environment_state" in ds.features else {}
     free = set(ds.manifest.get("task_free_scenes") or [])
@@ -700,6 +713,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rawdream.data.lerobot import DatasetError
     from rawdream.envs.metaworld_tasks import UnknownTaskError
+    from rawdream.reward.base import JudgeUnavailableError
     from rawdream.splits import TargetTaskLeakError
 
     try:
@@ -712,6 +726,7 @@ def main(argv: list[str] | None = None) -> int:
         TargetTaskLeakError,
         FileExistsError,
         FileNotFoundError,
+        JudgeUnavailableError,
     ) as e:
         print(f"rawdream {args.verb}: error: {e}", file=sys.stderr)
         return 2

@@ -161,6 +161,37 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def _in_range(value: float, spec: str) -> bool:
+    """``>=0``, ``>=1``, ``>0``, ``[0,1]``, ``(0,1]``, ``[0,1)``: the allowed values of a number."""
+    spec = spec.replace(" ", "")
+    if spec.startswith(">="):
+        return value >= float(spec[2:])
+    if spec.startswith(">"):
+        return value > float(spec[1:])
+    lo, hi = (float(x) for x in spec[1:-1].split(","))
+    above = value >= lo if spec[0] == "[" else value > lo
+    below = value <= hi if spec[-1] == "]" else value < hi
+    return above and below
+
+
+def check_ranges(obj: Any, prefix: str = "") -> None:
+    """Refuse a number outside its meaning: a config class lists ``RANGES = {field: spec}`` or
+    ``{field: (spec, what-the-boundary-means)}``; the message names the flag, the value and the allowed range."""
+    for name, spec in getattr(type(obj), "RANGES", {}).items():
+        spec, note = spec if isinstance(spec, tuple) else (spec, "")
+        value = getattr(obj, name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue
+        if value != value or not _in_range(value, spec):  # NaN is in no range
+            if spec.startswith(">"):
+                allowed = spec.replace(">=", ">= ") if spec.startswith(">=") else spec.replace(">", "> ", 1)
+            else:
+                allowed = "in " + spec.replace(",", ", ")
+            raise ConfigError(
+                f"--{prefix}{name}={value} is out of range: must be {allowed}{f' ({note})' if note else ''}"
+            )
+
+
 def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
@@ -182,6 +213,7 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         ):
             kwargs[name] = _build(hints[name], {}, prefix + name + ".")
     obj = cls(**kwargs)
+    check_ranges(obj, prefix)
     validate = getattr(obj, "validate", None)
     if callable(validate):
         validate()
@@ -220,9 +252,21 @@ def save_config(cfg: Any, out_dir: str | Path, name: str = "config.yaml", extra:
     data = {"config_type": type(cfg).__name__, **to_dict(cfg)}
     if extra:
         data.update(extra)
+    data = _redacted(data)
     path = Path(out_dir) / name
     atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def _redacted(value: Any) -> Any:
+    """Credentials inside URLs never reach a saved config (``http://user:KEY@host`` -> ``http://***@host``)."""
+    from rawdream.io import redact_url
+
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return redact_url(value) if isinstance(value, str) and "://" in value else value
 
 
 def load_config(cls: type[T], path: str | Path) -> T:

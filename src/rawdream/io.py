@@ -78,3 +78,70 @@ def die_with_parent() -> None:
         return
     if os.getppid() == 1:  # the parent died before prctl took effect
         os._exit(1)
+
+
+def redact_url(url: str) -> str:
+    """``http://user:KEY@host/v1`` -> ``http://***@host/v1``: credentials in a URL are never printed or saved
+    (a query-string key such as ``?api_key=...`` is masked too)."""
+    import re
+
+    url = re.sub(r"(?<=://)[^/@\s]+@", "***@", url)
+    return re.sub(r"(?i)([?&](?:api[_-]?key|key|token|access_token)=)[^&\s]+", r"\1***", url)
+
+
+class ModelFileError(ValueError):
+    """A model file that is missing, truncated, not safetensors, changed since it was saved, or holds NaN/inf."""
+
+
+def file_sha256(path: str | Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def save_weights(state: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """Write tensors to ``path`` (safetensors, atomically); returns ``{"sha256", "bytes"}`` for the JSON beside it,
+    which :func:`load_weights` checks."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    atomic_write(
+        path, lambda p: save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(p))
+    )
+    return {"sha256": file_sha256(path), "bytes": path.stat().st_size}
+
+
+def load_weights(path: str | Path, expected: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read a safetensors file, refusing - with one line naming the file and the fix - a missing, truncated or
+    foreign file, one whose checksum differs from ``expected`` (recorded at save time), and non-finite weights."""
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    fix = "re-create it (train again, or copy it again from where it was made)"
+    if not path.exists():
+        raise ModelFileError(f"model file {path} is missing; {fix}")
+    if expected and expected.get("sha256"):
+        size = path.stat().st_size
+        if expected.get("bytes") is not None and size != expected["bytes"]:
+            raise ModelFileError(
+                f"model file {path} is {size} bytes but was saved as {expected['bytes']}: truncated or replaced; {fix}"
+            )
+        if file_sha256(path) != expected["sha256"]:
+            raise ModelFileError(f"model file {path} changed since it was saved (checksum mismatch); {fix}")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        first = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise ModelFileError(
+            f"model file {path} is truncated or not a safetensors file ({first}); {fix}"
+        ) from None
+    for name, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ModelFileError(f"model file {path} holds non-finite weights (NaN/inf in {name!r}); {fix}")
+    return state

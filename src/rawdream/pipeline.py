@@ -33,7 +33,7 @@ from rawdream.data.collect import CollectConfig, collect
 from rawdream.eval.judge_accuracy import EvalJudgeConfig, evaluate_judges
 from rawdream.eval.success import EvalPolicyConfig, evaluate_policy
 from rawdream.eval.wm_fidelity import EvalWMConfig, evaluate_world_model
-from rawdream.io import atomic_write_json, read_json
+from rawdream.io import atomic_write_json, read_json, redact_url
 from rawdream.policy.train import TrainPolicyConfig, load_policy, train_policy
 from rawdream.reward.generalist import TrainJudgeConfig, train_judge
 from rawdream.rl.dream import DreamConfig, dream
@@ -151,11 +151,42 @@ class Runner:
         return summary
 
 
+def preflight(cfg: RunConfig, split, log=print) -> None:
+    """What the stages will need, checked before any of them starts: RL tasks that are targets of the split,
+    demonstrations of exactly the split's targets, and any judge outside this process answering a real request."""
+    from rawdream.envs.metaworld_tasks import canonical_task
+    from rawdream.reward.base import make_judge, probe_judge
+
+    sft_tasks = [canonical_task(t) for t in cfg.sft.tasks] or list(split.targets)
+    for task in cfg.dream_tasks or split.targets:
+        if canonical_task(task) not in split.targets or canonical_task(task) not in sft_tasks:
+            raise ValueError(
+                f"dream_tasks names {task!r}, which is not a target of split {split.name!r} that the SFT policy "
+                f"learns ({', '.join(sft_tasks)}); RL post-trains held-out targets only"
+            )
+    demo_tasks = set(cfg.target_demos.resolved_tasks())
+    missing = [t for t in sft_tasks if t not in demo_tasks]
+    if missing:
+        raise ValueError(
+            f"target_demos would collect no demonstration of {', '.join(missing)}, which the SFT stage needs; "
+            f"leave --target_demos.tasks at 'targets' (or name every task of --sft.tasks)"
+        )
+    for name, jcfg in (("dream", cfg.dream.judge), ("eval_judge", cfg.eval_judge.judge)):
+        if jcfg.backend == "openai":
+            log(f"[run] checking the {name} judge at {jcfg.url and redact_url(jcfg.url)} ...")
+            probe_judge(make_judge(jcfg, purpose="evaluation"))
+        elif jcfg.backend == "hf" and not Path(jcfg.path).exists():
+            raise FileNotFoundError(
+                f"--{name}.judge.path {jcfg.path!r} does not exist (a local VLM directory)"
+            )
+
+
 def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> dict[str, Any]:
     out = Path(out)
+    split = resolve_split(cfg.split)
+    preflight(cfg, split, log)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
-    split = resolve_split(cfg.split)
     log(
         f"[run] split {split.name}: targets {', '.join(split.targets)}; {len(split.pretrain)} pretraining tasks"
     )
@@ -172,9 +203,11 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
 
         return fn
 
+    # the target demonstrations first: a target the scripted expert cannot demonstrate stops the run in a minute
+    # (collect raises, naming the task), not after the long stages
+    r.stage("data/target_demos", cfg.target_demos, [], collect_stage(cfg.target_demos))
     r.stage("data/play", cfg.play, [], collect_stage(cfg.play))
     r.stage("data/demos", cfg.demos, [], collect_stage(cfg.demos))
-    r.stage("data/target_demos", cfg.target_demos, [], collect_stage(cfg.target_demos))
     r.stage("data/labeled", cfg.labeled, [], collect_stage(cfg.labeled))
 
     # the policies first: they need only the demos, and a target without a usable demo shows here, not after

@@ -27,6 +27,10 @@ class SplitConfig:
     name: str = DEFAULT_SPLIT
     targets: list[str] = field(default_factory=list)  # non-empty: a custom split; the rest become pretraining
 
+    def __post_init__(self) -> None:
+        if self.targets and self.name == DEFAULT_SPLIT:  # a saved config must not name a split it is not
+            self.name = "custom"
+
     def validate(self) -> None:
         resolve_split(self)  # raises on unknown names
 

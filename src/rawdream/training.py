@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from rawdream.io import append_jsonl, atomic_write, atomic_write_json
+from rawdream.io import append_jsonl, atomic_write, atomic_write_json, load_weights
 
 
 def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
@@ -70,9 +70,9 @@ def load_checkpoint(
         "ema": f"{name}.ema.safetensors",
         "optimizer": f"{name}.opt.pt",
     }
-    model.load_state_dict(load_file(str(d / files["model"])))
+    model.load_state_dict(load_weights(d / files["model"]))
     if ema is not None and (d / files.get("ema", "-")).is_file():
-        ema.load_state_dict(load_file(str(d / files["ema"])))
+        ema.load_state_dict(load_weights(d / files["ema"]))
         ema.num_updates = int(meta.get("ema_updates", meta.get("step", 0)))
     if optimizer is not None and (d / files.get("optimizer", "-")).is_file():
         optimizer.load_state_dict(torch.load(d / files["optimizer"], weights_only=True))
@@ -93,6 +93,22 @@ class MetricsLogger:
                 self.tb = SummaryWriter(str(Path(out_dir) / "tb"))
             except ImportError:  # tensorboard is optional
                 self.tb = None
+
+    def rewind(self, step: int, stages: tuple[str, ...] | None = None) -> None:
+        """Drop rows past ``step`` (of ``stages``, or all): a run resumed from the checkpoint at ``step`` logs the
+        steps after it again, and each must appear once."""
+        from rawdream.io import atomic_write_text, read_jsonl
+
+        if not self.path.exists():
+            return
+        rows = read_jsonl(self.path)
+        keep = [
+            r
+            for r in rows
+            if int(r.get("step", 0)) <= step or (stages is not None and r.get("stage") not in stages)
+        ]
+        if len(keep) != len(rows):
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def log(self, step: int, metrics: dict[str, float], **tags: Any) -> None:
         append_jsonl(self.path, {"step": step, **tags, **{k: float(v) for k, v in metrics.items()}})

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from tqdm import tqdm
@@ -300,6 +300,16 @@ class TaskFreeMix:
 
 @dataclass
 class CollectConfig:
+    RANGES: ClassVar[dict] = {
+        "episodes_per_task": ">=1",
+        "max_steps": ">=1",
+        "frame_stride": ">=1",
+        "workers": (">=0", "0 or 1: in this process"),
+        "episodes_per_file": ">=1",
+        "seed_offset": ">=0",
+        "max_demo_tries": (">=1", "episodes tried per demonstration before giving up on a task"),
+    }
+
     kind: str = "play"  # play | demos | labeled
     split: SplitConfig = field(default_factory=SplitConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
@@ -324,6 +334,9 @@ class CollectConfig:
     workers: int = 2
     episodes_per_file: int = 100
     seed_offset: int = 0  # added to the kind's seed range (see rawdream.seeds)
+    # demos: a failed expert episode is replaced by the next seed's until each task has episodes_per_task
+    # successful demonstrations, at most episodes_per_task * max_demo_tries tries; then a clear error
+    max_demo_tries: int = 10
 
     def validate(self) -> None:
         if self.kind not in ("play", "demos", "labeled"):
@@ -387,6 +400,35 @@ class CollectConfig:
                 else [canonical_task(t)]
             )
         return list(dict.fromkeys(out))
+
+
+class DemoCollectionError(ValueError):
+    """The scripted expert did not succeed often enough to give a task its demonstrations."""
+
+
+def extra_demo_specs(
+    cfg: CollectConfig, successes: dict[str, int], tried: dict[str, int]
+) -> list[EpisodeSpec]:
+    """Next seeds of each task still short of ``episodes_per_task`` successful demos, within its try budget:
+    deterministic in what is on disk, so a resumed collection asks for the same episodes."""
+    base = seeds.DEMOS + cfg.seed_offset
+    budget = cfg.episodes_per_task * cfg.max_demo_tries
+    out = []
+    for task in cfg.resolved_tasks():
+        short = cfg.episodes_per_task - successes.get(task, 0)
+        n = min(short, budget - tried.get(task, 0))
+        for i in range(tried.get(task, 0), tried.get(task, 0) + max(n, 0)):
+            out.append(
+                EpisodeSpec(
+                    task=task,
+                    seed=base + i,
+                    behaviour="expert",
+                    max_steps=cfg.max_steps,
+                    frame_stride=cfg.frame_stride,
+                    end_on_success=cfg.end_on_success,
+                )
+            )
+    return out
 
 
 def make_specs(cfg: CollectConfig) -> list[EpisodeSpec]:
@@ -517,12 +559,17 @@ def collect(cfg: CollectConfig, out: str | Path, progress: bool = True) -> Colle
         "collect_config": to_dict(cfg),
     }
     resume = (out / "meta" / "info.json").exists()
+    # outcomes per task, what is on disk included: a resumed demos collection continues the same seed sequence
+    outcomes: dict[str, list[bool]] = {t: [] for t in cfg.resolved_tasks()}
     if resume:
         existing = LeRobotDataset(out)
         if existing.manifest.get("config_hash") != manifest["config_hash"]:
             raise FileExistsError(
                 f"{out} holds a dataset collected with a different config; use a new --out (or delete {out})"
             )
+        eps = existing.episodes
+        for task, ok in zip(eps.get("rawdream/env_task", []), eps.get("rawdream/success", [])):
+            outcomes.setdefault(str(task), []).append(bool(ok))
     writer = LeRobotWriter(
         out,
         fps=fps,
@@ -545,8 +592,10 @@ def collect(cfg: CollectConfig, out: str | Path, progress: bool = True) -> Colle
         disable=not progress,
         dynamic_ncols=True,
     )
-    with writer:
-        for spec, ep in zip(todo, episode_results(todo, cfg.env, cfg.workers)):
+
+    def write(batch: list[EpisodeSpec]) -> None:
+        nonlocal frames
+        for spec, ep in zip(batch, episode_results(batch, cfg.env, cfg.workers)):
             task_label = "play" if cfg.kind == "play" else instruction(spec.task)
             writer.add_episode(
                 {DEFAULT_IMAGE_KEY: ep["frames"]},
@@ -563,11 +612,36 @@ def collect(cfg: CollectConfig, out: str | Path, progress: bool = True) -> Colle
                     "rawdream/success_step": int(ep["success_step"]),
                 },
             )
+            outcomes[spec.task].append(bool(ep["success"]))
             frames += len(ep["frames"])
             bar.update()
             bar.set_postfix(fps=f"{frames / max(time.time() - t0, 1e-6):.0f}")
+
+    with writer:
+        write(todo)
+        while cfg.kind == "demos":  # replace failed expert episodes by the next seeds', within the budget
+            extra = extra_demo_specs(
+                cfg, {t: sum(o) for t, o in outcomes.items()}, {t: len(o) for t, o in outcomes.items()}
+            )
+            if not extra:
+                break
+            bar.total += len(extra)
+            write(extra)
     bar.close()
     seconds = time.time() - t0
+    if cfg.kind == "demos":
+        short = {t: o for t, o in outcomes.items() if sum(o) < cfg.episodes_per_task}
+        if short:
+            what = "; ".join(
+                f"{t}: {sum(o)} successful of {len(o)} tried (seeds {seeds.DEMOS + cfg.seed_offset}.."
+                f"{seeds.DEMOS + cfg.seed_offset + len(o) - 1})"
+                for t, o in short.items()
+            )
+            raise DemoCollectionError(
+                f"the scripted expert could not give every task {cfg.episodes_per_task} successful "
+                f"demonstration(s) - {what}; drop the task from --split.targets / --tasks, raise --max_steps, or "
+                f"bring your own demonstration dataset (LeRobot v3) with --data"
+            )
     return CollectSummary(
         out=out,
         per_task=dataset_summary(LeRobotDataset(out)),

@@ -654,7 +654,13 @@ class LeRobotDataset:
                 if not path.exists():
                     raise DatasetError(f"{path} is missing; the dataset is incomplete")
                 skip = {k for k, ft in self.features.items() if ft["dtype"] in ("video", "image")}
-                t = pq.read_table(path)
+                try:
+                    t = pq.read_table(path)
+                except (pa.ArrowException, OSError) as e:
+                    raise DatasetError(
+                        f"{path} is not a readable parquet file ({str(e).splitlines()[0][:100]}); the dataset is "
+                        f"corrupt: collect it again"
+                    ) from None
                 tables.append(t.select([n for n in t.column_names if n not in skip]))
             cols: dict[str, np.ndarray] = {}
             if tables:
@@ -668,6 +674,34 @@ class LeRobotDataset:
                     cols[name] = arr[order]
             self._columns = cols
         return self._columns
+
+    def verify(self) -> list[str]:
+        """Read every data file and decode every video frame; the problems found (empty: the dataset is whole).
+        Opening a dataset reads its metadata only - this is the check that the payload matches it."""
+        problems = []
+        try:
+            cols = self.columns()
+            rows = len(next(iter(cols.values()))) if cols else 0
+            if rows != self.num_frames:
+                problems.append(f"data files hold {rows} rows; the metadata says {self.num_frames} frames")
+        except DatasetError as e:
+            problems.append(str(e))
+        for key in self.video_keys:
+            by_file: dict[tuple[int, int], list[int]] = {}
+            for i in range(self.num_episodes):
+                f = (
+                    int(self.episodes[f"videos/{key}/chunk_index"][i]),
+                    int(self.episodes[f"videos/{key}/file_index"][i]),
+                )
+                by_file.setdefault(f, []).append(i)
+            for (chunk, fidx), eps in sorted(by_file.items()):
+                try:
+                    decoded = self._decode_file(key, chunk, fidx)
+                    for i in eps:
+                        self._slice_episode(decoded, key, i)
+                except DatasetError as e:
+                    problems.append(str(e))
+        return problems
 
     def column(self, key: str) -> np.ndarray:
         cols = self.columns()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -35,6 +35,8 @@ class CameraConfig:
 
 @dataclass
 class EnvConfig:
+    RANGES: ClassVar[dict] = {"image_size": "[16,512]", "max_steps": ">=1"}
+
     backend: str = "metaworld"
     image_size: int = 64
     max_steps: int = 128  # 16 action chunks of 8; every held-out task's expert finishes in about 50-105 steps

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from rawdream.config import save_config
 from rawdream.eval.metrics import auroc, binary_metrics, nanmean  # noqa: F401  (auroc re-exported)
 from rawdream.eval.reward_fidelity import RewardFidelityConfig
 from rawdream.io import atomic_write_json
-from rawdream.reward.base import JudgeConfig, make_judge
+from rawdream.reward.base import JudgeConfig, check_abstains, make_judge, probe_judge
 from rawdream.splits import SplitConfig, resolve_split
 
 
@@ -44,6 +44,8 @@ def judge_metrics(
 
 @dataclass
 class EvalJudgeConfig:
+    RANGES: ClassVar[dict] = {"episodes_per_task": ">=1", "workers": (">=0", "0 or 1: in this process")}
+
     split: SplitConfig = field(default_factory=SplitConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     blind_path: str = ""  # the instruction-blind control judge (generalist trained with --blind)
@@ -89,15 +91,32 @@ def evaluate_judges(
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
     split = resolve_split(cfg.split)
+    judges = {cfg.judge.backend: cfg.judge}
+    if cfg.blind_path:
+        judges["blind control"] = replace(cfg.judge, backend="generalist", path=cfg.blind_path)
+    built = {name: make_judge(jcfg, purpose="evaluation") for name, jcfg in judges.items()}
+    for judge in built.values():  # before any collection or imagination: a dead judge fails in seconds
+        probe_judge(judge)
     data = Path(data) if data else collect_target_videos(cfg, out / "target_videos", progress)
     ds = LeRobotDataset(data)
     vids = labeled_videos(ds)
     targets = list(split.targets)
+    left_out: dict[str, str] = {}
     if cfg.judge.reference:  # a reference judge can only score the tasks it has a demonstration of
         from rawdream.reward.references import References
 
         with_ref = set(References.from_dataset(cfg.judge.reference).tasks)
+        left_out = {
+            t: f"no successful demonstration in {cfg.judge.reference} (the reference judge needs one)"
+            for t in targets
+            if t not in with_ref
+        }
         targets = [t for t in targets if t in with_ref]
+    missing = [t for t in targets if t not in set(vids.task)]
+    left_out.update({t: f"no labeled rollouts of it in {data}" for t in missing})
+    targets = [t for t in targets if t not in missing]
+    if not targets:
+        raise ValueError(f"no target task can be scored: {left_out}")
     keep = [i for i, t in enumerate(vids.task) if t in targets]
     sources: dict[str, list[np.ndarray]] = {"real": [vids.video(i) for i in keep]}
     if wm_path:
@@ -109,17 +128,15 @@ def evaluate_judges(
     from rawdream.envs.metaworld_tasks import instruction
 
     instructions = [instruction(t) for t in tasks]
-    judges = {cfg.judge.backend: cfg.judge}
-    if cfg.blind_path:
-        judges["blind control"] = replace(cfg.judge, backend="generalist", path=cfg.blind_path)
     report: dict[str, Any] = {
         "data": str(data),
         "label": "simulator success reached at any step",
         "reference": cfg.judge.reference or None,
+        "left_out": left_out,  # targets not scored, and why: never dropped without a word
         "results": {},
     }
     for jname, jcfg in judges.items():
-        judge = make_judge(jcfg, purpose="evaluation")
+        judge = built[jname]
         for src, videos in sources.items():
             verdicts = judge(
                 videos,
@@ -131,6 +148,9 @@ def evaluate_judges(
                 )
                 if jcfg.backend == "oracle"
                 else None,
+            )
+            check_abstains(
+                verdicts, jcfg, f"eval-judge ({jname}, {src} videos)", getattr(judge, "stats", None)
             )
             per_task = judge_metrics(verdicts, tasks, labels, targets, jcfg.threshold)
             abstains = sum(m["abstains"] for m in per_task.values())
@@ -166,6 +186,11 @@ def evaluate_judges(
     return report
 
 
+def _num(x: float, width: int) -> str:
+    """A metric, or n/a where it is undefined (no decided verdicts, one class only)."""
+    return f"{x:{width}.2f}" if x == x else f"{'n/a':>{width}s}"
+
+
 PAPER_ANCHOR = "paper anchor: zero-shot Qwen3-VL on LIBERO-Goal, F1 0.35 (precision 0.61, recall 0.25)"
 
 
@@ -173,6 +198,8 @@ def format_judge_report(report: dict[str, Any]) -> str:
     from rawdream.eval.reward_fidelity import format_reward_fidelity
 
     lines = [PAPER_ANCHOR]
+    for task, why in report.get("left_out", {}).items():
+        lines.append(f"not scored: {task} - {why}")
     if report.get("on_policy"):
         lines.append("\non-policy reward fidelity (the policy's own rollouts; what RL in imagination sees):")
         lines += [format_reward_fidelity(r) for r in report["on_policy"]["tasks"].values()]
@@ -185,8 +212,10 @@ def format_judge_report(report: dict[str, Any]) -> str:
         for t, m in {**res["per_task"], "mean": res["mean"]}.items():
             c = m.get("confusion")
             conf = f"{c['tp']}/{c['fp']}/{c['fn']}/{c['tn']}" if c else ""
-            lines.append(
-                f"  {t:14s} {m['base_rate']:5.2f} {m['auroc']:6.2f} {m['balanced_accuracy']:6.2f} "
-                f"{m['precision']:5.2f} {m['recall']:5.2f} {m['f1']:5.2f} {m['f1_always_success']:7.2f}  {conf}"
-            )
+            cells = [
+                _num(m[k], w)
+                for k, w in (("base_rate", 5), ("auroc", 6), ("balanced_accuracy", 6), ("precision", 5))
+            ]
+            cells += [_num(m[k], w) for k, w in (("recall", 5), ("f1", 5), ("f1_always_success", 7))]
+            lines.append(f"  {t:14s} {' '.join(cells)}  {conf}")
     return "\n".join(lines)

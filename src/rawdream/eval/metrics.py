@@ -27,7 +27,13 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def binary_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
+    """Precision/recall/F1 etc. of ``scores >= threshold``; with no decided verdict at all, every metric is
+    undefined (NaN), never 0 - a judge that answered nothing has no precision."""
     labels = np.asarray(labels, bool)
+    if len(labels) == 0:
+        nan = float("nan")
+        keys = ("base_rate", "auroc", "balanced_accuracy", "precision", "recall", "f1", "f1_always_success")
+        return {"n": 0, **dict.fromkeys(keys, nan), "confusion": None}
     pred = np.asarray(scores) >= threshold
     tp, fp = int((pred & labels).sum()), int((pred & ~labels).sum())
     fn, tn = int((~pred & labels).sum()), int((~pred & ~labels).sum())

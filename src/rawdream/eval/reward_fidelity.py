@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -29,11 +29,19 @@ from rawdream.envs.base import EnvConfig
 from rawdream.envs.metaworld_tasks import canonical_task, instruction
 from rawdream.eval.metrics import binary_metrics, cohen_kappa
 from rawdream.io import atomic_write_json
-from rawdream.reward.base import JudgeConfig, make_judge
+from rawdream.reward.base import JudgeConfig, check_abstains, make_judge, probe_judge
 
 
 @dataclass
 class RewardFidelityConfig:
+    RANGES: ClassVar[dict] = {
+        "states": ">=1",
+        "rollouts_per_state": ">=1",
+        "horizon": ">=1",
+        "temperature": ">=0",
+        "workers": (">=0", "0 or 1: in this process"),
+    }
+
     env: EnvConfig = field(default_factory=EnvConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     states: int = 16  # distinct RL initial states
@@ -95,11 +103,13 @@ def reward_fidelity(
         v[:, 0] = real["video"][:, 0]
         draws.append(v)
     judge = make_judge(cfg.judge, purpose="evaluation")
+    probe_judge(judge)
     text = [instruction(task)] * n
     context = {"tasks": [task] * n, "seeds": real["init_seed"].tolist(), "actions": real["actions"]}
 
     def scores(videos) -> tuple[np.ndarray, np.ndarray]:
         verdicts = judge(list(videos), text, **(context if judge.privileged else {}))
+        check_abstains(verdicts, cfg.judge, f"on-policy fidelity of {task}", getattr(judge, "stats", None))
         s = np.array([v.score if v.score is not None else float(bool(v.success)) for v in verdicts])
         return s, np.array([v.success is True for v in verdicts])
 

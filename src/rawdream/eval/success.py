@@ -13,7 +13,7 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -30,6 +30,15 @@ from rawdream.splits import SplitConfig, resolve_split
 
 @dataclass
 class EvalPolicyConfig:
+    RANGES: ClassVar[dict] = {
+        "episodes": ">=1",
+        "workers": (">=0", "0 or 1: in this process"),
+        "envs_per_worker": ">=1",
+        "temperature": (">=0", "0: greedy"),
+        "seed_offset": ">=0",
+        "videos": ">=0",
+    }
+
     split: SplitConfig = field(default_factory=SplitConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     tasks: list[str] = field(

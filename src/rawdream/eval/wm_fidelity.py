@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -36,6 +36,16 @@ PRETRAIN_PROBES = ("drawer-close", "door-open", "window-open", "button-press", "
 
 @dataclass
 class EvalWMConfig:
+    RANGES: ClassVar[dict] = {
+        "episodes": ">=1",
+        "horizon": ">=1",
+        "sigma": ">=0",
+        "moved_threshold": ">=0",
+        "seeds_per_rollout": ">=1",
+        "workers": (">=0", "0 or 1: in this process"),
+        "videos": ">=0",
+    }
+
     split: SplitConfig = field(default_factory=SplitConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     tasks: list[str] = field(default_factory=list)  # empty: the split's targets + a few pretraining tasks

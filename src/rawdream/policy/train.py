@@ -16,19 +16,18 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from rawdream.config import build, save_config, to_dict
 from rawdream.data.cache import frame_cache
 from rawdream.data.lerobot import DatasetError, LeRobotDataset
 from rawdream.envs.metaworld_tasks import canonical_task
-from rawdream.io import atomic_write, atomic_write_json
+from rawdream.io import atomic_write_json, load_weights, save_weights
 from rawdream.nn import EMA, count_params
 from rawdream.policy.tokenizer import ActionTokenizer
 from rawdream.policy.vla import POLICIES, PolicyConfig, VLAPolicy
@@ -47,6 +46,21 @@ from rawdream.world_model.model import lr_schedule
 
 @dataclass
 class TrainPolicyConfig:
+    RANGES: ClassVar[dict] = {
+        "demos": ">=1",
+        "steps": ">=1",
+        "batch": ">=1",
+        "lr": ">0",
+        "weight_decay": ">=0",
+        "ema_decay": "[0,1)",
+        "augment_shift": ">=0",
+        "target_sigma": ">=0",
+        "label_smoothing": "[0,1)",
+        "threads": (">=0", "0: all cores"),
+        "log_every": ">=1",
+        "ckpt_every": ">=1",
+    }
+
     stage: str = "base"  # base | sft
     split: SplitConfig = field(default_factory=SplitConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -151,8 +165,10 @@ def _select_episodes(ds: LeRobotDataset, cfg: TrainPolicyConfig) -> tuple[list[i
         mine = [e for e in range(ds.num_episodes) if tasks_of[e] == task and success[e]]
         if len(mine) < cfg.demos:
             raise DatasetError(
-                f"{ds.root} has {len(mine)} successful demos of {task}, --demos {cfg.demos} needs more; collect them "
-                f"with `rawdream collect demos --task {task} --episodes {cfg.demos} --out {ds.root}`"
+                f"{ds.root} has {len(mine)} successful demos of {task}, --demos {cfg.demos} needs more; collect "
+                f"them into a new dataset with `rawdream collect demos --task {task} --episodes_per_task="
+                f"{cfg.demos} --out DIR` (it retries seeds until the expert succeeds, and says so if it cannot), "
+                f"or bring your own demonstrations (LeRobot v3) as --data"
             )
         chosen = mine[: cfg.demos]
         eps += chosen
@@ -242,6 +258,7 @@ def train_policy(
     meta = load_checkpoint(out / "ckpt", "policy", model, opt, ema)
     start = meta["step"] if meta else 0
     log = MetricsLogger(out)
+    log.rewind(start)  # steps logged after the checkpoint of a killed run come again
     log_fn(
         f"[train-policy] stage {cfg.stage}: {len(episodes)} demos of {len(tasks)} task(s), {len(samples.frame)} "
         f"samples; policy {count_params(model) / 1e6:.2f}M params"
@@ -308,10 +325,10 @@ def train_policy(
 
 def save_policy(policy: VLAPolicy, out: str | Path, info: dict[str, Any]) -> Path:
     out = Path(out)
-    sd = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
-    atomic_write(out / "policy.safetensors", lambda p: save_file(sd, str(p)))
+    files = {"policy.safetensors": save_weights(policy.state_dict(), out / "policy.safetensors")}
     atomic_write_json(
-        out / "policy.json", {"config": to_dict(policy.cfg), "processor": policy.processor_state(), **info}
+        out / "policy.json",
+        {"config": to_dict(policy.cfg), "processor": policy.processor_state(), **info, "files": files},
     )
     return out / "policy.safetensors"
 
@@ -326,7 +343,7 @@ def load_policy(path: str | Path) -> VLAPolicy:
         )
     meta = json.loads(meta_path.read_text())
     cfg = build(PolicyConfig, meta["config"])
-    sd = load_file(str(d / "policy.safetensors"))
+    sd = load_weights(d / "policy.safetensors", meta.get("files", {}).get("policy.safetensors"))
     policy = POLICIES[cfg.type](
         cfg,
         ActionTokenizer.from_state(meta["processor"]["tokenizer"]),

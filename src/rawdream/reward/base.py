@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -68,6 +68,15 @@ class Judge(Protocol):
 
 @dataclass
 class JudgeConfig:
+    RANGES: ClassVar[dict] = {
+        "threshold": "[0,1]",
+        "timeout": (">0", "seconds"),
+        "retries": (">=0", "0: one try, no retry"),
+        "backoff": (">=0", "seconds"),
+        "concurrency": ">=1",
+        "abstain_stop": ("(0,1]", "1: stop only when every verdict of a batch abstains"),
+    }
+
     backend: str = "generalist"  # generalist | openai | hf | oracle
     path: str = ""  # generalist: trained judge directory; hf: local model directory
     reference: str = (
@@ -84,6 +93,35 @@ class JudgeConfig:
     concurrency: int = 8
     cache_dir: str = ""  # content-hash cache of answers ("" = in memory only)
     allow_oracle: bool = False  # the oracle may only be used when a run names it explicitly (ablation/eval)
+    # a judge that cannot judge stops the run: when at least this fraction of one batch of verdicts (an RL
+    # iteration, an evaluation) abstains, dream and eval-judge end with an error (1.0: only when all abstain)
+    abstain_stop: float = 1.0
+
+
+class JudgeUnavailableError(RuntimeError):
+    """The judge cannot judge (unreachable, misconfigured, answering nothing usable): the run must stop, not
+    train on abstains."""
+
+
+def check_abstains(verdicts: list[Verdict], cfg: JudgeConfig, where: str, stats: dict | None = None) -> int:
+    """Stop the run when the judge abstained on at least ``cfg.abstain_stop`` of ``verdicts``; returns the count."""
+    n = sum(v.success is None for v in verdicts)
+    if verdicts and n / len(verdicts) >= cfg.abstain_stop:
+        reasons = ", ".join(f"{k} (x{c})" for k, c in list((stats or {}).get("errors", {}).items())[:3])
+        last = next((v.raw for v in verdicts if v.success is None), "")
+        raise JudgeUnavailableError(
+            f"the {cfg.backend} judge abstained on {n} of {len(verdicts)} verdicts in {where} "
+            f"({reasons or last[:120] or 'no reason given'}); fix the judge (for a served VLM: --judge.url, "
+            f"--judge.model, ${cfg.api_key_env}) or raise --judge.abstain_stop"
+        )
+    return n
+
+
+def probe_judge(judge: Judge) -> None:
+    """One real request before a long run starts, for judges that talk to something outside the process."""
+    probe = getattr(judge, "probe", None)
+    if probe is not None:
+        probe()
 
 
 _REGISTRY: dict[str, Callable[[JudgeConfig], Judge]] = {}

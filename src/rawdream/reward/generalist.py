@@ -28,12 +28,11 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
@@ -42,7 +41,7 @@ from rawdream.data.cache import frame_cache
 from rawdream.data.lerobot import DatasetError, LeRobotDataset
 from rawdream.envs.metaworld_tasks import instruction as task_instruction
 from rawdream.envs.metaworld_tasks import paraphrases
-from rawdream.io import atomic_write, atomic_write_json
+from rawdream.io import atomic_write_json, load_weights, save_weights
 from rawdream.nn import ResBlock, count_params, group_norm, mlp
 from rawdream.policy.text import TEXT_DIM, TextEncoder
 from rawdream.reward.base import FrameSelection, JudgeConfig, Verdict, register_judge
@@ -194,6 +193,18 @@ def judge_examples(
 
 @dataclass
 class TrainJudgeConfig:
+    RANGES: ClassVar[dict] = {
+        "steps": ">=1",
+        "batch": ">=1",
+        "lr": ">0",
+        "weight_decay": ">=0",
+        "augment_shift": ">=0",
+        "val_fraction": "[0,1)",
+        "imagined_fraction": "[0,1]",
+        "threads": (">=0", "0: all cores"),
+        "log_every": ">=1",
+    }
+
     split: SplitConfig = field(default_factory=SplitConfig)
     model: GeneralistConfig = field(default_factory=GeneralistConfig)
     steps: int = 6000
@@ -442,9 +453,10 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def save_generalist(model: JudgeNet, enc: TextEncoder, out: Path, info: dict[str, Any]) -> None:
-    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(out / "judge.safetensors", lambda p: save_file(sd, str(p)))
-    atomic_write_json(out / "judge.json", {"config": to_dict(model.cfg), "text_cache": enc.state(), **info})
+    files = {"judge.safetensors": save_weights(model.state_dict(), out / "judge.safetensors")}
+    atomic_write_json(
+        out / "judge.json", {"config": to_dict(model.cfg), "text_cache": enc.state(), **info, "files": files}
+    )
 
 
 class GeneralistJudge:
@@ -462,7 +474,8 @@ class GeneralistJudge:
         meta = json.loads(meta_path.read_text())
         self.cfg = cfg
         self.model = JudgeNet(build(GeneralistConfig, meta["config"]))
-        self.model.load_state_dict(load_file(str(path / "judge.safetensors")))
+        name = "judge.safetensors"
+        self.model.load_state_dict(load_weights(path / name, meta.get("files", {}).get(name)))
         self.model.eval()
         self.temperature = float(meta.get("temperature", 1.0))
         self.text = TextEncoder(meta.get("text_cache"))

@@ -12,10 +12,20 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-Answer = str | tuple[str, float]  # text, or (text, P(yes)) to return logprobs
+
+@dataclass
+class RawResponse:
+    """Send exactly this status and body (JSON-encoded unless bytes): misbehaving servers for tests."""
+
+    status: int
+    body: Any = None
+
+
+Answer = str | tuple[str, float] | RawResponse  # text, (text, P(yes)) to return logprobs, or a raw response
 
 
 class LoopbackVLM:
@@ -100,6 +110,9 @@ class LoopbackVLM:
                         self._send(400, {"error": {"message": str(e)}})
                         return
                     ans = outer.answer(req)
+                    if isinstance(ans, RawResponse):
+                        self._send(ans.status, ans.body)
+                        return
                     text, p_yes = (ans, None) if isinstance(ans, str) else ans
                     choice: dict[str, Any] = {
                         "index": 0,
@@ -136,7 +149,7 @@ class LoopbackVLM:
                         outer.active -= 1
 
             def _send(self, code, obj):
-                data = json.dumps(obj).encode()
+                data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
                 try:
                     self.send_response(code)
                     self.send_header("Content-Type", "application/json")

@@ -6,8 +6,11 @@ one-word verdict. When the
 server returns logprobs, the score is P("yes") / (P("yes") + P("no")) over the first token. Requests time out,
 are retried with exponential backoff and jitter on timeouts, connection errors, 429 and 5xx, run at most
 ``concurrency`` at a time, and identical requests are answered from a content-hash cache. After the last retry
-the verdict is an explicit abstain (counted in :attr:`stats`) - never a silent 0 reward, never a crash of a long
-RL run. The API key is read from an environment variable and never logged or cached.
+the verdict is an explicit abstain (counted in :attr:`stats`, the raw answer kept) - never a silent 0 reward, never
+a crash of a long RL run on a strange response. What no retry can fix stops the run instead: a 4xx other than 429
+(bad key, wrong path, unknown model) raises :class:`JudgeUnavailableError`, and :meth:`probe` sends one real
+request before a long run starts. The API key is read from an environment variable and never logged or cached;
+credentials inside the URL are redacted wherever it is shown.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import re
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from rawdream.reward.base import JudgeConfig, Verdict, register_judge
+from rawdream.io import redact_url
+from rawdream.reward.base import JudgeConfig, JudgeUnavailableError, Verdict, register_judge
 
 log = logging.getLogger("rawdream.judge.openai")
 
@@ -39,8 +44,6 @@ PROMPT = 'A robot arm was given the instruction: "{instruction}".'
 PROMPT_REFERENCE = "For reference, the first and the last frame of a demonstration that accomplished it:"
 PROMPT_VIDEO = "The frames of the robot's video, in time order from the first to the last:"
 PROMPT_QUESTION = "Did the robot accomplish the instruction? Answer with one word: Yes or No."
-_YES = {"yes", "y", "true", "success", "succeeded", "1"}
-_NO = {"no", "n", "false", "failure", "failed", "fail", "0"}
 
 
 def encode_png(frame: np.ndarray) -> str:
@@ -51,43 +54,69 @@ def encode_png(frame: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+# A verdict is read only from an answer that *is* Yes or No: the word first (after markdown, quotes or
+# whitespace), then the end of the answer or punctuation. Anything else - prose, "No doubt, it succeeded.",
+# "Based on frame 1", "It was not a success." - is an abstain with the raw answer kept: a false success is the
+# worst error an RL reward can make, and no yes/no word hunt through prose can rule it out.
+_VERDICT = re.compile(r"^[\s*_`\"'(\[]*(yes|no)[\s*_`\"')\]]*(?:$|[.,!;:\-\u2013\u2014])", re.IGNORECASE)
+
+
 def parse_answer(text: str) -> bool | None:
-    """'Yes.', '**no**', 'YES - the drawer is open', '{"success": true}', '{"answer": "No"}' -> bool; else None."""
+    """'Yes', '**no**', 'YES.', 'Yes - the drawer is open', '{"success": true}', '{"answer": "No"}' -> bool;
+    anything that is not a plain Yes or No first (prose, digits, other words) -> None (abstain)."""
     t = (text or "").strip()
     if t.startswith("{"):
         try:
             obj = json.loads(t)
-            for key in ("success", "answer", "verdict", "result"):
-                if key in obj:
-                    v = obj[key]
-                    if isinstance(v, bool):
-                        return v
-                    return parse_answer(str(v))
-        except (json.JSONDecodeError, TypeError):
-            pass
-    words = re.findall(r"[a-z0-9]+", t.lower())
-    if not words:
+        except json.JSONDecodeError:
+            return None
+        if not isinstance(obj, dict):
+            return None
+        for key in ("success", "answer", "verdict"):
+            if key in obj:
+                v = obj[key]
+                return v if isinstance(v, bool) else parse_answer(v) if isinstance(v, str) else None
         return None
-    if words[0] in _YES:
-        return True
-    if words[0] in _NO:
-        return False
-    has_yes, has_no = any(w in _YES for w in words), any(w in _NO for w in words)
-    if has_yes != has_no:
-        return has_yes
-    return None
+    m = _VERDICT.match(t)
+    return None if m is None else m.group(1).lower() == "yes"
 
 
-def yes_probability(choice: dict[str, Any]) -> float | None:
-    """P(yes) among yes/no first tokens from an OpenAI ``logprobs`` block, if the server sent one."""
+def answer_text(body: Any) -> str:
+    """The assistant's text of a chat-completions body; raises ValueError naming what is missing otherwise."""
+    if not isinstance(body, dict):
+        raise ValueError(f"the response is JSON {type(body).__name__}, not a chat-completion object")
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise ValueError("the response has no choices[0] object")
+    message = choices[0].get("message")
+    if not isinstance(message, dict):
+        raise ValueError("choices[0].message is not an object")
+    content = message.get("content")
+    if isinstance(content, list):  # some servers return content parts
+        content = " ".join(
+            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
+    if content is None:
+        content = ""
+    if not isinstance(content, str):
+        raise ValueError(f"choices[0].message.content is {type(content).__name__}, not text")
+    return content
+
+
+def yes_probability(choice: Any) -> float | None:
+    """P(yes) among yes/no first tokens from an OpenAI ``logprobs`` block, if the server sent a usable one."""
     try:
         first = choice["logprobs"]["content"][0]
-    except (KeyError, IndexError, TypeError):
+        cands = first.get("top_logprobs") or [first]
+        p_yes = p_no = 0.0
+        for c in cands:
+            token = str(c.get("token", "")).strip().lower()
+            if token in ("yes", "no"):
+                p = float(np.exp(float(c["logprob"])))
+                p_yes, p_no = (p_yes + p, p_no) if token == "yes" else (p_yes, p_no + p)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
         return None
-    cands = first.get("top_logprobs") or [first]
-    p_yes = sum(np.exp(c["logprob"]) for c in cands if c.get("token", "").strip().lower() in ("yes", "y"))
-    p_no = sum(np.exp(c["logprob"]) for c in cands if c.get("token", "").strip().lower() in ("no", "n"))
-    if p_yes + p_no <= 0:
+    if not p_yes + p_no > 0 or not np.isfinite(p_yes + p_no):
         return None
     return float(p_yes / (p_yes + p_no))
 
@@ -96,13 +125,26 @@ class _Retryable(Exception):
     pass
 
 
+class _Malformed(Exception):
+    """A 200 whose body is not a chat completion: retrying the same request will not fix the server."""
+
+
 class OpenAIJudge:
     name = "openai"
     privileged = False
 
     def __init__(self, cfg: JudgeConfig):
+        from rawdream.config import check_ranges
+
+        check_ranges(cfg, "judge.")  # a config built in code, not from flags, is checked here
         self.cfg = cfg
-        self.url = cfg.url.rstrip("/") + "/chat/completions"
+        # credentials inside the URL (http://user:KEY@host/v1) leave it: urllib cannot send them, and the URL is
+        # shown in messages; KEY becomes the bearer key unless the environment variable gives one
+        parts = urllib.parse.urlsplit(cfg.url.rstrip("/"))
+        self._url_key = parts.password or parts.username or None
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        self.url = urllib.parse.urlunsplit(parts._replace(netloc=netloc)) + "/chat/completions"
+        self.shown_url = redact_url(cfg.url.rstrip("/")) + "/chat/completions"  # what messages and logs say
         self._cache: dict[str, Verdict] = {}
         self._lock = threading.Lock()
         self.stats = {"requests": 0, "retries": 0, "abstains": 0, "cache_hits": 0, "errors": {}}
@@ -163,22 +205,15 @@ class OpenAIJudge:
                 time.sleep(delay * (1 + 0.5 * random.random()))
             try:
                 body = self._post(payload)
+                text = answer_text(body)
             except _Retryable as e:
                 last_error = str(e)
                 continue
-            except ValueError as e:  # a 4xx that retrying cannot fix (bad key, unknown model)
-                last_error = str(e)
-                break
-            choice = (body.get("choices") or [{}])[0]
-            text = ((choice.get("message") or {}).get("content")) or ""
-            if isinstance(text, list):  # some servers return content parts
-                text = " ".join(p.get("text", "") for p in text if isinstance(p, dict))
-            success = parse_answer(text)
-            score = yes_probability(choice)
-            if success is None and score is not None:
-                success = score >= self.cfg.threshold
-            verdict = Verdict(success=success, score=score, raw=text, latency=time.perf_counter() - t0)
-            if success is None:
+            except ValueError as e:  # a 200 that is not a chat completion: abstain, keep what came back
+                self._count_abstain(f"malformed response: {e}")
+                return Verdict(success=None, raw=f"abstain: {e}", latency=time.perf_counter() - t0)
+            verdict = self._verdict(text, body["choices"][0], time.perf_counter() - t0)
+            if verdict.success is None:
                 self._count_abstain(f"unparseable answer {text[:60]!r}")
                 return verdict  # not cached: a retry later may parse
             self._store(key, verdict)
@@ -188,11 +223,41 @@ class OpenAIJudge:
             success=None, score=None, raw=f"abstain: {last_error}", latency=time.perf_counter() - t0
         )
 
-    def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def _verdict(self, text: str, choice: dict[str, Any], latency: float) -> Verdict:
+        """Only an answer that is Yes or No decides; where the server sent logprobs, P(yes) against the threshold
+        decides it (the same rule ``eval-judge`` scores by), otherwise the word does."""
+        said = parse_answer(text)
+        score = yes_probability(choice) if said is not None else None
+        success = said if score is None else score >= self.cfg.threshold
+        return Verdict(success=success, score=score, raw=text, latency=latency)
+
+    def probe(self) -> None:
+        """One real request (a blank 2-frame video): raises JudgeUnavailableError naming the URL, the failure and
+        the fix when the endpoint cannot answer, so a long run never starts against a dead judge."""
+        frames = np.zeros((2, 16, 16, 3), np.uint8)
+        payload = self._payload(frames, "probe: is the scene empty?")
+        try:
+            for attempt in range(self.cfg.retries + 1):
+                try:
+                    answer_text(self._post(payload))
+                    return
+                except _Retryable as e:
+                    if attempt == self.cfg.retries:
+                        raise JudgeUnavailableError(
+                            f"the VLM judge at {self.shown_url} does not answer: {e}; start the server or fix "
+                            f"--judge.url (a served model answers POST /v1/chat/completions)"
+                        ) from None
+                    time.sleep(self.cfg.backoff * 2**attempt)
+        except ValueError as e:
+            raise JudgeUnavailableError(
+                f"the VLM judge at {self.shown_url} answered the probe badly: {e}"
+            ) from None
+
+    def _post(self, payload: dict[str, Any]) -> Any:
         with self._lock:
             self.stats["requests"] += 1
         headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.cfg.api_key_env)
+        key = os.environ.get(self.cfg.api_key_env) or self._url_key
         if key:
             headers["Authorization"] = f"Bearer {key}"
         req = urllib.request.Request(
@@ -202,17 +267,21 @@ class OpenAIJudge:
             with urllib.request.urlopen(req, timeout=self.cfg.timeout) as resp:
                 return json.loads(resp.read().decode())
         except urllib.error.HTTPError as e:
-            msg = f"HTTP {e.code} from {self.url}"
+            msg = f"HTTP {e.code} from {self.shown_url}"
             if e.code == 429 or e.code >= 500:
                 raise _Retryable(msg) from None
-            raise ValueError(
-                f"{msg} (check --judge.url, --judge.model and ${self.cfg.api_key_env})"
-            ) from None
+            # any other 4xx is a configuration error that no retry and no abstain can fix: stop the run
+            fix = {
+                401: f"the server rejected the key: set ${self.cfg.api_key_env}",
+                403: f"the server refused the key: check ${self.cfg.api_key_env}",
+                404: "no chat-completions endpoint there: --judge.url must end in the API root, e.g. .../v1",
+            }.get(e.code, f"check --judge.url, --judge.model ({self.cfg.model}) and ${self.cfg.api_key_env}")
+            raise JudgeUnavailableError(f"{msg}: {fix}") from None
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
             reason = getattr(e, "reason", e)
-            raise _Retryable(f"{self.url} unreachable or timed out ({reason})") from None
-        except json.JSONDecodeError:
-            raise _Retryable(f"{self.url} returned a body that is not JSON") from None
+            raise _Retryable(f"{self.shown_url} unreachable or timed out ({reason})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise _Retryable(f"{self.shown_url} returned a body that is not JSON") from None
 
     # -- cache and counters ---------------------------------------------------------------------------------
     def _cached(self, key: str) -> Verdict | None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from rawdream.config import save_config
 from rawdream.distributed import RayConfig, use_ray
 from rawdream.envs.base import EnvConfig
 from rawdream.envs.metaworld_tasks import canonical_task, instruction
-from rawdream.reward.base import JudgeConfig, make_judge
+from rawdream.reward.base import JudgeConfig, check_abstains, make_judge, probe_judge
 from rawdream.rl.grpo import clipped_surrogate, group_advantages
 from rawdream.rl.imagination import collect_rollouts
 from rawdream.splits import SplitConfig
@@ -37,6 +37,30 @@ from rawdream.training import MetricsLogger, load_checkpoint, resolve_device, sa
 
 @dataclass
 class DreamConfig:
+    RANGES: ClassVar[dict] = {
+        "init_states": ">=1",
+        "groups": ">=1",
+        "group_size": (">=2", "a group of one has no advantage"),
+        "horizon": ">=1",
+        "temperature": (">0", "GRPO needs sampled actions"),
+        "iterations": ">=1",
+        "epochs": ">=1",
+        "minibatch": ">=1",
+        "lr": ">0",
+        "clip_low": "[0,1)",
+        "clip_high": ">=0",
+        "kl_coef": ">=0",
+        "entropy_coef": ">=0",
+        "sample_rounds": ">=1",
+        "dnv_redraws": (">=1", "turn verification off with --dnv=false, not 0 redraws"),
+        "max_unreliable": ">=0",
+        "eval_every": (">=0", "0: evaluate only at the end"),
+        "eval_episodes": ">=1",
+        "gallery": ">=0",
+        "workers": (">=0", "0 or 1: in this process"),
+        "threads": (">=0", "0: all cores"),
+    }
+
     task: str = ""
     split: SplitConfig = field(default_factory=SplitConfig)
     env_mode: str = (
@@ -179,6 +203,8 @@ class Dreamer:
             raise ValueError("dream in imagination needs a world model (--wm DIR)")
         uses_judge = cfg.env_mode == "wm" or cfg.sim_reward == "judge"
         self.judge = make_judge(cfg.judge, purpose="training") if uses_judge else None
+        if self.judge is not None:
+            probe_judge(self.judge)  # a dead or misconfigured VLM stops here, not after an hour of no-op RL
         self._venv = None
         self.init = (
             dataset_initial_states(init_from, cfg.init_states)
@@ -253,7 +279,7 @@ class Dreamer:
         video, actions = buf.pop("video"), buf.pop("actions")
         t0 = time.perf_counter()
         context = self._judge_context(rows, actions)
-        verdicts = self.judge(list(video), [self.instruction] * n, **context)
+        verdicts = self._judge(list(video), context, f"iteration {it + 1}")
         t_judge = time.perf_counter() - t0
         success = np.array([v.success is True for v in verdicts])
         abstain = np.array([v.success is None for v in verdicts])
@@ -268,7 +294,7 @@ class Dreamer:
                 redraw = [seeds.stable_seed("wm-noise-redraw", cfg.seed, it, k, offset + int(i)) for i in idx]
                 videos2 = self.imagination.reimagine(first[idx], prop0[idx], actions[idx], redraw)
                 ctx2 = self._judge_context([rows[i] for i in idx], actions[idx])
-                v2 = self.judge(list(videos2), [self.instruction] * len(idx), **ctx2)
+                v2 = self._judge(list(videos2), ctx2, f"iteration {it + 1}, second noise draw")
                 for j, i in enumerate(idx):
                     if v2[j].success is not True:
                         flipped[i] = True
@@ -293,6 +319,12 @@ class Dreamer:
             }
         )
         return buf
+
+    def _judge(self, videos: list[np.ndarray], context: dict[str, Any], where: str) -> list:
+        """The judge's verdicts; a batch on which it (mostly) abstains ends the run with the reason."""
+        verdicts = self.judge(videos, [self.instruction] * len(videos), **context)
+        check_abstains(verdicts, self.cfg.judge, where, getattr(self.judge, "stats", None))
+        return verdicts
 
     def _judge_context(self, rows: list[int], actions: np.ndarray) -> dict[str, Any]:
         if self.judge is not None and self.judge.privileged:
@@ -379,7 +411,7 @@ class Dreamer:
                 pad = np.repeat(video[:, -1:], cfg.horizon + 1 - video.shape[1], axis=1)
                 video = np.concatenate([video, pad], 1)
             t0 = time.perf_counter()
-            verdicts = self.judge(list(video), [self.instruction] * n)
+            verdicts = self._judge(list(video), {}, f"iteration {it + 1}")
             judged = np.array([v.success is True for v in verdicts])
             scores = np.array([_score(v) for v in verdicts])
             reward = (scores if cfg.reward == "score" else judged).astype(np.float32)
@@ -623,8 +655,8 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn) -> dict[
     meta = load_checkpoint(out / "ckpt", "dream", policy.model, dreamer.opt)
     start = meta["step"] if meta else 0
     dreamer.real_trajectories = int(meta.get("real_trajectories", 0)) if meta else 0
-    trim_metrics(out / "metrics.jsonl", start)  # rows of an iteration that was killed before its checkpoint
     log = MetricsLogger(out)
+    log.rewind(start)  # rows of an iteration that was killed before its checkpoint
     ecfgs = {layouts: eval_config(cfg, dreamer, layouts) for layouts in cfg.eval_layouts}
     bar = tqdm(
         total=cfg.iterations,
@@ -739,20 +771,6 @@ def eval_config(cfg: DreamConfig, dreamer: Dreamer, layouts: str):
         videos=0,
         layouts=layouts,
     )
-
-
-def trim_metrics(path: Path, last_step: int) -> None:
-    """Drop metrics rows past ``last_step`` (the resumed checkpoint), so a resumed run logs no duplicates."""
-    from rawdream.io import atomic_write_text, read_jsonl
-
-    if not path.exists():
-        return
-    rows = read_jsonl(path)
-    keep = [r for r in rows if int(r.get("step", 0)) <= last_step]
-    if len(keep) != len(rows):
-        import json
-
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
 def read_metrics(out: str | Path) -> list[dict]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -42,6 +43,14 @@ class FlowConfig:
 
 @dataclass
 class SamplerConfig:
+    RANGES: ClassVar[dict] = {
+        "steps": ">=1",
+        "anchor_start": ">=0",
+        "anchor_rate": ">=0",
+        "anchor_max": "[0,1000]",
+        "context_level": "[0,1000]",
+    }
+
     steps: int = 2  # Euler steps per AR step
     anchor_noise: bool = True
     anchor_start: int = 3

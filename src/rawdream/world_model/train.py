@@ -12,17 +12,17 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from rawdream.config import build, save_config, to_dict
 from rawdream.data.cache import frame_cache
 from rawdream.data.lerobot import LeRobotDataset
-from rawdream.io import atomic_write, atomic_write_json, read_json
+from rawdream.io import atomic_write, atomic_write_json, load_weights, read_json, save_weights
 from rawdream.nn import EMA, count_params
 from rawdream.splits import SplitConfig, check_task_agnostic, resolve_split, task_free_target_scenes
 from rawdream.training import (
@@ -42,6 +42,25 @@ VARIANTS = ("zero-shot", "co-train", "id-ft")
 
 @dataclass
 class PretrainWMConfig:
+    RANGES: ClassVar[dict] = {
+        "ae_steps": (">=0", "0 keeps the autoencoder untrained: only with --init"),
+        "dyn_steps": (">=0", "0 trains no dynamics"),
+        "ae_batch": ">=1",
+        "dyn_batch": ">=1",
+        "ae_lr": ">0",
+        "dyn_lr": ">0",
+        "weight_decay": ">=0",
+        "ema_decay": "[0,1)",
+        "threads": (">=0", "0: all cores"),
+        "val_fraction": "[0,1)",
+        "log_every": ">=1",
+        "ckpt_every": ">=1",
+        "sample_every": ">=1",
+        "sample_rollouts": ">=0",
+        "ae_max_minutes": (">=0", "0: no time limit"),
+        "dyn_max_minutes": (">=0", "0: no time limit"),
+    }
+
     split: SplitConfig = field(default_factory=SplitConfig)
     variant: str = "zero-shot"
     model: WorldModelConfig = field(default_factory=WorldModelConfig)
@@ -104,6 +123,7 @@ def train_autoencoder(model, frames, train_idx, val_idx, cfg, out: Path, log: Me
     ckpt = out / "ckpt"
     meta = load_checkpoint(ckpt, "ae", ae, opt)
     start = meta["step"] if meta else 0
+    log.rewind(start, ("ae",))  # steps logged after the checkpoint of a killed run come again
     budget = _Budget(cfg.ae_max_minutes)
     bar = tqdm(
         total=cfg.ae_steps, initial=start, desc="autoencoder", disable=not progress, dynamic_ncols=True
@@ -192,6 +212,7 @@ def train_dynamics(
     ckpt = out / "ckpt"
     meta = load_checkpoint(ckpt, "dyn", dyn, opt, ema)
     start = meta["step"] if meta else 0
+    log.rewind(start, ("dyn", "samples"))  # steps logged after the checkpoint of a killed run come again
     budget = _Budget(cfg.dyn_max_minutes)
     bar = tqdm(total=cfg.dyn_steps, initial=start, desc="dynamics", disable=not progress, dynamic_ncols=True)
     val_idx = np.random.default_rng(1).choice(len(val_tr), size=min(256, len(val_tr)), replace=False)
@@ -357,7 +378,7 @@ def pretrain_wm(
     ae_path = out / "autoencoder.safetensors"
     t0 = time.time()
     if ae_path.exists():
-        model.ae.load_state_dict(load_file(str(ae_path)))
+        model.ae.load_state_dict(load_weights(ae_path))
         recon = read_json(out / "autoencoder.json")["reconstruction"]
     elif init:  # fine-tuning keeps the pretrained autoencoder: the dynamics' latent space must not move
         recon = model.info["autoencoder_reconstruction"]
@@ -426,9 +447,8 @@ def _check_compatible(have: WorldModelConfig, want: WorldModelConfig, init) -> N
 
 def save_world_model(model: WorldModel, out: str | Path, info: dict[str, Any]) -> Path:
     out = Path(out)
-    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(out / "world_model.safetensors", lambda p: save_file(sd, str(p)))
-    atomic_write_json(out / "world_model.json", {"config": to_dict(model.cfg), **info})
+    files = {"world_model.safetensors": save_weights(model.state_dict(), out / "world_model.safetensors")}
+    atomic_write_json(out / "world_model.json", {"config": to_dict(model.cfg), **info, "files": files})
     return out / "world_model.safetensors"
 
 
@@ -443,7 +463,8 @@ def load_world_model(path: str | Path) -> WorldModel:
         )
     meta = json.loads(meta_path.read_text())
     model = WorldModel(build(WorldModelConfig, meta["config"]))
-    model.load_state_dict(load_file(str(d / "world_model.safetensors")))
+    name = "world_model.safetensors"
+    model.load_state_dict(load_weights(d / name, meta.get("files", {}).get(name)))
     model.eval()
     model.info = meta  # type: ignore[attr-defined]
     return model
