@@ -64,7 +64,6 @@ def test_collect_demos_and_info(tmp_path, capsys):
                 str(out),
                 "--preset",
                 "tiny",
-                "--max_steps=16",
             ]
         )
         == 0

@@ -4,6 +4,7 @@ HTTP server on 127.0.0.1 that misbehaves on purpose."""
 
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -28,11 +29,13 @@ def _judge(server, **kw):
 
 
 def _one_line_error(capsys, *needles):
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    """Exactly one error line (progress bars aside), no traceback, naming every needle."""
+    err = capsys.readouterr().err
+    lines = [x[x.index("rawdream ") :] for x in re.split(r"[\r\n]", err) if "error:" in x]
+    assert "Traceback" not in err and len(lines) == 1, err
     for needle in needles:
-        assert needle in err, (needle, err)
-    return err
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
 
 
 # -- the served-judge client --------------------------------------------------------------------------------

@@ -155,6 +155,27 @@ def test_generalist_judge_refuses_target_data_and_a_missing_checkpoint(labeled_d
         make_judge(JudgeConfig(backend="generalist", path=str(tmp_path / "nothing")))
 
 
+def test_judge_trains_on_a_learned_policys_own_rollouts(tiny_policy, labeled_data, tiny_wm, tmp_path):
+    """`collect policy` rolls the base policy out on pretraining tasks (RL temperature and horizon, simulator
+    labels, the labeled layout); train-judge reads it beside the scripted variants; targets are refused."""
+    from rawdream.cli import main
+    from rawdream.data.lerobot import LeRobotDataset
+
+    out = tmp_path / "policy"
+    argv = ["collect", "policy", "--policy", str(tiny_policy), "--preset", "tiny", "--out", str(out)]
+    assert main(argv) == 0
+    ds = LeRobotDataset(out)
+    assert ds.num_episodes == 4 and ds.frame_stride == 8 and ds.manifest["behaviour"] == "policy"
+    assert set(ds.episodes["rawdream/behaviour"]) == {"policy"} and ds.episode(0).length == 3  # horizon 2 + 1
+    assert main(argv) == 0 and LeRobotDataset(out).num_episodes == 4  # resumed: nothing collected twice
+    assert main([*argv[:-2], "--task", "drawer-open", "--out", str(tmp_path / "t")]) == 2  # a held-out target
+    judge = tmp_path / "judge"
+    args = ["train-judge", "--data", f"{labeled_data},{out}", "--wm", str(tiny_wm), "--out", str(judge)]
+    assert main([*args, "--preset", "tiny", "--model.reference=false"]) == 0
+    info = json.loads((judge / "judge.json").read_text())
+    assert info["episodes_by_behaviour"]["policy"] == 4 and "," in info["dataset"]
+
+
 def test_paper_table_tiny(tiny_policy, tiny_wm, tiny_judge, pretrain_demos, tmp_path):
     from rawdream.cli import main
 

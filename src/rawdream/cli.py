@@ -110,6 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     k.add_argument("--out", required=True, help="dataset directory (LeRobot v3); re-running resumes")
     _add_preset(k, "collect_labeled")
+    k = kinds.add_parser(
+        "policy",
+        help="labeled rollouts of a learned policy on pretraining tasks, at the RL temperature (for judges)",
+        epilog=_epilog("collect_policy"),
+    )
+    k.add_argument("--policy", required=True, help="policy directory (the base policy)")
+    k.add_argument("--task", action="append", default=None, help="pretraining task name (repeatable)")
+    k.add_argument("--out", required=True, help="dataset directory (LeRobot v3); re-running resumes")
+    _add_preset(k, "collect_policy")
 
     # pretrain-wm -----------------------------------------------------------------------------------------
     p = verbs.add_parser(
@@ -342,12 +351,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--json", help="also write the per-task table and object motion (per scene, per behaviour) here"
     )
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="also decode every video frame and check every file against the metadata (exit 1 if damaged)",
+    )
     return parser
 
 
 def _cmd_collect(args, overrides) -> int:
     from rawdream.data.collect import CollectConfig, collect
 
+    if args.kind == "policy":
+        from rawdream.data.policy_rollouts import PolicyRolloutsConfig, collect_policy_rollouts
+
+        if args.task:
+            overrides["tasks"] = args.task
+        pcfg = resolve(PolicyRolloutsConfig, "collect_policy", args.preset, overrides)
+        rep = collect_policy_rollouts(pcfg, args.policy, args.out)
+        from rawdream.config import save_config
+
+        save_config(pcfg, args.out)
+        for task, rate in rep["success_rate"].items():
+            print(f"{task:28s} success {rate:.2f}")
+        print(
+            f"{rep['episodes']} policy rollouts in {args.out} (mean success {rep['mean_success_rate']:.2f}); "
+            f"{rep['new_episodes']} new in {rep['seconds']:.0f} s"
+        )
+        return 0
     if args.kind == "demos" and args.episodes is not None:
         overrides["episodes_per_task"] = args.episodes
     if getattr(args, "task", None):

@@ -30,6 +30,7 @@ from rawdream.config import (
     to_dict,
 )
 from rawdream.data.collect import CollectConfig, collect
+from rawdream.data.policy_rollouts import PolicyRolloutsConfig, collect_policy_rollouts
 from rawdream.eval.judge_accuracy import EvalJudgeConfig, evaluate_judges
 from rawdream.eval.success import EvalPolicyConfig, evaluate_policy
 from rawdream.eval.wm_fidelity import EvalWMConfig, evaluate_world_model
@@ -46,6 +47,7 @@ SECTIONS = {
     "demos": "collect_demos",
     "target_demos": "collect_demos",
     "labeled": "collect_labeled",
+    "policy_rollouts": "collect_policy",
     "wm": "pretrain_wm",
     "judge": "train_judge",
     "base": "train_policy_base",
@@ -64,6 +66,9 @@ class RunConfig:
     demos: CollectConfig = field(default_factory=lambda: CollectConfig(kind="demos"))
     target_demos: CollectConfig = field(default_factory=lambda: CollectConfig(kind="demos"))
     labeled: CollectConfig = field(default_factory=lambda: CollectConfig(kind="labeled"))
+    # the base policy's own rollouts on pretraining tasks: the judge learns what a learned policy's near-misses
+    # look like (episodes_per_task=0: the judge sees scripted-expert variants only)
+    policy_rollouts: PolicyRolloutsConfig = field(default_factory=PolicyRolloutsConfig)
     wm: PretrainWMConfig = field(default_factory=PretrainWMConfig)
     judge: TrainJudgeConfig = field(default_factory=TrainJudgeConfig)
     base: TrainPolicyConfig = field(default_factory=TrainPolicyConfig)
@@ -76,6 +81,9 @@ class RunConfig:
     base_eval_episodes: int = 10  # per pretraining task: is the base policy competent? (0: skip)
     base_eval_tasks: list[str] = field(default_factory=list)  # default: every pretraining task
     report: bool = True
+    judge_sees_policies: bool = (
+        True  # train the judge on the base policy's rollouts too (data/policy_rollouts)
+    )
 
 
 def resolve_run(preset: str | None, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -227,6 +235,16 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
 
     r.stage("policy_sft", cfg.sft, ["data/target_demos", "policy_base"], sft_fn)
 
+    judge_data = [out / "data/labeled"]
+    if cfg.judge_sees_policies:
+
+        def rollouts_fn(d):
+            rep = collect_policy_rollouts(cfg.policy_rollouts, out / "policy_base", d, progress=progress)
+            return {"episodes": rep["episodes"], "mean_success_rate": rep["mean_success_rate"]}
+
+        r.stage("data/policy_rollouts", cfg.policy_rollouts, ["policy_base"], rollouts_fn)
+        judge_data.append(out / "data/policy_rollouts")
+
     def wm_fn(d):
         s = pretrain_wm(cfg.wm, out / "data/play", d, progress=progress, log_fn=log)
         return {
@@ -240,7 +258,7 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
     def judge_fn(d):
         info = train_judge(
             cfg.judge,
-            out / "data/labeled",
+            judge_data,
             d,
             wm_path=out / "wm",
             progress=progress,
@@ -249,7 +267,10 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
         )
         return {"tasks": info["trained_on_tasks"], "validation_auroc": info["validation"]["auroc"]}
 
-    r.stage("judge", cfg.judge, ["data/labeled", "wm", "data/demos"], judge_fn)
+    judge_deps = ["data/labeled", "wm", "data/demos"] + (
+        ["data/policy_rollouts"] if cfg.judge_sees_policies else []
+    )
+    r.stage("judge", cfg.judge, judge_deps, judge_fn)
 
     # judges that compare with a demonstration see the target task's one demo (the SFT demo) as their reference
     reference = {"reference": str(out / "data/target_demos")} if cfg.judge.model.reference else {}
@@ -261,7 +282,7 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
     def blind_fn(d):
         info = train_judge(
             blind_cfg,
-            out / "data/labeled",
+            judge_data,
             d,
             wm_path=out / "wm",
             progress=progress,
@@ -270,7 +291,7 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
         )
         return {"tasks": info["trained_on_tasks"], "validation_auroc": info["validation"]["auroc"]}
 
-    r.stage("judge_blind", blind_cfg, ["data/labeled", "wm", "data/demos"], blind_fn)
+    r.stage("judge_blind", blind_cfg, judge_deps, blind_fn)
 
     def eval_wm_fn(d):
         from rawdream.world_model.train import load_world_model

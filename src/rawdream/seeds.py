@@ -11,6 +11,7 @@ PLAY = 400_000  # task-free play data
 LABELED = 500_000  # labeled rollouts for judges
 JUDGE_EVAL = 600_000  # labeled rollouts of target tasks, for judge evaluation only
 ONLINE_RL = 700_000  # the online-RL baseline's real simulator episodes
+POLICY_ROLLOUTS = 800_000  # labeled rollouts of a learned policy on pretraining tasks, for judge training
 
 RANGE = 100_000
 

@@ -270,9 +270,12 @@ def train_judge(
     out.mkdir(parents=True, exist_ok=True)
     set_threads(cfg.threads)
     dev = resolve_device(cfg.device)
-    ds = LeRobotDataset(data)
+    # one or more labeled datasets (e.g. scripted-expert variants + the base policy's own rollouts), read as one
+    paths = [Path(p) for p in (str(data).split(",") if isinstance(data, (str, Path)) else data) if str(p)]
+    dss = [LeRobotDataset(p) for p in paths]
     split = resolve_split(cfg.split)
-    check_task_agnostic(ds.manifest, split, "generalist judge")
+    for ds in dss:
+        check_task_agnostic(ds.manifest, split, "generalist judge")
     refs = None
     if cfg.model.reference:
         if not references:
@@ -282,19 +285,26 @@ def train_judge(
             )
         check_task_agnostic(LeRobotDataset(references).manifest, split, "generalist judge (references)")
         refs = References.from_dataset(references)
-    if ds.frame_stride != 8:
-        log_fn(
-            f"[train-judge] note: {ds.root} has frame stride {ds.frame_stride}; imagined videos have one frame "
-            f"per 8-step chunk"
-        )
+    for ds in dss:
+        if ds.frame_stride != 8:
+            log_fn(
+                f"[train-judge] note: {ds.root} has frame stride {ds.frame_stride}; imagined videos have one "
+                f"frame per 8-step chunk"
+            )
     save_config(cfg, out)
-    base = labeled_videos(ds)
+    bases = [labeled_videos(ds) for ds in dss]
+    origin = [(k, i) for k, b in enumerate(bases) for i in range(len(b.task))]  # (dataset, episode)
     rng = np.random.default_rng(cfg.seed)
-    n = len(base.task)
-    val_eps = stratified_holdout(base.task, base.success, cfg.val_fraction, rng)
+    n = len(origin)
+    base_tasks = [bases[k].task[i] for k, i in origin]
+    base_success = np.concatenate([b.success for b in bases])
+    behaviours = [
+        str((dss[k].episodes.get("rawdream/behaviour") or ["?"] * dss[k].num_episodes)[i]) for k, i in origin
+    ]
+    val_eps = stratified_holdout(base_tasks, base_success, cfg.val_fraction, rng)
     train_eps = np.setdiff1d(np.arange(n), val_eps)  # the held-out episodes calibrate the temperature
-    videos: list[np.ndarray] = [base.video(i) for i in range(n)]
-    tasks, success = list(base.task), base.success.copy()
+    videos: list[np.ndarray] = [bases[k].video(i) for k, i in origin]
+    tasks, success = list(base_tasks), base_success.copy()
     imagined = np.zeros(n, bool)
     if cfg.imagined and wm_path:
         from rawdream.world_model.train import load_world_model
@@ -303,9 +313,14 @@ def train_judge(
         chosen = np.sort(
             rng.choice(train_eps, size=int(len(train_eps) * cfg.imagined_fraction), replace=False)
         )
-        videos += imagine_videos(wm, ds, chosen, progress)
-        tasks += [base.task[i] for i in chosen]
-        success = np.concatenate([success, base.success[chosen]])
+        replays: dict[int, np.ndarray] = {}
+        for k, ds in enumerate(dss):  # world-model replays of the same actions, labelled by the real replay
+            mine = [int(g) for g in chosen if origin[g][0] == k]
+            for g, v in zip(mine, imagine_videos(wm, ds, np.asarray([origin[g][1] for g in mine]), progress)):
+                replays[g] = v
+        videos += [replays[int(g)] for g in chosen]
+        tasks += [base_tasks[i] for i in chosen]
+        success = np.concatenate([success, base_success[chosen]])
         imagined = np.concatenate([imagined, np.ones(len(chosen), bool)])
         train_eps = np.concatenate([train_eps, np.arange(n, n + len(chosen))])
     sel = cfg.model.frames
@@ -337,7 +352,8 @@ def train_judge(
     w /= w.sum()
     log = MetricsLogger(out)
     log_fn(
-        f"[train-judge] {n} labeled episodes of {len(set(base.task))} pretraining tasks (+{int(imagined.sum())} "
+        f"[train-judge] {n} labeled episodes of {len(set(base_tasks))} pretraining tasks "
+        f"({behaviours.count('policy')} of them a learned policy's rollouts; +{int(imagined.sum())} "
         f"imagined), {len(tr_idx)} training examples (positives {pos.mean():.2f}); "
         f"{'BLIND control, ' if cfg.model.blind else ''}{count_params(model) / 1e6:.2f}M params"
     )
@@ -410,8 +426,9 @@ def train_judge(
     log.close()
     info = {
         "split": split.as_dict(),
-        "trained_on_tasks": sorted(set(base.task)),
-        "dataset": str(Path(data).resolve()),
+        "trained_on_tasks": sorted(set(base_tasks)),
+        "dataset": ",".join(str(p.resolve()) for p in paths),
+        "episodes_by_behaviour": {b: behaviours.count(b) for b in sorted(set(behaviours))},
         "world_model": str(Path(wm_path).resolve()) if wm_path else None,
         "imagined_videos": int(imagined.sum()),
         "temperature": temperature,

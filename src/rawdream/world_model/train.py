@@ -55,7 +55,7 @@ class PretrainWMConfig:
         "val_fraction": "[0,1)",
         "log_every": ">=1",
         "ckpt_every": ">=1",
-        "sample_every": ">=1",
+        "sample_every": (">=0", "0: no sample videos"),
         "sample_rollouts": ">=0",
         "ae_max_minutes": (">=0", "0: no time limit"),
         "dyn_max_minutes": (">=0", "0: no time limit"),
