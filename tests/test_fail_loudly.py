@@ -192,6 +192,14 @@ def test_dream_against_a_dead_or_useless_vlm_exits_non_zero(tiny_policy, tiny_wm
     assert not (tmp_path / "prose" / "policy.json").exists()
 
 
+def test_eval_judge_against_a_judge_that_only_abstains_exits_non_zero(tmp_path, capsys):
+    with LoopbackVLM(lambda req: "Yes" if "probe" in LoopbackVLM.text(req) else "Hard to say.") as server:
+        argv = ["eval-judge", "--vlm-url", server.url, "--preset", "tiny", "--split.targets=reach"]
+        assert main([*argv, "--judge.retries=0", "--out", str(tmp_path / "e")]) == 2
+    _one_line_error(capsys, "abstained on 2 of 2 verdicts in eval-judge (openai, real videos)")
+    assert not (tmp_path / "e" / "judge_eval.json").exists()
+
+
 # -- config values are checked against their meaning, before anything is written -----------------------------
 @pytest.mark.parametrize(
     ("argv", "flag"),

@@ -298,3 +298,25 @@ def test_id_ft_fine_tunes_the_pretrained_model_on_target_data_only_when_named(ti
             assert torch.equal(before[k], after[k]), k
     # ... and the dynamics trained on
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("dynamics."))
+
+
+def test_replay_fidelity_scores_the_object_region_against_copy_first_frame():
+    """A perfect replay scores SSIM 1 everywhere; copy-the-first-frame loses where the object moved; the object
+    region counts only rollouts whose object moved; a full mask gives the whole-frame SSIM, an empty one NaN."""
+    from rawdream.eval.wm_fidelity import replay_fidelity
+    from rawdream.world_model.model import ssim
+
+    rng = np.random.default_rng(0)
+    real = rng.integers(0, 255, (3, 4, 16, 16, 3), dtype=np.uint8)
+    masks = np.zeros((3, 4, 16, 16), bool)
+    masks[:, :, 4:10, 4:10] = True
+    state = np.zeros((3, 4, 39), np.float32)
+    state[0, 2:, 4] = 0.1  # only rollout 0's object moves, from step 2 on
+    rep = replay_fidelity(real, real.copy(), masks, state, moved_threshold=0.02)
+    assert rep["object_moved_episodes"] == [0, 1, 1]
+    assert np.isnan(rep["object_ssim"][0]) and rep["object_ssim"][1] == pytest.approx(1.0)
+    assert rep["object_ssim_copy"][1] < 0.5 and all(v == pytest.approx(1.0) for v in rep["ssim"])
+    a, b = torch.from_numpy(real[:, 1]), torch.from_numpy(real[:, 2])
+    full = torch.ones(3, 16, 16, dtype=torch.bool)
+    assert torch.allclose(ssim(a, b, full), ssim(a, b), atol=1e-5)
+    assert torch.isnan(ssim(a, b, torch.zeros_like(full))).all()

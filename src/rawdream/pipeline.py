@@ -310,10 +310,26 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
                 "blind_path": str(out / "judge_blind"),
             },
         )
-        rep = evaluate_judges(jcfg, d, wm_path=out / "wm", progress=progress)
-        return {k: v["mean"] for k, v in rep["results"].items()}
+        # with the SFT policy: its own rollouts, real vs imagined - the reward RL in imagination will see
+        rep = evaluate_judges(jcfg, d, wm_path=out / "wm", progress=progress, policy_path=out / "policy_sft")
+        on_policy = {
+            t: {
+                "real_success_rate": r["real_success_rate"],
+                "auroc_real": r["judge_on_real"]["auroc"],
+                "auroc_imagined": r["judge_on_imagined"]["auroc"],
+                "kappa": r["verdict_agreement"]["kappa"],
+                "judged_success_rate": r["judged_success_rate"],
+            }
+            for t, r in rep.get("on_policy", {}).get("tasks", {}).items()
+        }
+        return {**{k: v["mean"] for k, v in rep["results"].items()}, "on_policy": on_policy}
 
-    r.stage("eval/judge", cfg.eval_judge, ["judge", "judge_blind", "wm", "data/target_demos"], eval_judge_fn)
+    r.stage(
+        "eval/judge",
+        cfg.eval_judge,
+        ["judge", "judge_blind", "wm", "data/target_demos", "policy_sft"],
+        eval_judge_fn,
+    )
 
     def eval_fn(policy_dir: Path, tasks: list[str], ecfg_base: EvalPolicyConfig | None = None):
         def fn(d):

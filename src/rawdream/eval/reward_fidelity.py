@@ -50,6 +50,7 @@ class RewardFidelityConfig:
     temperature: float = 1.0
     workers: int = 2
     seed: int = 0
+    moved_threshold: float = 0.02  # metres an object must have moved for the object-region metrics
 
 
 def policy_rollouts(policy, task: str, cfg: RewardFidelityConfig) -> dict[str, np.ndarray]:
@@ -66,19 +67,27 @@ def policy_rollouts(policy, task: str, cfg: RewardFidelityConfig) -> dict[str, n
         image = np.stack([o["image"] for o, _ in resets])
         proprio = np.stack([o["proprio"] for o, _ in resets]).astype(np.float32)
         frames, props, actions = [image.copy()], [proprio.copy()], []
+        # where the task's objects are, and the simulator state, at every kept frame: object-region fidelity
+        masks = [np.stack(venv.call("object_mask"))]
+        states = [np.stack([info["state"] for _, info in resets])]
         success = np.zeros(n, bool)
         for _ in range(cfg.horizon):
             a, _, _ = policy.sample(
                 {"image": image, "proprio": proprio, "instruction": [text] * n}, cfg.temperature, gen
             )
-            for i, r in enumerate(venv.step_chunk(a)):
+            res = venv.step_chunk(a)
+            for i, r in enumerate(res):
                 image[i], proprio[i] = r.obs["image"], r.obs["proprio"]
                 success[i] |= r.success
             frames.append(image.copy())
             props.append(proprio.copy())
             actions.append(a)
+            masks.append(np.stack(venv.call("object_mask")))
+            states.append(np.stack([r.state for r in res]))
     return {
         "video": np.stack(frames, 1),
+        "masks": np.stack(masks, 1),
+        "state": np.stack(states, 1),
         "proprio": np.stack(props, 1),
         "actions": np.stack(actions, 1),
         "success": success,
@@ -131,6 +140,11 @@ def reward_fidelity(
         }
 
     flips = y_im & ~y_im2
+    from rawdream.eval.wm_fidelity import replay_fidelity
+
+    frames_fidelity = replay_fidelity(
+        real["video"], draws[0], real["masks"], real["state"], cfg.moved_threshold
+    )
     report = {
         "task": task,
         "rollouts": n,
@@ -152,12 +166,26 @@ def reward_fidelity(
             "of_real_successes": int((flips & truth).sum()),
             "of_real_failures": int((flips & ~truth).sum()),
         },
+        # the replays of the policy's own actions against the real frames, per AR step, vs copy-the-first-frame
+        "frames": frames_fidelity,
     }
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / f"reward_fidelity_{task}.json", report)
     return report
+
+
+def _frames_line(rep: dict[str, Any]) -> str:
+    f = rep.get("frames")
+    if not f:
+        return ""
+    return (
+        f"  replays vs real, last step (WM / copy-first-frame): SSIM {f['ssim'][-1]:.3f} / {f['ssim_copy'][-1]:.3f}"
+        f"  object SSIM {f['object_ssim'][-1]:.3f} / {f['object_ssim_copy'][-1]:.3f}"
+        f"  object PSNR {f['object_psnr'][-1]:.2f} / {f['object_psnr_copy'][-1]:.2f}"
+        f" ({f['object_moved_episodes'][-1]} rollouts moved an object)\n"
+    )
 
 
 def format_reward_fidelity(rep: dict[str, Any]) -> str:
@@ -173,7 +201,8 @@ def format_reward_fidelity(rep: dict[str, Any]) -> str:
         f"  verdicts imagined vs real: agreement {rep['verdict_agreement']['rate']:.2f}  kappa "
         f"{rep['verdict_agreement']['kappa']:.2f}; judged success rate real {rep['judged_success_rate']['real']:.2f}"
         f"  imagined {rep['judged_success_rate']['imagined']:.2f}\n"
-        f"  after dual-noise verification: precision {a['precision']:.2f}  recall {a['recall']:.2f}  "
+        + _frames_line(rep)
+        + f"  after dual-noise verification: precision {a['precision']:.2f}  recall {a['recall']:.2f}  "
         f"({a['predicted_successes']} kept; flips: {rep['dnv_flips']['of_real_failures']} real failures, "
         f"{rep['dnv_flips']['of_real_successes']} real successes)"
     )

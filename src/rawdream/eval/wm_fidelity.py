@@ -60,6 +60,43 @@ class EvalWMConfig:
     videos: int = 4  # episodes per task in the side-by-side video
 
 
+def replay_fidelity(
+    real: np.ndarray, fake: np.ndarray, masks: np.ndarray, state: np.ndarray, moved_threshold: float
+) -> dict[str, list[float]]:
+    """Per AR step (1..H), imagined vs real frames of the same actions, beside the copy-the-first-frame baseline
+    (open loop, the last observed frame is the first): whole-frame PSNR and SSIM, and object-region PSNR and SSIM
+    over the pixels where the task's objects are (now or at the start), in the episodes where an object has moved
+    by more than ``moved_threshold`` metres by then. ``real``/``fake`` (B, H+1, h, w, 3) uint8, ``masks``
+    (B, H+1, h, w) bool, ``state`` (B, H+1, D) with the object position at [4:7]."""
+    rt, ft = torch.from_numpy(real), torch.from_numpy(fake)
+    copy = torch.from_numpy(np.repeat(real[:, :1], real.shape[1], axis=1))
+    out: dict[str, list[float]] = {
+        "psnr": psnr(ft, rt).mean(0)[1:].tolist(),
+        "psnr_copy": psnr(copy, rt).mean(0)[1:].tolist(),
+        "ssim": ssim(ft, rt).mean(0)[1:].tolist(),
+        "ssim_copy": ssim(copy, rt).mean(0)[1:].tolist(),
+    }
+    keys = ("object_psnr", "object_psnr_copy", "object_ssim", "object_ssim_copy", "object_moved_episodes")
+    out.update({k: [] for k in keys})
+    for s in range(1, real.shape[1]):
+        moved = np.nonzero(np.abs(state[:, s, 4:7] - state[:, 0, 4:7]).max(-1) > moved_threshold)[0]
+        region = torch.from_numpy(masks[moved, 0] | masks[moved, s])
+        vals = {
+            "object_psnr": [
+                _region_psnr(fake[e, s], real[e, s], region[j].numpy()) for j, e in enumerate(moved)
+            ],
+            "object_psnr_copy": [
+                _region_psnr(real[e, 0], real[e, s], region[j].numpy()) for j, e in enumerate(moved)
+            ],
+            "object_ssim": ssim(ft[moved, s], rt[moved, s], region).tolist() if len(moved) else [],
+            "object_ssim_copy": ssim(rt[moved, 0], rt[moved, s], region).tolist() if len(moved) else [],
+        }
+        for k, v in vals.items():
+            out[k].append(float(np.nanmean(v)) if len(v) and not np.all(np.isnan(v)) else float("nan"))
+        out["object_moved_episodes"].append(len(moved))
+    return out
+
+
 def _region_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     if mask.sum() == 0:
         return float("nan")
@@ -115,17 +152,12 @@ def evaluate_world_model(wm, cfg: EvalWMConfig, out: str | Path, progress: bool 
             )
             fake = imagined["frames"].numpy()
             fake_p = imagined["proprio"].numpy()
-            rt, ft = torch.from_numpy(real), torch.from_numpy(fake)
-            flat = rt.flatten(0, 1)
+            flat = torch.from_numpy(real).flatten(0, 1)
             recon = wm.ae.decode(wm.ae.encode(flat))  # the autoencoder alone, on frames of this task
-            copy = torch.from_numpy(np.repeat(real[:, :1], real.shape[1], axis=1))
             row: dict[str, Any] = {
                 "ae_psnr": float(psnr(recon, flat).mean()),
                 "ae_ssim": float(ssim(recon, flat).mean()),
-                "psnr": psnr(ft, rt).mean(0)[1:].tolist(),
-                "psnr_copy": psnr(copy, rt).mean(0)[1:].tolist(),
-                "ssim": ssim(ft, rt).mean(0)[1:].tolist(),
-                "ssim_copy": ssim(copy, rt).mean(0)[1:].tolist(),
+                **replay_fidelity(real, fake, masks, state, cfg.moved_threshold),
                 "proprio_err": np.linalg.norm(fake_p[:, 1:, :3] - proprio[:, 1:, :3], axis=-1)
                 .mean(0)
                 .tolist(),
@@ -133,18 +165,6 @@ def evaluate_world_model(wm, cfg: EvalWMConfig, out: str | Path, progress: bool 
                 .mean(0)
                 .tolist(),
             }
-            obj_wm, obj_copy, obj_n = [], [], []
-            for s in range(1, real.shape[1]):
-                moved = np.abs(state[:, s, 4:7] - state[:, 0, 4:7]).max(-1) > cfg.moved_threshold
-                vals_wm, vals_copy = [], []
-                for e in np.nonzero(moved)[0]:
-                    region = masks[e, 0] | masks[e, s]
-                    vals_wm.append(_region_psnr(fake[e, s], real[e, s], region))
-                    vals_copy.append(_region_psnr(real[e, 0], real[e, s], region))
-                obj_wm.append(float(np.nanmean(vals_wm)) if vals_wm else float("nan"))
-                obj_copy.append(float(np.nanmean(vals_copy)) if vals_copy else float("nan"))
-                obj_n.append(int(moved.sum()))
-            row.update({"object_psnr": obj_wm, "object_psnr_copy": obj_copy, "object_moved_episodes": obj_n})
             report["tasks"][task] = {"group": group, **row}
             k = min(cfg.videos, len(eps))
             side = np.concatenate([real[:k], fake[:k]], axis=3)  # (k, H+1, h, 2w, 3)
@@ -187,12 +207,15 @@ def format_report(report: dict[str, Any]) -> str:
             ("ssim_copy", "SSIM copy-last"),
             ("object_psnr", "object PSNR WM"),
             ("object_psnr_copy", "object PSNR copy"),
+            ("object_ssim", "object SSIM WM"),
+            ("object_ssim_copy", "object SSIM copy"),
             ("proprio_err", "hand err WM (cm)"),
             ("proprio_err_copy", "hand err copy (cm)"),
         ]:
             scale = 100.0 if "proprio" in key else 1.0
             fmt = "{:6.3f}" if "ssim" in key else "{:6.2f}"
-            lines.append(f"{label:22s} " + " ".join(fmt.format(v * scale) for v in row[key]))
+            if key in row:
+                lines.append(f"{label:22s} " + " ".join(fmt.format(v * scale) for v in row[key]))
     lines.append("\nper task, last AR step (WM / copy): PSNR | object PSNR")
     for task, row in report["tasks"].items():
         lines.append(

@@ -164,7 +164,55 @@ def _judge_section(run: Path) -> str:
                 rows,
             )
         )
+    parts.append(_on_policy_table(rep))
     return "".join(parts)
+
+
+def _f(x: Any, fmt: str = ".2f") -> str:
+    return "n/a" if x is None or x != x else format(x, fmt)
+
+
+def _on_policy_table(rep: dict[str, Any]) -> str:
+    """The reward RL actually sees: the judge on the SFT policy's own rollouts, real and imagined."""
+    on = (rep.get("on_policy") or {}).get("tasks") or {}
+    if not on:
+        return ""
+    rows = []
+    for t, r in on.items():
+        f = r.get("frames") or {}
+        rows.append(
+            [
+                t,
+                r["rollouts"],
+                _f(r["real_success_rate"]),
+                _f(r["judge_on_real"]["auroc"]),
+                _f(r["judge_on_imagined"]["auroc"]),
+                _f(r.get("verdict_agreement", {}).get("kappa")),
+                _f(r.get("judged_success_rate", {}).get("real")),
+                _f(r.get("judged_success_rate", {}).get("imagined")),
+                f"{_f(f['object_ssim'][-1], '.3f')} / {_f(f['object_ssim_copy'][-1], '.3f')}" if f else "",
+            ]
+        )
+    return (
+        "<h3>On the SFT policy's own rollouts (what RL in imagination rewards)</h3><p>The policy samples at the "
+        "RL temperature from the RL initial states; the simulator labels each rollout; the world model replays the "
+        "same actions. Kappa: agreement of the verdicts on imagined vs real video beyond chance. A systematic "
+        "hallucination shows as an imagined judged-success rate far from the real success rate.</p>"
+        + _table(
+            [
+                "task",
+                "rollouts",
+                "real success",
+                "AUROC real",
+                "AUROC imagined",
+                "kappa imag. vs real",
+                "judged success real",
+                "judged success imagined",
+                "object SSIM last step (WM / copy)",
+            ],
+            rows,
+        )
+    )
 
 
 def _rl_section(run: Path) -> str:

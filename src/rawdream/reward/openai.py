@@ -236,13 +236,16 @@ class OpenAIJudge:
         the fix when the endpoint cannot answer, so a long run never starts against a dead judge."""
         frames = np.zeros((2, 16, 16, 3), np.uint8)
         payload = self._payload(frames, "probe: is the scene empty?")
+        tries = (
+            min(self.cfg.retries, 1) + 1
+        )  # a hung server costs at most two timeouts, not a whole retry ladder
         try:
-            for attempt in range(self.cfg.retries + 1):
+            for attempt in range(tries):
                 try:
                     answer_text(self._post(payload))
                     return
                 except _Retryable as e:
-                    if attempt == self.cfg.retries:
+                    if attempt == tries - 1:
                         raise JudgeUnavailableError(
                             f"the VLM judge at {self.shown_url} does not answer: {e}; start the server or fix "
                             f"--judge.url (a served model answers POST /v1/chat/completions)"

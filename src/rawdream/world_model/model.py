@@ -289,8 +289,9 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(255.0**2 / mse.clamp_min(1e-10))
 
 
-def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean SSIM (7x7 uniform window, per channel) between uint8 images (..., H, W, 3)."""
+def ssim(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean SSIM (7x7 uniform window, per channel) between uint8 images (..., H, W, 3); with a boolean ``mask``
+    (..., H, W), the mean of the SSIM map over the masked pixels only (NaN where the mask is empty)."""
     import torch.nn.functional as F
 
     shape = a.shape[:-3]
@@ -301,7 +302,12 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     mx, my = pool(x), pool(y)
     vx, vy, cxy = pool(x * x) - mx**2, pool(y * y) - my**2, pool(x * y) - mx * my
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return s.mean(dim=(1, 2, 3)).view(shape)
+    if mask is None:
+        return s.mean(dim=(1, 2, 3)).view(shape)
+    m = mask.reshape(-1, 1, *mask.shape[-2:]).float()
+    total = m.sum(dim=(1, 2, 3))
+    per = (s.mean(1, keepdim=True) * m).sum(dim=(1, 2, 3)) / total.clamp(min=1)
+    return torch.where(total > 0, per, torch.full_like(per, float("nan"))).view(shape)
 
 
 def lr_schedule(step: int, total: int, warmup: int = 500) -> float:
