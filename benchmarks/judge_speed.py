@@ -11,6 +11,7 @@ weights).
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +21,9 @@ import torch
 
 from dream_iteration import reference_demo
 from rawdream.reward.base import JudgeConfig, make_judge
-from rawdream.reward.loopback import LoopbackVLM
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the loopback server is a test double
+from loopback import LoopbackVLM
 
 
 def _videos(n: int, length: int = 17) -> list[np.ndarray]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from rawdream.config import resolve
-from rawdream.distributed import RayConfig, use_ray
+from rawdream.distributed import RayConfig, open_backend
 from rawdream.rl.dream import DreamConfig, Dreamer
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -59,10 +59,10 @@ def main() -> None:
         rows.append(("local (this process, 2 threads)", local))
         for k in (1, 2):
             cfg = RayConfig(enabled=True, imagine_workers=k, sim_workers=k, worker_threads=max(1, 2 // k))
-            with use_ray(cfg):
+            with open_backend(cfg) as backend:
                 from rawdream.distributed.ray_backend import RayImagination
 
-                imag = RayImagination(policy, wm, cfg)
+                imag = backend.imagination(policy, wm)
                 dt = time_iterations(
                     policy, wm, judge, reference, args.task, args.iterations, imagination=imag
                 )

@@ -9,11 +9,11 @@ import re
 import numpy as np
 import pytest
 
+from loopback import LoopbackVLM, RawResponse
 from rawdream.cli import main
 from rawdream.config import ConfigError, build
 from rawdream.io import ModelFileError, load_weights, redact_url
 from rawdream.reward.base import JudgeConfig, JudgeUnavailableError, Verdict, check_abstains
-from rawdream.reward.loopback import LoopbackVLM, RawResponse
 from rawdream.reward.openai import OpenAIJudge
 
 

@@ -6,8 +6,8 @@ import threading
 import numpy as np
 import pytest
 
+from loopback import LoopbackVLM
 from rawdream.reward.base import FrameSelection, JudgeConfig, Verdict
-from rawdream.reward.loopback import LoopbackVLM
 from rawdream.reward.openai import OpenAIJudge, parse_answer
 
 

@@ -15,7 +15,7 @@ from rawdream.reward.base import Verdict
 
 ray = pytest.importorskip("ray")
 
-from rawdream.distributed import RayConfig, active, use_ray  # noqa: E402
+from rawdream.distributed import RayConfig, open_backend  # noqa: E402
 
 
 class _RewardsRightward:
@@ -34,11 +34,11 @@ def cluster():
     cfg = RayConfig(
         enabled=True, imagine_workers=2, sim_workers=2, local_cpus=2, object_store_mb=128, max_restarts=2
     )
-    with use_ray(cfg):
-        yield cfg
+    with open_backend(cfg) as backend:
+        yield backend
 
 
-def _dreamer(tiny_policy, tiny_wm, imagination=None):
+def _dreamer(tiny_policy, tiny_wm, imagination=None, backend=None):
     from rawdream.policy.train import load_policy
     from rawdream.rl.dream import DreamConfig, Dreamer
     from rawdream.world_model.train import load_world_model
@@ -57,7 +57,8 @@ def _dreamer(tiny_policy, tiny_wm, imagination=None):
             "judge.allow_oracle": True,
         },
     )
-    d = Dreamer(cfg, load_policy(tiny_policy), load_world_model(tiny_wm), imagination=imagination)
+    kwargs = {"backend": backend} if backend is not None else {}
+    d = Dreamer(cfg, load_policy(tiny_policy), load_world_model(tiny_wm), imagination=imagination, **kwargs)
     d.judge = _RewardsRightward()
     return d
 
@@ -88,12 +89,10 @@ def test_ray_path_gives_the_local_rollouts_and_update(tiny_policy, tiny_wm, clus
     from rawdream.distributed.ray_backend import RayImagination
     from rawdream.rl.imagination import LocalImagination
 
-    assert active() is cluster
-    local = _dreamer(tiny_policy, tiny_wm)
-    assert isinstance(local.imagination, RayImagination)  # inside use_ray the dream loop picks Ray by itself
-    local.imagination.close()
-    local.imagination = LocalImagination(local.policy, local.wm)
-    remote = _dreamer(tiny_policy, tiny_wm)
+    local = _dreamer(tiny_policy, tiny_wm)  # no backend given: this process
+    assert isinstance(local.imagination, LocalImagination)
+    remote = _dreamer(tiny_policy, tiny_wm, backend=cluster)  # the Ray backend builds Ray imagination
+    assert isinstance(remote.imagination, RayImagination)
     assert len(set(remote.imagination.pids())) == 2
     _assert_same(_iterate(local), _iterate(remote))
     _assert_same(_iterate(local, 1), _iterate(remote, 1))  # the second iteration runs on broadcast weights
@@ -114,7 +113,7 @@ def test_a_worker_killed_mid_iteration_is_restarted_and_changes_nothing(
     monkeypatch.setenv("RAWDREAM_TEST_BUSY_FILE", str(marker))
     monkeypatch.setenv("RAWDREAM_TEST_BUSY_SECONDS", "2")
     remote = _dreamer(tiny_policy, tiny_wm, imagination="placeholder")
-    remote.imagination = RayImagination(remote.policy, remote.wm, cluster)
+    remote.imagination = RayImagination(remote.policy, remote.wm, cluster.cfg)
     victim = remote.imagination.pids()[0]
     result: dict = {}
     worker = threading.Thread(target=lambda: result.setdefault("out", _iterate(remote)))
@@ -143,7 +142,8 @@ def test_simulator_workers_are_replayed_back_after_a_kill(cluster):
     with VectorEnv(4, env_cfg, num_workers=0) as ref:
         ref.reset([1, 2, 3, 4], "reach")
         expected = [ref.step_chunk(c) for c in chunks]
-    with RayVectorEnv(4, env_cfg, cluster) as venv:
+    with cluster.vector_env(4, env_cfg) as venv:
+        assert isinstance(venv, RayVectorEnv)
         venv.reset([1, 2, 3, 4], "reach")
         got = [venv.step_chunk(chunks[0]), venv.step_chunk(chunks[1])]
         os.kill(venv.pids()[0], signal.SIGKILL)

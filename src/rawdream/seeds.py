@@ -10,10 +10,10 @@ DEMOS = 300_000  # expert demonstrations (the 1-shot SFT demo of a target is DEM
 PLAY = 400_000  # task-free play data
 LABELED = 500_000  # labeled rollouts for judges
 JUDGE_EVAL = 600_000  # labeled rollouts of target tasks, for judge evaluation only
-ONLINE_RL = 700_000  # the online-RL baseline's real simulator episodes
 POLICY_ROLLOUTS = 800_000  # labeled rollouts of a learned policy on pretraining tasks, for judge training
 
-RANGE = 100_000
+# world-model noise (not simulator seeds): the judge's imagined replays of labeled episode e use REPLAY_NOISE + e
+REPLAY_NOISE = 10_000
 
 # the two evaluation protocols, never mixed in one number:
 #   practised - the initial states RL trained from (DREAM_INIT + i): LIBERO's and the paper's protocol, a fixed set

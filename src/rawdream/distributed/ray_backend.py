@@ -381,3 +381,27 @@ class RayVectorEnv:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the backend
+# ------------------------------------------------------------------------------------------------------------
+class RayBackend:
+    """:class:`rawdream.distributed.Backend` on a connected Ray cluster (see :func:`rawdream.distributed.open_backend`)."""
+
+    name = "ray"
+
+    def __init__(self, cfg: RayConfig):
+        self.cfg = cfg
+
+    def vector_env(self, num_envs: int, cfg=None, num_workers: int = 2) -> RayVectorEnv:
+        from rawdream.envs.base import EnvConfig
+
+        return RayVectorEnv(num_envs, cfg or EnvConfig(), self.cfg)  # ray.sim_workers actors, not num_workers
+
+    def imagination(self, policy, world_model) -> RayImagination:
+        return RayImagination(policy, world_model, self.cfg)
+
+    def judge(self, judge, judge_cfg):
+        # a served VLM is already remote: replicas only when asked for (ray.judge_workers > 0)
+        return RayJudge(judge, judge_cfg, self.cfg) if self.cfg.judge_workers > 0 else judge

@@ -14,11 +14,12 @@ simulator's success flag. An episode succeeds when the simulator reports success
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
+
+from rawdream.registry import Registry
 
 Observation = dict[str, Any]
 
@@ -80,22 +81,11 @@ def check_action(action: Any, action_dim: int, what: str = "action") -> np.ndarr
     return np.clip(a, -1.0, 1.0)
 
 
-_REGISTRY: dict[str, Callable[..., Env]] = {}
-
-
-def register_env(name: str):
-    def deco(factory):
-        _REGISTRY[name] = factory
-        return factory
-
-    return deco
+#: simulator backends, selected by ``--env.backend``; a new simulator is one file that registers itself here
+ENVS = Registry("simulator backend", "--env.backend", {"metaworld": "rawdream.envs.metaworld"})
+register_env = ENVS.register
 
 
 def make_env(task: str, cfg: EnvConfig | None = None) -> Env:
     cfg = cfg or EnvConfig()
-    if cfg.backend not in _REGISTRY:
-        # backends register on import; import the built-in ones lazily
-        from rawdream.envs import metaworld  # noqa: F401
-    if cfg.backend not in _REGISTRY:
-        raise ValueError(f"unknown env backend {cfg.backend!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[cfg.backend](task, cfg)
+    return ENVS.get(cfg.backend)(task, cfg)

@@ -208,14 +208,9 @@ def _as_tuple(x: Any) -> tuple:
     return x if isinstance(x, tuple) else (x,)
 
 
-def make_vector_env(num_envs: int, cfg: EnvConfig | None = None, num_workers: int = 2):
-    """A :class:`VectorEnv` over local worker processes - or, inside :func:`rawdream.distributed.use_ray`, the
-    same interface over Ray simulator actors (``ray.sim_workers`` of them)."""
-    from rawdream.distributed import active
-
-    ray_cfg = active()
-    if ray_cfg is not None:
-        from rawdream.distributed.ray_backend import RayVectorEnv
-
-        return RayVectorEnv(num_envs, cfg or EnvConfig(), ray_cfg)
+def make_vector_env(num_envs: int, cfg: EnvConfig | None = None, num_workers: int = 2, backend=None):
+    """A :class:`VectorEnv` over local worker processes, or the same interface from ``backend`` (a
+    :class:`rawdream.distributed.Backend`, e.g. Ray simulator actors)."""
+    if backend is not None:
+        return backend.vector_env(num_envs, cfg, num_workers=num_workers)
     return VectorEnv(num_envs, cfg, num_workers=num_workers)

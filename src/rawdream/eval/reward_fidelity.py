@@ -30,6 +30,7 @@ from rawdream.envs.metaworld_tasks import canonical_task, instruction
 from rawdream.eval.metrics import binary_metrics, cohen_kappa
 from rawdream.io import atomic_write_json
 from rawdream.reward.base import JudgeConfig, check_abstains, make_judge, probe_judge
+from rawdream.rl.dnv import verify
 
 
 @dataclass
@@ -116,16 +117,22 @@ def reward_fidelity(
     text = [instruction(task)] * n
     context = {"tasks": [task] * n, "seeds": real["init_seed"].tolist(), "actions": real["actions"]}
 
-    def scores(videos) -> tuple[np.ndarray, np.ndarray]:
+    def verdicts_of(videos) -> list:
         verdicts = judge(list(videos), text, **(context if judge.privileged else {}))
         check_abstains(verdicts, cfg.judge, f"on-policy fidelity of {task}", getattr(judge, "stats", None))
+        return verdicts
+
+    def scores(verdicts) -> tuple[np.ndarray, np.ndarray]:
         s = np.array([v.score if v.score is not None else float(bool(v.success)) for v in verdicts])
         return s, np.array([v.success is True for v in verdicts])
 
-    s_real, y_real = scores(real["video"])
-    s_im, y_im = scores(draws[0])
-    _, y_im2 = scores(draws[1])
-    kept = y_im & y_im2  # DNV: a judged success must survive the second draw
+    s_real, y_real = scores(verdicts_of(real["video"]))
+    s_im, y_im = scores(verdicts_of(draws[0]))
+    # the second draw is judged for every rollout (a measurement: flips of failures into successes show too);
+    # DNV itself only consults it for the judged successes, as in RL
+    second = verdicts_of(draws[1])
+    ver = verify(y_im, 1, lambda idx, k: draws[1][idx], lambda videos, idx, k: [second[i] for i in idx])
+    kept = ver.kept(y_im)
     truth = real["success"]
     thr = cfg.judge.threshold
 
@@ -139,7 +146,7 @@ def reward_fidelity(
             "false_positives": fp,
         }
 
-    flips = y_im & ~y_im2
+    flips = ver.flipped
     from rawdream.eval.wm_fidelity import replay_fidelity
 
     frames_fidelity = replay_fidelity(

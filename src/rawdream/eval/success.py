@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from rawdream import seeds
-from rawdream.distributed import RayConfig
+from rawdream.distributed import Backend, RayConfig, open_backend
 from rawdream.envs.base import EnvConfig
 from rawdream.envs.metaworld_tasks import canonical_task
 from rawdream.envs.vector import make_vector_env
@@ -116,16 +116,22 @@ def paired_difference(before: list[dict], after: list[dict], resamples: int = 10
 
 
 def evaluate_policy(
-    policy, cfg: EvalPolicyConfig, out: str | Path | None = None, progress: bool = True, policy_for_task=None
+    policy,
+    cfg: EvalPolicyConfig,
+    out: str | Path | None = None,
+    progress: bool = True,
+    policy_for_task=None,
+    backend: Backend | None = None,
 ) -> dict[str, Any]:
-    """Run ``cfg.episodes`` episodes per task. ``policy_for_task(task)`` may pick a per-task policy (RL runs)."""
-    from rawdream.distributed import use_ray
+    """Run ``cfg.episodes`` episodes per task. ``policy_for_task(task)`` may pick a per-task policy (RL runs).
+    ``backend``: where the simulators run (a caller's open backend); without one, ``cfg.ray`` decides."""
+    if backend is not None:
+        return _evaluate(policy, cfg, out, progress, policy_for_task, backend)
+    with open_backend(cfg.ray) as opened:
+        return _evaluate(policy, cfg, out, progress, policy_for_task, opened)
 
-    with use_ray(cfg.ray):
-        return _evaluate(policy, cfg, out, progress, policy_for_task)
 
-
-def _evaluate(policy, cfg: EvalPolicyConfig, out, progress: bool, policy_for_task) -> dict[str, Any]:
+def _evaluate(policy, cfg: EvalPolicyConfig, out, progress: bool, policy_for_task, backend) -> dict[str, Any]:
     tasks = cfg.resolved_tasks()
     pick = policy_for_task or (lambda task: policy)
     chunk, adim = pick(tasks[0]).cfg.chunk, pick(tasks[0]).cfg.action_dim
@@ -134,7 +140,7 @@ def _evaluate(policy, cfg: EvalPolicyConfig, out, progress: bool, policy_for_tas
     results: dict[str, list[dict]] = {t: [] for t in tasks}
     frames_of: dict[tuple[str, int], list[np.ndarray]] = {}
     bar = tqdm(total=len(queue), desc="eval-policy", unit="ep", disable=not progress, dynamic_ncols=True)
-    with make_vector_env(n_slots, cfg.env, num_workers=cfg.workers) as venv:
+    with make_vector_env(n_slots, cfg.env, num_workers=cfg.workers, backend=backend) as venv:
         slot_ep: list[tuple[str, int] | None] = [None] * n_slots
         obs: list[dict | None] = [None] * n_slots
         gens: list[torch.Generator | None] = [None] * n_slots

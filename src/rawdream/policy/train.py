@@ -239,7 +239,7 @@ def train_policy(
                 "proprio_dim": int(samples.proprio.shape[-1]),
             },
         )
-        policy = POLICIES[pcfg.type](
+        policy = POLICIES.get(pcfg.type)(
             pcfg,
             ActionTokenizer(a_min, a_max, pcfg.bins),
             samples.proprio.mean(0),
@@ -344,7 +344,7 @@ def load_policy(path: str | Path) -> VLAPolicy:
     meta = json.loads(meta_path.read_text())
     cfg = build(PolicyConfig, meta["config"])
     sd = load_weights(d / "policy.safetensors", meta.get("files", {}).get("policy.safetensors"))
-    policy = POLICIES[cfg.type](
+    policy = POLICIES.get(cfg.type)(
         cfg,
         ActionTokenizer.from_state(meta["processor"]["tokenizer"]),
         sd["proprio_mean"],

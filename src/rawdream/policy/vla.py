@@ -13,7 +13,6 @@ together. Selected by ``type`` through a registry.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +24,7 @@ from torch import nn
 from rawdream.nn import ResBlock, group_norm, mlp
 from rawdream.policy.text import TEXT_DIM, TextEncoder
 from rawdream.policy.tokenizer import ActionTokenizer
+from rawdream.registry import Registry
 
 
 @dataclass
@@ -204,4 +204,6 @@ class VLAPolicy(nn.Module):
         return {"tokenizer": self.tokenizer.state_dict(), "text_cache": self.text_encoder.state()}
 
 
-POLICIES: dict[str, Callable[..., VLAPolicy]] = {"vla": VLAPolicy}
+#: policy types, selected by ``--policy.type``; a factory ``(cfg, tokenizer, proprio_mean, proprio_std, text_cache)``
+POLICIES = Registry("policy type", "--policy.type", {})
+POLICIES.register("vla")(VLAPolicy)

@@ -7,11 +7,12 @@ counts it. Frame selection (first, last and k evenly spaced frames; resolution) 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
+
+from rawdream.registry import Registry
 
 
 @dataclass
@@ -124,15 +125,18 @@ def probe_judge(judge: Judge) -> None:
         probe()
 
 
-_REGISTRY: dict[str, Callable[[JudgeConfig], Judge]] = {}
-
-
-def register_judge(name: str):
-    def deco(factory):
-        _REGISTRY[name] = factory
-        return factory
-
-    return deco
+#: judge backends, selected by ``--judge.backend``; a new judge is one file that registers itself here
+JUDGES = Registry(
+    "judge backend",
+    "--judge.backend",
+    {
+        "generalist": "rawdream.reward.generalist",
+        "openai": "rawdream.reward.openai",
+        "hf": "rawdream.reward.hf",
+        "oracle": "rawdream.reward.oracle",
+    },
+)
+register_judge = JUDGES.register
 
 
 class OracleNotAllowedError(ValueError):
@@ -141,13 +145,10 @@ class OracleNotAllowedError(ValueError):
 
 def make_judge(cfg: JudgeConfig, purpose: str = "evaluation") -> Judge:
     """Build a judge. ``purpose='training'`` refuses the oracle unless ``cfg.allow_oracle`` names the ablation."""
-    from rawdream.reward import generalist, hf, openai, oracle  # noqa: F401  (backends register on import)
-
-    if cfg.backend not in _REGISTRY:
-        raise ValueError(f"unknown judge backend {cfg.backend!r}; available: {', '.join(sorted(_REGISTRY))}")
+    factory = JUDGES.get(cfg.backend)
     if cfg.backend == "oracle" and purpose == "training" and not cfg.allow_oracle:
         raise OracleNotAllowedError(
             "the simulator oracle judge reads the simulator's success flag: it is for evaluation and for the "
             "explicitly named ablation only; pass --judge.allow_oracle=true to run that ablation"
         )
-    return _REGISTRY[cfg.backend](cfg)
+    return factory(cfg)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from rawdream import seeds
 from rawdream.config import build, save_config, to_dict
 from rawdream.data.cache import frame_cache
 from rawdream.data.lerobot import DatasetError, LeRobotDataset
@@ -246,7 +247,9 @@ def imagine_videos(wm, ds: LeRobotDataset, episodes: np.ndarray, progress: bool)
             first = torch.from_numpy(np.stack([frames[i] for i in lo]))
             prop = torch.from_numpy(np.stack([state[i] for i in lo]))
             acts = torch.from_numpy(np.stack([actions[i : i + length - 1] for i in lo]))
-            vids = wm.rollout(first, prop, acts, seeds=[10_000 + e for e in chunk])["frames"].numpy()
+            vids = wm.rollout(first, prop, acts, seeds=[seeds.REPLAY_NOISE + e for e in chunk])[
+                "frames"
+            ].numpy()
             vids[:, 0] = first.numpy()
             for e, v in zip(chunk, vids):
                 results[e] = v
@@ -415,7 +418,7 @@ def train_judge(
         )
     labels = torch.from_numpy(ex.label[va])
     temperature = fit_temperature(logits, labels)
-    from rawdream.eval.judge_accuracy import binary_metrics
+    from rawdream.eval.metrics import binary_metrics
 
     probs = torch.sigmoid(logits / temperature).numpy()
     val = binary_metrics(probs, labels.numpy() > 0.5)

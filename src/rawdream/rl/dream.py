@@ -25,10 +25,11 @@ from tqdm import tqdm
 
 from rawdream import seeds
 from rawdream.config import save_config
-from rawdream.distributed import RayConfig, use_ray
+from rawdream.distributed import LOCAL, Backend, RayConfig, open_backend
 from rawdream.envs.base import EnvConfig
 from rawdream.envs.metaworld_tasks import canonical_task, instruction
 from rawdream.reward.base import JudgeConfig, check_abstains, make_judge, probe_judge
+from rawdream.rl.dnv import Verification, verdict_score, verify
 from rawdream.rl.grpo import clipped_surrogate, group_advantages
 from rawdream.rl.imagination import collect_rollouts
 from rawdream.splits import SplitConfig
@@ -142,12 +143,14 @@ class DreamConfig:
 # ------------------------------------------------------------------------------------------------------------
 # initial states
 # ------------------------------------------------------------------------------------------------------------
-def sim_initial_states(task: str, n: int, env: EnvConfig, workers: int) -> list[dict[str, Any]]:
+def sim_initial_states(
+    task: str, n: int, env: EnvConfig, workers: int, backend: Backend = LOCAL
+) -> list[dict[str, Any]]:
     """Real reset observations of ``task`` (seeds DREAM_INIT + i, disjoint from evaluation seeds)."""
     from rawdream.envs.vector import make_vector_env
 
     out = []
-    with make_vector_env(min(n, 4), env, num_workers=min(workers, n)) as venv:
+    with make_vector_env(min(n, 4), env, num_workers=min(workers, n), backend=backend) as venv:
         for start in range(0, n, venv.num_envs):
             ids = list(range(start, min(n, start + venv.num_envs)))
             res = venv.reset([seeds.DREAM_INIT + i for i in ids], task, slots=list(range(len(ids))))
@@ -193,6 +196,7 @@ class Dreamer:
         init_from: str | None = None,
         log_fn=print,
         imagination=None,
+        backend: Backend = LOCAL,
     ):
         self.cfg = cfg
         self.task = canonical_task(cfg.task)
@@ -209,7 +213,7 @@ class Dreamer:
         self.init = (
             dataset_initial_states(init_from, cfg.init_states)
             if init_from
-            else sim_initial_states(self.task, cfg.init_states, cfg.env, cfg.workers)
+            else sim_initial_states(self.task, cfg.init_states, cfg.env, cfg.workers, backend)
         )
         if len(self.init) < cfg.groups:
             raise ValueError(
@@ -232,24 +236,13 @@ class Dreamer:
         self.opt = torch.optim.AdamW(policy.model.parameters(), lr=cfg.lr, weight_decay=0.0)
         self.real_trajectories = 0
         self.log_fn = log_fn
-        # where imagination runs: in this process, or on Ray workers holding copies of the models
+        # where imagination, the judge and the simulators run: this process, or Ray workers with model copies
+        self.backend = backend
         self.imagination = imagination
-        from rawdream.distributed import active
-
-        ray_cfg = active()
         if self.imagination is None and cfg.env_mode == "wm":
-            if ray_cfg is not None:
-                from rawdream.distributed.ray_backend import RayImagination
-
-                self.imagination = RayImagination(policy, world_model, ray_cfg)
-            else:
-                from rawdream.rl.imagination import LocalImagination
-
-                self.imagination = LocalImagination(policy, world_model)
-        if self.judge is not None and ray_cfg is not None and ray_cfg.judge_workers > 0:
-            from rawdream.distributed.ray_backend import RayJudge
-
-            self.judge = RayJudge(self.judge, cfg.judge, ray_cfg)
+            self.imagination = backend.imagination(policy, world_model)
+        if self.judge is not None:
+            self.judge = backend.judge(self.judge, cfg.judge)
 
     # -- rollouts -------------------------------------------------------------------------------------------
     def _choose_states(self, it: int, rnd: int = 0) -> list[int]:
@@ -283,23 +276,21 @@ class Dreamer:
         t_judge = time.perf_counter() - t0
         success = np.array([v.success is True for v in verdicts])
         abstain = np.array([v.success is None for v in verdicts])
-        scores = np.array([_score(v) for v in verdicts])
-        flipped = np.zeros(n, bool)
-        second = {}
-        second_scores: dict[int, list[float]] = {}
+        scores = np.array([verdict_score(v) for v in verdicts])
         t0 = time.perf_counter()
-        if cfg.dnv and success.any():
-            idx = np.nonzero(success)[0]
-            for k in range(cfg.dnv_redraws):
+        ver = Verification(flipped=np.zeros(n, bool))
+        if cfg.dnv:
+
+            def reimagine(idx: np.ndarray, k: int) -> np.ndarray:
                 redraw = [seeds.stable_seed("wm-noise-redraw", cfg.seed, it, k, offset + int(i)) for i in idx]
-                videos2 = self.imagination.reimagine(first[idx], prop0[idx], actions[idx], redraw)
-                ctx2 = self._judge_context([rows[i] for i in idx], actions[idx])
-                v2 = self._judge(list(videos2), ctx2, f"iteration {it + 1}, second noise draw")
-                for j, i in enumerate(idx):
-                    if v2[j].success is not True:
-                        flipped[i] = True
-                    second.setdefault(int(i), videos2[j])
-                    second_scores.setdefault(int(i), []).append(_score(v2[j]))
+                return self.imagination.reimagine(first[idx], prop0[idx], actions[idx], redraw)
+
+            def judge_again(videos: np.ndarray, idx: np.ndarray, k: int) -> list:
+                ctx = self._judge_context([rows[i] for i in idx], actions[idx])
+                return self._judge(list(videos), ctx, f"iteration {it + 1}, second noise draw")
+
+            ver = verify(success, cfg.dnv_redraws, reimagine, judge_again)
+        flipped, second, second_scores = ver.flipped, ver.videos, ver.scores
         t_verify = time.perf_counter() - t0
         reward = success.astype(np.float32)
         if cfg.reward == "score":  # a verified success is scored by the mean over its noise draws
@@ -342,7 +333,7 @@ class Dreamer:
 
         if self._venv is None:
             env_cfg = replace(self.cfg.env, max_steps=self.cfg.horizon * self.policy.cfg.chunk)
-            self._venv = make_vector_env(n, env_cfg, num_workers=self.cfg.workers)
+            self._venv = make_vector_env(n, env_cfg, num_workers=self.cfg.workers, backend=self.backend)
         return self._venv
 
     def close(self) -> None:
@@ -413,7 +404,7 @@ class Dreamer:
             t0 = time.perf_counter()
             verdicts = self._judge(list(video), {}, f"iteration {it + 1}")
             judged = np.array([v.success is True for v in verdicts])
-            scores = np.array([_score(v) for v in verdicts])
+            scores = np.array([verdict_score(v) for v in verdicts])
             reward = (scores if cfg.reward == "score" else judged).astype(np.float32)
             out.update(
                 {
@@ -584,14 +575,6 @@ def merge_rollouts(bufs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _score(verdict) -> float:
-    """A verdict's success probability; 0/1 from the verdict where the backend has no score (abstains: 0, and
-    they are unreliable anyway)."""
-    if verdict.score is not None and np.isfinite(verdict.score):
-        return float(verdict.score)
-    return float(verdict.success is True)
-
-
 def save_gallery(
     buf: dict[str, Any], path: Path, k: int, iteration: int, verified_only: bool = False
 ) -> None:
@@ -630,11 +613,11 @@ def dream(
     progress: bool = True,
     log_fn=print,
 ) -> dict[str, Any]:
-    with use_ray(cfg.ray):
-        return _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn)
+    with open_backend(cfg.ray) as backend:
+        return _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn, backend)
 
 
-def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn) -> dict[str, Any]:
+def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn, backend: Backend) -> dict[str, Any]:
     from rawdream.eval.success import evaluate_policy
     from rawdream.io import atomic_write_json
     from rawdream.policy.train import load_policy, save_policy
@@ -651,7 +634,7 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn) -> dict[
         from rawdream.world_model.train import load_world_model
 
         wm = load_world_model(wm_path).to(dev) if wm_path else None
-    dreamer = Dreamer(cfg, policy, wm, init_from, log_fn)
+    dreamer = Dreamer(cfg, policy, wm, init_from, log_fn, backend=backend)
     meta = load_checkpoint(out / "ckpt", "dream", policy.model, dreamer.opt)
     start = meta["step"] if meta else 0
     dreamer.real_trajectories = int(meta.get("real_trajectories", 0)) if meta else 0
@@ -670,7 +653,9 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn) -> dict[
         # the starting policy on the same episodes: the final evaluation is paired with it
         for layouts, ecfg in ecfgs.items():
             if ecfg is not None:
-                r = evaluate_policy(policy, ecfg, None, progress=False)["tasks"][dreamer.task]
+                r = evaluate_policy(policy, ecfg, None, progress=False, backend=backend)["tasks"][
+                    dreamer.task
+                ]
                 atomic_write_json(out / f"eval_start_{layouts}.json", r)
     for it in range(start, cfg.iterations):
         metrics, buf = dreamer.iteration(it)
@@ -680,7 +665,9 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn) -> dict[
             for layouts, ecfg in ecfgs.items():
                 if ecfg is None:
                     continue
-                r = evaluate_policy(policy, ecfg, None, progress=False)["tasks"][dreamer.task]
+                r = evaluate_policy(policy, ecfg, None, progress=False, backend=backend)["tasks"][
+                    dreamer.task
+                ]
                 if it + 1 == cfg.iterations:
                     atomic_write_json(out / f"eval_{layouts}.json", r)
                 values.update(

@@ -22,11 +22,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from rawdream.nn import LevelEmbed, ResBlock, group_norm, mlp
+from rawdream.registry import Registry
+
+#: denoiser architectures, selected by ``--model.dynamics.arch``: a factory ``(cfg, latent_channels, latent_size)``
+#: registered from its own file (the built-in two live here)
+DENOISERS = Registry("denoiser architecture", "--model.dynamics.arch", {})
 
 
 @dataclass
 class DynamicsConfig:
-    arch: str = "unet"  # unet | dit
+    arch: str = "unet"  # a registered denoiser (DENOISERS): unet | dit
     context: int = 2  # past latent frames given as context (besides the anchor)
     chunk: int = 8  # actions per AR step
     action_dim: int = 4
@@ -279,9 +284,9 @@ class DiTDenoiser(nn.Module):
         return self._unpatchify(self.patch_out(x))
 
 
+DENOISERS.register("unet")(lambda cfg, channels, size: UNetDenoiser(cfg, channels))
+DENOISERS.register("dit")(DiTDenoiser)
+
+
 def build_denoiser(cfg: DynamicsConfig, latent_channels: int, latent_size: int) -> nn.Module:
-    if cfg.arch == "unet":
-        return UNetDenoiser(cfg, latent_channels)
-    if cfg.arch == "dit":
-        return DiTDenoiser(cfg, latent_channels, latent_size)
-    raise ValueError(f"unknown dynamics arch {cfg.arch!r}; use unet or dit")
+    return DENOISERS.get(cfg.arch)(cfg, latent_channels, latent_size)

@@ -2,9 +2,9 @@
 
 Observations have the real Env's format (upright uint8 ``image``, ``proprio``, ``instruction``), batched over
 rollouts, so a policy cannot tell which one it talks to. One ``step`` consumes one action chunk per rollout and
-imagines the frame and proprioception at the chunk's end. Each rollout carries its own noise seed;
-:meth:`reimagine` replays the same actions from the same first frames under fresh seeds - the second draw of
-dual-noise verification.
+imagines the frame and proprioception at the chunk's end. Each rollout carries its own noise seed; the second
+draw of dual-noise verification replays the same actions under fresh seeds (:func:`rawdream.rl.imagination.reimagine`,
+decided in :mod:`rawdream.rl.dnv`).
 """
 
 from __future__ import annotations
@@ -96,22 +96,6 @@ class ImaginedEnv:
 
     def proprio_history(self) -> np.ndarray:
         return np.stack(self._proprio, axis=1)
-
-    def reimagine(self, rows: list[int] | np.ndarray, seeds: list[int]) -> np.ndarray:
-        """Re-imagine rollouts ``rows`` with the same first frames and actions under new noise ``seeds``."""
-        rows = np.asarray(rows, dtype=int)
-        if len(rows) == 0:
-            return np.zeros((0, self.t + 1, *self._first.shape[1:]), np.uint8)
-        out = self.wm.rollout(
-            torch.from_numpy(self._first[rows]),
-            torch.from_numpy(self._proprio0[rows]),
-            torch.from_numpy(self.actions()[rows]),
-            seeds=list(seeds),
-            sampler=self.sampler,
-        )
-        frames = out["frames"].numpy()
-        frames[:, 0] = self._first[rows]  # the first frame is real in both draws
-        return frames
 
     def _obs(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,44 @@
+"""Plug-in points: a name -> factory table per kind of part (simulator, judge, world-model denoiser, policy).
+
+A backend is one file that registers itself on import (``@JUDGES.register("mine")``); nothing else changes.
+The built-in backends are named here by module path and imported the first time their name is asked for, so
+the module that defines a protocol never imports its implementations (no import cycles) and an optional
+dependency (transformers, ray) is only imported by the backend that needs it. A plug-in outside the library
+(a test double, a lab's own simulator) registers the same way from its own module.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+
+class Registry:
+    def __init__(self, kind: str, flag: str, builtin: dict[str, str]):
+        self.kind = kind  # what is registered, for messages ("judge backend")
+        self.flag = flag  # the option that selects it, for messages ("--judge.backend")
+        self._builtin = dict(builtin)  # name -> module that registers it on import
+        self._factories: dict[str, Callable[..., Any]] = {}
+
+    def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        def deco(factory: Callable[..., Any]) -> Callable[..., Any]:
+            self._factories[name] = factory
+            return factory
+
+        return deco
+
+    def names(self) -> list[str]:
+        return sorted(set(self._factories) | set(self._builtin))
+
+    def get(self, name: str) -> Callable[..., Any]:
+        if name not in self._factories and name in self._builtin:
+            importlib.import_module(self._builtin[name])
+        if name not in self._factories:
+            raise ValueError(
+                f"unknown {self.kind} {name!r} ({self.flag}); available: {', '.join(self.names())}"
+            )
+        return self._factories[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._factories or name in self._builtin
