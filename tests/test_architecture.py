@@ -180,3 +180,36 @@ def test_registered_denoisers_build_through_the_registry():
     with pytest.raises(ValueError, match="--model.dynamics.arch"):
         build_denoiser(DynamicsConfig(arch="wan"), 4, 8)
     assert DiTDenoiser is DENOISERS.get("dit")
+
+
+# -- the pipeline's stage bookkeeping ------------------------------------------------------------------------
+def test_a_stage_is_skipped_when_unchanged_and_rebuilt_with_its_dependants_when_its_config_changes(tmp_path):
+    from rawdream.pipeline import Runner
+
+    calls: list[str] = []
+
+    def writer(name):
+        def fn(d):
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "out.txt").write_text(name)
+            calls.append(name)
+            return {"wrote": name}
+
+        return fn
+
+    def run(data_cfg, model_cfg):
+        r = Runner(tmp_path, progress=False, log=lambda s: None)
+        r.stage("data", {"episodes": data_cfg}, [], writer("data"))
+        r.stage("model", {"steps": model_cfg}, ["data"], writer("model"))
+        return r
+
+    run(10, 100)
+    assert calls == ["data", "model"]
+    r = run(10, 100)  # nothing changed: both skipped, their summaries read back
+    assert calls == ["data", "model"] and all(x.skipped for x in r.results)
+    assert r.results[1].summary == {"wrote": "model"}
+    (tmp_path / "model" / "stale.txt").write_text("from the old config")
+    run(10, 200)  # the model's config changed: it alone is rebuilt, from an empty folder
+    assert calls == ["data", "model", "model"] and not (tmp_path / "model" / "stale.txt").exists()
+    run(20, 200)  # an input changed: the data and everything that reads it
+    assert calls == ["data", "model", "model", "data", "model"]
