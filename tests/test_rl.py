@@ -408,3 +408,57 @@ def test_score_reward_averages_a_verified_success_over_its_noise_draws(tiny_wm, 
     assert np.array_equal(verdict["reward"], verdict["success"].astype(np.float32))
     with pytest.raises(ValueError, match="reward must be score or verdict"):
         resolve(DreamConfig, "dream", "tiny", {**overrides, "reward": "soft"})
+
+
+def test_verify_flips_what_a_redraw_does_not_confirm_at_dnv_own_threshold():
+    from rawdream.rl.dnv import verify
+
+    success = np.array([True, True, False, True])
+    redraw = {
+        0: Verdict(success=True, score=0.6),
+        1: Verdict(success=True, score=0.9),
+        3: Verdict(success=None),
+    }
+    asked = []
+
+    def reimagine(idx, k):
+        asked.append(idx.tolist())
+        return np.stack([np.full((2, 4, 4, 3), i, np.uint8) for i in idx])
+
+    def judge(videos, idx, k):
+        return [redraw[int(i)] for i in idx]
+
+    own = verify(success, 1, reimagine, judge)  # the judge's verdict confirms; an abstain does not
+    assert asked == [[0, 1, 3]]  # only judged successes are redrawn
+    assert own.flipped.tolist() == [False, False, False, True]
+    assert own.kept(success).tolist() == [True, True, False, False]
+    assert own.scores == {0: [0.6], 1: [0.9], 3: [0.0]} and own.videos[1][0, 0, 0, 0] == 1
+    strict = verify(success, 1, reimagine, judge, threshold=0.8)  # DNV's own bar, above the judge's
+    assert strict.flipped.tolist() == [True, False, False, True]
+    twice = verify(
+        success, 2, reimagine, lambda v, idx, k: [redraw[int(i)] if k == 0 else Verdict(False) for i in idx]
+    )
+    assert twice.flipped[[0, 1, 3]].all() and len(twice.scores[0]) == 2  # every redraw must confirm
+
+
+def test_dream_sets_its_world_model_sampler_steps_in_one_place(tiny_wm, tiny_policy):
+    from rawdream.policy.train import load_policy
+    from rawdream.rl.dream import DreamConfig, Dreamer
+    from rawdream.world_model.train import load_world_model
+
+    overrides = {
+        "task": "reach",
+        "split.targets": ["push"],
+        "judge.backend": "oracle",
+        "judge.allow_oracle": True,
+    }
+    wm = load_world_model(tiny_wm)
+    own = wm.cfg.sampler.steps
+    Dreamer(resolve(DreamConfig, "dream", "tiny", overrides), load_policy(tiny_policy), wm)
+    assert wm.cfg.sampler.steps == own  # 0: the world model's own
+    Dreamer(
+        resolve(DreamConfig, "dream", "tiny", {**overrides, "wm_steps": own + 2}),
+        load_policy(tiny_policy),
+        wm,
+    )
+    assert wm.cfg.sampler.steps == own + 2

@@ -39,12 +39,15 @@ def verify(
     redraws: int,
     reimagine: Callable[[np.ndarray, int], np.ndarray],
     judge: Callable[[np.ndarray, np.ndarray, int], Sequence[Any]],
+    threshold: float = 0.0,
 ) -> Verification:
     """Redraw every judged success ``redraws`` times and judge it again.
 
     ``reimagine(idx, k)`` returns the videos of rollouts ``idx`` under redraw ``k``'s noise (same first frames,
-    same actions); ``judge(videos, idx, k)`` returns their verdicts. Only judged successes are redrawn: a failure
-    has nothing to verify, and redraws are the expensive part.
+    same actions); ``judge(videos, idx, k)`` returns their verdicts. A redraw confirms the success when its
+    verdict is a success (``threshold`` 0) or its score is at least ``threshold`` (DNV's own bar, apart from the
+    judge's). Only judged successes are redrawn: a failure has nothing to verify, and redraws are the expensive
+    part.
     """
     success = np.asarray(success, bool)
     out = Verification(flipped=np.zeros(len(success), bool))
@@ -55,7 +58,12 @@ def verify(
         videos = reimagine(idx, k)
         verdicts = judge(videos, idx, k)
         for j, i in enumerate(idx):
-            if verdicts[j].success is not True:
+            confirmed = (
+                verdicts[j].success is True
+                if threshold <= 0
+                else verdicts[j].success is not None and verdict_score(verdicts[j]) >= threshold
+            )
+            if not confirmed:
                 out.flipped[i] = True
             out.videos.setdefault(int(i), videos[j])
             out.scores.setdefault(int(i), []).append(verdict_score(verdicts[j]))

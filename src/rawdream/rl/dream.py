@@ -54,6 +54,8 @@ class DreamConfig:
         "entropy_coef": ">=0",
         "sample_rounds": ">=1",
         "dnv_redraws": (">=1", "turn verification off with --dnv=false, not 0 redraws"),
+        "dnv_threshold": ("[0,1]", "0: a redraw is confirmed by the judge's own verdict"),
+        "wm_steps": (">=0", "0: the world model's own sampler steps"),
         "max_unreliable": ">=0",
         "eval_every": (">=0", "0: evaluate only at the end"),
         "eval_episodes": ">=1",
@@ -104,6 +106,12 @@ class DreamConfig:
     sample_rounds: int = 1
     dnv: bool = True
     dnv_redraws: int = 1
+    # a redraw confirms a success when its judge score is >= this (judges with a score); 0: the judge's verdict,
+    # i.e. the judge's own --judge.threshold
+    dnv_threshold: float = 0.0
+    # Euler steps per imagined step for this run's world model (first draws and redraws alike); 0: the steps the
+    # world model was configured with (model.sampler.steps in its world_model.json)
+    wm_steps: int = 0
     max_unreliable: int = 2
     eval_every: int = 10
     eval_episodes: int = 20
@@ -236,6 +244,9 @@ class Dreamer:
         self.opt = torch.optim.AdamW(policy.model.parameters(), lr=cfg.lr, weight_decay=0.0)
         self.real_trajectories = 0
         self.log_fn = log_fn
+        if world_model is not None and cfg.wm_steps:
+            # one home for the sampler of this run: set before imagination workers copy the world model
+            world_model.cfg.sampler = replace(world_model.cfg.sampler, steps=cfg.wm_steps)
         # where imagination, the judge and the simulators run: this process, or Ray workers with model copies
         self.backend = backend
         self.imagination = imagination
@@ -289,7 +300,7 @@ class Dreamer:
                 ctx = self._judge_context([rows[i] for i in idx], actions[idx])
                 return self._judge(list(videos), ctx, f"iteration {it + 1}, second noise draw")
 
-            ver = verify(success, cfg.dnv_redraws, reimagine, judge_again)
+            ver = verify(success, cfg.dnv_redraws, reimagine, judge_again, cfg.dnv_threshold)
         flipped, second, second_scores = ver.flipped, ver.videos, ver.scores
         t_verify = time.perf_counter() - t0
         reward = success.astype(np.float32)
