@@ -172,3 +172,15 @@ def test_device_resolution_and_clear_errors():
     assert resolve_precision("fp32", "cuda") == "fp32" and resolve_precision("auto", "cuda") == "bf16"
     with pytest.raises(ValueError, match="precision must be"):
         resolve_precision("fp16")
+
+
+def test_collect_refuses_env_settings_it_would_override():
+    from rawdream.config import build
+    from rawdream.data.collect import CollectConfig
+
+    with pytest.raises(ValueError, match=r"--env.max_steps=40 would be ignored: pass --max_steps=40"):
+        build(CollectConfig, {"env": {"max_steps": 40}})
+    with pytest.raises(ValueError, match=r"--env.end_on_success=False would be ignored"):
+        build(CollectConfig, {"end_on_success": True, "env": {"end_on_success": False}})
+    ok = build(CollectConfig, {"max_steps": 40, "env": {"max_steps": 40}})
+    assert ok.max_steps == 40

@@ -339,6 +339,18 @@ class CollectConfig:
     max_demo_tries: int = 10
 
     def validate(self) -> None:
+        # collection owns its episodes' length and ending: an env.* value that disagrees would be overridden
+        # silently, so it is refused instead
+        if self.env.max_steps not in (EnvConfig().max_steps, self.max_steps):
+            raise ValueError(
+                f"collect sets the episode length with --max_steps (now {self.max_steps}); "
+                f"--env.max_steps={self.env.max_steps} would be ignored: pass --max_steps={self.env.max_steps}"
+            )
+        if self.env.end_on_success != EnvConfig().end_on_success and self.env.end_on_success != self.end_on_success:
+            raise ValueError(
+                f"collect decides whether an episode ends on success with --end_on_success (now "
+                f"{self.end_on_success}); --env.end_on_success={self.env.end_on_success} would be ignored"
+            )
         if self.kind not in ("play", "demos", "labeled"):
             raise ValueError(f"collect kind {self.kind!r} is not one of play, demos, labeled")
         if self.frame_stride < 1 or self.max_steps % self.frame_stride:
