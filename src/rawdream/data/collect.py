@@ -346,7 +346,10 @@ class CollectConfig:
                 f"collect sets the episode length with --max_steps (now {self.max_steps}); "
                 f"--env.max_steps={self.env.max_steps} would be ignored: pass --max_steps={self.env.max_steps}"
             )
-        if self.env.end_on_success != EnvConfig().end_on_success and self.env.end_on_success != self.end_on_success:
+        if (
+            self.env.end_on_success != EnvConfig().end_on_success
+            and self.env.end_on_success != self.end_on_success
+        ):
             raise ValueError(
                 f"collect decides whether an episode ends on success with --end_on_success (now "
                 f"{self.end_on_success}); --env.end_on_success={self.env.end_on_success} would be ignored"
