@@ -10,7 +10,6 @@ images directly and lets us render segmentation masks of the task's objects.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
 import warnings
 import weakref
@@ -152,8 +151,11 @@ class MetaWorldEnv:
             self._env = None
 
     def __del__(self):  # pragma: no cover - best effort, avoids EGL noise at interpreter exit
-        with contextlib.suppress(Exception):
+        # no module globals here (contextlib may already be None when the interpreter shuts down)
+        try:  # noqa: SIM105
             self.close()
+        except Exception:
+            pass
 
     # -- extras ---------------------------------------------------------------------------------------------
     @property
