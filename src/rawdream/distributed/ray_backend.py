@@ -403,5 +403,7 @@ class RayBackend:
         return RayImagination(policy, world_model, self.cfg)
 
     def judge(self, judge, judge_cfg):
+        if hasattr(judge, "backend"):  # a judge that runs simulators (the oracle) runs them as Ray actors too
+            judge.backend = self
         # a served VLM is already remote: replicas only when asked for (ray.judge_workers > 0)
         return RayJudge(judge, judge_cfg, self.cfg) if self.cfg.judge_workers > 0 else judge

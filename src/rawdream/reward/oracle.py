@@ -27,6 +27,8 @@ class OracleJudge:
         self.cfg = cfg
         self.env = env or EnvConfig(max_steps=500)
         self.workers = workers
+        # where its simulators run: set by the execution backend that hands the judge to a run (None: local)
+        self.backend = None
 
     def __call__(
         self,
@@ -43,11 +45,11 @@ class OracleJudge:
                 "the oracle judge replays actions in the simulator: pass tasks=, seeds= and actions= "
                 "(one (H, chunk, action_dim) array per video)"
             )
-        return replay_success(tasks, seeds, np.asarray(actions), self.env, self.workers)
+        return replay_success(tasks, seeds, np.asarray(actions), self.env, self.workers, self.backend)
 
 
 def replay_success(
-    tasks: list[str], seeds: list[int], actions: np.ndarray, env: EnvConfig, workers: int = 2
+    tasks: list[str], seeds: list[int], actions: np.ndarray, env: EnvConfig, workers: int = 2, backend=None
 ) -> list[Verdict]:
     """Success at any step of each action sequence, replayed from the seeded reset of its task."""
     t0 = time.perf_counter()
@@ -56,7 +58,7 @@ def replay_success(
     cfg = replace(env, max_steps=max(env.max_steps, horizon_steps), end_on_success=False)
     success = np.zeros(n, bool)
     slots = min(n, max(1, workers) * 4)
-    with make_vector_env(slots, cfg, num_workers=min(workers, slots)) as venv:
+    with make_vector_env(slots, cfg, num_workers=min(workers, slots), backend=backend) as venv:
         for start in range(0, n, slots):
             rows = list(range(start, min(n, start + slots)))
             venv.reset([seeds[r] for r in rows], [tasks[r] for r in rows], slots=list(range(len(rows))))
