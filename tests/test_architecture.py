@@ -86,6 +86,11 @@ def test_the_graph_walker_sees_lazy_imports():
     assert "rawdream.io" in deps  # imported inside a worker function, not at the top
 
 
+def _in_a_fresh_interpreter(code: str, timeout: float) -> None:
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_every_module_imports_on_its_own():
     """In a fresh interpreter, each module is imported with no other rawdream module loaded before it."""
     names = sorted(_modules())
@@ -102,8 +107,7 @@ def test_every_module_imports_on_its_own():
         "print('\\n'.join(bad))\n"
         "sys.exit(1 if bad else 0)\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
+    _in_a_fresh_interpreter(code, timeout=300)
 
 
 # -- a judge backend from outside the library: one file, one registration ------------------------------------
@@ -160,8 +164,7 @@ def test_builtin_backends_are_imported_only_when_asked_for():
         "JUDGES.get('openai')\n"
         "assert 'rawdream.reward.openai' in sys.modules\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
+    _in_a_fresh_interpreter(code, timeout=120)
 
 
 def test_registered_denoisers_build_through_the_registry():
