@@ -86,7 +86,7 @@ def main() -> None:
             cfg = resolve(DreamConfig, "dream", "default", overrides)
             dreamer = Dreamer(cfg, policy, wm, log_fn=lambda *_: None)
             if not args.judge:  # a random judge: put its threshold at the median score so half are re-drawn
-                buf = dreamer.rollout_imagined(0, dreamer._choose_states(0))
+                buf = dreamer.rollout_round(dreamer.draw(0))
                 dreamer.judge.cfg.threshold = float(np.median(buf["scores"]))
             dreamer.iteration(0)  # warm-up
             split = {"imagine": 0.0, "judge": 0.0, "verify": 0.0, "update": 0.0}

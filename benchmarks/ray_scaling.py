@@ -36,8 +36,7 @@ def time_iterations(policy, wm, judge, reference, task: str, n: int, imagination
     for it in range(1, n + 1):
         d.iteration(it)
     dt = (time.perf_counter() - t0) / n
-    if d.imagination is not None:
-        d.imagination.close()
+    d.close()
     return dt
 
 

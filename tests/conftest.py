@@ -138,3 +138,30 @@ def tiny_judge(labeled_data, pretrain_demos, tmp_path_factory):
         == 0
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_dreamer(tiny_policy, tiny_wm):
+    """Build a :class:`Dreamer` on the tiny models: task reach (a pretraining task of the split whose target is
+    push), the tiny dream preset plus ``overrides``; ``judge`` replaces the frozen judge (a scripted one), other
+    keywords go to ``Dreamer`` (``imagination``, ``backend``). Each call loads fresh copies of the models."""
+    from rawdream.config import resolve
+    from rawdream.policy.train import load_policy
+    from rawdream.rl.dream import DreamConfig, Dreamer
+    from rawdream.world_model.train import load_world_model
+
+    def make(overrides: dict | None = None, judge=None, world_model=None, **kwargs):
+        base = {
+            "task": "reach",
+            "split.targets": ["push"],
+            "judge.backend": "oracle",
+            "judge.allow_oracle": True,
+        }
+        cfg = resolve(DreamConfig, "dream", "tiny", {**base, **(overrides or {})})
+        wm = world_model if world_model is not None else load_world_model(tiny_wm)
+        dreamer = Dreamer(cfg, load_policy(tiny_policy), wm, **kwargs)
+        if judge is not None:
+            dreamer.judge = judge
+        return dreamer
+
+    return make

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from rawdream.config import resolve
 from rawdream.reward.base import Verdict
 
 
@@ -21,32 +20,10 @@ class _Alternating:
 
 
 @pytest.fixture(scope="module")
-def setup(tiny_policy, tiny_wm):
-    from rawdream.policy.train import load_policy
-    from rawdream.rl.dream import DreamConfig, Dreamer
-    from rawdream.world_model.train import load_world_model
-
-    cfg = resolve(
-        DreamConfig,
-        "dream",
-        "tiny",
-        {
-            "task": "reach",
-            "split.targets": ["push"],
-            "group_size": 4,
-            "horizon": 3,
-            "dnv": False,
-            "lr": 3e-3,
-            "epochs": 2,
-            "minibatch": 4,
-            "entropy_coef": 0.0,
-            "judge.backend": "oracle",
-            "judge.allow_oracle": True,
-        },
-    )
-    dreamer = Dreamer(cfg, load_policy(tiny_policy), load_world_model(tiny_wm))
-    dreamer.judge = _Alternating()
-    buf = dreamer.rollout_imagined(0, [0, 1])  # 8 rollouts x 3 steps
+def setup(tiny_dreamer):
+    overrides = {"group_size": 4, "horizon": 3, "dnv": False, "lr": 3e-3, "epochs": 2, "minibatch": 4}
+    dreamer = tiny_dreamer({**overrides, "entropy_coef": 0.0}, judge=_Alternating())
+    buf = dreamer.rollout_round(dreamer.draw(0, states=[0, 1]))  # 8 rollouts x 3 steps
     return dreamer, buf
 
 

@@ -71,6 +71,39 @@ def test_one_generator_per_row_makes_a_rows_sample_independent_of_its_batch():
         p.sample(obs, 1.0, gens([1]))
 
 
+def test_chunk_noise_keeps_each_tokens_distribution_and_correlates_it_along_the_chunk():
+    p = _policy()
+    n = 2000  # rollouts from one observation, each with its own generator
+    obs = {k: (v[:1].repeat(n, 0) if k != "instruction" else v[:1] * n) for k, v in _obs(1).items()}
+    probs = torch.softmax(p.logits({k: v[:1] for k, v in obs.items()})[0], -1)  # (chunk, A, bins)
+    bins = torch.arange(probs.shape[-1]).float()
+    mean = (probs * bins).sum(-1)
+    sem = ((probs * bins**2).sum(-1) - mean**2).sqrt() / n**0.5
+    draws = {
+        noise: p.sample(obs, 1.0, [torch.Generator().manual_seed(i) for i in range(n)], noise=noise)[1]
+        for noise in ("token", "chunk")
+    }  # (n, chunk, A)
+    for noise, tok in draws.items():
+        # each token's distribution is the policy's either way: every step's mean bin within 5 standard errors
+        assert ((tok.float().mean(0) - mean).abs() / sem).max() < 5.0, noise
+    # the log-probabilities are per token, as PPO's ratio needs
+    one = {k: v[:2] for k, v in obs.items()}
+    _, tok, logp = p.sample(one, 1.0, [torch.Generator().manual_seed(i) for i in range(2)], noise="chunk")
+    torch.testing.assert_close(logp, p.logprob(one, tok)[0])
+
+    def step_correlation(tok):  # between the first and the last step of the chunk, per action dimension
+        a, b = tok[:, 0].float(), tok[:, -1].float()
+        a, b = a - a.mean(0), b - b.mean(0)
+        return ((a * b).mean(0) / (a.std(0) * b.std(0))).min().item()
+
+    assert abs(step_correlation(draws["token"])) < 0.1  # independent: the chunk's deviations average out
+    assert step_correlation(draws["chunk"]) > 0.5  # one draw per dimension: the deviation persists
+    with pytest.raises(ValueError, match="noise must be token or chunk"):
+        p.sample(one, 1.0, [torch.Generator()] * 2, noise="pink")
+    with pytest.raises(ValueError, match="one generator per row"):
+        p.sample(one, 1.0, torch.Generator(), noise="chunk")
+
+
 def test_wrong_dimensions_are_refused():
     p, obs = _policy(), _obs()
     with pytest.raises(ValueError, match="proprio of shape \\(B, 4\\)"):

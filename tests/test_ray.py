@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from rawdream.config import resolve
 from rawdream.reward.base import Verdict
 
 ray = pytest.importorskip("ray")
@@ -38,29 +37,10 @@ def cluster():
         yield backend
 
 
-def _dreamer(tiny_policy, tiny_wm, imagination=None, backend=None):
-    from rawdream.policy.train import load_policy
-    from rawdream.rl.dream import DreamConfig, Dreamer
-    from rawdream.world_model.train import load_world_model
-
-    cfg = resolve(
-        DreamConfig,
-        "dream",
-        "tiny",
-        {
-            "task": "reach",
-            "split.targets": ["push"],
-            "group_size": 4,
-            "horizon": 3,
-            "lr": 1e-3,
-            "judge.backend": "oracle",
-            "judge.allow_oracle": True,
-        },
-    )
+def _dreamer(tiny_dreamer, imagination=None, backend=None):
     kwargs = {"backend": backend} if backend is not None else {}
-    d = Dreamer(cfg, load_policy(tiny_policy), load_world_model(tiny_wm), imagination=imagination, **kwargs)
-    d.judge = _RewardsRightward()
-    return d
+    overrides = {"group_size": 4, "horizon": 3, "lr": 1e-3}
+    return tiny_dreamer(overrides, judge=_RewardsRightward(), imagination=imagination, **kwargs)
 
 
 def _params(d):
@@ -85,36 +65,36 @@ def _assert_same(a, b):
     assert da.norm() > 0 and (da - db).norm() / da.norm() < 1e-2, "the parameter updates differ by over 1%"
 
 
-def test_ray_path_gives_the_local_rollouts_and_update(tiny_policy, tiny_wm, cluster):
+def test_ray_path_gives_the_local_rollouts_and_update(tiny_dreamer, cluster):
     from rawdream.distributed.ray_backend import RayImagination
     from rawdream.rl.imagination import LocalImagination
 
-    local = _dreamer(tiny_policy, tiny_wm)  # no backend given: this process
-    assert isinstance(local.imagination, LocalImagination)
-    remote = _dreamer(tiny_policy, tiny_wm, backend=cluster)  # the Ray backend builds Ray imagination
-    assert isinstance(remote.imagination, RayImagination)
-    assert len(set(remote.imagination.pids())) == 2
+    local = _dreamer(tiny_dreamer)  # no backend given: this process
+    assert isinstance(local.source.imagination, LocalImagination)
+    remote = _dreamer(tiny_dreamer, backend=cluster)  # the Ray backend builds Ray imagination
+    assert isinstance(remote.source.imagination, RayImagination)
+    assert len(set(remote.source.imagination.pids())) == 2
     _assert_same(_iterate(local), _iterate(remote))
     _assert_same(_iterate(local, 1), _iterate(remote, 1))  # the second iteration runs on broadcast weights
-    remote.imagination.close()
+    remote.source.imagination.close()
 
 
 def test_a_worker_killed_mid_iteration_is_restarted_and_changes_nothing(
-    tiny_policy, tiny_wm, cluster, tmp_path, monkeypatch
+    tiny_dreamer, cluster, tmp_path, monkeypatch
 ):
     from rawdream.distributed.ray_backend import RayImagination
     from rawdream.rl.imagination import LocalImagination
 
-    local = _dreamer(tiny_policy, tiny_wm, imagination="placeholder")
-    local.imagination = LocalImagination(local.policy, local.wm)
+    local = _dreamer(tiny_dreamer, imagination="placeholder")
+    local.source.imagination = LocalImagination(local.policy, local.wm)
     reference = _iterate(local)
 
     marker = tmp_path / "busy"
     monkeypatch.setenv("RAWDREAM_TEST_BUSY_FILE", str(marker))
     monkeypatch.setenv("RAWDREAM_TEST_BUSY_SECONDS", "2")
-    remote = _dreamer(tiny_policy, tiny_wm, imagination="placeholder")
-    remote.imagination = RayImagination(remote.policy, remote.wm, cluster.cfg)
-    victim = remote.imagination.pids()[0]
+    remote = _dreamer(tiny_dreamer, imagination="placeholder")
+    remote.source.imagination = RayImagination(remote.policy, remote.wm, cluster.cfg)
+    victim = remote.source.imagination.pids()[0]
     result: dict = {}
     worker = threading.Thread(target=lambda: result.setdefault("out", _iterate(remote)))
     worker.start()
@@ -125,10 +105,10 @@ def test_a_worker_killed_mid_iteration_is_restarted_and_changes_nothing(
     os.kill(victim, signal.SIGKILL)
     worker.join(timeout=300)
     assert "out" in result, "the iteration did not finish after the kill"
-    assert victim not in remote.imagination.pids()  # restarted: a new process took the victim's place
+    assert victim not in remote.source.imagination.pids()  # restarted: a new process took the victim's place
     _assert_same(reference, result["out"])  # its shard was redone: nothing lost, nothing counted twice
     assert result["out"][0]["rollouts"] == 8
-    remote.imagination.close()
+    remote.source.imagination.close()
 
 
 def test_simulator_workers_are_replayed_back_after_a_kill(cluster):

@@ -63,7 +63,7 @@ def test_practised_layouts_are_the_initial_states_rl_trains_from():
     from rawdream.envs import make_env
     from rawdream.envs.base import EnvConfig
     from rawdream.eval.success import EvalPolicyConfig
-    from rawdream.rl.dream import sim_initial_states
+    from rawdream.rl.rollouts import sim_initial_states
 
     practised, new = EvalPolicyConfig(layouts="practised"), EvalPolicyConfig(layouts="new")
     assert [practised.seed(i) for i in range(3)] == [seeds.DREAM_INIT + i for i in range(3)]
@@ -120,30 +120,11 @@ class _RewardsRightward:
         return [Verdict(success=bool(v > np.median(x)), score=None) for v in x]
 
 
-def test_grpo_raises_probability_of_rewarded_behaviour(tiny_wm, tiny_policy):
-    from rawdream.policy.train import load_policy
-    from rawdream.rl.dream import DreamConfig, Dreamer
-    from rawdream.world_model.train import load_world_model
-
-    cfg = resolve(
-        DreamConfig,
-        "dream",
-        "tiny",
-        {
-            "task": "reach",
-            "split.targets": ["push"],
-            "dnv": False,
-            "lr": 3e-3,
-            "epochs": 4,
-            "iterations": 12,
-            "group_size": 8,  # 16 rollouts an iteration: enough for the rewarded direction to stand out
-            "judge.backend": "oracle",
-            "judge.allow_oracle": True,
-        },
-    )
-    policy = load_policy(tiny_policy)
-    dreamer = Dreamer(cfg, policy, load_world_model(tiny_wm))
-    dreamer.judge = _RewardsRightward()
+def test_grpo_raises_probability_of_rewarded_behaviour(tiny_dreamer):
+    overrides = {"dnv": False, "lr": 3e-3, "epochs": 4, "iterations": 12}
+    # 16 rollouts an iteration: enough for the rewarded direction to stand out
+    dreamer = tiny_dreamer({**overrides, "group_size": 8}, judge=_RewardsRightward())
+    cfg, policy = dreamer.cfg, dreamer.policy
     obs = {
         "image": np.stack([s["image"] for s in dreamer.init]),
         "proprio": np.stack([s["proprio"] for s in dreamer.init]),
@@ -174,27 +155,13 @@ class _CoinOnPixels:
         return [Verdict(success=zlib.crc32(np.ascontiguousarray(v).tobytes()) % 2 == 0) for v in videos]
 
 
-def test_dual_noise_verification_redraws_judged_successes_and_flags_flips(tiny_wm, tiny_policy):
-    from rawdream.policy.train import load_policy
-    from rawdream.rl.dream import DreamConfig, Dreamer
+def test_dual_noise_verification_redraws_judged_successes_and_flags_flips(tiny_dreamer):
+    from rawdream.rl.dream import DreamConfig
     from rawdream.rl.grpo import group_advantages
-    from rawdream.world_model.train import load_world_model
 
-    cfg = resolve(
-        DreamConfig,
-        "dream",
-        "tiny",
-        {
-            "task": "reach",
-            "split.targets": ["push"],
-            "group_size": 8,
-            "judge.backend": "oracle",
-            "judge.allow_oracle": True,
-        },
-    )
-    dreamer = Dreamer(cfg, load_policy(tiny_policy), load_world_model(tiny_wm))
-    judge = dreamer.judge = _CoinOnPixels()
-    buf = dreamer.rollout_imagined(0, [0, 1])
+    judge = _CoinOnPixels()
+    dreamer = tiny_dreamer({"group_size": 8}, judge=judge)
+    buf = dreamer.rollout_round(dreamer.draw(0, states=[0, 1]))
     success, flipped = buf["success"], buf["flipped"]
     assert 0 < success.sum() < len(success)
     assert set(buf["second"]) == set(np.nonzero(success)[0].tolist())  # only judged successes are re-drawn
@@ -219,7 +186,7 @@ def test_dual_noise_verification_redraws_judged_successes_and_flags_flips(tiny_w
         "tiny",
         {**{"task": "reach", "split.targets": ["push"]}, "group_size": 8, "dnv": False},
     )
-    buf = dreamer.rollout_imagined(0, [0, 1])
+    buf = dreamer.rollout_round(dreamer.draw(0, states=[0, 1]))
     assert not buf["second"] and not buf["flipped"].any()
 
 
@@ -324,7 +291,7 @@ def test_dynamic_sampling_draws_more_groups_and_counts_their_real_trajectories(t
 
 
 def test_merged_rounds_pad_shorter_batches_with_dead_steps():
-    from rawdream.rl.dream import merge_rollouts
+    from rawdream.rl.rollouts import merge_rollouts
 
     def buf(h, n, reward):
         return {
@@ -382,16 +349,13 @@ class _ScoreOnPixels:
         return [Verdict(success=p >= 0.5, score=p) for p in ps]
 
 
-def test_score_reward_averages_a_verified_success_over_its_noise_draws(tiny_wm, tiny_policy):
-    from rawdream.policy.train import load_policy
-    from rawdream.rl.dream import DreamConfig, Dreamer
-    from rawdream.world_model.train import load_world_model
+def test_score_reward_averages_a_verified_success_over_its_noise_draws(tiny_dreamer):
+    from rawdream.rl.dream import DreamConfig
 
     overrides = {"task": "reach", "split.targets": ["push"], "group_size": 8, "judge.backend": "oracle"}
-    cfg = resolve(DreamConfig, "dream", "tiny", {**overrides, "judge.allow_oracle": True, "reward": "score"})
-    dreamer = Dreamer(cfg, load_policy(tiny_policy), load_world_model(tiny_wm))
-    judge = dreamer.judge = _ScoreOnPixels()
-    buf = dreamer.rollout_imagined(0, [0, 1])
+    judge = _ScoreOnPixels()
+    dreamer = tiny_dreamer({**overrides, "reward": "score"}, judge=judge)
+    buf = dreamer.rollout_round(dreamer.draw(0, states=[0, 1]))
     first = np.array([v.score for v in judge(list(buf["video"]), ["-"] * 16)])
     assert np.array_equal(buf["success"], first >= 0.5) and buf["second"]
     for i in range(16):
@@ -404,7 +368,7 @@ def test_score_reward_averages_a_verified_success_over_its_noise_draws(tiny_wm, 
     dreamer.cfg = resolve(
         DreamConfig, "dream", "tiny", {**overrides, "judge.allow_oracle": True, "reward": "verdict"}
     )
-    verdict = dreamer.rollout_imagined(0, [0, 1])
+    verdict = dreamer.rollout_round(dreamer.draw(0, states=[0, 1]))
     assert np.array_equal(verdict["reward"], verdict["success"].astype(np.float32))
     with pytest.raises(ValueError, match="reward must be score or verdict"):
         resolve(DreamConfig, "dream", "tiny", {**overrides, "reward": "soft"})
@@ -441,24 +405,12 @@ def test_verify_flips_what_a_redraw_does_not_confirm_at_dnv_own_threshold():
     assert twice.flipped[[0, 1, 3]].all() and len(twice.scores[0]) == 2  # every redraw must confirm
 
 
-def test_dream_sets_its_world_model_sampler_steps_in_one_place(tiny_wm, tiny_policy):
-    from rawdream.policy.train import load_policy
-    from rawdream.rl.dream import DreamConfig, Dreamer
+def test_dream_sets_its_world_model_sampler_steps_in_one_place(tiny_dreamer, tiny_wm):
     from rawdream.world_model.train import load_world_model
 
-    overrides = {
-        "task": "reach",
-        "split.targets": ["push"],
-        "judge.backend": "oracle",
-        "judge.allow_oracle": True,
-    }
     wm = load_world_model(tiny_wm)
     own = wm.cfg.sampler.steps
-    Dreamer(resolve(DreamConfig, "dream", "tiny", overrides), load_policy(tiny_policy), wm)
+    tiny_dreamer(world_model=wm)
     assert wm.cfg.sampler.steps == own  # 0: the world model's own
-    Dreamer(
-        resolve(DreamConfig, "dream", "tiny", {**overrides, "wm_steps": own + 2}),
-        load_policy(tiny_policy),
-        wm,
-    )
+    tiny_dreamer({"wm_steps": own + 2}, world_model=wm)
     assert wm.cfg.sampler.steps == own + 2

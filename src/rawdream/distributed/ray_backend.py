@@ -153,7 +153,9 @@ class _ImaginationWorker:
             self.policy.load_state_dict(weights)
             self.version = version
 
-    def rollouts(self, weights, version, images, proprio, instruction, horizon, temperature, pseeds, nseeds):
+    def rollouts(
+        self, weights, version, images, proprio, instruction, horizon, temperature, pseeds, nseeds, noise
+    ):
         from rawdream.rl.imagination import imagine_rollouts
 
         self._load(weights, version)
@@ -162,7 +164,7 @@ class _ImaginationWorker:
             open(f"{marker}.{os.getpid()}", "w").close()
             time.sleep(float(os.environ.get("RAWDREAM_TEST_BUSY_SECONDS", "1")))
         return imagine_rollouts(
-            self.policy, self.wm, images, proprio, instruction, horizon, temperature, pseeds, nseeds
+            self.policy, self.wm, images, proprio, instruction, horizon, temperature, pseeds, nseeds, noise
         )
 
     def reimagine(self, first_frames, proprio, actions, noise_seeds):
@@ -196,7 +198,9 @@ class RayImagination:
         sd = {k: v.detach().cpu().clone() for k, v in self.policy.state_dict().items()}
         self._weights, self._version = self.ray.put(sd), version
 
-    def rollouts(self, images, proprio, instruction, horizon, temperature, policy_seeds, noise_seeds):
+    def rollouts(
+        self, images, proprio, instruction, horizon, temperature, policy_seeds, noise_seeds, noise="token"
+    ):
         if self._weights is None:
             self.sync(-1)
         shards = _shards(len(images), len(self.workers))
@@ -211,6 +215,7 @@ class RayImagination:
                 temperature,
                 policy_seeds[a:b],
                 noise_seeds[a:b],
+                noise,
             )
             for w, (a, b) in zip(self.workers, shards)
         ]

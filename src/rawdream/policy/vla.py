@@ -156,12 +156,21 @@ class VLAPolicy(nn.Module):
         obs: dict[str, Any],
         temperature: float = 1.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
+        noise: str = "token",
     ):
         """-> (actions (B,chunk,A) float32 numpy, tokens (B,chunk,A) long, logprobs (B,chunk,A) of the *sampled*
         tokens under the sampling distribution softmax(logits / temperature); temperature 0 is greedy (and its
         log-probabilities are those of temperature 1). ``generator`` may be one per row: then each row's
         draw depends only on its own stream, not on which other rows share the batch (so a batch split across
-        workers samples what the whole batch would)."""
+        workers samples what the whole batch would).
+
+        ``noise``: "token" draws every token independently; "chunk" draws one uniform number per row and action
+        dimension and reads every step of the chunk from it through that step's inverse CDF (needs a generator
+        per row). Each token's distribution is the same either way; with "chunk" the deviations from the mode
+        are correlated along the chunk instead of averaging out over its steps, so a rollout explores a
+        different motion rather than jitter. Log-probabilities are per token in both cases."""
+        if noise not in ("token", "chunk"):
+            raise ValueError(f"noise must be token or chunk, got {noise!r}")
         logits = self.logits(obs)
         if temperature <= 0:
             tokens = logits.argmax(-1)
@@ -172,11 +181,15 @@ class VLAPolicy(nn.Module):
                 if len(generator) != len(probs):
                     raise ValueError(f"{len(generator)} generators for a batch of {len(probs)}")
                 rows = [
-                    torch.multinomial(p.reshape(-1, p.shape[-1]), 1, generator=g)
+                    _inverse_cdf(p, torch.rand(p.shape[1], generator=g))
+                    if noise == "chunk"
+                    else torch.multinomial(p.reshape(-1, p.shape[-1]), 1, generator=g)
                     for p, g in zip(probs, generator)
                 ]
                 tokens = torch.stack(rows).view(logits.shape[:-1])
             else:
+                if noise == "chunk":
+                    raise ValueError("chunk noise needs one generator per row")
                 flat = probs.reshape(-1, probs.shape[-1])
                 tokens = torch.multinomial(flat, 1, generator=generator).view(logits.shape[:-1])
         scaled = logits / temperature if temperature > 0 else logits
@@ -207,3 +220,11 @@ class VLAPolicy(nn.Module):
 #: policy types, selected by ``--policy.type``; a factory ``(cfg, tokenizer, proprio_mean, proprio_std, text_cache)``
 POLICIES = Registry("policy type", "--policy.type", {})
 POLICIES.register("vla")(VLAPolicy)
+
+
+def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Tokens (chunk, A) read from per-step distributions ``probs`` (chunk, A, bins) at one uniform ``u`` (A,)
+    per action dimension, shared by the chunk's steps."""
+    cdf = probs.cumsum(-1)
+    q = u[None, :, None].expand(probs.shape[0], -1, 1).contiguous()
+    return torch.searchsorted(cdf, q).clamp_max(probs.shape[-1] - 1)[..., 0]

@@ -31,7 +31,14 @@ from rawdream.envs.metaworld_tasks import canonical_task, instruction
 from rawdream.reward.base import JudgeConfig, check_abstains, make_judge, probe_judge
 from rawdream.rl.dnv import Verification, verdict_score, verify
 from rawdream.rl.grpo import clipped_surrogate, group_advantages
-from rawdream.rl.imagination import collect_rollouts
+from rawdream.rl.rollouts import (
+    Draw,
+    ImaginedRollouts,
+    SimulatorRollouts,
+    dataset_initial_states,
+    merge_rollouts,
+    sim_initial_states,
+)
 from rawdream.splits import SplitConfig
 from rawdream.training import MetricsLogger, load_checkpoint, resolve_device, save_checkpoint, set_threads
 
@@ -80,6 +87,10 @@ class DreamConfig:
         16  # action chunks per rollout: 16 x 8 = 128 steps, the evaluation episode and judge labels
     )
     temperature: float = 1.0
+    # how a rollout's action tokens are drawn: "token" each independently; "chunk" with one uniform number per
+    # action dimension shared by the chunk's steps (same per-token distribution; the deviation persists over the
+    # chunk instead of averaging out, a different motion rather than jitter - VLAPolicy.sample)
+    exploration: str = "token"
     iterations: int = 30
     epochs: int = 2
     minibatch: int = 128
@@ -133,6 +144,8 @@ class DreamConfig:
         bad = [x for x in self.eval_layouts if x not in seeds.LAYOUTS]
         if bad:
             raise ValueError(f"eval_layouts {bad}: choose from practised, new")
+        if self.exploration not in ("token", "chunk"):
+            raise ValueError(f"exploration must be token or chunk, got {self.exploration!r}")
         if self.sim_reward not in ("success", "judge"):
             raise ValueError(f"sim_reward must be success or judge, got {self.sim_reward!r}")
         if self.task:
@@ -149,53 +162,22 @@ class DreamConfig:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# initial states
+# the algorithm: one iteration = rollout -> judge -> verify -> advantages -> update
 # ------------------------------------------------------------------------------------------------------------
-def sim_initial_states(
-    task: str, n: int, env: EnvConfig, workers: int, backend: Backend = LOCAL
-) -> list[dict[str, Any]]:
-    """Real reset observations of ``task`` (seeds DREAM_INIT + i, disjoint from evaluation seeds)."""
-    from rawdream.envs.vector import make_vector_env
-
-    out = []
-    with make_vector_env(min(n, 4), env, num_workers=min(workers, n), backend=backend) as venv:
-        for start in range(0, n, venv.num_envs):
-            ids = list(range(start, min(n, start + venv.num_envs)))
-            res = venv.reset([seeds.DREAM_INIT + i for i in ids], task, slots=list(range(len(ids))))
-            out += [
-                {"image": o["image"], "proprio": o["proprio"], "seed": seeds.DREAM_INIT + i}
-                for i, (o, _) in zip(ids, res)
-            ]
-    return out
-
-
-def dataset_initial_states(path: str | Path, n: int) -> list[dict[str, Any]]:
-    """First frames and proprioception of a LeRobot v3 dataset's episodes (a real robot has no simulator to reset)."""
-    from rawdream.data.lerobot import LeRobotDataset
-
-    ds = LeRobotDataset(path)
-    key = ds.default_image_key()
-    state = ds.column("observation.state").astype(np.float32)
-    out = []
-    for e in range(min(n, ds.num_episodes)):
-        lo, _ = ds.episode_bounds(e)
-        out.append({"image": ds.decode_episode_frames(e, key)[0], "proprio": state[lo], "seed": None})
-    return out
-
-
-# ------------------------------------------------------------------------------------------------------------
-# the loop
-# ------------------------------------------------------------------------------------------------------------
-def rollout_generators(seed: int, it: int, n: int, offset: int = 0) -> list[torch.Generator]:
-    """One policy-sampling stream per rollout of iteration ``it``: a rollout's actions do not depend on which
-    other rollouts share its batch (or its worker), and a resumed iteration samples exactly what it did."""
-    return [
-        torch.Generator().manual_seed(seeds.stable_seed("policy", seed, it, r))
-        for r in range(offset, offset + n)
-    ]
-
-
 class Dreamer:
+    """GRPO with dual-noise verification on one task. :meth:`iteration` reads top to bottom:
+
+    1. rollout     ``groups`` initial states x ``group_size`` sampled rollouts, from the rollout source: the world
+                   model (RAW-Dream) or the real simulator (the online baseline) - :mod:`rawdream.rl.rollouts`
+    2. judge       each rollout's outcome: the judge's verdict on its video, or online the simulator's own success
+    3. verify      dual-noise verification: each judged success is redrawn under other noise and judged again; a
+                   flip makes the rollout unreliable (imagination only: the simulator has no noise to redraw)
+    4. advantages  normalised within each group over its reliable rollouts; uninformative groups leave the loss
+    5. update      epochs of minibatch PPO-clip on the time steps of the rollouts that carry an advantage
+    Phases 1-3 repeat, on other initial states, for up to ``sample_rounds`` draws until ``groups`` groups carry
+    an advantage (dynamic sampling).
+    """
+
     def __init__(
         self,
         cfg: DreamConfig,
@@ -211,13 +193,14 @@ class Dreamer:
         self.instruction = instruction(self.task)
         self.policy = policy
         self.wm = world_model
+        self.log_fn = log_fn
+        self.backend = backend  # where imagination, the judge and the simulators run: here, or on Ray workers
         if cfg.env_mode == "wm" and world_model is None:
             raise ValueError("dream in imagination needs a world model (--wm DIR)")
         uses_judge = cfg.env_mode == "wm" or cfg.sim_reward == "judge"
         self.judge = make_judge(cfg.judge, purpose="training") if uses_judge else None
         if self.judge is not None:
             probe_judge(self.judge)  # a dead or misconfigured VLM stops here, not after an hour of no-op RL
-        self._venv = None
         self.init = (
             dataset_initial_states(init_from, cfg.init_states)
             if init_from
@@ -228,99 +211,119 @@ class Dreamer:
                 f"{len(self.init)} initial states available but groups={cfg.groups} per iteration; "
                 f"use a dataset with more episodes or lower --groups"
             )
-        if cfg.env_mode == "sim" and any(s["seed"] is None for s in self.init):
-            raise ValueError(
-                "--env sim resets the simulator: it cannot start from --init-from dataset frames"
-            )
         if self.judge is not None and self.judge.privileged and any(s["seed"] is None for s in self.init):
             raise ValueError(
                 "the oracle judge replays actions in the simulator: it needs simulator initial states"
             )
+        if cfg.env_mode == "wm":
+            if cfg.wm_steps:
+                # one home for the sampler of this run: set before imagination workers copy the world model
+                world_model.cfg.sampler = replace(world_model.cfg.sampler, steps=cfg.wm_steps)
+            self.source = ImaginedRollouts(
+                imagination or backend.imagination(policy, world_model),
+                self.init,
+                self.instruction,
+                cfg.horizon,
+                cfg.temperature,
+                cfg.seed,
+                cfg.exploration,
+            )
+        else:
+            self.source = SimulatorRollouts(
+                policy,
+                self.init,
+                self.task,
+                self.instruction,
+                cfg.env,
+                cfg.horizon,
+                cfg.temperature,
+                cfg.seed,
+                cfg.workers,
+                backend,
+                cfg.exploration,
+            )
+        if self.judge is not None:
+            self.judge = backend.judge(self.judge, cfg.judge)
         self.ref = None
         if cfg.kl_coef > 0:
             import copy
 
             self.ref = copy.deepcopy(policy.model).eval()
         self.opt = torch.optim.AdamW(policy.model.parameters(), lr=cfg.lr, weight_decay=0.0)
-        self.real_trajectories = 0
-        self.log_fn = log_fn
-        if world_model is not None and cfg.wm_steps:
-            # one home for the sampler of this run: set before imagination workers copy the world model
-            world_model.cfg.sampler = replace(world_model.cfg.sampler, steps=cfg.wm_steps)
-        # where imagination, the judge and the simulators run: this process, or Ray workers with model copies
-        self.backend = backend
-        self.imagination = imagination
-        if self.imagination is None and cfg.env_mode == "wm":
-            self.imagination = backend.imagination(policy, world_model)
-        if self.judge is not None:
-            self.judge = backend.judge(self.judge, cfg.judge)
+        self.real_trajectories = 0  # target-task trajectories RL used (online RL only)
 
-    # -- rollouts -------------------------------------------------------------------------------------------
-    def _choose_states(self, it: int, rnd: int = 0) -> list[int]:
-        """The iteration's initial states; a dynamic-sampling round ``rnd`` > 0 draws another set."""
-        seed = (
-            self.cfg.seed * 100_003 + it if rnd == 0 else seeds.stable_seed("states", self.cfg.seed, it, rnd)
-        )
-        g = torch.Generator().manual_seed(seed)
-        return torch.randperm(len(self.init), generator=g)[: self.cfg.groups].tolist()
-
-    def rollout_imagined(self, it: int, states: list[int], offset: int = 0) -> dict[str, Any]:
-        """``offset``: the index of this batch's first rollout in the iteration (dynamic-sampling rounds after the
-        first draw rollouts offset, offset + 1, ...), so every rollout has its own random streams."""
+    def iteration(self, it: int) -> tuple[dict[str, float], dict[str, Any]]:
         cfg = self.cfg
-        rows = [s for s in states for _ in range(cfg.group_size)]
-        n = len(rows)
-        noise_seeds = [seeds.stable_seed("wm-noise", cfg.seed, it, r) for r in range(offset, offset + n)]
-        policy_seeds = [seeds.stable_seed("policy", cfg.seed, it, r) for r in range(offset, offset + n)]
-        first = np.stack([self.init[s]["image"] for s in rows])
-        prop0 = np.stack([self.init[s]["proprio"] for s in rows]).astype(np.float32)
+        rounds, informative = [], 0
+        for rnd in range(cfg.sample_rounds):
+            rounds.append(self.rollout_round(self.draw(it, rnd)))  # 1-3: rollout, judge, verify
+            informative += int(self.advantages(rounds[-1]).informative.sum())
+            if informative >= cfg.groups:
+                break
+        buf = merge_rollouts(rounds)
+        a = self.advantages(buf)  # 4
         t0 = time.perf_counter()
-        self.imagination.sync(it)
-        buf = self.imagination.rollouts(
-            first, prop0, self.instruction, cfg.horizon, cfg.temperature, policy_seeds, noise_seeds
-        )
-        t_imagine = time.perf_counter() - t0
-        video, actions = buf.pop("video"), buf.pop("actions")
+        upd = self.update(buf, a.advantages.flatten(), a.mask.flatten(), it)  # 5
+        return self.metrics(buf, a, upd, len(rounds), time.perf_counter() - t0), buf
+
+    # -- 1. rollout ---------------------------------------------------------------------------------------
+    def draw(self, it: int, rnd: int = 0, states: list[int] | None = None) -> Draw:
+        """Round ``rnd`` of iteration ``it``: ``groups`` initial states (another set each round, unless given),
+        ``group_size`` rollouts from each; the round's rollouts are numbered after the earlier rounds'."""
+        if states is None:
+            seed = (
+                self.cfg.seed * 100_003 + it
+                if rnd == 0
+                else seeds.stable_seed("states", self.cfg.seed, it, rnd)
+            )
+            g = torch.Generator().manual_seed(seed)
+            states = torch.randperm(len(self.init), generator=g)[: self.cfg.groups].tolist()
+        rows = [s for s in states for _ in range(self.cfg.group_size)]
+        return Draw(it, rows, offset=rnd * self.cfg.groups * self.cfg.group_size)
+
+    def rollout_round(self, draw: Draw) -> dict[str, Any]:
+        """Phases 1-3 for one draw: the batch of rollouts with each one's reward and reliability."""
+        cfg = self.cfg
+        buf = self.source(draw)
+        if self.source.real:
+            self.real_trajectories += len(draw.rows)
         t0 = time.perf_counter()
-        context = self._judge_context(rows, actions)
-        verdicts = self._judge(list(video), context, f"iteration {it + 1}")
+        success, abstain, scores = self.judge_rollouts(draw, buf)
         t_judge = time.perf_counter() - t0
-        success = np.array([v.success is True for v in verdicts])
-        abstain = np.array([v.success is None for v in verdicts])
-        scores = np.array([verdict_score(v) for v in verdicts])
         t0 = time.perf_counter()
-        ver = Verification(flipped=np.zeros(n, bool))
-        if cfg.dnv:
-
-            def reimagine(idx: np.ndarray, k: int) -> np.ndarray:
-                redraw = [seeds.stable_seed("wm-noise-redraw", cfg.seed, it, k, offset + int(i)) for i in idx]
-                return self.imagination.reimagine(first[idx], prop0[idx], actions[idx], redraw)
-
-            def judge_again(videos: np.ndarray, idx: np.ndarray, k: int) -> list:
-                ctx = self._judge_context([rows[i] for i in idx], actions[idx])
-                return self._judge(list(videos), ctx, f"iteration {it + 1}, second noise draw")
-
-            ver = verify(success, cfg.dnv_redraws, reimagine, judge_again, cfg.dnv_threshold)
-        flipped, second, second_scores = ver.flipped, ver.videos, ver.scores
+        ver = self.verify_rollouts(draw, buf, success)
         t_verify = time.perf_counter() - t0
         reward = success.astype(np.float32)
         if cfg.reward == "score":  # a verified success is scored by the mean over its noise draws
             reward = np.array(
-                [np.mean([scores[i], *second_scores.get(i, [])]) for i in range(n)], dtype=np.float32
+                [np.mean([scores[i], *ver.scores.get(i, [])]) for i in range(len(reward))], dtype=np.float32
             )
         buf.update(
             {
-                "video": video,
-                "second": second,
                 "success": success,
                 "reward": reward,
                 "abstain": abstain,
-                "flipped": flipped,
+                "flipped": ver.flipped,
                 "scores": scores,
-                "time": {"imagine": t_imagine, "judge": t_judge, "verify": t_verify},
+                "second": ver.videos,
+                "time": {**buf["time"], "judge": t_judge, "verify": t_verify},
             }
         )
         return buf
+
+    # -- 2. judge -----------------------------------------------------------------------------------------
+    def judge_rollouts(self, draw: Draw, buf: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(success, abstain, score) per rollout: the judge's verdicts on the videos, or - online RL with the
+        simulator's reward - the simulator's own success, exact and never abstaining."""
+        if self.judge is None:
+            success = buf["true_success"].copy()
+            return success, np.zeros(len(success), bool), success.astype(float)
+        verdicts = self._judge(list(buf["video"]), self._judge_context(draw, buf), f"iteration {draw.it + 1}")
+        return (
+            np.array([v.success is True for v in verdicts]),
+            np.array([v.success is None for v in verdicts]),
+            np.array([verdict_score(v) for v in verdicts]),
+        )
 
     def _judge(self, videos: list[np.ndarray], context: dict[str, Any], where: str) -> list:
         """The judge's verdicts; a batch on which it (mostly) abstains ends the run with the reason."""
@@ -328,109 +331,46 @@ class Dreamer:
         check_abstains(verdicts, self.cfg.judge, where, getattr(self.judge, "stats", None))
         return verdicts
 
-    def _judge_context(self, rows: list[int], actions: np.ndarray) -> dict[str, Any]:
-        if self.judge is not None and self.judge.privileged:
-            return {
-                "tasks": [self.task] * len(rows),
-                "seeds": [self.init[s]["seed"] for s in rows],
-                "actions": actions,
-            }
-        return {}
+    def _judge_context(self, draw: Draw, buf: dict[str, Any], idx=None) -> dict[str, Any]:
+        """What a privileged judge (the oracle) needs besides the video: where each rollout started and the
+        actions to replay there."""
+        if self.judge is None or not self.judge.privileged or "actions" not in buf:
+            return {}
+        idx = range(len(draw.rows)) if idx is None else idx
+        return {
+            "tasks": [self.task] * len(idx),
+            "seeds": [self.init[draw.rows[i]]["seed"] for i in idx],
+            "actions": buf["actions"][np.asarray(idx, int)],
+        }
 
-    def _sim(self, n: int):
-        """The online baseline's simulators, kept for the whole run (spawning worker processes every iteration
-        cost seconds an iteration)."""
-        from rawdream.envs.vector import make_vector_env
-
-        if self._venv is None:
-            env_cfg = replace(self.cfg.env, max_steps=self.cfg.horizon * self.policy.cfg.chunk)
-            self._venv = make_vector_env(n, env_cfg, num_workers=self.cfg.workers, backend=self.backend)
-        return self._venv
-
-    def close(self) -> None:
-        if self._venv is not None:
-            self._venv.close()
-            self._venv = None
-        if self.imagination is not None:
-            self.imagination.close()
-
-    def rollout_sim(self, it: int, states: list[int], offset: int = 0) -> dict[str, Any]:
-        """The online baseline: the same sampling in the real simulator. Reward: the simulator's success
-        (``sim_reward=success``), or the judge's verdict on the real video (``sim_reward=judge``: the judge alone,
-        a rung of the ladder)."""
+    # -- 3. verify ----------------------------------------------------------------------------------------
+    def verify_rollouts(self, draw: Draw, buf: dict[str, Any], success: np.ndarray) -> Verification:
+        """Dual-noise verification of the judged successes (:func:`rawdream.rl.dnv.verify`)."""
         cfg = self.cfg
-        rows = [s for s in states for _ in range(cfg.group_size)]
-        n = len(rows)
-        gen = rollout_generators(cfg.seed, it, n, offset)
-        t0 = time.perf_counter()
-        venv = self._sim(n)
-        resets = venv.reset([self.init[s]["seed"] for s in rows], self.task)
-        obs = {
-            "image": np.stack([o["image"] for o, _ in resets]),
-            "proprio": np.stack([o["proprio"] for o, _ in resets]),
-            "instruction": [self.instruction] * n,
-        }
-        alive = np.ones(n, bool)
-        success = np.zeros(n, bool)
+        if not (cfg.dnv and self.source.can_redraw):
+            return Verification(flipped=np.zeros(len(success), bool))
 
-        def step(actions):
-            idx = np.nonzero(alive)[0].tolist()
-            res = venv.step_chunk(actions[idx], slots=idx)
-            for i, r in zip(idx, res):
-                obs["image"][i], obs["proprio"][i] = r.obs["image"], r.obs["proprio"]
-                success[i] |= r.success
-                if r.success or r.terminated or r.truncated:
-                    alive[i] = False
-            return obs, None, None, None, None
+        def reimagine(idx: np.ndarray, k: int) -> np.ndarray:
+            return self.source.redraw(draw, buf["actions"], idx, k)
 
-        buf = collect_rollouts(
-            self.policy,
-            obs,
-            step,
-            gen,
-            cfg.horizon,
-            cfg.temperature,
-            self.instruction,
-            alive_fn=lambda: alive.copy(),
+        def judge_again(videos: np.ndarray, idx: np.ndarray, k: int) -> list:
+            context = self._judge_context(draw, buf, idx)
+            return self._judge(list(videos), context, f"iteration {draw.it + 1}, second noise draw")
+
+        return verify(success, cfg.dnv_redraws, reimagine, judge_again, cfg.dnv_threshold)
+
+    # -- 4. advantages ------------------------------------------------------------------------------------
+    def advantages(self, buf: dict[str, Any]):
+        cfg = self.cfg
+        reliable = ~(buf["abstain"] | buf["flipped"])
+        return group_advantages(
+            torch.from_numpy(buf["reward"]).view(-1, cfg.group_size),
+            torch.from_numpy(reliable).view(-1, cfg.group_size),
+            cfg.max_unreliable,
+            drop_uninformative=cfg.drop_uninformative,
         )
-        self.real_trajectories += n
-        t_sim = time.perf_counter() - t0
-        out = {
-            "success": success,
-            "reward": success.astype(np.float32),  # the simulator's success: exact, no score needed
-            "abstain": np.zeros(n, bool),
-            "flipped": np.zeros(n, bool),
-            "second": {},
-            "scores": success.astype(float),
-            "video": None,
-            "true_success": success.copy(),
-            "time": {"imagine": t_sim, "judge": 0.0, "verify": 0.0},
-        }
-        if cfg.sim_reward == "judge":
-            # the real video, one frame per chunk; a rollout that ended early holds its last frame
-            video = np.concatenate([buf["images"], obs["image"][None]], 0).swapaxes(0, 1)
-            if video.shape[1] < cfg.horizon + 1:
-                pad = np.repeat(video[:, -1:], cfg.horizon + 1 - video.shape[1], axis=1)
-                video = np.concatenate([video, pad], 1)
-            t0 = time.perf_counter()
-            verdicts = self._judge(list(video), {}, f"iteration {it + 1}")
-            judged = np.array([v.success is True for v in verdicts])
-            scores = np.array([verdict_score(v) for v in verdicts])
-            reward = (scores if cfg.reward == "score" else judged).astype(np.float32)
-            out.update(
-                {
-                    "success": judged,
-                    "reward": reward,
-                    "abstain": np.array([v.success is None for v in verdicts]),
-                    "scores": scores,
-                    "video": video,
-                    "time": {"imagine": t_sim, "judge": time.perf_counter() - t0, "verify": 0.0},
-                }
-            )
-        buf.update(out)
-        return buf
 
-    # -- update ---------------------------------------------------------------------------------------------
+    # -- 5. update ----------------------------------------------------------------------------------------
     def update(
         self, buf: dict[str, Any], adv: torch.Tensor, roll_mask: torch.Tensor, it: int = 0
     ) -> dict[str, float]:
@@ -507,35 +447,11 @@ class Dreamer:
             stats[key] /= max(stats["updates"], 1)
         return stats
 
-    def advantages(self, buf: dict[str, Any]):
-        cfg = self.cfg
+    def metrics(
+        self, buf: dict[str, Any], a, upd: dict[str, float], rounds: int, t_update: float
+    ) -> dict[str, float]:
         reliable = ~(buf["abstain"] | buf["flipped"])
-        return group_advantages(
-            torch.from_numpy(buf["reward"]).view(-1, cfg.group_size),
-            torch.from_numpy(reliable).view(-1, cfg.group_size),
-            cfg.max_unreliable,
-            drop_uninformative=cfg.drop_uninformative,
-        )
-
-    def iteration(self, it: int) -> tuple[dict[str, float], dict[str, Any]]:
-        cfg = self.cfg
-        rollout = self.rollout_imagined if cfg.env_mode == "wm" else self.rollout_sim
-        # dynamic sampling (DAPO): draw further rounds of groups from other initial states until ``groups`` of
-        # them carry an advantage (or ``sample_rounds`` draws were made); uninformative groups leave the loss
-        n = cfg.groups * cfg.group_size
-        bufs, informative = [], 0
-        for rnd in range(cfg.sample_rounds):
-            bufs.append(rollout(it, self._choose_states(it, rnd), offset=rnd * n))
-            informative += int(self.advantages(bufs[-1]).informative.sum())  # groups are per round
-            if informative >= cfg.groups:
-                break
-        buf = merge_rollouts(bufs)
-        a = self.advantages(buf)
-        t0 = time.perf_counter()
-        upd = self.update(buf, a.advantages.flatten(), a.mask.flatten(), it)
-        t_update = time.perf_counter() - t0
-        reliable = ~(buf["abstain"] | buf["flipped"])
-        metrics = {
+        return {
             "reward_mean": float(buf["reward"].mean()),
             "judged_success_rate": float(buf["success"].mean()),
             **({"true_success_rate": float(buf["true_success"].mean())} if "true_success" in buf else {}),
@@ -544,7 +460,7 @@ class Dreamer:
             "dnv_flips": float(buf["flipped"].sum()),
             "dropped_groups": float(a.dropped.sum()),
             "informative_groups": float(a.informative.sum()),
-            "sample_rounds": float(len(bufs)),
+            "sample_rounds": float(rounds),
             "judge_abstains": float(buf["abstain"].sum()),
             "rollouts": float(len(buf["reward"])),
             **{k: float(v) for k, v in upd.items()},
@@ -552,38 +468,9 @@ class Dreamer:
             "time_update": t_update,
             "real_trajectories": float(self.real_trajectories),
         }
-        return metrics, buf
 
-
-def merge_rollouts(bufs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Rollout batches of one iteration side by side (rollout axis); time-major arrays are padded to the longest
-    batch with dead steps (``alive`` False), which the update never reads."""
-    if len(bufs) == 1:
-        return bufs[0]
-    h = max(b["alive"].shape[0] for b in bufs)
-
-    def pad(x):
-        extra = h - x.shape[0]
-        if extra == 0:
-            return x
-        if isinstance(x, torch.Tensor):
-            return torch.cat([x, torch.zeros((extra, *x.shape[1:]), dtype=x.dtype)], 0)
-        return np.concatenate([x, np.zeros((extra, *x.shape[1:]), x.dtype)], 0)
-
-    out: dict[str, Any] = {}
-    for key in ("images", "proprio", "tokens", "logp", "alive"):
-        parts = [pad(b[key]) for b in bufs]
-        out[key] = torch.cat(parts, 1) if isinstance(parts[0], torch.Tensor) else np.concatenate(parts, 1)
-    for key in ("success", "reward", "abstain", "flipped", "scores", "true_success"):
-        if key in bufs[0]:
-            out[key] = np.concatenate([b[key] for b in bufs])
-    out["video"] = None if bufs[0].get("video") is None else np.concatenate([b["video"] for b in bufs])
-    out["second"], start = {}, 0
-    for b in bufs:
-        out["second"].update({start + i: v for i, v in b["second"].items()})
-        start += len(b["reward"])
-    out["time"] = {k: sum(b["time"][k] for b in bufs) for k in bufs[0]["time"]}
-    return out
+    def close(self) -> None:
+        self.source.close()
 
 
 def save_gallery(

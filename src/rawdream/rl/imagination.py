@@ -24,6 +24,7 @@ def collect_rollouts(
     temperature: float,
     instruction: str,
     alive_fn: Callable[[], np.ndarray] | None = None,
+    noise: str = "token",
 ) -> dict[str, Any]:
     """Sample the policy for ``horizon`` chunks against ``step_fn`` (an ImaginedEnv's or the simulator's)."""
     n = len(gens)
@@ -39,6 +40,7 @@ def collect_rollouts(
             {"image": obs["image"], "proprio": obs["proprio"], "instruction": [instruction] * n},
             temperature,
             gens,
+            noise,
         )
         tokens.append(tok)
         logps.append(lp)
@@ -63,6 +65,7 @@ def imagine_rollouts(
     temperature: float,
     policy_seeds: list[int],
     noise_seeds: list[int],
+    noise: str = "token",
 ) -> dict[str, Any]:
     """Roll the policy in the world model from real first frames; adds the imagined ``video`` (N, H+1, ...) and
     the executed ``actions`` (N, H, chunk, A) to what :func:`collect_rollouts` returns."""
@@ -73,7 +76,7 @@ def imagine_rollouts(
     obs, _ = env.reset(images, proprio, [instruction] * n, list(noise_seeds))
     gens = [torch.Generator().manual_seed(int(s)) for s in policy_seeds]
     with torch.no_grad():
-        buf = collect_rollouts(policy, obs, env.step, gens, horizon, temperature, instruction)
+        buf = collect_rollouts(policy, obs, env.step, gens, horizon, temperature, instruction, noise=noise)
     buf["video"] = env.video()
     buf["actions"] = env.actions()
     return buf
@@ -105,7 +108,9 @@ class LocalImagination:
     def sync(self, version: int) -> None:
         """The policy is shared with the learner here: nothing to send."""
 
-    def rollouts(self, images, proprio, instruction, horizon, temperature, policy_seeds, noise_seeds):
+    def rollouts(
+        self, images, proprio, instruction, horizon, temperature, policy_seeds, noise_seeds, noise="token"
+    ):
         return imagine_rollouts(
             self.policy,
             self.wm,
@@ -116,6 +121,7 @@ class LocalImagination:
             temperature,
             policy_seeds,
             noise_seeds,
+            noise,
         )
 
     def reimagine(self, first_frames, proprio, actions, noise_seeds) -> np.ndarray:
