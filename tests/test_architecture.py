@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import rawdream
 
@@ -138,6 +139,63 @@ def test_a_judge_backend_outside_the_library_registers_itself():
         assert "frame-counter" in JUDGES.names()
     finally:
         JUDGES._factories.pop("frame-counter")
+
+
+class _Wrapped(torch.nn.Module):
+    """A policy type of its own, living in tests/: it offers the Policy protocol and nothing else (no ``.model``,
+    ``.cfg`` or processor internals), so RL can only use what the protocol promises."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self._inner = inner
+        self.chunk = inner.cfg.chunk
+
+    def sample(self, obs, temperature=1.0, generator=None, noise="token"):
+        return self._inner.sample(obs, temperature, generator, noise)
+
+    def logprob(self, obs, tokens, temperature=1.0):
+        return self._inner.logprob(obs, tokens, temperature)
+
+    def logits(self, obs):
+        return self._inner.logits(obs)
+
+    def greedy(self, obs):
+        return self._inner.greedy(obs)
+
+
+def test_rl_needs_only_the_policy_protocol(tiny_policy, tiny_wm):
+    from rawdream.config import resolve
+    from rawdream.policy.base import Policy
+    from rawdream.policy.train import load_policy
+    from rawdream.policy.vla import POLICIES
+    from rawdream.reward.base import Verdict
+    from rawdream.rl.dream import DreamConfig, Dreamer
+    from rawdream.world_model.train import load_world_model
+
+    vla = load_policy(tiny_policy)
+    assert isinstance(vla, Policy)
+    POLICIES.register("wrapped-vla")(_Wrapped)
+    try:
+        policy = POLICIES.get("wrapped-vla")(vla)
+        assert isinstance(policy, Policy) and not hasattr(policy, "model")
+        overrides = {"task": "reach", "split.targets": ["push"], "group_size": 4, "horizon": 3}
+        overrides.update({"judge.backend": "oracle", "judge.allow_oracle": True, "lr": 1e-3, "kl_coef": 0.1})
+        cfg = resolve(DreamConfig, "dream", "tiny", overrides)
+        dreamer = Dreamer(cfg, policy, load_world_model(tiny_wm))
+
+        class _Alternating:
+            name, privileged = "alternating", False
+
+            def __call__(self, videos, instructions, **_):
+                return [Verdict(success=i % 2 == 0) for i in range(len(videos))]
+
+        dreamer.judge = _Alternating()
+        before = [q.detach().clone() for q in policy.parameters()]
+        metrics, _ = dreamer.iteration(0)  # rollout, judge, verify, advantages, update with a KL term
+        assert metrics["updates"] > 0
+        assert any(not torch.equal(a, b) for a, b in zip(before, policy.parameters()))
+    finally:
+        POLICIES._factories.pop("wrapped-vla")
 
 
 def test_an_unknown_backend_names_the_flag_and_the_choices():

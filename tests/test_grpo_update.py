@@ -147,7 +147,7 @@ def test_the_entropy_term_raises_entropy_and_the_kl_term_pulls_back_to_the_refer
     model.load_state_dict(weights)
 
     # KL: move the policy away from a frozen reference, then a KL-only update brings it closer
-    dreamer.ref = copy.deepcopy(model).eval()
+    dreamer.ref = copy.deepcopy(dreamer.policy).eval()
     try:
         g = torch.Generator().manual_seed(0)
         with torch.no_grad():
@@ -156,7 +156,7 @@ def test_the_entropy_term_raises_entropy_and_the_kl_term_pulls_back_to_the_refer
 
         def kl():
             with torch.no_grad():
-                ref = torch.log_softmax(dreamer.ref(*dreamer.policy._inputs(obs)), -1)
+                ref = torch.log_softmax(dreamer.ref.logits(obs), -1)
                 cur = torch.log_softmax(dreamer.policy.logits(obs), -1)
                 return float((cur.exp() * (cur - ref)).sum(-1).mean())
 

@@ -95,7 +95,7 @@ def collect_policy_rollouts(
     tasks = cfg.resolved_tasks()
     split = resolve_split(cfg.split)
     policy = load_policy(policy_path)
-    chunk = policy.cfg.chunk
+    chunk = policy.chunk
     fps = 80.0 / chunk
     manifest = {
         "kind": "labeled",

@@ -60,7 +60,7 @@ def policy_rollouts(policy, task: str, cfg: RewardFidelityConfig) -> dict[str, n
 
     n = cfg.states * cfg.rollouts_per_state
     init_seeds = [seeds.DREAM_INIT + i // cfg.rollouts_per_state for i in range(n)]
-    env_cfg = replace(cfg.env, max_steps=cfg.horizon * policy.cfg.chunk, end_on_success=False)
+    env_cfg = replace(cfg.env, max_steps=cfg.horizon * policy.chunk, end_on_success=False)
     text = instruction(task)
     gen = torch.Generator().manual_seed(seeds.stable_seed("reward-fidelity", task, cfg.seed))
     with make_vector_env(n, env_cfg, num_workers=cfg.workers) as venv:

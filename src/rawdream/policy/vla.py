@@ -102,7 +102,7 @@ class VLAModel(nn.Module):
 
 
 class VLAPolicy(nn.Module):
-    """Model + processor. Observations are dicts of batched ``image`` (B,H,W,3) uint8, ``proprio`` (B,P) and
+    """Model + processor; a :class:`rawdream.policy.base.Policy`. Observations are dicts of batched ``image`` (B,H,W,3) uint8, ``proprio`` (B,P) and
     ``instruction`` (list of B strings), exactly what :class:`Env` / ImaginedEnv return (stacked)."""
 
     def __init__(
@@ -212,6 +212,10 @@ class VLAPolicy(nn.Module):
     @torch.no_grad()
     def greedy(self, obs: dict[str, Any]) -> np.ndarray:
         return self.sample(obs, temperature=0.0)[0]
+
+    @property
+    def chunk(self) -> int:
+        return self.cfg.chunk
 
     def processor_state(self) -> dict:
         return {"tokenizer": self.tokenizer.state_dict(), "text_cache": self.text_encoder.state()}

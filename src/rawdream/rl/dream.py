@@ -248,8 +248,8 @@ class Dreamer:
         if cfg.kl_coef > 0:
             import copy
 
-            self.ref = copy.deepcopy(policy.model).eval()
-        self.opt = torch.optim.AdamW(policy.model.parameters(), lr=cfg.lr, weight_decay=0.0)
+            self.ref = copy.deepcopy(policy).eval()
+        self.opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
         self.real_trajectories = 0  # target-task trajectories RL used (online RL only)
 
     def iteration(self, it: int) -> tuple[dict[str, float], dict[str, Any]]:
@@ -396,8 +396,7 @@ class Dreamer:
         # minibatch order from (seed, iteration) only: a float-valued seed (e.g. a sum of log-probabilities)
         # would change with the last bit of arithmetic, so Ray and local, or CPU and GPU, would shuffle apart
         g = torch.Generator().manual_seed(seeds.stable_seed("update", cfg.seed, it))
-        model = self.policy.model
-        model.eval()  # no dropout: the sampled and the re-computed log-probabilities must agree
+        self.policy.eval()  # no dropout: the sampled and the re-computed log-probabilities must agree
         for _ in range(cfg.epochs):
             perm = idx[torch.randperm(len(idx), generator=g)]
             for k in range(0, len(perm), cfg.minibatch):
@@ -420,7 +419,7 @@ class Dreamer:
                 loss = loss - cfg.entropy_coef * ent.mean()
                 if self.ref is not None:
                     with torch.no_grad():
-                        ref_logits = self.ref(*self.policy._inputs(obs))
+                        ref_logits = self.ref.logits(obs)
                     logits = self.policy.logits(obs)
                     kl = (
                         torch.nn.functional.kl_div(
@@ -435,7 +434,7 @@ class Dreamer:
                     loss = loss + cfg.kl_coef * kl
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
-                gn = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                gn = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), 1.0)
                 self.opt.step()
                 stats["loss"] += loss.item()
                 stats["clip_frac"] += info["clip_frac"]
@@ -533,7 +532,7 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn, backend:
 
         wm = load_world_model(wm_path).to(dev) if wm_path else None
     dreamer = Dreamer(cfg, policy, wm, init_from, log_fn, backend=backend)
-    meta = load_checkpoint(out / "ckpt", "dream", policy.model, dreamer.opt)
+    meta = load_checkpoint(out / "ckpt", "dream", policy, dreamer.opt)
     start = meta["step"] if meta else 0
     dreamer.real_trajectories = int(meta.get("real_trajectories", 0)) if meta else 0
     log = MetricsLogger(out)
@@ -586,7 +585,7 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn, backend:
         save_checkpoint(
             out / "ckpt",
             "dream",
-            policy.model,
+            policy,
             dreamer.opt,
             step=it + 1,
             extra={"real_trajectories": dreamer.real_trajectories},

@@ -29,7 +29,7 @@ def collect_rollouts(
     """Sample the policy for ``horizon`` chunks against ``step_fn`` (an ImaginedEnv's or the simulator's)."""
     n = len(gens)
     images, proprio, tokens, logps, alive = [], [], [], [], []
-    policy.model.eval()
+    policy.eval()
     for _ in range(horizon):
         live = alive_fn() if alive_fn else np.ones(n, bool)
         if not live.any():

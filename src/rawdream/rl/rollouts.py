@@ -172,7 +172,7 @@ class SimulatorRollouts:
                 "--env sim resets the simulator: it cannot start from --init-from dataset frames"
             )
         self.policy, self.init, self.task, self.instruction = policy, init, task, instruction
-        self.env = replace(env, max_steps=horizon * policy.cfg.chunk)
+        self.env = replace(env, max_steps=horizon * policy.chunk)
         self.horizon, self.temperature, self.seed = horizon, temperature, seed
         self.workers, self.backend, self.noise = workers, backend, noise
         self._venv = None
