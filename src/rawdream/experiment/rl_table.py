@@ -28,7 +28,16 @@ _IGNORED = {
     "config_type",
 }
 # the settings an RL recipe is told apart by, always shown
-RECIPE = ("lr", "temperature", "drop_uninformative", "sample_rounds", "groups", "init_states", "iterations")
+RECIPE = (
+    "lr",
+    "temperature",
+    "exploration",
+    "drop_uninformative",
+    "sample_rounds",
+    "groups",
+    "init_states",
+    "iterations",
+)
 
 
 def changed_settings(config: dict[str, Any]) -> dict[str, Any]:
@@ -78,14 +87,14 @@ def format_rl_table(rows: list[dict[str, Any]]) -> str:
         )
 
     lines = [
-        "| run | task | lr | T | filter | rounds | groups x layouts | iterations | real trajectories | minutes "
+        "| run | task | lr | T | noise | filter | rounds | groups x layouts | iterations | real trajectories | minutes "
         "| practised layouts | new layouts |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c = r["recipe"]
         lines.append(
-            f"| {r['run']} | {r['task']} | {c['lr']:g} | {c['temperature']:g} | "
+            f"| {r['run']} | {r['task']} | {c['lr']:g} | {c['temperature']:g} | {c.get('exploration') or 'token'} | "
             f"{'yes' if c['drop_uninformative'] else 'no'} | {c['sample_rounds']} | {c['groups']} x "
             f"{c['init_states']} | {c['iterations']} | {r['real_trajectories_rl']} | {r['minutes']} | "
             f"{cell(r['protocols'].get('practised'))} | {cell(r['protocols'].get('new'))} |"
