@@ -198,6 +198,55 @@ def test_rl_needs_only_the_policy_protocol(tiny_policy, tiny_wm):
         POLICIES._factories.pop("wrapped-vla")
 
 
+def test_meta_world_stays_inside_envs():
+    """Outside envs/, code asks the task catalogues (rawdream.envs.tasks), never Meta-World's modules."""
+    src = Path(rawdream.__file__).parent
+    offenders = []
+    for path in src.rglob("*.py"):
+        if path.parent.name == "envs":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            offenders += [f"{path.relative_to(src)}: {n}" for n in names if "metaworld" in n]
+    assert not offenders, offenders
+
+
+def test_a_simulator_catalogue_outside_the_library_registers_itself():
+    """A second simulator's tasks (LIBERO's, a lab's own) plug in as one catalogue: names, instructions and
+    splits resolve through it, and a split never mixes two simulators."""
+    from rawdream.envs import backend_of, canonical_task, instruction, tasks_of
+    from rawdream.envs.tasks import CATALOGUES, TaskCatalogue, register_catalogue
+    from rawdream.splits import SplitConfig, resolve_split
+
+    register_catalogue("toy")(
+        TaskCatalogue(
+            backend="toy",
+            instructions={
+                "stack-blocks": ("stack the blocks",),
+                "open-box": ("open the box", "lift the lid"),
+            },
+            splits={"toy-heldout": ("open-box",)},
+            normalise=lambda name: name.strip().lower(),
+        )
+    )
+    try:
+        assert backend_of("Open-Box") == "toy" and canonical_task("Open-Box") == "open-box"
+        assert instruction("open-box") == "open the box" and tasks_of("toy") == ("open-box", "stack-blocks")
+        split = resolve_split(SplitConfig(name="toy-heldout"))
+        assert (split.backend, split.targets, split.pretrain) == ("toy", ("open-box",), ("stack-blocks",))
+        assert resolve_split(SplitConfig(targets=["stack-blocks"])).pretrain == ("open-box",)
+        with pytest.raises(ValueError, match="mixes tasks of simulators metaworld, toy"):
+            resolve_split(SplitConfig(targets=["stack-blocks", "drawer-open"]))
+        assert backend_of("drawer_open-v3") == "metaworld"
+    finally:
+        CATALOGUES._factories.pop("toy")
+
+
 def test_an_unknown_backend_names_the_flag_and_the_choices():
     from rawdream.envs import EnvConfig, make_env
     from rawdream.reward.base import JudgeConfig, make_judge

@@ -312,9 +312,9 @@ def test_replay_fidelity_scores_the_object_region_against_copy_first_frame():
     real = rng.integers(0, 255, (3, 4, 16, 16, 3), dtype=np.uint8)
     masks = np.zeros((3, 4, 16, 16), bool)
     masks[:, :, 4:10, 4:10] = True
-    state = np.zeros((3, 4, 39), np.float32)
-    state[0, 2:, 4] = 0.1  # only rollout 0's object moves, from step 2 on
-    rep = replay_fidelity(real, real.copy(), masks, state, moved_threshold=0.02)
+    position = np.zeros((3, 4, 3), np.float32)
+    position[0, 2:, 0] = 0.1  # only rollout 0's object moves, from step 2 on
+    rep = replay_fidelity(real, real.copy(), masks, position, moved_threshold=0.02)
     assert rep["object_moved_episodes"] == [0, 1, 1]
     assert np.isnan(rep["object_ssim"][0]) and rep["object_ssim"][1] == pytest.approx(1.0)
     assert rep["object_ssim_copy"][1] < 0.5 and all(v == pytest.approx(1.0) for v in rep["ssim"])

@@ -624,12 +624,15 @@ def _cmd_report(args, overrides) -> int:
 
 
 def _cmd_tasks(args, overrides) -> int:
-    from rawdream.envs.metaworld_tasks import ALL_TASKS, instruction
+    from rawdream.envs.tasks import instruction, tasks_of
     from rawdream.splits import SplitConfig, resolve_split
 
     split = resolve_split(SplitConfig(name=args.split))
-    print(f"split {split.name}: {len(split.targets)} targets, {len(split.pretrain)} pretraining tasks\n")
-    for t in ALL_TASKS:
+    print(
+        f"split {split.name} ({split.backend}): {len(split.targets)} targets, {len(split.pretrain)} pretraining "
+        f"tasks\n"
+    )
+    for t in tasks_of(split.backend):
         role = "target" if t in split.targets else "pretrain"
         print(f"{t:28s} {role:9s} {instruction(t)}")
     if args.sheet:
@@ -743,7 +746,7 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     from rawdream.data.lerobot import DatasetError
-    from rawdream.envs.metaworld_tasks import UnknownTaskError
+    from rawdream.envs.tasks import UnknownTaskError
     from rawdream.reward.base import JudgeUnavailableError
     from rawdream.splits import TargetTaskLeakError
 
@@ -766,6 +769,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"rawdream {args.verb}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `rawdream tasks | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(
             f"\nrawdream {args.verb}: interrupted; finished work is on disk and the same command resumes",

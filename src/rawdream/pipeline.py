@@ -162,7 +162,7 @@ class Runner:
 def preflight(cfg: RunConfig, split, log=print) -> None:
     """What the stages will need, checked before any of them starts: RL tasks that are targets of the split,
     demonstrations of exactly the split's targets, and any judge outside this process answering a real request."""
-    from rawdream.envs.metaworld_tasks import canonical_task
+    from rawdream.envs.tasks import canonical_task
     from rawdream.reward.base import make_judge, probe_judge
 
     sft_tasks = [canonical_task(t) for t in cfg.sft.tasks] or list(split.targets)

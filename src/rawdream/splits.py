@@ -10,13 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rawdream.envs.metaworld_tasks import ALL_TASKS, canonical_task, paraphrases
+from rawdream.envs.tasks import backend_of, canonical_task, named_split, paraphrases, tasks_of
 
-NAMED_SPLITS: dict[str, tuple[str, ...]] = {
-    # Meta-World's ML10 test tasks: the analogue of LIBERO's held-out suites.
-    "metaworld-heldout5": ("drawer-open", "door-close", "shelf-place", "sweep-into", "lever-pull"),
-}
-DEFAULT_SPLIT = "metaworld-heldout5"
+DEFAULT_SPLIT = "metaworld-heldout5"  # the simulators' named splits live in their task catalogues (envs/)
 TARGET_DATA_VARIANTS = ("co-train", "id-ft")
 
 
@@ -40,25 +36,28 @@ class Split:
     name: str
     targets: tuple[str, ...]
     pretrain: tuple[str, ...]
+    backend: str = "metaworld"  # the simulator whose tasks these are
 
     def as_dict(self) -> dict:
         return {"name": self.name, "targets": list(self.targets), "pretrain": list(self.pretrain)}
 
 
 def resolve_split(cfg: SplitConfig | None = None) -> Split:
+    """A split of one simulator's tasks: the targets, and every other task of that simulator for pretraining."""
     cfg = cfg or SplitConfig()
     if cfg.targets:
         targets = tuple(dict.fromkeys(canonical_task(t) for t in cfg.targets))
-        name = cfg.name if cfg.name != DEFAULT_SPLIT else "custom"
-    else:
-        if cfg.name not in NAMED_SPLITS:
+        backends = sorted({backend_of(t) for t in targets})
+        if len(backends) > 1:
             raise ValueError(
-                f"unknown split {cfg.name!r}; named splits: {', '.join(NAMED_SPLITS)}, or give "
-                f"--split.targets task1,task2 for your own"
+                f"--split.targets mixes tasks of simulators {', '.join(backends)}; use one simulator"
             )
-        targets, name = NAMED_SPLITS[cfg.name], cfg.name
-    pretrain = tuple(t for t in ALL_TASKS if t not in targets)
-    return Split(name=name, targets=targets, pretrain=pretrain)
+        backend, name = backends[0], (cfg.name if cfg.name != DEFAULT_SPLIT else "custom")
+    else:
+        backend, targets = named_split(cfg.name)
+        name = cfg.name
+    pretrain = tuple(t for t in tasks_of(backend) if t not in targets)
+    return Split(name=name, targets=targets, pretrain=pretrain, backend=backend)
 
 
 class TargetTaskLeakError(ValueError):

@@ -40,7 +40,7 @@ from rawdream.config import config_hash, to_dict
 from rawdream.data.lerobot import DEFAULT_IMAGE_KEY, LeRobotDataset, LeRobotWriter, video_feature
 from rawdream.data.video import VideoConfig
 from rawdream.envs.base import EnvConfig
-from rawdream.envs.metaworld_tasks import canonical_task, instruction
+from rawdream.envs.tasks import canonical_task, instruction
 from rawdream.splits import TASK_FREE_BEHAVIOURS, SplitConfig, resolve_split  # noqa: F401
 
 BEHAVIOURS = ("expert", "stall", "random", "poke", "interact")
@@ -213,9 +213,10 @@ def run_episode(spec: EpisodeSpec, env_cfg: EnvConfig) -> dict[str, Any]:
     obs, info = env.reset(spec.seed)
     k = spec.frame_stride
     explorer = _RandomExplorer(rng)
-    poker = _ObjectPoker(rng, info["state"][4:7])
-    interactor = _Interactor(rng, info["state"][4:7])
+    poker = _ObjectPoker(rng, info["object_position"])
+    interactor = _Interactor(rng, info["object_position"])
     frames, proprio, states = [obs["image"]], [obs["proprio"]], [info["state"]]
+    positions = [info["object_position"]]
     masks = [env.object_mask()] if spec.object_masks else []
     actions, rewards, chunk_success = [], [], []
     chunk_a, chunk_r, chunk_s = [], 0.0, False
@@ -225,9 +226,9 @@ def run_episode(spec: EpisodeSpec, env_cfg: EnvConfig) -> dict[str, Any]:
         if spec.behaviour == "random":
             a = explorer(env.proprio()[:3])
         elif spec.behaviour == "poke":
-            a = poker(env.proprio()[:3], env.state[4:7])
+            a = poker(env.proprio()[:3], info["object_position"])
         elif spec.behaviour == "interact":
-            a = interactor(env.proprio()[:3], env.state[4:7])
+            a = interactor(env.proprio()[:3], info["object_position"])
         elif spec.behaviour == "stall" and t >= spec.stall_at:
             a = rng.normal(0, 0.3, 4)
         else:
@@ -258,6 +259,7 @@ def run_episode(spec: EpisodeSpec, env_cfg: EnvConfig) -> dict[str, Any]:
                 masks.append(env.object_mask())
             proprio.append(obs["proprio"])
             states.append(info["state"])
+            positions.append(info["object_position"])
             chunk_a, chunk_r, chunk_s = [], 0.0, False
         if done:
             break
@@ -272,6 +274,7 @@ def run_episode(spec: EpisodeSpec, env_cfg: EnvConfig) -> dict[str, Any]:
     return {
         "frames": np.stack(frames).astype(np.uint8),
         "masks": np.stack(masks) if masks else None,
+        "object_position": np.stack(positions).astype(np.float32),  # per kept frame, for fidelity measures
         "data": {
             "observation.state": np.stack(proprio).astype(np.float32),
             "observation.environment_state": np.stack(states).astype(np.float32),

@@ -24,7 +24,7 @@ from rawdream.config import to_dict
 from rawdream.data.lerobot import DEFAULT_IMAGE_KEY, LeRobotWriter
 from rawdream.data.video import VideoConfig
 from rawdream.envs.base import EnvConfig
-from rawdream.envs.metaworld_tasks import canonical_task, instruction
+from rawdream.envs.tasks import canonical_task, instruction
 from rawdream.splits import SplitConfig, TargetTaskLeakError, resolve_split
 
 

@@ -8,7 +8,10 @@ cannot tell which one it talks to:
 * ``instruction``: the task's natural-language instruction.
 
 ``step`` follows Gymnasium: ``(obs, reward, terminated, truncated, info)``; ``info["success"]`` carries the
-simulator's success flag. An episode succeeds when the simulator reports success at any step and ends there
+simulator's success flag, ``info["object_position"]`` the world xyz of the task's main object (for task-free
+play and for fidelity measures, never a policy input) and ``info["state"]`` the simulator's full state vector
+(stored in datasets as ``observation.environment_state``; its layout is the backend's own); ``reset`` returns the
+same keys. An episode succeeds when the simulator reports success at any step and ends there
 (``terminated`` is True on success when ``end_on_success``); ``truncated`` is True at the step limit.
 """
 
@@ -66,6 +69,18 @@ class Env(Protocol):
     ) -> tuple[Observation, float, bool, bool, dict]: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Instrumented(Env, Protocol):
+    """What task-free play collection, expert demonstrations and fidelity measures ask of a simulator beyond the
+    policy's contract (called through ``VectorEnv.call`` in worker processes). Never a policy input."""
+
+    def expert_action(self) -> np.ndarray: ...  # a scripted expert's action at the current state
+
+    def object_mask(self) -> np.ndarray: ...  # (H, W) bool: pixels of the task's objects in the current frame
+
+    def object_position(self) -> np.ndarray: ...  # (3,) world xyz of the task's main object
 
 
 def check_action(action: Any, action_dim: int, what: str = "action") -> np.ndarray:

@@ -20,7 +20,7 @@ import mujoco
 import numpy as np
 
 from rawdream.envs.base import CameraConfig, EnvConfig, Observation, check_action, register_env
-from rawdream.envs.metaworld_tasks import canonical_task, instruction, metaworld_env_name
+from rawdream.envs.metaworld_tasks import CATALOGUE, metaworld_env_name
 
 _LIVE: weakref.WeakSet = weakref.WeakSet()
 _EXIT_HOOK = False
@@ -72,10 +72,10 @@ class MetaWorldEnv:
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
         self.cfg = cfg or EnvConfig()
-        self.task = canonical_task(task)
-        self.instruction = instruction(self.task)
+        name = metaworld_env_name(task)  # refuses a task of another simulator
+        self.task = name.removesuffix("-v3")
+        self.instruction = CATALOGUE.instructions[self.task][0]
         self.max_steps = self.cfg.max_steps
-        name = metaworld_env_name(self.task)
         cls = ALL_V3_ENVIRONMENTS[name]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -125,7 +125,8 @@ class MetaWorldEnv:
         state, _ = self._env.reset()
         self._state = state
         self._t = 0
-        return self._obs(render=True), {"state": state.copy(), "success": False, "seed": self._seed, "t": 0}
+        info = {"state": state.copy(), "object_position": self.object_position(), "success": False}
+        return self._obs(render=True), {**info, "seed": self._seed, "t": 0}
 
     def step(self, action: np.ndarray, render: bool = True) -> tuple[Observation, float, bool, bool, dict]:
         if self._state is None:
@@ -139,7 +140,12 @@ class MetaWorldEnv:
         success = bool(info.get("success", 0.0))
         terminated = success and self.cfg.end_on_success
         truncated = self._t >= self.max_steps and not terminated
-        out_info = {"state": state.copy(), "success": success, "t": self._t}
+        out_info = {
+            "state": state.copy(),
+            "object_position": self.object_position(),
+            "success": success,
+            "t": self._t,
+        }
         return self._obs(render=render), float(reward), terminated, truncated, out_info
 
     def close(self) -> None:
@@ -177,6 +183,10 @@ class MetaWorldEnv:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return np.clip(self._expert.get_action(self.state), -1.0, 1.0).astype(np.float32)
+
+    def object_position(self) -> np.ndarray:
+        """World xyz of the task's main object (Meta-World keeps it at state[4:7])."""
+        return self.state[4:7].copy()
 
     def proprio(self) -> np.ndarray:
         return self.state[:PROPRIO_DIM].astype(np.float32)

@@ -1,13 +1,13 @@
-"""The 50 Meta-World v3 tasks: canonical names and natural-language instructions.
+"""The 50 Meta-World v3 tasks: names, instructions and the named split - Meta-World's task catalogue.
 
 Each task has one canonical instruction (what the policy is told) and paraphrases (used to make learned
 judges read the meaning rather than memorise one string). Names are given without Meta-World's ``-v3``
-suffix; :func:`canonical_task` accepts either form.
+suffix; :func:`rawdream.envs.canonical_task` accepts either form.
 """
 
 from __future__ import annotations
 
-import difflib
+from rawdream.envs.tasks import TaskCatalogue, UnknownTaskError, register_catalogue
 
 # name -> (canonical instruction, paraphrases...)
 INSTRUCTIONS: dict[str, tuple[str, ...]] = {
@@ -183,29 +183,26 @@ ALL_TASKS: tuple[str, ...] = tuple(sorted(INSTRUCTIONS))
 assert len(ALL_TASKS) == 50
 
 
-class UnknownTaskError(ValueError):
-    """A task name that is not one of the 50 Meta-World tasks."""
-
-
-def canonical_task(name: str) -> str:
-    """'drawer-open-v3', 'drawer_open' or 'drawer-open' -> 'drawer-open'; unknown names fail with suggestions."""
+def _normalise(name: str) -> str:
     key = name.strip().lower().replace("_", "-")
-    if key.endswith("-v3"):
-        key = key[:-3]
-    if key in INSTRUCTIONS:
-        return key
-    close = difflib.get_close_matches(key, ALL_TASKS, n=3, cutoff=0.5)
-    hint = f"closest: {', '.join(close)}" if close else "run `rawdream tasks` to list them"
-    raise UnknownTaskError(f"unknown Meta-World task {name!r}; {hint}")
+    return key[:-3] if key.endswith("-v3") else key
 
 
-def instruction(task: str) -> str:
-    return INSTRUCTIONS[canonical_task(task)][0]
-
-
-def paraphrases(task: str) -> tuple[str, ...]:
-    return INSTRUCTIONS[canonical_task(task)]
+CATALOGUE = register_catalogue("metaworld")(
+    TaskCatalogue(
+        backend="metaworld",
+        instructions=INSTRUCTIONS,
+        # Meta-World's ML10 test tasks: the analogue of LIBERO's held-out suites
+        splits={
+            "metaworld-heldout5": ("drawer-open", "door-close", "shelf-place", "sweep-into", "lever-pull")
+        },
+        normalise=_normalise,
+    )
+)
 
 
 def metaworld_env_name(task: str) -> str:
-    return canonical_task(task) + "-v3"
+    key = CATALOGUE.find(task)
+    if key is None:
+        raise UnknownTaskError(f"{task!r} is not a Meta-World task; run `rawdream tasks` to list them")
+    return key + "-v3"

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from rawdream.envs.base import EnvConfig, make_env
-from rawdream.envs.metaworld_tasks import ALL_TASKS
+from rawdream.envs.tasks import tasks_of
 
 
 def contact_sheet(
@@ -16,7 +16,7 @@ def contact_sheet(
     seed: int = 0,
     scale: int = 2,
     highlight: tuple[str, ...] = (),
-    tasks: tuple[str, ...] = ALL_TASKS,
+    tasks: tuple[str, ...] = (),
     cols: int = 10,
 ) -> Path:
     import matplotlib
@@ -25,6 +25,7 @@ def contact_sheet(
     import matplotlib.pyplot as plt
 
     cfg = cfg or EnvConfig()
+    tasks = tasks or tasks_of(cfg.backend)  # every task of the simulator
     rows = -(-len(tasks) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.9 * scale, rows * 1.0 * scale), squeeze=False)
     for ax in axes.flat:
@@ -48,11 +49,12 @@ def contact_sheet(
 
 
 def object_visibility(
-    cfg: EnvConfig | None = None, seeds: tuple[int, ...] = (0, 1, 2), tasks: tuple[str, ...] = ALL_TASKS
+    cfg: EnvConfig | None = None, seeds: tuple[int, ...] = (0, 1, 2), tasks: tuple[str, ...] = ()
 ) -> dict[str, dict]:
     """Per task, measured with MuJoCo segmentation at reset: pixels of all task objects, and the smallest object
     body (the one a pixel-only policy is most likely to miss), as medians over ``seeds``."""
     cfg = cfg or EnvConfig()
+    tasks = tasks or tasks_of(cfg.backend)
     out = {}
     for task in tasks:
         env = make_env(task, cfg)

@@ -30,6 +30,7 @@ class ChunkResult:
     truncated: bool
     steps: int  # control steps actually executed (fewer if the episode ended inside the chunk)
     state: np.ndarray
+    object_position: np.ndarray  # world xyz of the task's main object at the chunk's end
 
 
 class _Slots:
@@ -78,7 +79,11 @@ class _Slots:
                     if not last:
                         obs = {**obs, "image": env.render()}
                     break
-            out.append(ChunkResult(obs, total, success, terminated, truncated, steps, info["state"]))
+            out.append(
+                ChunkResult(
+                    obs, total, success, terminated, truncated, steps, info["state"], info["object_position"]
+                )
+            )
         return out
 
     def call(self, items: list[tuple[int, str]]) -> list[Any]:

@@ -125,7 +125,7 @@ def evaluate_judges(
         sources["imagined"] = imagine_videos(load_world_model(wm_path), ds, np.asarray(keep), progress)
     tasks = [vids.task[i] for i in keep]
     labels = vids.success[keep]
-    from rawdream.envs.metaworld_tasks import instruction
+    from rawdream.envs.tasks import instruction
 
     instructions = [instruction(t) for t in tasks]
     report: dict[str, Any] = {

@@ -26,7 +26,7 @@ import torch
 
 from rawdream import seeds
 from rawdream.envs.base import EnvConfig
-from rawdream.envs.metaworld_tasks import canonical_task, instruction
+from rawdream.envs.tasks import canonical_task, instruction
 from rawdream.eval.metrics import binary_metrics, cohen_kappa
 from rawdream.io import atomic_write_json
 from rawdream.reward.base import JudgeConfig, check_abstains, make_judge, probe_judge
@@ -68,9 +68,9 @@ def policy_rollouts(policy, task: str, cfg: RewardFidelityConfig) -> dict[str, n
         image = np.stack([o["image"] for o, _ in resets])
         proprio = np.stack([o["proprio"] for o, _ in resets]).astype(np.float32)
         frames, props, actions = [image.copy()], [proprio.copy()], []
-        # where the task's objects are, and the simulator state, at every kept frame: object-region fidelity
+        # where the task's objects are, and where its main object is, at every kept frame: object-region fidelity
         masks = [np.stack(venv.call("object_mask"))]
-        states = [np.stack([info["state"] for _, info in resets])]
+        positions = [np.stack([info["object_position"] for _, info in resets])]
         success = np.zeros(n, bool)
         for _ in range(cfg.horizon):
             a, _, _ = policy.sample(
@@ -84,11 +84,11 @@ def policy_rollouts(policy, task: str, cfg: RewardFidelityConfig) -> dict[str, n
             props.append(proprio.copy())
             actions.append(a)
             masks.append(np.stack(venv.call("object_mask")))
-            states.append(np.stack([r.state for r in res]))
+            positions.append(np.stack([r.object_position for r in res]))
     return {
         "video": np.stack(frames, 1),
         "masks": np.stack(masks, 1),
-        "state": np.stack(states, 1),
+        "object_position": np.stack(positions, 1),
         "proprio": np.stack(props, 1),
         "actions": np.stack(actions, 1),
         "success": success,
@@ -150,7 +150,7 @@ def reward_fidelity(
     from rawdream.eval.wm_fidelity import replay_fidelity
 
     frames_fidelity = replay_fidelity(
-        real["video"], draws[0], real["masks"], real["state"], cfg.moved_threshold
+        real["video"], draws[0], real["masks"], real["object_position"], cfg.moved_threshold
     )
     report = {
         "task": task,

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from rawdream import seeds
 from rawdream.distributed import Backend, RayConfig, open_backend
 from rawdream.envs.base import EnvConfig
-from rawdream.envs.metaworld_tasks import canonical_task
+from rawdream.envs.tasks import canonical_task
 from rawdream.envs.vector import make_vector_env
 from rawdream.io import atomic_write_json
 from rawdream.splits import SplitConfig, resolve_split

@@ -61,13 +61,13 @@ class EvalWMConfig:
 
 
 def replay_fidelity(
-    real: np.ndarray, fake: np.ndarray, masks: np.ndarray, state: np.ndarray, moved_threshold: float
+    real: np.ndarray, fake: np.ndarray, masks: np.ndarray, object_position: np.ndarray, moved_threshold: float
 ) -> dict[str, list[float]]:
     """Per AR step (1..H), imagined vs real frames of the same actions, beside the copy-the-first-frame baseline
     (open loop, the last observed frame is the first): whole-frame PSNR and SSIM, and object-region PSNR and SSIM
     over the pixels where the task's objects are (now or at the start), in the episodes where an object has moved
     by more than ``moved_threshold`` metres by then. ``real``/``fake`` (B, H+1, h, w, 3) uint8, ``masks``
-    (B, H+1, h, w) bool, ``state`` (B, H+1, D) with the object position at [4:7]."""
+    (B, H+1, h, w) bool, ``object_position`` (B, H+1, 3) the task's main object (``info["object_position"]``)."""
     rt, ft = torch.from_numpy(real), torch.from_numpy(fake)
     copy = torch.from_numpy(np.repeat(real[:, :1], real.shape[1], axis=1))
     out: dict[str, list[float]] = {
@@ -79,7 +79,7 @@ def replay_fidelity(
     keys = ("object_psnr", "object_psnr_copy", "object_ssim", "object_ssim_copy", "object_moved_episodes")
     out.update({k: [] for k in keys})
     for s in range(1, real.shape[1]):
-        moved = np.nonzero(np.abs(state[:, s, 4:7] - state[:, 0, 4:7]).max(-1) > moved_threshold)[0]
+        moved = np.nonzero(np.abs(object_position[:, s] - object_position[:, 0]).max(-1) > moved_threshold)[0]
         region = torch.from_numpy(masks[moved, 0] | masks[moved, s])
         vals = {
             "object_psnr": [
@@ -140,7 +140,7 @@ def evaluate_world_model(wm, cfg: EvalWMConfig, out: str | Path, progress: bool 
             eps = [r for s, r in zip(specs, results) if s.task == task]
             real = np.stack([e["frames"] for e in eps])  # (E, H+1, h, w, 3)
             masks = np.stack([e["masks"] for e in eps])
-            state = np.stack([e["data"]["observation.environment_state"] for e in eps])
+            position = np.stack([e["object_position"] for e in eps])
             proprio = np.stack([e["data"]["observation.state"] for e in eps])
             actions = np.stack([e["data"]["action"][:-1] for e in eps])
             imagined = wm.rollout(
@@ -157,7 +157,7 @@ def evaluate_world_model(wm, cfg: EvalWMConfig, out: str | Path, progress: bool 
             row: dict[str, Any] = {
                 "ae_psnr": float(psnr(recon, flat).mean()),
                 "ae_ssim": float(ssim(recon, flat).mean()),
-                **replay_fidelity(real, fake, masks, state, cfg.moved_threshold),
+                **replay_fidelity(real, fake, masks, position, cfg.moved_threshold),
                 "proprio_err": np.linalg.norm(fake_p[:, 1:, :3] - proprio[:, 1:, :3], axis=-1)
                 .mean(0)
                 .tolist(),

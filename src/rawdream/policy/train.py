@@ -26,7 +26,7 @@ from tqdm import tqdm
 from rawdream.config import build, save_config, to_dict
 from rawdream.data.cache import frame_cache
 from rawdream.data.lerobot import DatasetError, LeRobotDataset
-from rawdream.envs.metaworld_tasks import canonical_task
+from rawdream.envs.tasks import canonical_task
 from rawdream.io import atomic_write_json, load_weights, save_weights
 from rawdream.nn import EMA, count_params
 from rawdream.policy.tokenizer import ActionTokenizer

@@ -40,8 +40,8 @@ from rawdream import seeds
 from rawdream.config import build, save_config, to_dict
 from rawdream.data.cache import frame_cache
 from rawdream.data.lerobot import DatasetError, LeRobotDataset
-from rawdream.envs.metaworld_tasks import instruction as task_instruction
-from rawdream.envs.metaworld_tasks import paraphrases
+from rawdream.envs.tasks import instruction as task_instruction
+from rawdream.envs.tasks import paraphrases
 from rawdream.io import atomic_write_json, load_weights, save_weights
 from rawdream.nn import ResBlock, count_params, group_norm, mlp
 from rawdream.policy.text import TEXT_DIM, TextEncoder

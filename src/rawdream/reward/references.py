@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rawdream.envs.metaworld_tasks import paraphrases
+from rawdream.envs.tasks import paraphrases
 
 
 class MissingReferenceError(ValueError):

@@ -27,7 +27,7 @@ from rawdream import seeds
 from rawdream.config import save_config
 from rawdream.distributed import LOCAL, Backend, RayConfig, open_backend
 from rawdream.envs.base import EnvConfig
-from rawdream.envs.metaworld_tasks import canonical_task, instruction
+from rawdream.envs.tasks import canonical_task, instruction
 from rawdream.reward.base import JudgeConfig, check_abstains, make_judge, probe_judge
 from rawdream.rl.dnv import Verification, verdict_score, verify
 from rawdream.rl.grpo import clipped_surrogate, group_advantages
