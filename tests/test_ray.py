@@ -1,6 +1,7 @@
 """The Ray backend on a local 2-worker cluster: the same rollouts and update as the local path, a worker killed
 by its pid mid-iteration changes nothing, and simulator workers are replayed back after a kill."""
 
+import copy
 import os
 import signal
 import threading
@@ -79,9 +80,26 @@ def test_ray_path_gives_the_local_rollouts_and_update(tiny_dreamer, cluster):
     remote.source.imagination.close()
 
 
-def test_a_worker_killed_mid_iteration_is_restarted_and_changes_nothing(
-    tiny_dreamer, cluster, tmp_path, monkeypatch
-):
+def _slow_world_model(wm, marker, seconds: float):
+    """The same world model, but each imagined rollout first says so (a file named by the worker's pid) and
+    waits, so a test can kill a worker while it holds its shard. Shipped to the workers by value."""
+    import sys
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+
+    class _Slow(type(wm)):
+        def rollout(self, *args, **kwargs):
+            open(f"{self._busy_marker}.{os.getpid()}", "w").close()
+            time.sleep(self._busy_seconds)
+            return super().rollout(*args, **kwargs)
+
+    slow = copy.deepcopy(wm)
+    slow.__class__ = _Slow
+    slow._busy_marker, slow._busy_seconds = str(marker), seconds
+    return slow
+
+
+def test_a_worker_killed_mid_iteration_is_restarted_and_changes_nothing(tiny_dreamer, cluster, tmp_path):
     from rawdream.distributed.ray_backend import RayImagination
     from rawdream.rl.imagination import LocalImagination
 
@@ -90,10 +108,10 @@ def test_a_worker_killed_mid_iteration_is_restarted_and_changes_nothing(
     reference = _iterate(local)
 
     marker = tmp_path / "busy"
-    monkeypatch.setenv("RAWDREAM_TEST_BUSY_FILE", str(marker))
-    monkeypatch.setenv("RAWDREAM_TEST_BUSY_SECONDS", "2")
     remote = _dreamer(tiny_dreamer, imagination="placeholder")
-    remote.source.imagination = RayImagination(remote.policy, remote.wm, cluster.cfg)
+    remote.source.imagination = RayImagination(
+        remote.policy, _slow_world_model(remote.wm, marker, seconds=2.0), cluster.cfg
+    )
     victim = remote.source.imagination.pids()[0]
     result: dict = {}
     worker = threading.Thread(target=lambda: result.setdefault("out", _iterate(remote)))

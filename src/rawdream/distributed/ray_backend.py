@@ -100,16 +100,12 @@ def ray_session(cfg: RayConfig):
 
 
 def _actor_options(cfg: RayConfig, num_gpus: float, retries: int) -> dict[str, Any]:
-    opts: dict[str, Any] = {
+    return {
         "num_cpus": cfg.cpus_per_worker,
         "num_gpus": num_gpus,
         "max_restarts": cfg.max_restarts,
         "max_task_retries": retries,
     }
-    test_env = {k: v for k, v in os.environ.items() if k.startswith("RAWDREAM_TEST_")}
-    if test_env:  # fault-injection hooks of the test suite reach the workers
-        opts["runtime_env"] = {"env_vars": test_env}
-    return opts
 
 
 def _shards(n: int, k: int) -> list[tuple[int, int]]:
@@ -159,10 +155,6 @@ class _ImaginationWorker:
         from rawdream.rl.imagination import imagine_rollouts
 
         self._load(weights, version)
-        marker = os.environ.get("RAWDREAM_TEST_BUSY_FILE")  # lets a test kill a worker while it is busy
-        if marker:
-            open(f"{marker}.{os.getpid()}", "w").close()
-            time.sleep(float(os.environ.get("RAWDREAM_TEST_BUSY_SECONDS", "1")))
         return imagine_rollouts(
             self.policy, self.wm, images, proprio, instruction, horizon, temperature, pseeds, nseeds, noise
         )
