@@ -607,12 +607,13 @@ def _cmd_experiment(args, overrides) -> int:
 
 
 def _cmd_run(args, overrides) -> int:
+    from rawdream.layout import RunLayout
     from rawdream.pipeline import format_summary, resolve_run, run
 
     cfg = resolve_run(args.preset, overrides)
     summary = run(cfg, args.out, progress=True)
     print(format_summary(summary))
-    print(f"\nreport: {Path(args.out).resolve() / 'report.html'}")
+    print(f"\nreport: {RunLayout(Path(args.out).resolve()).report}")
     return 0
 
 

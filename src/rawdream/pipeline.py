@@ -35,6 +35,7 @@ from rawdream.eval.judge_accuracy import EvalJudgeConfig, evaluate_judges
 from rawdream.eval.success import EvalPolicyConfig, evaluate_policy
 from rawdream.eval.wm_fidelity import EvalWMConfig, evaluate_world_model
 from rawdream.io import atomic_write_json, read_json, redact_url
+from rawdream.layout import RunLayout
 from rawdream.policy.train import TrainPolicyConfig, load_policy, train_policy
 from rawdream.reward.generalist import TrainJudgeConfig, train_judge
 from rawdream.rl.dream import DreamConfig, dream
@@ -191,6 +192,7 @@ def preflight(cfg: RunConfig, split, log=print) -> None:
 
 def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> dict[str, Any]:
     out = Path(out)
+    L = RunLayout(out)
     split = resolve_split(cfg.split)
     preflight(cfg, split, log)  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
@@ -213,67 +215,63 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
 
     # the target demonstrations first: a target the scripted expert cannot demonstrate stops the run in a minute
     # (collect raises, naming the task), not after the long stages
-    r.stage("data/target_demos", cfg.target_demos, [], collect_stage(cfg.target_demos))
-    r.stage("data/play", cfg.play, [], collect_stage(cfg.play))
-    r.stage("data/demos", cfg.demos, [], collect_stage(cfg.demos))
-    r.stage("data/labeled", cfg.labeled, [], collect_stage(cfg.labeled))
+    r.stage(L.TARGET_DEMOS, cfg.target_demos, [], collect_stage(cfg.target_demos))
+    r.stage(L.PLAY, cfg.play, [], collect_stage(cfg.play))
+    r.stage(L.DEMOS, cfg.demos, [], collect_stage(cfg.demos))
+    r.stage(L.LABELED, cfg.labeled, [], collect_stage(cfg.labeled))
 
     # the policies first: they need only the demos, and a target without a usable demo shows here, not after
     # the long world-model and judge stages
     def base_fn(d):
-        return {
-            "tasks": train_policy(cfg.base, out / "data/demos", d, progress=progress, log_fn=log)["tasks"]
-        }
+        return {"tasks": train_policy(cfg.base, L / L.DEMOS, d, progress=progress, log_fn=log)["tasks"]}
 
-    r.stage("policy_base", cfg.base, ["data/demos"], base_fn)
+    r.stage(L.POLICY_BASE, cfg.base, [L.DEMOS], base_fn)
 
     def sft_fn(d):
         info = train_policy(
-            cfg.sft, out / "data/target_demos", d, init=out / "policy_base", progress=progress, log_fn=log
+            cfg.sft, L / L.TARGET_DEMOS, d, init=L / L.POLICY_BASE, progress=progress, log_fn=log
         )
         return {"tasks": info["tasks"], "target_trajectories": info["target_trajectories"]}
 
-    r.stage("policy_sft", cfg.sft, ["data/target_demos", "policy_base"], sft_fn)
+    r.stage(L.POLICY_SFT, cfg.sft, [L.TARGET_DEMOS, L.POLICY_BASE], sft_fn)
 
-    judge_data = [out / "data/labeled"]
+    judge_data = [L / L.LABELED]
     if cfg.judge_sees_policies:
 
         def rollouts_fn(d):
-            rep = collect_policy_rollouts(cfg.policy_rollouts, out / "policy_base", d, progress=progress)
+            rep = collect_policy_rollouts(cfg.policy_rollouts, L / L.POLICY_BASE, d, progress=progress)
             return {"episodes": rep["episodes"], "mean_success_rate": rep["mean_success_rate"]}
 
-        r.stage("data/policy_rollouts", cfg.policy_rollouts, ["policy_base"], rollouts_fn)
-        judge_data.append(out / "data/policy_rollouts")
+        r.stage(L.POLICY_ROLLOUTS, cfg.policy_rollouts, [L.POLICY_BASE], rollouts_fn)
+        judge_data.append(L / L.POLICY_ROLLOUTS)
 
     def wm_fn(d):
-        s = pretrain_wm(cfg.wm, out / "data/play", d, progress=progress, log_fn=log)
+        s = pretrain_wm(cfg.wm, L / L.PLAY, d, progress=progress, log_fn=log)
         return {
             "variant": s["variant"],
             "tasks": s["manifest"]["tasks"],
             "reconstruction": s["autoencoder_reconstruction"],
         }
 
-    r.stage("wm", cfg.wm, ["data/play"], wm_fn)
+    r.stage(L.WM, cfg.wm, [L.PLAY], wm_fn)
 
     def judge_fn(d):
         info = train_judge(
             cfg.judge,
             judge_data,
             d,
-            wm_path=out / "wm",
+            wm_path=L / L.WM,
             progress=progress,
             log_fn=log,
-            references=out / "data/demos",
+            references=L / L.DEMOS,
         )
         return {"tasks": info["trained_on_tasks"], "validation_auroc": info["validation"]["auroc"]}
 
-    judge_deps = ["data/labeled", "wm", "data/demos"] + (
-        ["data/policy_rollouts"] if cfg.judge_sees_policies else []
-    )
-    r.stage("judge", cfg.judge, judge_deps, judge_fn)
+    judge_deps = [L.LABELED, L.WM, L.DEMOS] + ([L.POLICY_ROLLOUTS] if cfg.judge_sees_policies else [])
+    r.stage(L.JUDGE, cfg.judge, judge_deps, judge_fn)
 
     # judges that compare with a demonstration see the target task's one demo (the SFT demo) as their reference
-    reference = {"reference": str(out / "data/target_demos")} if cfg.judge.model.reference else {}
+    reference = {"reference": str(L / L.TARGET_DEMOS)} if cfg.judge.model.reference else {}
 
     # the task-blind control: trained the same way with the instruction (and reference) hidden; it must do
     # clearly worse
@@ -284,34 +282,34 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
             blind_cfg,
             judge_data,
             d,
-            wm_path=out / "wm",
+            wm_path=L / L.WM,
             progress=progress,
             log_fn=log,
-            references=out / "data/demos",
+            references=L / L.DEMOS,
         )
         return {"tasks": info["trained_on_tasks"], "validation_auroc": info["validation"]["auroc"]}
 
-    r.stage("judge_blind", blind_cfg, judge_deps, blind_fn)
+    r.stage(L.JUDGE_BLIND, blind_cfg, judge_deps, blind_fn)
 
     def eval_wm_fn(d):
         from rawdream.world_model.train import load_world_model
 
-        rep = evaluate_world_model(load_world_model(out / "wm"), cfg.eval_wm, d, progress=progress)
+        rep = evaluate_world_model(load_world_model(L / L.WM), cfg.eval_wm, d, progress=progress)
         return {g: {"psnr": row["psnr"], "psnr_copy": row["psnr_copy"]} for g, row in rep["groups"].items()}
 
-    r.stage("eval/wm", cfg.eval_wm, ["wm"], eval_wm_fn)
+    r.stage(L.EVAL_WM, cfg.eval_wm, [L.WM], eval_wm_fn)
 
     def eval_judge_fn(d):
         jcfg = build(
             EvalJudgeConfig,
             {
                 **to_dict(cfg.eval_judge),
-                "judge": {**to_dict(cfg.eval_judge.judge), "path": str(out / "judge"), **reference},
-                "blind_path": str(out / "judge_blind"),
+                "judge": {**to_dict(cfg.eval_judge.judge), "path": str(L / L.JUDGE), **reference},
+                "blind_path": str(L / L.JUDGE_BLIND),
             },
         )
         # with the SFT policy: its own rollouts, real vs imagined - the reward RL in imagination will see
-        rep = evaluate_judges(jcfg, d, wm_path=out / "wm", progress=progress, policy_path=out / "policy_sft")
+        rep = evaluate_judges(jcfg, d, wm_path=L / L.WM, progress=progress, policy_path=L / L.POLICY_SFT)
         on_policy = {
             t: {
                 "real_success_rate": r["real_success_rate"],
@@ -325,9 +323,9 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
         return {**{k: v["mean"] for k, v in rep["results"].items()}, "on_policy": on_policy}
 
     r.stage(
-        "eval/judge",
+        L.EVAL_JUDGE,
         cfg.eval_judge,
-        ["judge", "judge_blind", "wm", "data/target_demos", "policy_sft"],
+        [L.JUDGE, L.JUDGE_BLIND, L.WM, L.TARGET_DEMOS, L.POLICY_SFT],
         eval_judge_fn,
     )
 
@@ -349,14 +347,14 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
         )
 
         def base_eval_fn(d):
-            rep = evaluate_policy(load_policy(out / "policy_base"), base_cfg, d, progress=progress)
+            rep = evaluate_policy(load_policy(L / L.POLICY_BASE), base_cfg, d, progress=progress)
             return {
                 "tasks": len(base_tasks),
                 "mean_success_rate": rep["mean_success_rate"],
                 "pooled": rep["pooled"],
             }
 
-        base_eval = r.stage("eval/base", base_cfg, ["policy_base"], base_eval_fn)
+        base_eval = r.stage(L.EVAL_BASE, base_cfg, [L.POLICY_BASE], base_eval_fn)
 
     targets = [t for t in (cfg.dream_tasks or split.targets)]
     # the two evaluation protocols, never mixed: practised = the initial states RL trains from (LIBERO's and the
@@ -370,11 +368,8 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
         },
     )
     eval_cfgs = {"practised": practised_cfg, "new": cfg.eval}
-    suffix = {"practised": "_practised", "new": ""}
     before = {
-        p: r.stage(
-            f"eval/sft{suffix[p]}", c, ["policy_sft"], eval_fn(out / "policy_sft", list(split.targets), c)
-        )
+        p: r.stage(L.eval_sft(p), c, [L.POLICY_SFT], eval_fn(L / L.POLICY_SFT, list(split.targets), c))
         for p, c in eval_cfgs.items()
     }
     after: dict[str, dict] = {p: {} for p in eval_cfgs}
@@ -384,19 +379,19 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
             {
                 **to_dict(cfg.dream),
                 "task": task,
-                "judge": {**to_dict(cfg.dream.judge), "path": str(out / "judge"), **reference},
+                "judge": {**to_dict(cfg.dream.judge), "path": str(L / L.JUDGE), **reference},
             },
         )
         r.stage(
-            f"dream/{task}",
+            L.dream(task),
             dcfg,
-            ["policy_sft", "wm", "judge", "data/target_demos"],
+            [L.POLICY_SFT, L.WM, L.JUDGE, L.TARGET_DEMOS],
             lambda d, c=dcfg: {
                 "task": c.task,
                 **{
                     k: v
                     for k, v in dream(
-                        c, out / "policy_sft", d, wm_path=out / "wm", progress=progress, log_fn=log
+                        c, L / L.POLICY_SFT, d, wm_path=L / L.WM, progress=progress, log_fn=log
                     ).items()
                     if k in ("seconds", "iterations", "dnv", "judge")
                 },
@@ -405,10 +400,10 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
         for p, c in eval_cfgs.items():
             after[p].update(
                 r.stage(
-                    f"eval/dream_{task}{suffix[p]}",
+                    L.eval_dream(task, p),
                     c,
-                    [f"dream/{task}"],
-                    eval_fn(out / "dream" / task, [task], c),
+                    [L.dream(task)],
+                    eval_fn(L / L.dream(task), [task], c),
                 )
             )
     summary = {
@@ -416,17 +411,17 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
             p: {
                 "before": before[p],
                 "after": after[p],
-                "paired": paired_results(out, list(after[p]), suffix[p]),
+                "paired": paired_results(L, list(after[p]), p),
                 "episodes": eval_cfgs[p].episodes,
             }
             for p in eval_cfgs
         },
         "base_on_pretraining_tasks": base_eval,
         "stages": [s.__dict__ for s in r.results],
-        "guarantee": task_agnostic_table(out),
-        "play_protocol": play_protocol(out),
+        "guarantee": task_agnostic_table(L),
+        "play_protocol": play_protocol(L),
     }
-    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(L.summary, summary)
     if cfg.report:
         from rawdream.report.html import write_report
 
@@ -435,28 +430,27 @@ def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> di
     return summary
 
 
-def paired_results(out: Path, tasks: list[str], suffix: str = "") -> dict[str, Any]:
+def paired_results(run: RunLayout, tasks: list[str], protocol: str = "new") -> dict[str, Any]:
     """After RL minus 1-shot SFT on the same evaluation episodes, per task (see ``paired_difference``)."""
     from rawdream.eval.success import paired_difference
 
-    sft = read_json(out / f"eval/sft{suffix}/eval.json")["tasks"]
+    sft = read_json(run / f"{run.eval_sft(protocol)}/eval.json")["tasks"]
     res = {}
     for task in tasks:
-        after = read_json(out / f"eval/dream_{task}{suffix}/eval.json")["tasks"][task]
+        after = read_json(run / f"{run.eval_dream(task, protocol)}/eval.json")["tasks"][task]
         res[task] = paired_difference(sft[task]["episode_results"], after["episode_results"])
     return res
 
 
-def task_agnostic_table(out: Path) -> dict[str, Any]:
+def task_agnostic_table(run: RunLayout) -> dict[str, Any]:
     """Which tasks each component was trained on, read back from the artefacts themselves."""
     rows = {}
-    for name, meta_file, key in [
-        ("world model", "wm/world_model.json", ("manifest", "tasks")),
-        ("judge", "judge/judge.json", ("trained_on_tasks",)),
-        ("base policy", "policy_base/policy.json", ("tasks",)),
-        ("SFT policy", "policy_sft/policy.json", ("tasks",)),
+    for name, p, key in [
+        ("world model", run.world_model_info, ("manifest", "tasks")),
+        ("judge", run.judge_info, ("trained_on_tasks",)),
+        ("base policy", run.policy_info(run.POLICY_BASE), ("tasks",)),
+        ("SFT policy", run.policy_info(run.POLICY_SFT), ("tasks",)),
     ]:
-        p = out / meta_file
         if p.exists():
             v: Any = read_json(p)
             meta = v
@@ -472,9 +466,9 @@ def task_agnostic_table(out: Path) -> dict[str, Any]:
     return rows
 
 
-def play_protocol(out: Path) -> dict[str, Any] | None:
+def play_protocol(run: RunLayout) -> dict[str, Any] | None:
     """The play protocol the run's world model was trained with (workspace | pretraining), from its own file."""
-    p = out / "wm/world_model.json"
+    p = run.world_model_info
     return read_json(p).get("play_protocol") if p.exists() else None
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from rawdream.io import atomic_write_text, read_json, read_jsonl
+from rawdream.layout import RunLayout
 
 
 def _png(fig) -> str:
@@ -93,7 +94,7 @@ def _wm_section(run: Path) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ev = run / "eval" / "wm" / "wm_eval.json"
+    ev = RunLayout(run) / f"{RunLayout.EVAL_WM}/wm_eval.json"
     if not ev.exists():
         return ""
     rep = read_json(ev)
@@ -107,7 +108,9 @@ def _wm_section(run: Path) -> str:
         ax.set_ylabel("dB")
         ax.set_title(label)
         ax.legend(fontsize=7)
-    videos = "".join(_video(p) for p in sorted((run / "eval" / "wm").glob("*_real_vs_imagined.mp4")))
+    videos = "".join(
+        _video(p) for p in sorted((RunLayout(run) / RunLayout.EVAL_WM).glob("*_real_vs_imagined.mp4"))
+    )
     return (
         f"<h2>World-model fidelity (held-out tasks never seen in training)</h2>{_png(fig)}"
         f"<p>Real (left) | imagined (right) under identical actions from the same first frame.</p>"
@@ -116,7 +119,7 @@ def _wm_section(run: Path) -> str:
 
 
 def _judge_section(run: Path) -> str:
-    ev = run / "eval" / "judge" / "judge_eval.json"
+    ev = RunLayout(run) / f"{RunLayout.EVAL_JUDGE}/judge_eval.json"
     if not ev.exists():
         return ""
     rep = read_json(ev)
@@ -221,7 +224,9 @@ def _rl_section(run: Path) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = sorted(p for p in (run / "dream").glob("*") if (p / "metrics.jsonl").exists())
+    runs = sorted(
+        p for p in (RunLayout(run) / RunLayout.dream("")).glob("*") if (p / "metrics.jsonl").exists()
+    )
     if not runs:
         return ""
     fig, axes = plt.subplots(1, 5, figsize=(18, 3))
@@ -282,7 +287,8 @@ figcaption{font-size:12px;max-width:420px}video{width:360px}img{image-rendering:
 
 def write_report(run: str | Path) -> Path:
     run = Path(run)
-    summary: dict[str, Any] = read_json(run / "summary.json") if (run / "summary.json").exists() else {}
+    layout = RunLayout(run)
+    summary: dict[str, Any] = read_json(layout.summary) if layout.summary.exists() else {}
     guarantee = summary.get("guarantee", {})
     parts = [f"<h1>rawdream run: {html.escape(run.resolve().name)}</h1>"]
     if guarantee:
@@ -330,6 +336,6 @@ def write_report(run: str | Path) -> Path:
         f"<!doctype html><html><head><meta charset='utf-8'><title>rawdream report</title><style>{CSS}</style>"
         f"</head><body>{''.join(parts)}</body></html>"
     )
-    path = run / "report.html"
+    path = RunLayout(run).report
     atomic_write_text(path, page)
     return path
