@@ -150,6 +150,34 @@ def test_abstains_stop_a_batch_past_the_configured_fraction():
         check_abstains(verdicts[:3], cfg, "iteration 2")
 
 
+def test_a_judge_setting_its_backend_does_not_read_is_refused_not_ignored():
+    from rawdream.reward.base import JUDGES, JudgeConfig, for_backend, make_judge
+
+    with pytest.raises(
+        ValueError, match=r"--judge.reference='demos' is not used by the hf judge .*reference.*"
+    ):
+        make_judge(JudgeConfig(backend="hf", path="/models/qwen", reference="demos"))
+    with pytest.raises(ValueError, match=r"--judge.url=.*not used by the generalist judge.*: openai"):
+        make_judge(JudgeConfig(backend="generalist", path="j", url="http://example.org/v1"))
+    with pytest.raises(ValueError, match=r"--judge.path='j' is not used by the oracle judge"):
+        make_judge(JudgeConfig(backend="oracle", path="j"))
+    # another backend keeps the shared settings and drops the old backend's own
+    cfg = for_backend(
+        JudgeConfig(backend="openai", url="http://x/v1", threshold=0.7), "oracle", allow_oracle=True
+    )
+    assert (cfg.backend, cfg.url, cfg.threshold) == ("oracle", JudgeConfig().url, 0.7)
+    assert make_judge(cfg).name == "oracle"
+
+    @JUDGES.register("undeclared")  # a plug-in that declares nothing reads the whole section
+    def _make(cfg):
+        return cfg
+
+    try:
+        assert make_judge(JudgeConfig(backend="undeclared", url="http://x/v1")).url == "http://x/v1"
+    finally:
+        JUDGES._factories.pop("undeclared")
+
+
 def test_metrics_with_no_decided_verdict_are_undefined_not_zero():
     from rawdream.eval.judge_accuracy import _num, judge_metrics
 

@@ -19,7 +19,7 @@ from rawdream.config import save_config
 from rawdream.eval.metrics import auroc, binary_metrics, nanmean  # noqa: F401  (auroc re-exported)
 from rawdream.eval.reward_fidelity import RewardFidelityConfig
 from rawdream.io import atomic_write_json
-from rawdream.reward.base import JudgeConfig, check_abstains, make_judge, probe_judge
+from rawdream.reward.base import JudgeConfig, check_abstains, for_backend, make_judge, probe_judge
 from rawdream.splits import SplitConfig, resolve_split
 
 
@@ -93,7 +93,9 @@ def evaluate_judges(
     split = resolve_split(cfg.split)
     judges = {cfg.judge.backend: cfg.judge}
     if cfg.blind_path:
-        judges["blind control"] = replace(cfg.judge, backend="generalist", path=cfg.blind_path)
+        judges["blind control"] = for_backend(
+            cfg.judge, "generalist", path=cfg.blind_path, reference=cfg.judge.reference
+        )
     built = {name: make_judge(jcfg, purpose="evaluation") for name, jcfg in judges.items()}
     for judge in built.values():  # before any collection or imagination: a dead judge fails in seconds
         probe_judge(judge)

@@ -34,6 +34,7 @@ import numpy as np
 from rawdream.config import build, save_config, to_dict
 from rawdream.eval.success import EvalPolicyConfig, evaluate_policy, paired_difference, wilson
 from rawdream.io import atomic_write_json, atomic_write_text, read_json, read_jsonl
+from rawdream.reward.base import BACKEND_FIELDS
 from rawdream.rl.dream import DreamConfig, dream
 from rawdream.splits import SplitConfig, resolve_split
 
@@ -203,7 +204,8 @@ def _row_config(
         # the real simulator is deterministic: a second draw of nothing cannot flip, so no DNV
         base.update({"env_mode": "sim", "sim_reward": "judge", "dnv": False, "judge": judge_cfg})
     else:
-        if row == "rawdream_oracle":
+        if row == "rawdream_oracle":  # the oracle reads no judge directory or reference
+            judge_cfg = {k: v for k, v in judge_cfg.items() if k not in BACKEND_FIELDS}
             judge_cfg.update({"backend": "oracle", "allow_oracle": True})
         # the oracle replays the same actions in the deterministic simulator: a second draw can never flip
         dnv = row not in ("rawdream_no_dnv", "rawdream_oracle")

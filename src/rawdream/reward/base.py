@@ -7,7 +7,7 @@ counts it. Frame selection (first, last and k evenly spaced frames; resolution) 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -138,6 +138,57 @@ JUDGES = Registry(
 )
 register_judge = JUDGES.register
 
+#: the ``JudgeConfig`` fields that belong to one backend or another (the rest - backend, frames, threshold,
+#: abstain_stop, allow_oracle - every judge shares); a backend names the ones it reads with :func:`takes`
+BACKEND_FIELDS = (
+    "path",
+    "reference",
+    "url",
+    "model",
+    "api_key_env",
+    "timeout",
+    "retries",
+    "backoff",
+    "concurrency",
+    "cache_dir",
+)
+
+
+def takes(*fields: str):
+    """Declare which of ``BACKEND_FIELDS`` a judge factory reads: setting any other one for this backend is an
+    error rather than silently ignored (e.g. a reference demo given to a judge that cannot look at one)."""
+    unknown = set(fields) - set(BACKEND_FIELDS)
+    assert not unknown, f"not backend fields of JudgeConfig: {sorted(unknown)}"
+
+    def deco(factory):
+        factory.takes = frozenset(fields)
+        return factory
+
+    return deco
+
+
+def for_backend(cfg: JudgeConfig, backend: str, **fields: Any) -> JudgeConfig:
+    """``cfg``'s shared settings (frames, threshold, ...) for another backend: the old backend's own fields are
+    dropped, ``fields`` set."""
+    default = JudgeConfig()
+    return replace(cfg, **{k: getattr(default, k) for k in BACKEND_FIELDS}, **{"backend": backend, **fields})
+
+
+def check_backend_fields(cfg: JudgeConfig, factory) -> None:
+    """Refuse a field set (away from its default) that the chosen backend does not read."""
+    accepted = getattr(factory, "takes", None)
+    if accepted is None:  # a plug-in that did not declare its fields takes the whole section
+        return
+    default = JudgeConfig()
+    for name in BACKEND_FIELDS:
+        if name not in accepted and getattr(cfg, name) != getattr(default, name):
+            others = [b for b in JUDGES.names() if name in getattr(JUDGES.get(b), "takes", ())]
+            raise ValueError(
+                f"--judge.{name}={getattr(cfg, name)!r} is not used by the {cfg.backend} judge"
+                + (" (it cannot compare with a reference demonstration)" if name == "reference" else "")
+                + f"; drop it, or choose a backend that takes it: {', '.join(others) or 'none'}"
+            )
+
 
 class OracleNotAllowedError(ValueError):
     """The simulator oracle was requested where only a task-agnostic judge is allowed."""
@@ -146,6 +197,7 @@ class OracleNotAllowedError(ValueError):
 def make_judge(cfg: JudgeConfig, purpose: str = "evaluation") -> Judge:
     """Build a judge. ``purpose='training'`` refuses the oracle unless ``cfg.allow_oracle`` names the ablation."""
     factory = JUDGES.get(cfg.backend)
+    check_backend_fields(cfg, factory)
     if cfg.backend == "oracle" and purpose == "training" and not cfg.allow_oracle:
         raise OracleNotAllowedError(
             "the simulator oracle judge reads the simulator's success flag: it is for evaluation and for the "

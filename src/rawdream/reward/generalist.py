@@ -45,7 +45,7 @@ from rawdream.envs.tasks import paraphrases
 from rawdream.io import atomic_write_json, load_weights, save_weights
 from rawdream.nn import ResBlock, count_params, group_norm, mlp
 from rawdream.policy.text import TEXT_DIM, TextEncoder
-from rawdream.reward.base import FrameSelection, JudgeConfig, Verdict, register_judge
+from rawdream.reward.base import FrameSelection, JudgeConfig, Verdict, register_judge, takes
 from rawdream.reward.references import References
 from rawdream.reward.siblings import siblings
 from rawdream.splits import SplitConfig, check_task_agnostic, resolve_split
@@ -538,5 +538,6 @@ class GeneralistJudge:
 
 
 @register_judge("generalist")
+@takes("path", "reference")
 def _make(cfg: JudgeConfig) -> GeneralistJudge:
     return GeneralistJudge(cfg)

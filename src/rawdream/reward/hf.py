@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rawdream.reward.base import JudgeConfig, Verdict, register_judge
+from rawdream.reward.base import JudgeConfig, Verdict, register_judge, takes
 from rawdream.reward.openai import PROMPT, PROMPT_QUESTION, PROMPT_VIDEO
 
 IMAGE_TOKEN = "<|image_pad|>"
@@ -115,5 +115,6 @@ class HFJudge:
 
 
 @register_judge("hf")
+@takes("path")
 def _make(cfg: JudgeConfig) -> HFJudge:
     return HFJudge(cfg)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from rawdream.io import redact_url
-from rawdream.reward.base import JudgeConfig, JudgeUnavailableError, Verdict, register_judge
+from rawdream.reward.base import JudgeConfig, JudgeUnavailableError, Verdict, register_judge, takes
 
 log = logging.getLogger("rawdream.judge.openai")
 
@@ -315,5 +315,8 @@ class OpenAIJudge:
 
 
 @register_judge("openai")
+@takes(
+    "reference", "url", "model", "api_key_env", "timeout", "retries", "backoff", "concurrency", "cache_dir"
+)
 def _make(cfg: JudgeConfig) -> OpenAIJudge:
     return OpenAIJudge(cfg)

@@ -16,7 +16,7 @@ import numpy as np
 
 from rawdream.envs.base import EnvConfig
 from rawdream.envs.vector import make_vector_env
-from rawdream.reward.base import JudgeConfig, Verdict, register_judge
+from rawdream.reward.base import JudgeConfig, Verdict, register_judge, takes
 
 
 class OracleJudge:
@@ -73,5 +73,6 @@ def replay_success(
 
 
 @register_judge("oracle")
+@takes()
 def _make(cfg: JudgeConfig) -> OracleJudge:
     return OracleJudge(cfg)
