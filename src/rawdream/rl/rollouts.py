@@ -47,6 +47,10 @@ class Draw:
     def rollout_ids(self) -> range:
         return range(self.offset, self.offset + len(self.rows))
 
+    def seeds(self, stream: str, run_seed: int) -> list[int]:
+        """One seed per rollout for a random stream ("policy", "wm-noise"): fixed by (run seed, it, rollout id)."""
+        return [seeds.stable_seed(stream, run_seed, self.it, r) for r in self.rollout_ids]
+
 
 # ------------------------------------------------------------------------------------------------------------
 # initial states
@@ -116,8 +120,7 @@ class ImaginedRollouts:
         return first, prop0
 
     def __call__(self, draw: Draw) -> dict[str, Any]:
-        noise_seeds = [seeds.stable_seed("wm-noise", self.seed, draw.it, r) for r in draw.rollout_ids]
-        policy_seeds = [seeds.stable_seed("policy", self.seed, draw.it, r) for r in draw.rollout_ids]
+        noise_seeds, policy_seeds = draw.seeds("wm-noise", self.seed), draw.seeds("policy", self.seed)
         first, prop0 = self._first(draw.rows)
         t0 = time.perf_counter()
         self.imagination.sync(draw.it)  # Ray workers fetch the learner's weights once per iteration
@@ -187,10 +190,7 @@ class SimulatorRollouts:
 
     def __call__(self, draw: Draw) -> dict[str, Any]:
         n = len(draw.rows)
-        gens = [
-            torch.Generator().manual_seed(seeds.stable_seed("policy", self.seed, draw.it, r))
-            for r in draw.rollout_ids
-        ]
+        gens = [torch.Generator().manual_seed(s) for s in draw.seeds("policy", self.seed)]
         t0 = time.perf_counter()
         venv = self._simulators(n)
         resets = venv.reset([self.init[s]["seed"] for s in draw.rows], self.task)
