@@ -145,3 +145,32 @@ def load_weights(path: str | Path, expected: dict[str, Any] | None = None) -> di
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise ModelFileError(f"model file {path} holds non-finite weights (NaN/inf in {name!r}); {fix}")
     return state
+
+
+# ------------------------------------------------------------------------------------------------------------
+# a saved model: <dir>/<kind>.json (config, processor state, training info, checksums) + <kind>.safetensors
+# ------------------------------------------------------------------------------------------------------------
+def save_model(out: str | Path, kind: str, state: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """Write ``kind.safetensors`` and then ``kind.json`` (``meta`` plus the weights' checksum under ``files``):
+    the JSON is written last, so a directory with a JSON holds a complete model. Returns the weights' path."""
+    out = Path(out)
+    weights = out / f"{kind}.safetensors"
+    files = {weights.name: save_weights(state, weights)}
+    atomic_write_json(out / f"{kind}.json", {**meta, "files": files})
+    return weights
+
+
+def load_model(path: str | Path, kind: str, how_to_make: str) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """Read a model saved by :func:`save_model` from its directory (or its ``.safetensors`` file): returns
+    (directory, meta, state dict), the weights checked against the checksum recorded beside them.
+    ``how_to_make`` completes the message when there is none ("train one with `rawdream pretrain-wm`")."""
+    import json
+
+    path = Path(path)
+    d = path.parent if path.suffix == ".safetensors" else path
+    meta_path = d / f"{kind}.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"no {kind.replace('_', ' ')} at {d} ({kind}.json missing); {how_to_make}")
+    meta = json.loads(meta_path.read_text())
+    name = f"{kind}.safetensors"
+    return d, meta, load_weights(d / name, meta.get("files", {}).get(name))

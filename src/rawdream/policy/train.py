@@ -12,7 +12,6 @@ Every step draws its batch from a per-step random stream, so a killed run resume
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from rawdream.config import build, save_config, to_dict
 from rawdream.data.cache import frame_cache
 from rawdream.data.lerobot import DatasetError, LeRobotDataset
 from rawdream.envs.tasks import canonical_task
-from rawdream.io import atomic_write_json, load_weights, save_weights
+from rawdream.io import load_model, save_model
 from rawdream.nn import EMA, count_params
 from rawdream.policy.tokenizer import ActionTokenizer
 from rawdream.policy.vla import POLICIES, PolicyConfig, VLAPolicy
@@ -324,26 +323,13 @@ def train_policy(
 
 
 def save_policy(policy: VLAPolicy, out: str | Path, info: dict[str, Any]) -> Path:
-    out = Path(out)
-    files = {"policy.safetensors": save_weights(policy.state_dict(), out / "policy.safetensors")}
-    atomic_write_json(
-        out / "policy.json",
-        {"config": to_dict(policy.cfg), "processor": policy.processor_state(), **info, "files": files},
-    )
-    return out / "policy.safetensors"
+    meta = {"config": to_dict(policy.cfg), "processor": policy.processor_state(), **info}
+    return save_model(out, "policy", policy.state_dict(), meta)
 
 
 def load_policy(path: str | Path) -> VLAPolicy:
-    path = Path(path)
-    d = path.parent if path.suffix == ".safetensors" else path
-    meta_path = d / "policy.json"
-    if not meta_path.exists():
-        raise FileNotFoundError(
-            f"no policy at {d} (policy.json missing); train one with `rawdream train-policy`"
-        )
-    meta = json.loads(meta_path.read_text())
+    _, meta, sd = load_model(path, "policy", "train one with `rawdream train-policy`")
     cfg = build(PolicyConfig, meta["config"])
-    sd = load_weights(d / "policy.safetensors", meta.get("files", {}).get("policy.safetensors"))
     policy = POLICIES.get(cfg.type)(
         cfg,
         ActionTokenizer.from_state(meta["processor"]["tokenizer"]),

@@ -24,7 +24,6 @@ demo, so "the video does not end like this demo" is learned as well. ``--blind``
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,7 @@ from rawdream.data.cache import frame_cache
 from rawdream.data.lerobot import DatasetError, LeRobotDataset
 from rawdream.envs.tasks import instruction as task_instruction
 from rawdream.envs.tasks import paraphrases
-from rawdream.io import atomic_write_json, load_weights, save_weights
+from rawdream.io import load_model, save_model
 from rawdream.nn import ResBlock, count_params, group_norm, mlp
 from rawdream.policy.text import TEXT_DIM, TextEncoder
 from rawdream.reward.base import FrameSelection, JudgeConfig, Verdict, register_judge, takes
@@ -473,9 +472,8 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def save_generalist(model: JudgeNet, enc: TextEncoder, out: Path, info: dict[str, Any]) -> None:
-    files = {"judge.safetensors": save_weights(model.state_dict(), out / "judge.safetensors")}
-    atomic_write_json(
-        out / "judge.json", {"config": to_dict(model.cfg), "text_cache": enc.state(), **info, "files": files}
+    save_model(
+        out, "judge", model.state_dict(), {"config": to_dict(model.cfg), "text_cache": enc.state(), **info}
     )
 
 
@@ -484,18 +482,12 @@ class GeneralistJudge:
     privileged = False
 
     def __init__(self, cfg: JudgeConfig):
-        path = Path(cfg.path)
-        meta_path = path / "judge.json"
-        if not meta_path.exists():
-            raise FileNotFoundError(
-                f"no generalist judge at {path!s} (judge.json missing); train one with `rawdream train-judge` "
-                f"and pass --judge.path DIR"
-            )
-        meta = json.loads(meta_path.read_text())
+        path, meta, sd = load_model(
+            cfg.path, "judge", "train one with `rawdream train-judge` and pass --judge.path DIR"
+        )
         self.cfg = cfg
         self.model = JudgeNet(build(GeneralistConfig, meta["config"]))
-        name = "judge.safetensors"
-        self.model.load_state_dict(load_weights(path / name, meta.get("files", {}).get(name)))
+        self.model.load_state_dict(sd)
         self.model.eval()
         self.temperature = float(meta.get("temperature", 1.0))
         self.text = TextEncoder(meta.get("text_cache"))

@@ -8,7 +8,6 @@ the variant and the dataset manifest are recorded in the checkpoint. Both stages
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from tqdm import tqdm
 from rawdream.config import build, save_config, to_dict
 from rawdream.data.cache import frame_cache
 from rawdream.data.lerobot import LeRobotDataset
-from rawdream.io import atomic_write, atomic_write_json, load_weights, read_json, save_weights
+from rawdream.io import atomic_write, atomic_write_json, load_model, load_weights, read_json, save_model
 from rawdream.nn import EMA, count_params
 from rawdream.splits import SplitConfig, check_task_agnostic, resolve_split, task_free_target_scenes
 from rawdream.training import (
@@ -446,25 +445,14 @@ def _check_compatible(have: WorldModelConfig, want: WorldModelConfig, init) -> N
 
 
 def save_world_model(model: WorldModel, out: str | Path, info: dict[str, Any]) -> Path:
-    out = Path(out)
-    files = {"world_model.safetensors": save_weights(model.state_dict(), out / "world_model.safetensors")}
-    atomic_write_json(out / "world_model.json", {"config": to_dict(model.cfg), **info, "files": files})
-    return out / "world_model.safetensors"
+    return save_model(out, "world_model", model.state_dict(), {"config": to_dict(model.cfg), **info})
 
 
 def load_world_model(path: str | Path) -> WorldModel:
     """Load a world model from its directory (or its .safetensors file)."""
-    path = Path(path)
-    d = path.parent if path.suffix == ".safetensors" else path
-    meta_path = d / "world_model.json"
-    if not meta_path.exists():
-        raise FileNotFoundError(
-            f"no world model at {d} (world_model.json missing); train one with `rawdream pretrain-wm`"
-        )
-    meta = json.loads(meta_path.read_text())
+    _, meta, sd = load_model(path, "world_model", "train one with `rawdream pretrain-wm`")
     model = WorldModel(build(WorldModelConfig, meta["config"]))
-    name = "world_model.safetensors"
-    model.load_state_dict(load_weights(d / name, meta.get("files", {}).get(name)))
+    model.load_state_dict(sd)
     model.eval()
     model.info = meta  # type: ignore[attr-defined]
     return model
