@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from safetensors.torch import save_file
 from torch import nn
 
 from rawdream.io import append_jsonl, atomic_write, atomic_write_json, load_weights
+
+
+@dataclass
+class TrainerSettings:
+    """The settings every trainer shares (policy, world model, judge): their configs inherit these fields, so
+    ``--threads``, ``--seed``, ``--precision`` mean the same everywhere and are declared once."""
+
+    RANGES: ClassVar[dict] = {"threads": (">=0", "0: all cores"), "log_every": ">=1"}
+
+    precision: str = "auto"  # bf16 on a GPU or where the CPU has it natively, else fp32 (resolve_precision)
+    device: str = "auto"  # the GPU where PyTorch sees one, else the CPU (or cpu / cuda[:N])
+    threads: int = 2
+    seed: int = 0
+    log_every: int = 50
 
 
 def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:

@@ -33,6 +33,7 @@ from rawdream.policy.vla import POLICIES, PolicyConfig, VLAPolicy
 from rawdream.splits import SplitConfig, check_task_agnostic, resolve_split
 from rawdream.training import (
     MetricsLogger,
+    TrainerSettings,
     autocast,
     load_checkpoint,
     resolve_device,
@@ -44,8 +45,9 @@ from rawdream.world_model.model import lr_schedule
 
 
 @dataclass
-class TrainPolicyConfig:
+class TrainPolicyConfig(TrainerSettings):
     RANGES: ClassVar[dict] = {
+        **TrainerSettings.RANGES,
         "demos": ">=1",
         "steps": ">=1",
         "batch": ">=1",
@@ -55,8 +57,6 @@ class TrainPolicyConfig:
         "augment_shift": ">=0",
         "target_sigma": ">=0",
         "label_smoothing": "[0,1)",
-        "threads": (">=0", "0: all cores"),
-        "log_every": ">=1",
         "ckpt_every": ">=1",
     }
 
@@ -79,13 +79,6 @@ class TrainPolicyConfig:
     # random action values several times per chunk (0 turns the Gaussian targets off).
     target_sigma: float = 1.5
     label_smoothing: float = 0.0  # uniform label smoothing, on top (the old default was 0.1)
-    precision: str = (
-        "auto"  # bf16 on a GPU or where the CPU has it natively, else fp32 (training.resolve_precision)
-    )
-    device: str = "auto"  # the GPU where PyTorch sees one, else the CPU (or cpu / cuda[:N])
-    threads: int = 2
-    seed: int = 0
-    log_every: int = 50
     ckpt_every: int = 1000
 
     def validate(self) -> None:

@@ -48,7 +48,14 @@ from rawdream.reward.base import FrameSelection, JudgeConfig, Verdict, register_
 from rawdream.reward.references import References
 from rawdream.reward.siblings import siblings
 from rawdream.splits import SplitConfig, check_task_agnostic, resolve_split
-from rawdream.training import MetricsLogger, autocast, resolve_device, set_threads, step_generator
+from rawdream.training import (
+    MetricsLogger,
+    TrainerSettings,
+    autocast,
+    resolve_device,
+    set_threads,
+    step_generator,
+)
 from rawdream.world_model.model import lr_schedule
 
 
@@ -192,8 +199,9 @@ def judge_examples(
 
 
 @dataclass
-class TrainJudgeConfig:
+class TrainJudgeConfig(TrainerSettings):
     RANGES: ClassVar[dict] = {
+        **TrainerSettings.RANGES,
         "steps": ">=1",
         "batch": ">=1",
         "lr": ">0",
@@ -201,8 +209,6 @@ class TrainJudgeConfig:
         "augment_shift": ">=0",
         "val_fraction": "[0,1)",
         "imagined_fraction": "[0,1]",
-        "threads": (">=0", "0: all cores"),
-        "log_every": ">=1",
     }
 
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -215,13 +221,6 @@ class TrainJudgeConfig:
     val_fraction: float = 0.1
     imagined: bool = True  # add the world model's replays of pretraining rollouts (needs --wm)
     imagined_fraction: float = 0.5  # of the labeled episodes to replay in the world model
-    precision: str = (
-        "auto"  # bf16 on a GPU or where the CPU has it natively, else fp32 (training.resolve_precision)
-    )
-    device: str = "auto"  # the GPU where PyTorch sees one, else the CPU (or cpu / cuda[:N])
-    threads: int = 2
-    seed: int = 0
-    log_every: int = 50
 
 
 def _text_features(enc: TextEncoder, texts: list[str]) -> torch.Tensor:

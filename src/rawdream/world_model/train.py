@@ -26,6 +26,7 @@ from rawdream.nn import EMA, count_params
 from rawdream.splits import SplitConfig, check_task_agnostic, resolve_split, task_free_target_scenes
 from rawdream.training import (
     MetricsLogger,
+    TrainerSettings,
     autocast,
     load_checkpoint,
     resolve_device,
@@ -40,8 +41,9 @@ VARIANTS = ("zero-shot", "co-train", "id-ft")
 
 
 @dataclass
-class PretrainWMConfig:
+class PretrainWMConfig(TrainerSettings):
     RANGES: ClassVar[dict] = {
+        **TrainerSettings.RANGES,
         "ae_steps": (">=0", "0 keeps the autoencoder untrained: only with --init"),
         "dyn_steps": (">=0", "0 trains no dynamics"),
         "ae_batch": ">=1",
@@ -50,9 +52,7 @@ class PretrainWMConfig:
         "dyn_lr": ">0",
         "weight_decay": ">=0",
         "ema_decay": "[0,1)",
-        "threads": (">=0", "0: all cores"),
         "val_fraction": "[0,1)",
-        "log_every": ">=1",
         "ckpt_every": ">=1",
         "sample_every": (">=0", "0: no sample videos"),
         "sample_rollouts": ">=0",
@@ -71,14 +71,7 @@ class PretrainWMConfig:
     dyn_lr: float = 4e-4
     weight_decay: float = 0.01
     ema_decay: float = 0.999
-    precision: str = (
-        "auto"  # bf16 on a GPU or where the CPU has it natively, else fp32 (training.resolve_precision)
-    )
-    device: str = "auto"  # the GPU where PyTorch sees one, else the CPU (or cpu / cuda[:N])
-    threads: int = 2
-    seed: int = 0
     val_fraction: float = 0.03  # episodes held out (pretraining tasks) for validation loss and sample videos
-    log_every: int = 50
     ckpt_every: int = 500
     sample_every: int = 2000
     sample_rollouts: int = 4
