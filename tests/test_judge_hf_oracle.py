@@ -1,4 +1,5 @@
-"""The hf judge on a tiny randomly initialised Qwen2-VL built from a config (no download), and the oracle."""
+"""The hf judge on tiny randomly initialised Qwen2-VL and Qwen3-VL models built from configs (no download), and the
+oracle."""
 
 import warnings
 
@@ -8,14 +9,75 @@ import pytest
 from rawdream.reward.base import JudgeConfig, OracleNotAllowedError, make_judge
 
 
-@pytest.fixture(scope="module")
-def tiny_vlm(tmp_path_factory):
+def _tiny_config(family: str, vocab: dict[str, int]):
+    """A 2-layer random VLM of ``family``'s architecture, small enough to build and run on the CPU in seconds."""
+    ids = {
+        "image_token_id": vocab["<|image_pad|>"],
+        "video_token_id": vocab["<|video_pad|>"],
+        "vision_start_token_id": vocab["<|vision_start|>"],
+    }
+    text = {
+        "vocab_size": len(vocab),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+    }
+    if family == "qwen2-vl":
+        from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+        cfg = Qwen2VLConfig(
+            text_config={**text, "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}},
+            vision_config={
+                "depth": 1,
+                "embed_dim": 32,
+                "hidden_size": 32,
+                "num_heads": 2,
+                "mlp_ratio": 2,
+                "patch_size": 14,
+                "spatial_merge_size": 2,
+                "in_chans": 3,
+            },
+            eos_token_id=vocab["<|im_end|>"],
+            **ids,
+        )
+        return Qwen2VLForConditionalGeneration(cfg), 14
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    # Qwen3-VL: 16-pixel patches, interleaved M-RoPE, DeepStack features injected into the first text layers
+    cfg = Qwen3VLConfig(
+        text_config={
+            **text,
+            "head_dim": 16,
+            "rope_scaling": {"rope_type": "default", "mrope_section": [2, 3, 3], "mrope_interleaved": True},
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "out_hidden_size": 32,
+            "num_position_embeddings": 64,
+            "deepstack_visual_indexes": [0],
+        },
+        vision_end_token_id=vocab["<|vision_end|>"],
+        **ids,
+    )
+    return Qwen3VLForConditionalGeneration(cfg), 16
+
+
+@pytest.fixture(scope="module", params=["qwen2-vl", "qwen3-vl"])
+def tiny_vlm(request, tmp_path_factory):
     warnings.filterwarnings("ignore")
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers import PreTrainedTokenizerFast
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    path = tmp_path_factory.mktemp("vlm")
+    path = tmp_path_factory.mktemp(request.param)
     special = [
         "<|endoftext|>",
         "<|im_start|>",
@@ -41,34 +103,13 @@ def tiny_vlm(tmp_path_factory):
         "<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
         "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
     )
-    cfg = Qwen2VLConfig(
-        text_config={
-            "vocab_size": len(vocab),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-            "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
-        },
-        vision_config={
-            "depth": 1,
-            "embed_dim": 32,
-            "hidden_size": 32,
-            "num_heads": 2,
-            "mlp_ratio": 2,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "in_chans": 3,
-        },
-        image_token_id=vocab["<|image_pad|>"],
-        video_token_id=vocab["<|video_pad|>"],
-        vision_start_token_id=vocab["<|vision_start|>"],
-        eos_token_id=vocab["<|im_end|>"],
-    )
-    Qwen2VLForConditionalGeneration(cfg).save_pretrained(path)
+    model, patch = _tiny_config(request.param, vocab)
+    model.save_pretrained(path)
     tok.save_pretrained(path)
-    Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=64 * 64).save_pretrained(path)
+    side = 64 if patch == 16 else 56  # whole merged patches
+    Qwen2VLImageProcessorPil(
+        min_pixels=side * side, max_pixels=64 * 64, patch_size=patch, merge_size=2
+    ).save_pretrained(path)
     return path
 
 
