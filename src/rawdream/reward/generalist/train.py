@@ -1,0 +1,319 @@
+"""Training the generalist judge: examples -> a fitted, temperature-calibrated classifier saved to a directory."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from rawdream.config import save_config, to_dict
+from rawdream.data.lerobot import LeRobotDataset
+from rawdream.envs.tasks import instruction as task_instruction
+from rawdream.envs.tasks import paraphrases
+from rawdream.io import save_model
+from rawdream.nn import count_params
+from rawdream.policy.text import TextEncoder
+from rawdream.reward.generalist.data import (
+    Examples,
+    imagine_videos,
+    judge_examples,
+    labeled_videos,
+    stratified_holdout,
+)
+from rawdream.reward.generalist.model import GeneralistConfig, JudgeNet, text_features, verb_of
+from rawdream.reward.references import References
+from rawdream.splits import SplitConfig, check_task_agnostic, resolve_split
+from rawdream.training import (
+    MetricsLogger,
+    TrainerSettings,
+    autocast,
+    resolve_device,
+    set_threads,
+    step_generator,
+)
+from rawdream.world_model.model import lr_schedule
+
+
+@dataclass
+class TrainJudgeConfig(TrainerSettings):
+    RANGES: ClassVar[dict] = {
+        **TrainerSettings.RANGES,
+        "steps": ">=1",
+        "batch": ">=1",
+        "lr": ">0",
+        "weight_decay": ">=0",
+        "augment_shift": ">=0",
+        "val_fraction": "[0,1)",
+        "imagined_fraction": "[0,1]",
+    }
+
+    split: SplitConfig = field(default_factory=SplitConfig)
+    model: GeneralistConfig = field(default_factory=GeneralistConfig)
+    steps: int = 6000
+    batch: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    augment_shift: int = 3
+    val_fraction: float = 0.1
+    imagined: bool = True  # add the world model's replays of pretraining rollouts (needs --wm)
+    imagined_fraction: float = 0.5  # of the labeled episodes to replay in the world model
+
+
+@dataclass
+class VideoPool:
+    """Every video the judge trains and calibrates on: the labelled episodes, then their world-model replays."""
+
+    videos: list[np.ndarray]
+    tasks: list[str]  # the scene's task of each video
+    success: np.ndarray  # (V,) bool
+    imagined: np.ndarray  # (V,) bool
+    train: np.ndarray  # indices of training videos; the rest of the labelled ones calibrate the temperature
+    behaviours: list[str]  # of the labelled episodes (scripted variants, "policy", ...)
+
+
+def train_judge(
+    cfg: TrainJudgeConfig,
+    data: str | Path,
+    out: str | Path,
+    wm_path: str | Path | None = None,
+    progress: bool = True,
+    log_fn=print,
+    references: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train on labelled pretraining videos (``data``: one dataset or a comma-separated list) and save the judge
+    to ``out``: videos -> (video, instruction, label) examples -> fit -> temperature -> save. ``references``: a
+    demos dataset of pretraining tasks (for ``model.reference`` judges)."""
+    t0 = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    set_threads(cfg.threads)
+    dev = resolve_device(cfg.device)
+    paths = [Path(p) for p in (str(data).split(",") if isinstance(data, (str, Path)) else data) if str(p)]
+    split = resolve_split(cfg.split)
+    dss, refs = _checked_inputs(cfg, paths, split, references, log_fn)
+    save_config(cfg, out)
+    rng = np.random.default_rng(cfg.seed)  # one stream, drawn in this order: holdout, replays, examples
+    pool = _video_pool(cfg, dss, rng, wm_path, dev, progress)
+    clips = np.stack([cfg.model.frames.select(v) for v in pool.videos])  # (V, F, H, W, 3)
+    ex = _examples(pool, split, refs, rng, log_fn)
+    is_train = np.isin(ex.video, pool.train)
+    enc = TextEncoder()
+    all_texts = sorted({p for t in split.pretrain for p in paraphrases(t)})
+    enc(all_texts + sorted({verb_of(t) for t in all_texts}))
+    torch.manual_seed(cfg.seed)
+    model = JudgeNet(cfg.model).to(dev)
+    log = MetricsLogger(out)
+    _fit(cfg, model, ex, clips, is_train, enc, refs, dev, log, pool, log_fn, progress)
+    temperature, val, val_own = _calibrate(model, ex, clips, ~is_train, enc, refs, dev)
+    log.log(cfg.steps, {f"val/{k}": v for k, v in val.items() if isinstance(v, float)})
+    log.log(cfg.steps, {f"val_own/{k}": v for k, v in val_own.items() if isinstance(v, float)})
+    log.close()
+    n_real = int((~pool.imagined).sum())
+    info = {
+        "split": split.as_dict(),
+        "trained_on_tasks": sorted(set(pool.tasks[:n_real])),
+        "dataset": ",".join(str(p.resolve()) for p in paths),
+        "episodes_by_behaviour": {b: pool.behaviours.count(b) for b in sorted(set(pool.behaviours))},
+        "world_model": str(Path(wm_path).resolve()) if wm_path else None,
+        "imagined_videos": int(pool.imagined.sum()),
+        "temperature": temperature,
+        "validation": val,
+        "validation_own": val_own,
+        "label_semantics": "success reached at any step",
+        "blind": cfg.model.blind,
+        "references": str(Path(references).resolve()) if refs is not None else None,
+        "reference_tasks": refs.tasks if refs is not None else [],
+        "seconds": time.time() - t0,
+    }
+    save_generalist(model, enc, out, info)
+    return info
+
+
+def _checked_inputs(cfg: TrainJudgeConfig, paths: list[Path], split, references, log_fn):
+    """The labelled datasets and the reference demos, each refused if it holds a held-out target task."""
+    dss = [LeRobotDataset(p) for p in paths]
+    for ds in dss:
+        check_task_agnostic(ds.manifest, split, "generalist judge")
+    refs = None
+    if cfg.model.reference:
+        if not references:
+            raise ValueError(
+                "this judge compares videos with a reference demonstration (model.reference=true): pass "
+                "--references DEMOS_DIR (demos of the pretraining tasks), or --model.reference=false"
+            )
+        check_task_agnostic(LeRobotDataset(references).manifest, split, "generalist judge (references)")
+        refs = References.from_dataset(references)
+    for ds in dss:
+        if ds.frame_stride != 8:
+            log_fn(
+                f"[train-judge] note: {ds.root} has frame stride {ds.frame_stride}; imagined videos have one "
+                f"frame per 8-step chunk"
+            )
+    return dss, refs
+
+
+def _video_pool(cfg: TrainJudgeConfig, dss, rng, wm_path, dev, progress: bool) -> VideoPool:
+    """The labelled videos of every dataset, a stratified calibration holdout, and - with a world model - its
+    replays of the same actions for a fraction of the training episodes, labelled by the real replay."""
+    bases = [labeled_videos(ds) for ds in dss]
+    origin = [(k, i) for k, b in enumerate(bases) for i in range(len(b.task))]  # (dataset, episode)
+    n = len(origin)
+    tasks = [bases[k].task[i] for k, i in origin]
+    success = np.concatenate([b.success for b in bases])
+    behaviours = [
+        str((dss[k].episodes.get("rawdream/behaviour") or ["?"] * dss[k].num_episodes)[i]) for k, i in origin
+    ]
+    val_eps = stratified_holdout(tasks, success, cfg.val_fraction, rng)
+    train_eps = np.setdiff1d(np.arange(n), val_eps)
+    pool = VideoPool(
+        [bases[k].video(i) for k, i in origin],
+        list(tasks),
+        success.copy(),
+        np.zeros(n, bool),
+        train_eps,
+        behaviours,
+    )
+    if not (cfg.imagined and wm_path):
+        return pool
+    from rawdream.world_model.train import load_world_model
+
+    wm = load_world_model(wm_path).to(dev)
+    chosen = np.sort(rng.choice(train_eps, size=int(len(train_eps) * cfg.imagined_fraction), replace=False))
+    replays: dict[int, np.ndarray] = {}
+    for k, ds in enumerate(dss):
+        mine = [int(g) for g in chosen if origin[g][0] == k]
+        for g, v in zip(mine, imagine_videos(wm, ds, np.asarray([origin[g][1] for g in mine]), progress)):
+            replays[g] = v
+    pool.videos += [replays[int(g)] for g in chosen]
+    pool.tasks += [tasks[i] for i in chosen]
+    pool.success = np.concatenate([pool.success, success[chosen]])
+    pool.imagined = np.concatenate([pool.imagined, np.ones(len(chosen), bool)])
+    pool.train = np.concatenate([train_eps, np.arange(n, n + len(chosen))])
+    return pool
+
+
+def _examples(pool: VideoPool, split, refs, rng, log_fn) -> Examples:
+    """Each video under its own, its siblings' and another task's instruction (``judge_examples``); with a
+    reference judge, only instructions that have a demonstration to compare with."""
+    ex = judge_examples(pool.tasks, pool.success, split, rng)
+    if refs is None:
+        return ex
+    keep = np.array([t in refs.by_task for t in ex.task])
+    if not keep.all():
+        missing = sorted({t for t, k in zip(ex.task, keep) if not k})
+        log_fn(f"[train-judge] no successful reference demo of {', '.join(missing)}: their rows are left out")
+    return Examples(
+        ex.video[keep],
+        [t for t, k in zip(ex.task, keep) if k],
+        ex.label[keep],
+        [w for w, k in zip(ex.kind, keep) if k],
+    )
+
+
+def _fit(
+    cfg: TrainJudgeConfig, model, ex, clips, is_train, enc, refs, dev, log, pool, log_fn, progress
+) -> None:
+    """Class-balanced binary cross-entropy, a random paraphrase and a random reference demo per row, random
+    shifts, AdamW with warm-up and cosine decay."""
+    from rawdream.policy.train import random_shift
+
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    tr_idx = np.nonzero(is_train)[0]
+    pos = ex.label[tr_idx] > 0.5
+    w = np.where(pos, 0.5 / max(pos.mean(), 1e-6), 0.5 / max(1 - pos.mean(), 1e-6))  # balanced classes
+    w /= w.sum()
+    n_real = int((~pool.imagined).sum())
+    log_fn(
+        f"[train-judge] {n_real} labeled episodes of {len(set(pool.tasks[:n_real]))} pretraining tasks "
+        f"({pool.behaviours.count('policy')} of them a learned policy's rollouts; +{int(pool.imagined.sum())} "
+        f"imagined), {len(tr_idx)} training examples (positives {pos.mean():.2f}); "
+        f"{'BLIND control, ' if cfg.model.blind else ''}{count_params(model) / 1e6:.2f}M params"
+    )
+    bar = tqdm(total=cfg.steps, desc="train-judge", disable=not progress, dynamic_ncols=True)
+    for step in range(cfg.steps):
+        model.train()
+        g = step_generator(cfg.seed, step, stream=4)
+        pick = tr_idx[
+            torch.multinomial(torch.from_numpy(w), cfg.batch, replacement=True, generator=g).numpy()
+        ]
+        texts = []
+        for j in pick:  # a random paraphrase of the instruction each time
+            options = paraphrases(ex.task[j])
+            texts.append(options[int(torch.randint(len(options), (1,), generator=g))])
+        frames = torch.from_numpy(clips[ex.video[pick]])
+        b, f = frames.shape[:2]
+        frames = random_shift(frames.flatten(0, 1), cfg.augment_shift, g).view(b, f, *frames.shape[2:])
+        frames = frames.to(dev)
+        ref = None
+        if refs is not None:  # a random demonstration of the instructed task (another seed's layout)
+            ks = torch.randint(1 << 30, (len(pick),), generator=g).tolist()
+            ref = np.stack([refs.get(ex.task[j], k) for j, k in zip(pick, ks)])
+            ref = (
+                random_shift(torch.from_numpy(ref).flatten(0, 1), cfg.augment_shift, g)
+                .view(ref.shape)
+                .to(dev)
+            )
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * lr_schedule(step, cfg.steps, warmup=200)
+        with autocast(cfg.precision, dev):
+            logits = model(frames, text_features(enc, texts).to(dev), ref)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), torch.from_numpy(ex.label[pick]).to(dev))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        bar.update()
+        if (step + 1) % cfg.log_every == 0:
+            log.log(step + 1, {"judge/loss": loss.item()})
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    model.eval()
+
+
+def _calibrate(model, ex, clips, held_out, enc, refs, dev) -> tuple[float, dict, dict]:
+    """One temperature fitted on held-out pretraining episodes (canonical instructions, the canonical reference);
+    returns it with the calibrated validation metrics, over all rows and over the hard ``own`` rows (the right
+    task: did it succeed?)."""
+    from rawdream.eval.metrics import binary_metrics
+
+    va = np.nonzero(held_out)[0]
+    with torch.no_grad():
+        logits = torch.cat(
+            [
+                model(
+                    torch.from_numpy(clips[ex.video[rows]]).to(dev),
+                    text_features(enc, [task_instruction(ex.task[j]) for j in rows]).to(dev),
+                    None
+                    if refs is None
+                    else torch.from_numpy(np.stack([refs.get(ex.task[j]) for j in rows])).to(dev),
+                ).cpu()
+                for rows in (va[k : k + 256] for k in range(0, len(va), 256))
+            ]
+        )
+    labels = torch.from_numpy(ex.label[va])
+    temperature = fit_temperature(logits, labels)
+    probs = torch.sigmoid(logits / temperature).numpy()
+    val = binary_metrics(probs, labels.numpy() > 0.5)
+    own = np.array([ex.kind[j] == "own" for j in va], bool)
+    return temperature, val, binary_metrics(probs[own], labels.numpy()[own] > 0.5)
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    best, best_t = float("inf"), 1.0
+    for t in np.exp(np.linspace(np.log(0.25), np.log(8.0), 60)):
+        nll = F.binary_cross_entropy_with_logits(logits / t, labels).item()
+        if nll < best:
+            best, best_t = nll, float(t)
+    return best_t
+
+
+def save_generalist(model: JudgeNet, enc: TextEncoder, out: Path, info: dict[str, Any]) -> None:
+    save_model(
+        out, "judge", model.state_dict(), {"config": to_dict(model.cfg), "text_cache": enc.state(), **info}
+    )
