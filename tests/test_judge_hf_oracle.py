@@ -87,7 +87,8 @@ def tiny_vlm(request, tmp_path_factory):
         "<|image_pad|>",
         "<|video_pad|>",
     ]
-    words = ["Yes", "No", "yes", "no", "A", "robot", "arm", "open", "the", "drawer", "user", "assistant"]
+    words = ["Yes", "No", "yes", "no", "True", "False", "A", "robot", "arm", "open", "the", "drawer", "user"]
+    words += ["assistant"]
     vocab = {t: i for i, t in enumerate([*special, *words, "[UNK]"])}
     tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -121,6 +122,22 @@ def test_hf_backend_scores_a_batch_from_a_local_directory(tiny_vlm):
     assert len(out) == 5 and all(v.success == (v.score >= 0.5) for v in out)  # the score decides, at 0.5
     again = judge(videos[:1], ["open the drawer"])  # batching does not change a verdict
     assert again[0].score == pytest.approx(out[0].score, abs=1e-4)
+
+
+def test_hf_backend_top_scoring_is_the_affirmative_probability(tiny_vlm):
+    """TOPReward-style scoring on the same model: P("True") after the statement, thresholded; batched the same."""
+    import torch
+
+    judge = make_judge(JudgeConfig(backend="hf", path=str(tiny_vlm), scoring="top", threshold=0.01))
+    rng = np.random.default_rng(1)
+    videos = [rng.integers(0, 255, (9, 64, 64, 3), dtype=np.uint8) for _ in range(3)]
+    out = judge(videos, ["open the drawer"] * 3)
+    assert all(0 < v.score < 1 and v.success == (v.score >= 0.01) and "log P(True)" in v.raw for v in out)
+    assert judge(videos[:1], ["open the drawer"])[0].score == pytest.approx(out[0].score, rel=1e-3)
+    # a random 20-token model spreads its mass: the affirmative alone is far from the Yes/No-renormalised score
+    yes_no = make_judge(JudgeConfig(backend="hf", path=str(tiny_vlm)))(videos[:1], ["open the drawer"])[0]
+    assert out[0].score < 0.5 and yes_no.score > 0.2
+    assert torch.isfinite(torch.tensor([v.score for v in out])).all()
 
 
 def test_hf_backend_refuses_a_missing_directory(tmp_path):

@@ -6,7 +6,7 @@ import threading
 import numpy as np
 import pytest
 
-from loopback import LoopbackVLM
+from loopback import LoopbackVLM, RawResponse
 from rawdream.reward.base import FrameSelection, JudgeConfig, Verdict
 from rawdream.reward.openai import OpenAIJudge, parse_answer
 
@@ -139,3 +139,48 @@ def test_question_comes_after_the_frames_and_a_reference_demo_is_shown_first(pre
         assert len(server.images(server.requests[0])) == 6
         with pytest.raises(ValueError, match="no reference demonstration"):
             judge(_videos(1), ["open the window"])
+
+
+def _completion(top_logprobs: list[tuple[str, float]] | None) -> RawResponse:
+    choice = {"index": 0, "finish_reason": "length", "message": {"role": "assistant", "content": "True"}}
+    if top_logprobs is not None:
+        listed = [{"token": t, "logprob": lp} for t, lp in top_logprobs]
+        choice["logprobs"] = {"content": [{**listed[0], "top_logprobs": listed}]}
+    return RawResponse(200, {"id": "c", "object": "chat.completion", "choices": [choice]})
+
+
+def test_top_scoring_reads_the_affirmative_probability_after_a_statement():
+    """TOPReward-style: the statement comes after the frames, one token is asked for, and P("True") itself -
+    not renormalised against "False" - is the score; a "True" missing from the listed tokens bounds it."""
+    import math
+
+    answers = {
+        "open the drawer": [("True", math.log(0.7)), ("False", math.log(0.2))],
+        "close the door": [("False", math.log(0.5)), ("True", math.log(0.3)), ("Yes", math.log(0.1))],
+        "push the puck": [("False", math.log(0.9)), ("No", math.log(0.05))],  # True not listed: <= 0.05
+    }
+
+    def answer(req):
+        text = LoopbackVLM.text(req)
+        return _completion(next(v for k, v in answers.items() if k in text))
+
+    with LoopbackVLM(answer) as server:
+        out = _judge(server, scoring="top")(_videos(3), list(answers))
+        req = server.requests[0]
+        last = req["messages"][0]["content"][-1]
+        assert last["type"] == "text" and "True or False" in last["text"] and req["max_tokens"] == 1
+        assert req["top_logprobs"] == 20
+    assert [v.success for v in out] == [True, False, False]
+    assert [v.score for v in out] == pytest.approx([0.7, 0.3, 0.05])  # 0.3, not 0.3 / (0.3 + 0.5)
+    assert "not in the top logprobs" in out[2].raw
+
+
+def test_top_scoring_abstains_without_logprobs_and_when_the_bound_cannot_decide():
+    import math
+
+    with LoopbackVLM(lambda req: _completion(None)) as server:
+        v = _judge(server, scoring="top", retries=0)(_videos(1), ["open the drawer"])[0]
+    assert v.success is None and "needs them" in v.raw
+    with LoopbackVLM(lambda req: _completion([("False", math.log(0.6))])) as server:  # P(True) <= 0.6
+        v = _judge(server, scoring="top", retries=0)(_videos(1), ["open the drawer"])[0]
+    assert v.success is None and "not below the threshold" in v.raw

@@ -87,6 +87,11 @@ class JudgeConfig:
     model: str = "Qwen3-VL-8B-Instruct"
     api_key_env: str = "RAWDREAM_VLM_API_KEY"  # the key is read from this environment variable, never logged
     frames: FrameSelection = field(default_factory=FrameSelection)
+    # how a VLM judge (openai, hf) turns its next-token distribution into a score: "yes_no" - asked a Yes/No
+    # question, P(Yes) / (P(Yes) + P(No)); "top" - TOPReward-style (Chen et al. 2026): told that the video completes
+    # the instruction, the probability of the affirmative "True" itself (its log-likelihood, not renormalised
+    # against "False"), zero-shot
+    scoring: str = "yes_no"
     threshold: float = 0.5  # score -> success, where the backend gives a score
     timeout: float = 60.0
     retries: int = 3
@@ -97,6 +102,13 @@ class JudgeConfig:
     # a judge that cannot judge stops the run: when at least this fraction of one batch of verdicts (an RL
     # iteration, an evaluation) abstains, dream and eval-judge end with an error (1.0: only when all abstain)
     abstain_stop: float = 1.0
+
+    def validate(self) -> None:
+        if self.scoring not in SCORINGS:
+            raise ValueError(f"judge.scoring must be one of {', '.join(SCORINGS)}, got {self.scoring!r}")
+
+
+SCORINGS = ("yes_no", "top")
 
 
 class JudgeUnavailableError(RuntimeError):
@@ -142,6 +154,7 @@ register_judge = JUDGES.register
 #: abstain_stop, allow_oracle - every judge shares); a backend names the ones it reads with :func:`takes`
 BACKEND_FIELDS = (
     "path",
+    "scoring",
     "reference",
     "url",
     "model",

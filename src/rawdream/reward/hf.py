@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from rawdream.reward.base import JudgeConfig, Verdict, register_judge, takes
-from rawdream.reward.openai import PROMPT, PROMPT_QUESTION, PROMPT_VIDEO
+from rawdream.reward.openai import AFFIRMATIVE, PROMPT, PROMPT_QUESTION, PROMPT_STATEMENT, PROMPT_VIDEO
 
 IMAGE_TOKEN = "<|image_pad|>"
 
@@ -48,7 +48,12 @@ class HFJudge:
         self.merge = int(getattr(self.image_processor, "merge_size", 2))
         self.yes_ids = self._ids(["Yes", "yes", " Yes"])
         self.no_ids = self._ids(["No", "no", " No"])
-        if not self.yes_ids or not self.no_ids:
+        self.true_ids = self._ids([AFFIRMATIVE, " " + AFFIRMATIVE])
+        if cfg.scoring == "top" and not self.true_ids:
+            raise ValueError(
+                f"the tokenizer of {path} has no single-token {AFFIRMATIVE!r}; use --judge.scoring=yes_no"
+            )
+        if cfg.scoring == "yes_no" and (not self.yes_ids or not self.no_ids):
             raise ValueError(f"the tokenizer of {path} has no single-token 'Yes'/'No'; cannot score verdicts")
         self.tokenizer.padding_side = "left"  # the next-token logits sit at the last position of every row
 
@@ -65,7 +70,10 @@ class HFJudge:
         # the same order as the served judge: the instruction, the frames, the question last
         content = [{"type": "text", "text": PROMPT.format(instruction=instruction) + "\n" + PROMPT_VIDEO}]
         content += [{"type": "image"}] * n_images
-        content += [{"type": "text", "text": PROMPT_QUESTION}]
+        last = (
+            PROMPT_STATEMENT.format(instruction=instruction) if self.cfg.scoring == "top" else PROMPT_QUESTION
+        )
+        content += [{"type": "text", "text": last}]
         text = self.tokenizer.apply_chat_template(
             [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
         )
@@ -102,19 +110,22 @@ class HFJudge:
             inputs = {key: v.to(self.device) for key, v in inputs.items()}
             logits = self.model(**inputs).logits[:, -1].float()
             p = torch.softmax(logits, dim=-1)
-            p_yes, p_no = p[:, self.yes_ids].sum(-1), p[:, self.no_ids].sum(-1)
-            score = (p_yes / (p_yes + p_no).clamp_min(1e-12)).cpu().numpy()
+            if self.cfg.scoring == "top":  # the affirmative's own probability: TOPReward's log-likelihood
+                score = p[:, self.true_ids].sum(-1).cpu().numpy()
+                shown = [f"log P(True)={np.log(max(s, 1e-30)):.3f}" for s in score]
+            else:
+                p_yes, p_no = p[:, self.yes_ids].sum(-1), p[:, self.no_ids].sum(-1)
+                score = (p_yes / (p_yes + p_no).clamp_min(1e-12)).cpu().numpy()
+                shown = [f"P(yes)={s:.3f}" for s in score]
             dt = (time.perf_counter() - t0) / len(texts)
             out += [
-                Verdict(
-                    success=bool(s >= self.cfg.threshold), score=float(s), raw=f"P(yes)={s:.3f}", latency=dt
-                )
-                for s in np.asarray(score)
+                Verdict(success=bool(s >= self.cfg.threshold), score=float(s), raw=r, latency=dt)
+                for s, r in zip(np.asarray(score), shown)
             ]
         return out
 
 
 @register_judge("hf")
-@takes("path")
+@takes("path", "scoring")
 def _make(cfg: JudgeConfig) -> HFJudge:
     return HFJudge(cfg)

@@ -44,6 +44,12 @@ PROMPT = 'A robot arm was given the instruction: "{instruction}".'
 PROMPT_REFERENCE = "For reference, the first and the last frame of a demonstration that accomplished it:"
 PROMPT_VIDEO = "The frames of the robot's video, in time order from the first to the last:"
 PROMPT_QUESTION = "Did the robot accomplish the instruction? Answer with one word: Yes or No."
+# scoring "top": the frames first, then a statement whose truth the next token rates (TOPReward's form)
+PROMPT_STATEMENT = (
+    'The frames above show a robot arm completing the task "{instruction}". Is this statement True or False? '
+    "The statement is"
+)
+AFFIRMATIVE = "True"
 
 
 def encode_png(frame: np.ndarray) -> str:
@@ -121,6 +127,23 @@ def yes_probability(choice: Any) -> float | None:
     return float(p_yes / (p_yes + p_no))
 
 
+def true_probability(choice: Any) -> tuple[float | None, bool]:
+    """P(the first token is "True") from an OpenAI ``logprobs`` block: (p, True) when "True" is listed, (an upper
+    bound: the least likely listed token's probability, False) when it is not, (None, False) without logprobs."""
+    try:
+        first = choice["logprobs"]["content"][0]
+        cands = first.get("top_logprobs") or [first]
+        listed = [(str(c.get("token", "")).strip(), float(c["logprob"])) for c in cands]
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        return None, False
+    if not listed:
+        return None, False
+    true = [lp for tok, lp in listed if tok == AFFIRMATIVE]
+    if true:
+        return float(np.exp(max(true))), True
+    return float(np.exp(min(lp for _, lp in listed))), False
+
+
 class _Retryable(Exception):
     pass
 
@@ -179,14 +202,16 @@ class OpenAIJudge:
         content = [text(PROMPT.format(instruction=instruction))]
         if self.references is not None:  # in-context: what success at this task looks like
             content += [text(PROMPT_REFERENCE), *images(self.references.for_instructions([instruction])[0])]
-        content += [text(PROMPT_VIDEO), *images(frames), text(PROMPT_QUESTION)]
+        content += [text(PROMPT_VIDEO), *images(frames)]
+        top = self.cfg.scoring == "top"
+        content += [text(PROMPT_STATEMENT.format(instruction=instruction) if top else PROMPT_QUESTION)]
         return {
             "model": self.cfg.model,
             "messages": [{"role": "user", "content": content}],
-            "max_tokens": 4,
+            "max_tokens": 1 if top else 4,  # top reads the first token's distribution, nothing else
             "temperature": 0.0,
             "logprobs": True,
-            "top_logprobs": 5,
+            "top_logprobs": 20 if top else 5,
         }
 
     def _judge_one(self, frames: np.ndarray, instruction: str) -> Verdict:
@@ -225,11 +250,36 @@ class OpenAIJudge:
 
     def _verdict(self, text: str, choice: dict[str, Any], latency: float) -> Verdict:
         """Only an answer that is Yes or No decides; where the server sent logprobs, P(yes) against the threshold
-        decides it (the same rule ``eval-judge`` scores by), otherwise the word does."""
+        decides it (the same rule ``eval-judge`` scores by), otherwise the word does. Scoring "top" reads
+        P("True") from the logprobs alone (the answer's text does not matter)."""
+        if self.cfg.scoring == "top":
+            return self._top_verdict(choice, latency)
         said = parse_answer(text)
         score = yes_probability(choice) if said is not None else None
         success = said if score is None else score >= self.cfg.threshold
         return Verdict(success=success, score=score, raw=text, latency=latency)
+
+    def _top_verdict(self, choice: dict[str, Any], latency: float) -> Verdict:
+        p, exact = true_probability(choice)
+        if p is None:
+            return Verdict(
+                success=None,
+                raw="abstain: the server sent no logprobs; --judge.scoring=top needs them (vLLM and SGLang send "
+                "them when asked)",
+                latency=latency,
+            )
+        if exact:
+            return Verdict(
+                success=p >= self.cfg.threshold, score=p, raw=f"log P(True)={np.log(p):.3f}", latency=latency
+            )
+        # "True" is not among the top tokens: P(True) is below the least likely one listed
+        if p < self.cfg.threshold:
+            return Verdict(
+                success=False, score=p, raw=f"P(True) <= {p:.4f} (not in the top logprobs)", latency=latency
+            )
+        return Verdict(
+            success=None, raw=f"abstain: P(True) <= {p:.3f} is not below the threshold", latency=latency
+        )
 
     def probe(self) -> None:
         """One real request (a blank 2-frame video): raises JudgeUnavailableError naming the URL, the failure and
@@ -316,7 +366,16 @@ class OpenAIJudge:
 
 @register_judge("openai")
 @takes(
-    "reference", "url", "model", "api_key_env", "timeout", "retries", "backoff", "concurrency", "cache_dir"
+    "reference",
+    "scoring",
+    "url",
+    "model",
+    "api_key_env",
+    "timeout",
+    "retries",
+    "backoff",
+    "concurrency",
+    "cache_dir",
 )
 def _make(cfg: JudgeConfig) -> OpenAIJudge:
     return OpenAIJudge(cfg)
