@@ -216,35 +216,168 @@ def test_meta_world_stays_inside_envs():
     assert not offenders, offenders
 
 
-def test_a_simulator_catalogue_outside_the_library_registers_itself():
-    """A second simulator's tasks (LIBERO's, a lab's own) plug in as one catalogue: names, instructions and
-    splits resolve through it, and a split never mixes two simulators."""
-    from rawdream.envs import backend_of, canonical_task, instruction, tasks_of
+class _SlideEnv:
+    """A whole simulator in one class, living in tests/: a red square that the action's x pushes right; the task
+    succeeds when it reaches the right edge."""
+
+    action_dim = proprio_dim = 4
+
+    def __init__(self, task, cfg):
+        from rawdream.envs import canonical_task, instruction
+
+        self.task, self.cfg = canonical_task(task), cfg
+        self.instruction, self.max_steps = instruction(self.task), cfg.max_steps
+
+    def reset(self, seed):
+        self.x, self.t = float(np.random.default_rng(seed).uniform(0.1, 0.3)), 0
+        return self._obs(), self._info(False)
+
+    def step(self, action, render=True):
+        from rawdream.envs import check_action
+
+        self.x = min(1.0, self.x + 0.05 * float(check_action(action, 4)[0]))
+        self.t += 1
+        success = self.x > 0.9
+        terminated = success and self.cfg.end_on_success
+        return (
+            self._obs(render),
+            0.0,
+            terminated,
+            self.t >= self.max_steps and not terminated,
+            self._info(success),
+        )
+
+    def render(self):
+        s = self.cfg.image_size
+        img = np.zeros((s, s, 3), np.uint8)
+        c = int(self.x * (s - 4))
+        img[s // 2 - 2 : s // 2 + 2, c : c + 4, 0] = 255
+        return img
+
+    def _obs(self, render=True):
+        proprio = np.array([self.x, 0, 0, 0], np.float32)
+        return {
+            "image": self.render() if render else None,
+            "proprio": proprio,
+            "instruction": self.instruction,
+        }
+
+    def _info(self, success):
+        return {
+            "success": success,
+            "state": np.array([self.x]),
+            "object_position": np.array([self.x, 0.0, 0.0]),
+        }
+
+    def close(self):
+        pass
+
+
+def test_a_simulator_outside_the_library_registers_itself(tiny_policy, tmp_path):
+    """A second simulator (LIBERO's, a lab's own) is one file: its task catalogue and its Env, each registered.
+    Names, instructions and splits resolve through the catalogue, a split never mixes two simulators, and the
+    evaluation harness runs a policy in it by --env.backend alone."""
+    from rawdream.envs import (
+        Env,
+        EnvConfig,
+        backend_of,
+        canonical_task,
+        instruction,
+        make_env,
+        tasks_of,
+    )
+    from rawdream.envs.base import ENVS
     from rawdream.envs.tasks import CATALOGUES, TaskCatalogue, register_catalogue
+    from rawdream.eval.success import EvalPolicyConfig, evaluate_policy
+    from rawdream.policy.train import load_policy
     from rawdream.splits import SplitConfig, resolve_split
 
-    register_catalogue("toy")(
+    register_catalogue("slide")(
         TaskCatalogue(
-            backend="toy",
+            backend="slide",
             instructions={
-                "stack-blocks": ("stack the blocks",),
-                "open-box": ("open the box", "lift the lid"),
+                "slide-right": ("push the square to the right",),
+                "stay": ("keep the square still",),
             },
-            splits={"toy-heldout": ("open-box",)},
+            splits={"slide-heldout": ("slide-right",)},
             normalise=lambda name: name.strip().lower(),
         )
     )
+    ENVS.register("slide")(_SlideEnv)
     try:
-        assert backend_of("Open-Box") == "toy" and canonical_task("Open-Box") == "open-box"
-        assert instruction("open-box") == "open the box" and tasks_of("toy") == ("open-box", "stack-blocks")
-        split = resolve_split(SplitConfig(name="toy-heldout"))
-        assert (split.backend, split.targets, split.pretrain) == ("toy", ("open-box",), ("stack-blocks",))
-        assert resolve_split(SplitConfig(targets=["stack-blocks"])).pretrain == ("open-box",)
-        with pytest.raises(ValueError, match="mixes tasks of simulators metaworld, toy"):
-            resolve_split(SplitConfig(targets=["stack-blocks", "drawer-open"]))
-        assert backend_of("drawer_open-v3") == "metaworld"
+        assert backend_of("Slide-Right") == "slide" and canonical_task("Slide-Right") == "slide-right"
+        assert instruction("slide-right") == "push the square to the right" and tasks_of("slide") == (
+            "slide-right",
+            "stay",
+        )
+        split = resolve_split(SplitConfig(name="slide-heldout"))
+        assert (split.backend, split.targets, split.pretrain) == ("slide", ("slide-right",), ("stay",))
+        with pytest.raises(ValueError, match="mixes tasks of simulators metaworld, slide"):
+            resolve_split(SplitConfig(targets=["stay", "drawer-open"]))
+        env_cfg = EnvConfig(backend="slide", max_steps=16)
+        assert isinstance(make_env("slide-right", env_cfg), Env)
+        cfg = EvalPolicyConfig(
+            split=SplitConfig(name="slide-heldout"), env=env_cfg, tasks=["targets"], episodes=3, workers=0
+        )
+        report = evaluate_policy(load_policy(tiny_policy), cfg, tmp_path, progress=False)
+        assert len(report["tasks"]["slide-right"]["episode_results"]) == 3
     finally:
-        CATALOGUES._factories.pop("toy")
+        CATALOGUES._factories.pop("slide")
+        ENVS._factories.pop("slide")
+
+
+class _PixelDenoiser(torch.nn.Module):
+    """The smallest denoiser, living in tests/: 1x1 convolutions over the noisy latent and the context, modulated by
+    the library's action/proprio/noise-level conditioning. It implements the two calls the world model makes."""
+
+    def __init__(self, cfg, channels, size):
+        from rawdream.nn import mlp
+        from rawdream.world_model.dynamics import Conditioning, LevelEmbed
+
+        super().__init__()
+        self.cond, self.time = Conditioning(cfg), LevelEmbed(cfg.cond_dim)
+        self.inp = torch.nn.Conv2d(channels * (cfg.context + 2), 32, 1)
+        self.film = torch.nn.Linear(cfg.cond_dim, 64)
+        self.out = torch.nn.Conv2d(32, channels, 1)
+        self.proprio_head = mlp(cfg.cond_dim, cfg.cond_dim, cfg.proprio_dim)
+
+    def encode_context(self, ctx, anchor, actions, proprio, ctx_level, anchor_level, proprio_next=None):
+        cond = self.cond(actions, proprio, ctx_level, anchor_level)
+        cache = {
+            "cond": cond,
+            "ctx": torch.cat([ctx.flatten(1, 2), anchor], 1),
+            "proprio_delta": self.proprio_head(cond),
+        }
+        self.cond.target(cache, proprio, proprio_next)
+        return cache
+
+    def denoise(self, z, tau, cache):
+        scale, shift = self.film(cache["cond"] + self.time(tau))[:, :, None, None].chunk(2, dim=1)
+        h = self.inp(torch.cat([z, cache["ctx"]], 1))
+        return self.out(torch.nn.functional.silu(h * (1 + scale) + shift))
+
+
+def test_a_denoiser_outside_the_library_trains_and_imagines(play_data, tmp_path):
+    """A new world-model backbone is one module and one registration: `pretrain-wm --model.dynamics.arch=pixel`
+    trains it, the saved world model names it, and loading it imagines through it."""
+    from rawdream.cli import main
+    from rawdream.world_model.dynamics import DENOISERS
+    from rawdream.world_model.train import load_world_model
+
+    DENOISERS.register("pixel")(_PixelDenoiser)
+    try:
+        out = tmp_path / "wm"
+        argv = ["pretrain-wm", "--data", str(play_data), "--out", str(out), "--preset", "tiny"]
+        assert main([*argv, "--model.dynamics.arch=pixel", "--dyn_steps=20"]) == 0
+        wm = load_world_model(out)
+        assert isinstance(wm.dynamics, _PixelDenoiser)
+        size = wm.cfg.image_size
+        frames = torch.zeros(2, size, size, 3, dtype=torch.uint8)
+        actions = torch.zeros(2, 3, wm.cfg.dynamics.chunk, 4)
+        imagined = wm.rollout(frames, torch.zeros(2, 4), actions, seeds=[0, 1])
+        assert imagined["frames"].shape == (2, 4, size, size, 3)
+    finally:
+        DENOISERS._factories.pop("pixel")
 
 
 def test_an_unknown_backend_names_the_flag_and_the_choices():
