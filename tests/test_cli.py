@@ -12,6 +12,8 @@ from rawdream.data.lerobot import LeRobotDataset
 def _verbs():
     return [
         [],
+        ["collect", "policy"],
+        ["experiment", "rl-table"],
         ["run"],
         ["collect"],
         ["collect", "play"],
@@ -38,6 +40,80 @@ def test_help_for_every_verb(verb, capsys):
         main([*verb, "--help"])
     assert e.value.code == 0
     assert "usage: rawdream" in capsys.readouterr().out
+
+
+def _rows():
+    from rawdream.cli import VERBS
+
+    for verb in VERBS:
+        yield from ((verb.name + " " + k.name, k) for k in verb.kinds) if verb.kinds else [(verb.name, verb)]
+
+
+def test_every_alias_names_a_config_key_and_none_shadows_a_section():
+    """The verb table: an alias sets a key its verb's config has; its flag is never the name of a config section
+    (so `--env sim` cannot stand beside `--env.image_size`); verbs that take no config refuse config keys."""
+    import dataclasses
+    import importlib
+
+    from rawdream.pipeline import RunConfig
+
+    def has(cls, dotted):
+        for part in dotted.split("."):
+            fields = {f.name: f for f in dataclasses.fields(cls)}
+            if part not in fields:
+                return False
+            cls = (
+                fields[part].default_factory()
+                if fields[part].default_factory is not dataclasses.MISSING
+                else None
+            )
+            cls = type(cls) if cls is not None and dataclasses.is_dataclass(cls) else cls
+        return True
+
+    checked = 0
+    for name, verb in _rows():
+        if verb.config:
+            module, cls_name = verb.config.split(":")
+            cls = getattr(importlib.import_module(module), cls_name)
+        elif verb.resolver:
+            cls = RunConfig
+        else:
+            assert not [a for a in verb.args if a.key], name
+            continue
+        sections = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory())
+        }
+        for a in verb.args:
+            flag = a.flags[0].lstrip("-").replace("-", "_")
+            assert flag not in sections, f"{name}: {a.flags[0]} shadows the config section {flag!r}"
+            for key in [a.key, *a.also] if a.key else []:
+                assert has(cls, key), f"{name}: {a.flags[0]} sets {key!r}, which {cls.__name__} does not have"
+                checked += 1
+    assert checked >= 15
+    assert main(["tasks", "--env.image_size=32"]) == 2
+
+
+def test_aliases_land_in_the_resolved_config(tmp_path, monkeypatch):
+    """What the one handler passes to an entry point: aliases, switches and flags merged over the preset."""
+    import dataclasses
+
+    import rawdream.cli as cli
+
+    got = {}
+
+    def entry(args, cfg):
+        got["cfg"] = cfg
+        return 0
+
+    verbs = tuple(dataclasses.replace(v, run=entry) if v.name == "dream" else v for v in cli.VERBS)
+    monkeypatch.setattr(cli, "VERBS", verbs)
+    argv = ["dream", "--task", "drawer-open", "--policy", "p", "--out", str(tmp_path), "--no-dnv"]
+    assert main([*argv, "--vlm-url", "http://h:8000/v1", "--env_mode=sim", "--preset", "tiny"]) == 0
+    cfg = got["cfg"]
+    assert (cfg.task, cfg.dnv, cfg.env_mode) == ("drawer-open", False, "sim")
+    assert (cfg.judge.backend, cfg.judge.url) == ("openai", "http://h:8000/v1")
 
 
 def test_console_script_is_installed():

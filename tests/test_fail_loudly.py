@@ -167,6 +167,8 @@ def test_a_judge_setting_its_backend_does_not_read_is_refused_not_ignored():
     )
     assert (cfg.backend, cfg.url, cfg.threshold) == ("oracle", JudgeConfig().url, 0.7)
     assert make_judge(cfg).name == "oracle"
+    blind = for_backend(JudgeConfig(path="judge", reference="demos"), "generalist", path="judge_blind")
+    assert (blind.path, blind.reference) == ("judge_blind", "")  # a field of both: the new value wins
 
     @JUDGES.register("undeclared")  # a plug-in that declares nothing reads the whole section
     def _make(cfg):

@@ -236,8 +236,7 @@ def test_online_baseline_counts_real_trajectories(tiny_policy, tmp_path):
                 "reach",
                 "--policy",
                 str(tiny_policy),
-                "--env",
-                "sim",
+                "--env_mode=sim",
                 "--preset",
                 "tiny",
                 "--split.targets=push",
@@ -279,7 +278,7 @@ def test_dynamic_sampling_draws_more_groups_and_counts_their_real_trajectories(t
     from rawdream.cli import main
 
     out = tmp_path / "sim"
-    args = ["dream", "--task", "reach", "--policy", str(tiny_policy), "--env", "sim", "--preset", "tiny"]
+    args = ["dream", "--task", "reach", "--policy", str(tiny_policy), "--env_mode=sim", "--preset", "tiny"]
     assert main([*args, "--split.targets=push", "--sample_rounds=3", "--out", str(out)]) == 0
     train = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in train if r["stage"] == "train"]

@@ -1,404 +1,176 @@
-"""``rawdream``: one entry point, one verb per pipeline stage.
+"""``rawdream``: one entry point, a table of verbs.
 
-Every verb that writes takes ``--out DIR``; verbs that train or build take ``--preset NAME``; any config key
-is a flag (``--env.image_size=96``). The resolved config is written beside the outputs.
+Each verb is a row of :data:`VERBS`: its config class and ``presets.yaml`` stage, its entry point, and its
+arguments - inputs (``--data``, ``--policy``, ``--out``: paths the entry point reads or writes) and aliases of
+config keys (``--task drawer-open`` is ``--task=drawer-open``, ``--no-dnv`` is ``--dnv=false``). Every config key
+is a flag too (``--env.image_size=96``); an alias never shadows a config section. One handler resolves the config
+(dataclass defaults <- the preset <- aliases and flags), calls the entry point, and the resolved config is
+written beside the outputs.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rawdream import __version__
 from rawdream.config import ConfigError, parse_overrides, preset_names, resolve
 
 
-def _add_preset(p: argparse.ArgumentParser, stage: str) -> None:
-    p.add_argument(
-        "--preset",
-        default="default",
-        help=f"named preset from configs/presets.yaml ({', '.join(preset_names(stage))}); default: default",
+# ------------------------------------------------------------------------------------------------------------
+# the table's two row types
+# ------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Arg:
+    """One command-line argument. With ``key`` it is an alias of that config key (a switch sets ``value``;
+    ``also`` names other keys it sets); without, an input of the entry point."""
+
+    flags: tuple[str, ...]
+    help: str
+    key: str | None = None
+    value: Any = None
+    also: dict[str, Any] = field(default_factory=dict)
+    kw: dict[str, Any] = field(
+        default_factory=dict
+    )  # argparse: required, action, choices, type, default, ...
+
+    @property
+    def dest(self) -> str:
+        return self.kw.get("dest") or self.flags[0].lstrip("-").replace("-", "_")
+
+    def add_to(self, p: argparse.ArgumentParser) -> None:
+        kw = {"help": self.help, **self.kw}
+        if self.value is not None:
+            kw.setdefault("action", "store_true")
+        p.add_argument(*self.flags, **kw)
+
+    def overrides(self, args: argparse.Namespace) -> dict[str, Any]:
+        if self.key is None:
+            return {}
+        got = getattr(args, self.dest, None)
+        if got is None or got is False:  # not given
+            return {}
+        return {self.key: self.value if self.value is not None else got, **self.also}
+
+
+def inp(*flags: str, help: str, **kw: Any) -> Arg:
+    """An input of the entry point (a path, a switch of the verb itself)."""
+    return Arg(flags, help, kw=kw)
+
+
+def alias(*flags: str, key: str, help: str, value: Any = None, also: dict | None = None, **kw: Any) -> Arg:
+    """An alias of config key ``key``."""
+    return Arg(flags, help, key=key, value=value, also=also or {}, kw=kw)
+
+
+OUT = inp("--out", required=True, help="output directory; re-running resumes")
+
+
+@dataclass(frozen=True)
+class Verb:
+    name: str
+    help: str
+    run: Callable[[argparse.Namespace, Any], int]  # entry point: (inputs, resolved config) -> exit code
+    config: str = ""  # "module:Class", imported when the verb runs; "" takes no config keys
+    stage: str = ""  # its presets.yaml stage
+    args: tuple[Arg, ...] = ()
+    preset: str | None = "default"  # the default --preset (None: the verb has no --preset)
+    ray: tuple[str, ...] | None = (
+        None  # config sections --ray / --ray-address switch on (None: no such flags)
+    )
+    description: str | None = None
+    epilog: str = ""
+    # a config built otherwise than resolve(config, stage, preset, overrides) (the run's sections)
+    resolver: Callable[[str | None, dict[str, Any]], Any] | None = None
+    preset_of: Callable[[argparse.Namespace], str | None] | None = None  # a preset named by other switches
+    kinds: tuple[Verb, ...] = ()  # sub-verbs (collect KIND, experiment NAME)
+    kind_dest: str = ""
+    kind_metavar: str = ""
+
+
+def _handle(verb: Verb, args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    """The one handler: aliases and flags -> the resolved config -> the entry point."""
+    for a in verb.args:
+        overrides = {**overrides, **a.overrides(args)}
+    if verb.ray is not None and (args.ray or args.ray_address):
+        for sec in verb.ray:  # --ray / --ray-address -> <section>.ray.enabled / .address
+            prefix = f"{sec}." if sec else ""
+            overrides[f"{prefix}ray.enabled"] = True
+            if args.ray_address:
+                overrides[f"{prefix}ray.address"] = args.ray_address
+    if not (verb.config or verb.resolver):
+        if overrides:
+            raise ConfigError(
+                f"`rawdream {verb.name}` takes no config keys; unexpected --{', --'.join(sorted(overrides))}"
+            )
+        return verb.run(args, None)
+    preset = verb.preset_of(args) if verb.preset_of else getattr(args, "preset", None)
+    if verb.resolver is not None:
+        return verb.run(args, verb.resolver(preset, overrides))
+    module, cls = verb.config.split(":")
+    return verb.run(
+        args, resolve(getattr(importlib.import_module(module), cls), verb.stage, preset, overrides)
     )
 
 
-def _add_ray(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ray", action="store_true", help="run workers on a local Ray cluster (127.0.0.1)")
-    p.add_argument(
-        "--ray-address",
-        default=None,
-        metavar="ADDR",
-        help="run workers on an existing Ray cluster (HOST:PORT)",
-    )
-
-
-def _ray_overrides(args, overrides: dict, *sections: str) -> None:
-    """--ray / --ray-address -> ``<section>.ray.enabled`` / ``.address`` for each config section given."""
-    if not (getattr(args, "ray", False) or getattr(args, "ray_address", None)):
-        return
-    for sec in sections:
-        prefix = f"{sec}." if sec else ""
-        overrides[f"{prefix}ray.enabled"] = True
-        if args.ray_address:
-            overrides[f"{prefix}ray.address"] = args.ray_address
-
-
-def _epilog(stage: str) -> str:
-    return (
-        "Any config key is also a flag: --key=value or --section.key=value "
-        f"(see `configs/presets.yaml`, stage {stage!r})."
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="rawdream",
-        description="RAW-Dream: reinforce VLA policies inside a task-agnostic world model.",
-    )
-    parser.add_argument("--version", action="version", version=f"rawdream {__version__}")
-    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
-
-    # run -------------------------------------------------------------------------------------------------
-    p = verbs.add_parser(
-        "run",
-        help="the main job on the embedded default, end to end",
-        description="Run the RAW-Dream chain on the embedded benchmark; each stage resumes.",
-        epilog=_epilog("run"),
-    )
-    p.add_argument(
-        "--out", default="runs/quick", help="run directory (default: runs/quick); re-running resumes"
-    )
-    p.add_argument(
-        "--preset", default="quick", help=f"run preset ({', '.join(preset_names('run'))}); default: quick"
-    )
-    p = verbs.add_parser("report", help="write one self-contained HTML report of a run directory")
-    p.add_argument("run_dir", help="a run directory written by `rawdream run`")
-
-    # collect ---------------------------------------------------------------------------------------------
-    p = verbs.add_parser(
-        "collect", help="collect play data, expert demos or labeled rollouts from the simulator"
-    )
-    kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
-    k = kinds.add_parser(
-        "play",
-        help="task-free play data on the pretraining tasks (for the world model)",
-        epilog=_epilog("collect_play"),
-    )
-    k.add_argument("--out", required=True, help="dataset directory (LeRobot v3); re-running resumes")
-    _add_preset(k, "collect_play")
-    k = kinds.add_parser(
-        "demos",
-        help="expert demonstrations (base policy; 1-shot SFT of a target)",
-        epilog=_epilog("collect_demos"),
-    )
-    k.add_argument(
-        "--task",
-        action="append",
-        default=None,
-        help="task name, 'pretrain' or 'targets' (repeatable); default: the split's pretraining tasks",
-    )
-    k.add_argument("--episodes", type=int, default=None, help="episodes per task")
-    k.add_argument("--out", required=True, help="dataset directory (LeRobot v3); re-running resumes")
-    _add_preset(k, "collect_demos")
-    k = kinds.add_parser(
-        "labeled",
-        help="rollouts with success labels and instructions (for judges)",
-        epilog=_epilog("collect_labeled"),
-    )
-    k.add_argument(
-        "--task", action="append", default=None, help="task name, 'pretrain' or 'targets' (repeatable)"
-    )
-    k.add_argument("--out", required=True, help="dataset directory (LeRobot v3); re-running resumes")
-    _add_preset(k, "collect_labeled")
-    k = kinds.add_parser(
-        "policy",
-        help="labeled rollouts of a learned policy on pretraining tasks, at the RL temperature (for judges)",
-        epilog=_epilog("collect_policy"),
-    )
-    k.add_argument("--policy", required=True, help="policy directory (the base policy)")
-    k.add_argument("--task", action="append", default=None, help="pretraining task name (repeatable)")
-    k.add_argument("--out", required=True, help="dataset directory (LeRobot v3); re-running resumes")
-    _add_preset(k, "collect_policy")
-
-    # pretrain-wm -----------------------------------------------------------------------------------------
-    p = verbs.add_parser(
-        "pretrain-wm",
-        help="train the task-agnostic world model on play data",
-        description="Train the autoencoder, then the action-conditioned latent flow dynamics.",
-        epilog=_epilog("pretrain_wm"),
-    )
-    p.add_argument(
-        "--data", required=True, help="play dataset directory (LeRobot v3: ours or any with video + actions)"
-    )
-    p.add_argument("--out", required=True, help="output directory; re-running resumes from its checkpoints")
-    p.add_argument(
-        "--init",
-        default=None,
-        metavar="WM_DIR",
-        help="fine-tune this world model (its autoencoder and latent statistics kept; e.g. --variant id-ft)",
-    )
-    p.add_argument(
-        "--variant",
-        default=None,
-        choices=["zero-shot", "co-train", "id-ft"],
-        help="zero-shot (default) refuses target-task data; co-train / id-ft use it, recorded in the checkpoint",
-    )
-    _add_preset(p, "pretrain_wm")
-
-    p = verbs.add_parser(
-        "eval-wm",
-        help="world-model fidelity against the simulator under identical actions",
-        epilog=_epilog("eval_wm"),
-    )
-    p.add_argument("--wm", required=True, help="world model directory (from pretrain-wm)")
-    p.add_argument("--out", required=True, help="output directory for wm_eval.json and videos")
-    _add_preset(p, "eval_wm")
-
-    # policy ----------------------------------------------------------------------------------------------
-    p = verbs.add_parser(
-        "train-policy",
-        help="behaviour cloning: --stage base (pretraining tasks) or sft (1-shot)",
-        epilog=_epilog("train_policy_base / train_policy_sft"),
-    )
-    p.add_argument("--stage", required=True, choices=["base", "sft"])
-    p.add_argument(
-        "--data", required=True, help="demonstrations (LeRobot v3, every frame): `rawdream collect demos`"
-    )
-    p.add_argument("--out", required=True, help="output directory; re-running resumes from its checkpoint")
-    p.add_argument("--init", default=None, help="sft: the base policy directory to fine-tune")
-    p.add_argument(
-        "--task", action="append", default=None, help="sft: target task(s); default: all split targets"
-    )
-    p.add_argument("--demos", type=int, default=None, help="sft: demonstrations per target task (default 1)")
-    p.add_argument("--preset", default="default", help="tiny | default | large")
-
-    p = verbs.add_parser(
-        "eval-policy",
-        help="policy success rate in the real simulator (fixed seeds, 95%% CI)",
-        epilog=_epilog("eval_policy"),
-    )
-    p.add_argument("--policy", required=True, help="policy directory (from train-policy or dream)")
-    p.add_argument("--out", required=True, help="output directory for eval.json and videos")
-    p.add_argument(
-        "--task", action="append", default=None, help="task(s), 'targets' or 'pretrain'; default: targets"
-    )
-    p.add_argument("--episodes", type=int, default=None, help="episodes per task (default 50)")
-    p.add_argument(
-        "--sampled", action="store_true", help="sample actions (at --temperature) instead of greedy"
-    )
-    p.add_argument(
-        "--layouts",
-        default=None,
-        choices=["new", "practised"],
-        help="new: seeds disjoint from all training (default); practised: the initial states RL trained from",
-    )
-    p.add_argument(
-        "--compare",
-        default=None,
-        metavar="EVAL",
-        help="an earlier eval.json (or its directory) on the same layouts: print the paired difference per task",
-    )
-    _add_ray(p)
-    _add_preset(p, "eval_policy")
-
-    # judges ----------------------------------------------------------------------------------------------
-    p = verbs.add_parser(
-        "train-judge",
-        help="train the embedded generalist judge on labeled pretraining rollouts",
-        epilog=_epilog("train_judge"),
-    )
-    p.add_argument(
-        "--data", required=True, help="labeled rollouts of pretraining tasks: `rawdream collect labeled`"
-    )
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument(
-        "--wm", default=None, help="world model: add its imagined replays of the rollouts to training"
-    )
-    p.add_argument(
-        "--references",
-        default=None,
-        help="demos of the pretraining tasks (`rawdream collect demos`): the judge learns to compare a video "
-        "with a demonstration of the instructed task (--model.reference=false: instruction only)",
-    )
-    p.add_argument(
-        "--blind", action="store_true", help="train the task-blind control (no instruction, no reference)"
-    )
-    _add_preset(p, "train_judge")
-
-    p = verbs.add_parser(
-        "eval-judge",
-        help="judge accuracy on held-out target tasks (real and imagined videos)",
-        epilog=_epilog("eval_judge") + " The judge is any backend: --judge.backend openai "
-        "--judge.url http://host:8000/v1 points it at a served Qwen3-VL.",
-    )
-    p.add_argument("--out", required=True, help="output directory for judge_eval.json")
-    p.add_argument(
-        "--judge", dest="judge_path", default=None, help="generalist judge directory (--judge.path)"
-    )
-    p.add_argument("--blind", default=None, help="task-blind control judge directory")
-    p.add_argument(
-        "--reference",
-        default=None,
-        help="demos of the target tasks, shown to reference judges (--judge.reference)",
-    )
-    p.add_argument("--data", default=None, help="labeled target-task rollouts; default: collected into OUT")
-    p.add_argument("--wm", default=None, help="world model for the imagined-video rows")
-    p.add_argument(
-        "--policy",
-        default=None,
-        help="also score the reward RL would see: this policy's own rollouts from the RL initial states, "
-        "real vs imagined (needs --wm), before and after dual-noise verification",
-    )
-    p.add_argument(
-        "--vlm-url", default=None, help="judge with a served VLM at this OpenAI-compatible URL (e.g. vLLM)"
-    )
-    _add_preset(p, "eval_judge")
-
-    # dream -----------------------------------------------------------------------------------------------
-    p = verbs.add_parser(
-        "dream",
-        help="GRPO on a held-out task inside the world model (or --env sim: online RL)",
-        epilog=_epilog("dream"),
-    )
-    p.add_argument("--task", required=True, help="the target task")
-    p.add_argument("--policy", required=True, help="starting policy directory (the 1-shot SFT policy)")
-    p.add_argument("--wm", default=None, help="world model directory (from pretrain-wm)")
-    p.add_argument(
-        "--judge", dest="judge_path", default=None, help="generalist judge directory (--judge.path)"
-    )
-    p.add_argument(
-        "--reference",
-        default=None,
-        help="the task's demonstration(s) (e.g. the 1-shot demo dataset), shown to reference judges",
-    )
-    p.add_argument(
-        "--vlm-url",
-        default=None,
-        help="judge with a served VLM at this OpenAI-compatible URL (e.g. vLLM serving Qwen3-VL)",
-    )
-    p.add_argument(
-        "--env",
-        dest="env_mode",
-        default=None,
-        choices=["wm", "sim"],
-        help="wm: in imagination (default); sim: the online-RL baseline in the real simulator",
-    )
-    p.add_argument(
-        "--init-from", default=None, help="LeRobot v3 dataset whose first frames are the initial states"
-    )
-    p.add_argument("--no-dnv", action="store_true", help="ablation: switch dual-noise verification off")
-    p.add_argument("--out", required=True, help="output directory; re-running resumes")
-    _add_ray(p)
-    _add_preset(p, "dream")
-
-    # experiment ------------------------------------------------------------------------------------------
-    p = verbs.add_parser("experiment", help="experiments combining stages (the paper's table in miniature)")
-    ex = p.add_subparsers(dest="experiment", metavar="NAME", required=True)
-    k = ex.add_parser(
-        "paper-table",
-        help="SFT vs online RL vs RAW-Dream (with/without DNV, oracle, co-train)",
-        epilog=_epilog("paper_table"),
-    )
-    k.add_argument("--sft", required=True, help="the 1-shot SFT policy directory")
-    k.add_argument("--wm", default=None, help="zero-shot world model directory")
-    k.add_argument("--judge", dest="judge_path", default=None, help="generalist judge directory")
-    k.add_argument("--reference", default=None, help="demos of the target tasks, shown to reference judges")
-    k.add_argument(
-        "--cotrain-wm", default=None, help="co-trained world model directory (pretrain-wm --variant co-train)"
-    )
-    k.add_argument(
-        "--idft-wm", default=None, help="ID-FT world model directory (fine-tuned on target-task rollouts)"
-    )
-    k.add_argument(
-        "--quick",
-        action="store_true",
-        help="SFT, online RL and RAW-Dream with/without DNV on the 5 targets, 1 seed (preset quick)",
-    )
-    k.add_argument(
-        "--ladder",
-        action="store_true",
-        help="the link-by-link ladder: SFT, online RL, sim + judge, WM + sim success, RAW-Dream with/without "
-        "DNV (preset ladder)",
-    )
-    k.add_argument(
-        "--out", required=True, help="output directory (paper_table.md / .json); re-running resumes"
-    )
-    k.add_argument("--preset", default=None, help="tiny | quick | ladder | default")
-    _add_ray(k)
-    k = ex.add_parser(
-        "rl-table",
-        help="a table of `rawdream dream --eval_start=true` runs: settings, cost, paired success per protocol",
-    )
-    k.add_argument("runs", nargs="+", help="dream output directories")
-    k.add_argument("--json", default=None, help="also write the rows as JSON here (e.g. results/....json)")
-
-    # tasks -----------------------------------------------------------------------------------------------
-    p = verbs.add_parser("tasks", help="list the tasks, their instructions and the benchmark split")
-    p.add_argument("--split", default="metaworld-heldout5", help="named split (default: metaworld-heldout5)")
-    p.add_argument(
-        "--sheet", default=None, metavar="PNG", help="also render a contact sheet of all tasks to PNG"
-    )
-    p.add_argument("--scale", type=int, default=2, help="upscale factor of the contact sheet tiles")
-    p.add_argument(
-        "--measure",
-        action="store_true",
-        help="also measure how many pixels each task's objects cover (MuJoCo segmentation, 3 resets)",
-    )
-
-    # data ------------------------------------------------------------------------------------------------
-    p = verbs.add_parser("info", help="summarise a LeRobot v3 dataset: manifest, features, episodes per task")
-    p.add_argument("path", help="dataset directory")
-    p.add_argument(
-        "--json", help="also write the per-task table and object motion (per scene, per behaviour) here"
-    )
-    p.add_argument(
-        "--verify",
-        action="store_true",
-        help="also decode every video frame and check every file against the metadata (exit 1 if damaged)",
-    )
-    return parser
-
-
-def _cmd_collect(args, overrides) -> int:
-    from rawdream.data.collect import CollectConfig, collect
-
-    if args.kind == "policy":
-        from rawdream.data.policy_rollouts import PolicyRolloutsConfig, collect_policy_rollouts
-
-        if args.task:
-            overrides["tasks"] = args.task
-        pcfg = resolve(PolicyRolloutsConfig, "collect_policy", args.preset, overrides)
-        rep = collect_policy_rollouts(pcfg, args.policy, args.out)
-        from rawdream.config import save_config
-
-        save_config(pcfg, args.out)
-        for task, rate in rep["success_rate"].items():
-            print(f"{task:28s} success {rate:.2f}")
-        print(
-            f"{rep['episodes']} policy rollouts in {args.out} (mean success {rep['mean_success_rate']:.2f}); "
-            f"{rep['new_episodes']} new in {rep['seconds']:.0f} s"
-        )
-        return 0
-    if args.kind == "demos" and args.episodes is not None:
-        overrides["episodes_per_task"] = args.episodes
-    if getattr(args, "task", None):
-        overrides["tasks"] = args.task
-    cfg = resolve(CollectConfig, f"collect_{args.kind}", args.preset, overrides)
-    summary = collect(cfg, args.out, progress=True)
+# ------------------------------------------------------------------------------------------------------------
+# entry points: (inputs, resolved config) -> exit code; what each prints is what the user sees at the end
+# ------------------------------------------------------------------------------------------------------------
+def _saved(cfg: Any, out: str) -> None:
     from rawdream.config import save_config
 
-    save_config(cfg, args.out)
+    save_config(cfg, out)
+
+
+def _run(args, cfg) -> int:
+    from rawdream.layout import RunLayout
+    from rawdream.pipeline import format_summary, run
+
+    summary = run(cfg, args.out, progress=True)
+    print(format_summary(summary))
+    print(f"\nreport: {RunLayout(Path(args.out).resolve()).report}")
+    return 0
+
+
+def _report(args, _cfg) -> int:
+    from rawdream.report.html import write_report
+
+    print(f"report: {write_report(args.run_dir).resolve()}")
+    return 0
+
+
+def _collect(args, cfg) -> int:
+    from rawdream.data.collect import collect
+
+    summary = collect(cfg, args.out, progress=True)
+    _saved(cfg, args.out)
     print(summary.table())
     print(f"dataset: {Path(args.out).resolve()}")
     return 0
 
 
-def _cmd_pretrain_wm(args, overrides) -> int:
-    from rawdream.world_model.train import PretrainWMConfig, pretrain_wm
+def _collect_policy(args, cfg) -> int:
+    from rawdream.data.policy_rollouts import collect_policy_rollouts
 
-    if args.variant:
-        overrides["variant"] = args.variant
-    cfg = resolve(PretrainWMConfig, "pretrain_wm", args.preset, overrides)
+    rep = collect_policy_rollouts(cfg, args.policy, args.out)
+    _saved(cfg, args.out)
+    for task, rate in rep["success_rate"].items():
+        print(f"{task:28s} success {rate:.2f}")
+    print(
+        f"{rep['episodes']} policy rollouts in {args.out} (mean success {rep['mean_success_rate']:.2f}); "
+        f"{rep['new_episodes']} new in {rep['seconds']:.0f} s"
+    )
+    return 0
+
+
+def _pretrain_wm(args, cfg) -> int:
+    from rawdream.world_model.train import pretrain_wm
+
     s = pretrain_wm(cfg, args.data, args.out, progress=True, init=args.init)
     recon = s["autoencoder_reconstruction"]
     print(f"world model: {Path(args.out).resolve() / 'world_model.safetensors'} (variant {s['variant']})")
@@ -409,32 +181,23 @@ def _cmd_pretrain_wm(args, overrides) -> int:
     return 0
 
 
-def _cmd_eval_wm(args, overrides) -> int:
-    from rawdream.eval.wm_fidelity import EvalWMConfig, evaluate_world_model, format_report
+def _eval_wm(args, cfg) -> int:
+    from rawdream.eval.wm_fidelity import evaluate_world_model, format_report
     from rawdream.world_model.train import load_world_model
 
-    cfg = resolve(EvalWMConfig, "eval_wm", args.preset, overrides)
-    wm = load_world_model(args.wm)
-    report = evaluate_world_model(wm, cfg, args.out, progress=True)
-    from rawdream.config import save_config
-
-    save_config(cfg, args.out)
+    report = evaluate_world_model(load_world_model(args.wm), cfg, args.out, progress=True)
+    _saved(cfg, args.out)
     print(format_report(report))
     print(f"\nresults: {Path(args.out).resolve() / 'wm_eval.json'}; videos: {Path(args.out).resolve()}/*.mp4")
     return 0
 
 
-def _cmd_train_policy(args, overrides) -> int:
-    from rawdream.policy.train import TrainPolicyConfig, train_policy
+def _train_policy(args, cfg) -> int:
+    from rawdream.policy.train import train_policy
 
-    if args.task:
-        overrides["tasks"] = args.task
-    if args.demos is not None:
-        overrides["demos"] = args.demos
-    cfg = resolve(TrainPolicyConfig, f"train_policy_{args.stage}", args.preset, overrides)
     info = train_policy(cfg, args.data, args.out, init=args.init, progress=True)
     print(
-        f"policy ({args.stage}): {Path(args.out).resolve() / 'policy.safetensors'}; tasks: {', '.join(info['tasks'])}; "
+        f"policy ({cfg.stage}): {Path(args.out).resolve() / 'policy.safetensors'}; tasks: {', '.join(info['tasks'])}; "
         f"{info['seconds'] / 60:.1f} min; final {info['final_metrics']}"
     )
     if info["target_trajectories"]:
@@ -445,26 +208,13 @@ def _cmd_train_policy(args, overrides) -> int:
     return 0
 
 
-def _cmd_eval_policy(args, overrides) -> int:
-    from rawdream.eval.success import EvalPolicyConfig, evaluate_policy, format_eval
+def _eval_policy(args, cfg) -> int:
+    from rawdream.eval.success import evaluate_policy, format_eval
     from rawdream.policy.train import load_policy
 
-    if args.task:
-        overrides["tasks"] = args.task
-    if args.episodes is not None:
-        overrides["episodes"] = args.episodes
-    if args.sampled:
-        overrides["greedy"] = False
-    if args.layouts:
-        overrides["layouts"] = args.layouts
-    _ray_overrides(args, overrides, "")
-    cfg = resolve(EvalPolicyConfig, "eval_policy", args.preset, overrides)
     before = _load_eval(args.compare, cfg) if args.compare else None  # checked before the long part
-    policy = load_policy(args.policy)
-    report = evaluate_policy(policy, cfg, args.out, progress=True)
-    from rawdream.config import save_config
-
-    save_config(cfg, args.out)
+    report = evaluate_policy(load_policy(args.policy), cfg, args.out, progress=True)
+    _saved(cfg, args.out)
     print(format_eval(report))
     if before is not None:
         print(format_paired(before, report, args.compare))
@@ -507,12 +257,9 @@ def format_paired(before: dict, after: dict, name: str) -> str:
     return "\n".join(lines)
 
 
-def _cmd_train_judge(args, overrides) -> int:
-    from rawdream.reward.generalist import TrainJudgeConfig, train_judge
+def _train_judge(args, cfg) -> int:
+    from rawdream.reward.generalist import train_judge
 
-    if args.blind:
-        overrides["model.blind"] = True
-    cfg = resolve(TrainJudgeConfig, "train_judge", args.preset, overrides)
     info = train_judge(cfg, args.data, args.out, wm_path=args.wm, progress=True, references=args.references)
     v = info["validation"]
     print(
@@ -523,18 +270,9 @@ def _cmd_train_judge(args, overrides) -> int:
     return 0
 
 
-def _cmd_eval_judge(args, overrides) -> int:
-    from rawdream.eval.judge_accuracy import EvalJudgeConfig, evaluate_judges, format_judge_report
+def _eval_judge(args, cfg) -> int:
+    from rawdream.eval.judge_accuracy import evaluate_judges, format_judge_report
 
-    if args.judge_path:
-        overrides["judge.path"] = args.judge_path
-    if args.blind:
-        overrides["blind_path"] = args.blind
-    if args.reference:
-        overrides["judge.reference"] = args.reference
-    if args.vlm_url:
-        overrides.update({"judge.backend": "openai", "judge.url": args.vlm_url})
-    cfg = resolve(EvalJudgeConfig, "eval_judge", args.preset, overrides)
     report = evaluate_judges(
         cfg, args.out, data=args.data, wm_path=args.wm, progress=True, policy_path=args.policy
     )
@@ -543,22 +281,9 @@ def _cmd_eval_judge(args, overrides) -> int:
     return 0
 
 
-def _cmd_dream(args, overrides) -> int:
-    from rawdream.rl.dream import DreamConfig, dream
+def _dream(args, cfg) -> int:
+    from rawdream.rl.dream import dream
 
-    overrides["task"] = args.task
-    if args.judge_path:
-        overrides["judge.path"] = args.judge_path
-    if args.reference:
-        overrides["judge.reference"] = args.reference
-    if args.vlm_url:
-        overrides.update({"judge.backend": "openai", "judge.url": args.vlm_url})
-    if args.env_mode:
-        overrides["env_mode"] = args.env_mode
-    if args.no_dnv:
-        overrides["dnv"] = False
-    _ray_overrides(args, overrides, "")
-    cfg = resolve(DreamConfig, "dream", args.preset, overrides)
     info = dream(cfg, args.policy, args.out, wm_path=args.wm, init_from=args.init_from, progress=True)
     print(
         f"policy after RL ({info['env_mode']}, judge {info['judge']}): {Path(args.out).resolve()}; "
@@ -573,24 +298,9 @@ def _cmd_dream(args, overrides) -> int:
     return 0
 
 
-def _cmd_experiment(args, overrides) -> int:
-    from rawdream.experiment.paper_table import PaperTableConfig, run_paper_table
+def _paper_table(args, cfg) -> int:
+    from rawdream.experiment.paper_table import run_paper_table
 
-    if args.experiment == "rl-table":
-        from rawdream.experiment.rl_table import format_rl_table, rl_table
-        from rawdream.io import atomic_write_json
-
-        rows = rl_table(args.runs)
-        if args.json:
-            atomic_write_json(args.json, {"rows": rows})
-        print(format_rl_table(rows), end="")
-        return 0
-
-    preset = args.preset or ("ladder" if args.ladder else "quick" if args.quick else "default")
-    _ray_overrides(args, overrides, "dream", "eval")
-    if args.reference:
-        overrides["dream.judge.reference"] = args.reference
-    cfg = resolve(PaperTableConfig, "paper_table", preset, overrides)
     report = run_paper_table(
         cfg,
         args.out,
@@ -606,25 +316,18 @@ def _cmd_experiment(args, overrides) -> int:
     return 0
 
 
-def _cmd_run(args, overrides) -> int:
-    from rawdream.layout import RunLayout
-    from rawdream.pipeline import format_summary, resolve_run, run
+def _rl_table(args, _cfg) -> int:
+    from rawdream.experiment.rl_table import format_rl_table, rl_table
+    from rawdream.io import atomic_write_json
 
-    cfg = resolve_run(args.preset, overrides)
-    summary = run(cfg, args.out, progress=True)
-    print(format_summary(summary))
-    print(f"\nreport: {RunLayout(Path(args.out).resolve()).report}")
+    rows = rl_table(args.runs)
+    if args.json:
+        atomic_write_json(args.json, {"rows": rows})
+    print(format_rl_table(rows), end="")
     return 0
 
 
-def _cmd_report(args, overrides) -> int:
-    from rawdream.report.html import write_report
-
-    print(f"report: {write_report(args.run_dir).resolve()}")
-    return 0
-
-
-def _cmd_tasks(args, overrides) -> int:
+def _tasks(args, _cfg) -> int:
     from rawdream.envs.tasks import instruction, tasks_of
     from rawdream.splits import SplitConfig, resolve_split
 
@@ -658,7 +361,7 @@ def _cmd_tasks(args, overrides) -> int:
     return 0
 
 
-def _cmd_info(args, overrides) -> int:
+def _info(args, _cfg) -> int:
     import json
 
     from rawdream.data.collect import dataset_summary, object_motion
@@ -721,21 +424,487 @@ def _cmd_info(args, overrides) -> int:
     return 0
 
 
-COMMANDS = {
-    "collect": _cmd_collect,
-    "pretrain-wm": _cmd_pretrain_wm,
-    "eval-wm": _cmd_eval_wm,
-    "train-policy": _cmd_train_policy,
-    "eval-policy": _cmd_eval_policy,
-    "train-judge": _cmd_train_judge,
-    "eval-judge": _cmd_eval_judge,
-    "dream": _cmd_dream,
-    "experiment": _cmd_experiment,
-    "run": _cmd_run,
-    "report": _cmd_report,
-    "tasks": _cmd_tasks,
-    "info": _cmd_info,
-}
+# ------------------------------------------------------------------------------------------------------------
+# the verbs
+# ------------------------------------------------------------------------------------------------------------
+def _resolve_run(preset, overrides):
+    from rawdream.pipeline import resolve_run
+
+    return resolve_run(preset, overrides)
+
+
+TASKS = alias(
+    "--task",
+    key="tasks",
+    action="append",
+    default=None,
+    help="task name, 'pretrain' or 'targets' (repeatable)",
+)
+VLM_URL = alias(
+    "--vlm-url",
+    key="judge.url",
+    also={"judge.backend": "openai"},
+    default=None,
+    help="judge with a served VLM at this OpenAI-compatible URL (e.g. vLLM serving Qwen3-VL)",
+)
+
+VERBS: tuple[Verb, ...] = (
+    Verb(
+        "run",
+        "the main job on the embedded default, end to end",
+        _run,
+        resolver=_resolve_run,
+        stage="run",
+        preset="quick",
+        description="Run the RAW-Dream chain on the embedded benchmark; each stage resumes.",
+        args=(
+            inp(
+                "--out", default="runs/quick", help="run directory (default: runs/quick); re-running resumes"
+            ),
+        ),
+    ),
+    Verb(
+        "report",
+        "write one self-contained HTML report of a run directory",
+        _report,
+        preset=None,
+        args=(inp("run_dir", help="a run directory written by `rawdream run`"),),
+    ),
+    Verb(
+        "collect",
+        "collect play data, expert demos or labeled rollouts from the simulator",
+        _collect,
+        kind_dest="kind",
+        kind_metavar="KIND",
+        kinds=(
+            Verb(
+                "play",
+                "task-free play data on the pretraining tasks (for the world model)",
+                _collect,
+                config="rawdream.data.collect:CollectConfig",
+                stage="collect_play",
+                args=(
+                    inp("--out", required=True, help="dataset directory (LeRobot v3); re-running resumes"),
+                ),
+            ),
+            Verb(
+                "demos",
+                "expert demonstrations (base policy; 1-shot SFT of a target)",
+                _collect,
+                config="rawdream.data.collect:CollectConfig",
+                stage="collect_demos",
+                args=(
+                    alias(
+                        "--task",
+                        key="tasks",
+                        action="append",
+                        default=None,
+                        help="task name, 'pretrain' or 'targets' (repeatable); default: the split's pretraining tasks",
+                    ),
+                    alias(
+                        "--episodes",
+                        key="episodes_per_task",
+                        type=int,
+                        default=None,
+                        help="episodes per task",
+                    ),
+                    inp("--out", required=True, help="dataset directory (LeRobot v3); re-running resumes"),
+                ),
+            ),
+            Verb(
+                "labeled",
+                "rollouts with success labels and instructions (for judges)",
+                _collect,
+                config="rawdream.data.collect:CollectConfig",
+                stage="collect_labeled",
+                args=(
+                    TASKS,
+                    inp("--out", required=True, help="dataset directory (LeRobot v3); re-running resumes"),
+                ),
+            ),
+            Verb(
+                "policy",
+                "labeled rollouts of a learned policy on pretraining tasks, at the RL temperature (for judges)",
+                _collect_policy,
+                config="rawdream.data.policy_rollouts:PolicyRolloutsConfig",
+                stage="collect_policy",
+                args=(
+                    inp("--policy", required=True, help="policy directory (the base policy)"),
+                    alias(
+                        "--task",
+                        key="tasks",
+                        action="append",
+                        default=None,
+                        help="pretraining task name (repeatable)",
+                    ),
+                    inp("--out", required=True, help="dataset directory (LeRobot v3); re-running resumes"),
+                ),
+            ),
+        ),
+    ),
+    Verb(
+        "pretrain-wm",
+        "train the task-agnostic world model on play data",
+        _pretrain_wm,
+        config="rawdream.world_model.train:PretrainWMConfig",
+        stage="pretrain_wm",
+        description="Train the autoencoder, then the action-conditioned latent flow dynamics.",
+        args=(
+            inp(
+                "--data",
+                required=True,
+                help="play dataset directory (LeRobot v3: ours or any with video + actions)",
+            ),
+            inp("--out", required=True, help="output directory; re-running resumes from its checkpoints"),
+            inp(
+                "--init",
+                default=None,
+                metavar="WM_DIR",
+                help="fine-tune this world model (its autoencoder and latent statistics kept; e.g. --variant id-ft)",
+            ),
+            alias(
+                "--variant",
+                key="variant",
+                default=None,
+                choices=["zero-shot", "co-train", "id-ft"],
+                help="zero-shot (default) refuses target-task data; co-train / id-ft use it, recorded in the checkpoint",
+            ),
+        ),
+    ),
+    Verb(
+        "eval-wm",
+        "world-model fidelity against the simulator under identical actions",
+        _eval_wm,
+        config="rawdream.eval.wm_fidelity:EvalWMConfig",
+        stage="eval_wm",
+        args=(
+            inp("--wm", required=True, help="world model directory (from pretrain-wm)"),
+            inp("--out", required=True, help="output directory for wm_eval.json and videos"),
+        ),
+    ),
+    Verb(
+        "train-policy",
+        "behaviour cloning: --stage base (pretraining tasks) or sft (1-shot)",
+        _train_policy,
+        config="rawdream.policy.train:TrainPolicyConfig",
+        stage="train_policy_{stage}",  # the preset stage follows --stage
+        args=(
+            alias("--stage", key="stage", required=True, choices=["base", "sft"], help="base or sft"),
+            inp(
+                "--data",
+                required=True,
+                help="demonstrations (LeRobot v3, every frame): `rawdream collect demos`",
+            ),
+            inp("--out", required=True, help="output directory; re-running resumes from its checkpoint"),
+            inp("--init", default=None, help="sft: the base policy directory to fine-tune"),
+            alias(
+                "--task",
+                key="tasks",
+                action="append",
+                default=None,
+                help="sft: target task(s); default: all split targets",
+            ),
+            alias(
+                "--demos",
+                key="demos",
+                type=int,
+                default=None,
+                help="sft: demonstrations per target task (default 1)",
+            ),
+        ),
+    ),
+    Verb(
+        "eval-policy",
+        "policy success rate in the real simulator (fixed seeds, 95%% CI)",
+        _eval_policy,
+        config="rawdream.eval.success:EvalPolicyConfig",
+        stage="eval_policy",
+        ray=("",),
+        args=(
+            inp("--policy", required=True, help="policy directory (from train-policy or dream)"),
+            inp("--out", required=True, help="output directory for eval.json and videos"),
+            alias(
+                "--task",
+                key="tasks",
+                action="append",
+                default=None,
+                help="task(s), 'targets' or 'pretrain'; default: targets",
+            ),
+            alias(
+                "--episodes", key="episodes", type=int, default=None, help="episodes per task (default 50)"
+            ),
+            alias(
+                "--sampled",
+                key="greedy",
+                value=False,
+                help="sample actions (at --temperature) instead of greedy",
+            ),
+            alias(
+                "--layouts",
+                key="layouts",
+                default=None,
+                choices=["new", "practised"],
+                help="new: seeds disjoint from all training (default); practised: the initial states RL trained from",
+            ),
+            inp(
+                "--compare",
+                default=None,
+                metavar="EVAL",
+                help="an earlier eval.json (or its directory) on the same layouts: print the paired difference per task",
+            ),
+        ),
+    ),
+    Verb(
+        "train-judge",
+        "train the embedded generalist judge on labeled pretraining rollouts",
+        _train_judge,
+        config="rawdream.reward.generalist:TrainJudgeConfig",
+        stage="train_judge",
+        args=(
+            inp(
+                "--data",
+                required=True,
+                help="labeled rollouts of pretraining tasks: `rawdream collect labeled`",
+            ),
+            inp("--out", required=True, help="output directory"),
+            inp(
+                "--wm", default=None, help="world model: add its imagined replays of the rollouts to training"
+            ),
+            inp(
+                "--references",
+                default=None,
+                help="demos of the pretraining tasks (`rawdream collect demos`): the judge learns to compare a video "
+                "with a demonstration of the instructed task (--model.reference=false: instruction only)",
+            ),
+            alias(
+                "--blind",
+                key="model.blind",
+                value=True,
+                help="train the task-blind control (no instruction, no reference)",
+            ),
+        ),
+    ),
+    Verb(
+        "eval-judge",
+        "judge accuracy on held-out target tasks (real and imagined videos)",
+        _eval_judge,
+        config="rawdream.eval.judge_accuracy:EvalJudgeConfig",
+        stage="eval_judge",
+        epilog=" The judge is any backend: --judge.path DIR (the generalist), or --judge.backend openai "
+        "--judge.url http://host:8000/v1 for a served Qwen3-VL.",
+        args=(
+            inp("--out", required=True, help="output directory for judge_eval.json"),
+            alias("--blind", key="blind_path", default=None, help="task-blind control judge directory"),
+            alias(
+                "--reference",
+                key="judge.reference",
+                default=None,
+                help="demos of the target tasks, shown to reference judges (--judge.reference)",
+            ),
+            inp("--data", default=None, help="labeled target-task rollouts; default: collected into OUT"),
+            inp("--wm", default=None, help="world model for the imagined-video rows"),
+            inp(
+                "--policy",
+                default=None,
+                help="also score the reward RL would see: this policy's own rollouts from the RL initial states, "
+                "real vs imagined (needs --wm), before and after dual-noise verification",
+            ),
+            VLM_URL,
+        ),
+    ),
+    Verb(
+        "dream",
+        "GRPO on a held-out task inside the world model (or --env_mode=sim: online RL)",
+        _dream,
+        config="rawdream.rl.dream:DreamConfig",
+        stage="dream",
+        ray=("",),
+        epilog=" The judge: --judge.path DIR (the generalist), or --vlm-url; --env_mode=sim runs the online-RL "
+        "baseline in the real simulator.",
+        args=(
+            alias("--task", key="task", required=True, help="the target task"),
+            inp("--policy", required=True, help="starting policy directory (the 1-shot SFT policy)"),
+            inp("--wm", default=None, help="world model directory (from pretrain-wm)"),
+            alias(
+                "--reference",
+                key="judge.reference",
+                default=None,
+                help="the task's demonstration(s) (e.g. the 1-shot demo dataset), shown to reference judges",
+            ),
+            VLM_URL,
+            inp(
+                "--init-from",
+                default=None,
+                help="LeRobot v3 dataset whose first frames are the initial states",
+            ),
+            alias("--no-dnv", key="dnv", value=False, help="ablation: switch dual-noise verification off"),
+            inp("--out", required=True, help="output directory; re-running resumes"),
+        ),
+    ),
+    Verb(
+        "experiment",
+        "experiments combining stages (the paper's table in miniature)",
+        _paper_table,
+        kind_dest="experiment",
+        kind_metavar="NAME",
+        kinds=(
+            Verb(
+                "paper-table",
+                "SFT vs online RL vs RAW-Dream (with/without DNV, oracle, co-train)",
+                _paper_table,
+                config="rawdream.experiment.paper_table:PaperTableConfig",
+                stage="paper_table",
+                preset=None,
+                ray=("dream", "eval"),
+                preset_of=lambda a: a.preset or ("ladder" if a.ladder else "quick" if a.quick else "default"),
+                args=(
+                    inp("--sft", required=True, help="the 1-shot SFT policy directory"),
+                    inp("--wm", default=None, help="zero-shot world model directory"),
+                    inp("--judge", dest="judge_path", default=None, help="generalist judge directory"),
+                    alias(
+                        "--reference",
+                        key="dream.judge.reference",
+                        default=None,
+                        help="demos of the target tasks, shown to reference judges",
+                    ),
+                    inp(
+                        "--cotrain-wm",
+                        default=None,
+                        help="co-trained world model directory (pretrain-wm --variant co-train)",
+                    ),
+                    inp(
+                        "--idft-wm",
+                        default=None,
+                        help="ID-FT world model directory (fine-tuned on target-task rollouts)",
+                    ),
+                    inp(
+                        "--quick",
+                        action="store_true",
+                        help="SFT, online RL and RAW-Dream with/without DNV on the 5 targets, 1 seed (preset quick)",
+                    ),
+                    inp(
+                        "--ladder",
+                        action="store_true",
+                        help="the link-by-link ladder: SFT, online RL, sim + judge, WM + sim success, RAW-Dream "
+                        "with/without DNV (preset ladder)",
+                    ),
+                    inp(
+                        "--out",
+                        required=True,
+                        help="output directory (paper_table.md / .json); re-running resumes",
+                    ),
+                    inp("--preset", default=None, help="tiny | quick | ladder | default"),
+                ),
+            ),
+            Verb(
+                "rl-table",
+                "a table of `rawdream dream --eval_start=true` runs: settings, cost, paired success per protocol",
+                _rl_table,
+                preset=None,
+                args=(
+                    inp("runs", nargs="+", help="dream output directories"),
+                    inp(
+                        "--json",
+                        default=None,
+                        help="also write the rows as JSON here (e.g. results/....json)",
+                    ),
+                ),
+            ),
+        ),
+    ),
+    Verb(
+        "tasks",
+        "list the tasks, their instructions and the benchmark split",
+        _tasks,
+        preset=None,
+        args=(
+            inp("--split", default="metaworld-heldout5", help="named split (default: metaworld-heldout5)"),
+            inp(
+                "--sheet", default=None, metavar="PNG", help="also render a contact sheet of all tasks to PNG"
+            ),
+            inp("--scale", type=int, default=2, help="upscale factor of the contact sheet tiles"),
+            inp(
+                "--measure",
+                action="store_true",
+                help="also measure how many pixels each task's objects cover (MuJoCo segmentation, 3 resets)",
+            ),
+        ),
+    ),
+    Verb(
+        "info",
+        "summarise a LeRobot v3 dataset: manifest, features, episodes per task",
+        _info,
+        preset=None,
+        args=(
+            inp("path", help="dataset directory"),
+            inp(
+                "--json",
+                help="also write the per-task table and object motion (per scene, per behaviour) here",
+            ),
+            inp(
+                "--verify",
+                action="store_true",
+                help="also decode every video frame and check every file against the metadata (exit 1 if damaged)",
+            ),
+        ),
+    ),
+)
+
+
+def _add_verb(subparsers, verb: Verb) -> None:
+    stages = (
+        [verb.stage.format(stage=s) for s in ("base", "sft")] if "{stage}" in verb.stage else [verb.stage]
+    )
+    epilog = None
+    if verb.config or verb.resolver:
+        epilog = (
+            "Any config key is also a flag: --key=value or --section.key=value "
+            f"(see `configs/presets.yaml`, stage {' / '.join(stages)!r})." + verb.epilog
+        )
+    p = subparsers.add_parser(verb.name, help=verb.help, description=verb.description, epilog=epilog)
+    if verb.kinds:
+        kinds = p.add_subparsers(dest=verb.kind_dest, metavar=verb.kind_metavar, required=True)
+        for kind in verb.kinds:
+            _add_verb(kinds, kind)
+        return
+    for a in verb.args:
+        a.add_to(p)
+    if verb.preset is not None:
+        names = ", ".join(preset_names(stages[0]))
+        p.add_argument(
+            "--preset",
+            default=verb.preset,
+            help=f"named preset from configs/presets.yaml ({names}); default: {verb.preset}",
+        )
+    if verb.ray is not None:
+        p.add_argument("--ray", action="store_true", help="run workers on a local Ray cluster (127.0.0.1)")
+        p.add_argument(
+            "--ray-address",
+            default=None,
+            metavar="ADDR",
+            help="run workers on an existing Ray cluster (HOST:PORT)",
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rawdream",
+        description="RAW-Dream: reinforce VLA policies inside a task-agnostic world model.",
+    )
+    parser.add_argument("--version", action="version", version=f"rawdream {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB")
+    for verb in VERBS:
+        _add_verb(verbs, verb)
+    return parser
+
+
+def _chosen(args: argparse.Namespace) -> Verb:
+    verb = next(v for v in VERBS if v.name == args.verb)
+    while verb.kinds:
+        verb = next(k for k in verb.kinds if k.name == getattr(args, verb.kind_dest))
+    if "{stage}" in verb.stage:  # train-policy: the preset stage follows --stage
+        verb = Verb(**{**verb.__dict__, "stage": verb.stage.format(stage=args.stage)})
+    return verb
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -752,8 +921,7 @@ def main(argv: list[str] | None = None) -> int:
     from rawdream.splits import TargetTaskLeakError
 
     try:
-        overrides = parse_overrides(extra)
-        return COMMANDS[args.verb](args, overrides)
+        return _handle(_chosen(args), args, parse_overrides(extra))
     except (
         ConfigError,
         UnknownTaskError,

@@ -184,7 +184,7 @@ def for_backend(cfg: JudgeConfig, backend: str, **fields: Any) -> JudgeConfig:
     """``cfg``'s shared settings (frames, threshold, ...) for another backend: the old backend's own fields are
     dropped, ``fields`` set."""
     default = JudgeConfig()
-    return replace(cfg, **{k: getattr(default, k) for k in BACKEND_FIELDS}, **{"backend": backend, **fields})
+    return replace(cfg, **{**{k: getattr(default, k) for k in BACKEND_FIELDS}, "backend": backend, **fields})
 
 
 def check_backend_fields(cfg: JudgeConfig, factory) -> None:

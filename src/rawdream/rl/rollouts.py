@@ -172,7 +172,7 @@ class SimulatorRollouts:
     ):
         if any(s["seed"] is None for s in init):
             raise ValueError(
-                "--env sim resets the simulator: it cannot start from --init-from dataset frames"
+                "--env_mode=sim resets the simulator: it cannot start from --init-from dataset frames"
             )
         self.policy, self.init, self.task, self.instruction = policy, init, task, instruction
         self.env = replace(env, max_steps=horizon * policy.chunk)
