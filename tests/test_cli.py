@@ -170,6 +170,8 @@ def test_play_data_does_not_store_instructions(tmp_path):
         (["collect", "play", "--out", "{tmp}/x", "--preset", "tiny", "--episodes_per_tsk=2"], "did you mean"),
         (["collect", "play", "--out", "{tmp}/x", "--preset", "huge"], "unknown preset"),
         (["tasks", "--split", "nope"], "unknown split"),
+        (["dream", "--task", "reach", "--policy", "p", "--out", "{tmp}/x", "--env", "sim"], "--env_mode=sim"),
+        (["tasks", "--env.image_size=32"], "takes no config keys"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys):

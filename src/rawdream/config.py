@@ -205,7 +205,13 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     kwargs = {}
     for name, f in fields.items():
         if name in data:
-            kwargs[name] = _coerce(data[name], hints[name], prefix + name)
+            try:
+                kwargs[name] = _coerce(data[name], hints[name], prefix + name)
+            except ConfigError as e:
+                mode = f"{name}_mode"  # --env sim, from before `env` was a section too: name the key meant
+                if mode in fields and not isinstance(data[name], dict):
+                    raise ConfigError(f"{e}; did you mean --{prefix}{mode}={data[name]}?") from None
+                raise
         elif (
             dataclasses.is_dataclass(hints[name])
             and f.default is dataclasses.MISSING
