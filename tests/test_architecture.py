@@ -416,12 +416,12 @@ def test_registered_denoisers_build_through_the_registry():
         build_denoiser,
     )
 
-    assert DENOISERS.names() == ["dit", "unet"]
+    assert DENOISERS.names() == ["dit", "unet", "wan"]  # wan: imported (with diffusers) only when asked for
     cfg = DynamicsConfig(arch="unet")
     assert isinstance(build_denoiser(cfg, 4, 8), UNetDenoiser)
     importlib.import_module("rawdream.world_model.model")
     with pytest.raises(ValueError, match="--model.dynamics.arch"):
-        build_denoiser(DynamicsConfig(arch="wan"), 4, 8)
+        build_denoiser(DynamicsConfig(arch="cosmos"), 4, 8)
     assert DiTDenoiser is DENOISERS.get("dit")
 
 

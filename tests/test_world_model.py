@@ -46,8 +46,10 @@ def _batch(model, b=8, seed=0):
     }
 
 
-@pytest.mark.parametrize(("arch", "prediction"), [("unet", "x"), ("unet", "v"), ("dit", "x")])
+@pytest.mark.parametrize(("arch", "prediction"), [("unet", "x"), ("unet", "v"), ("dit", "x"), ("wan", "x")])
 def test_loss_falls_when_fitting_a_batch(arch, prediction):
+    if arch == "wan":
+        pytest.importorskip("diffusers")
     model = _tiny_model(arch, prediction)
     opt = torch.optim.Adam(model.dynamics.parameters(), lr=3e-3)
     batch = _batch(model)
@@ -322,3 +324,50 @@ def test_replay_fidelity_scores_the_object_region_against_copy_first_frame():
     full = torch.ones(3, 16, 16, dtype=torch.bool)
     assert torch.allclose(ssim(a, b, full), ssim(a, b), atol=1e-5)
     assert torch.isnan(ssim(a, b, torch.zeros_like(full))).all()
+
+
+def test_wan_backbone_trains_imagines_and_loads_public_weights(play_data, tmp_path):
+    """--model.dynamics.arch=wan: diffusers' Wan transformer behind the same denoiser calls - trained by
+    pretrain-wm (preset wan-tiny), imagined through after loading, its actions reaching the frames through the
+    AdaLN; and a directory of Wan weights (here a tiny random one, saved the way the public ones are) loads into it
+    with the patch embedding and output projection fitted to rawdream's latent channels."""
+    pytest.importorskip("diffusers")
+    from diffusers import WanTransformer3DModel
+
+    from rawdream.world_model.dynamics import DynamicsConfig, build_denoiser
+    from rawdream.world_model.wan import WanDenoiser
+
+    out = tmp_path / "wm"
+    assert main(["pretrain-wm", "--data", str(play_data), "--out", str(out), "--preset", "wan-tiny"]) == 0
+    wm = load_world_model(out)
+    assert isinstance(wm.dynamics, WanDenoiser)
+    assert wm.dynamics.to_temb.weight.abs().sum() > 0  # trained away from its zero start
+    frames, proprio, actions = _inputs(b=2, h=2)
+    a = wm.rollout(frames, proprio, actions, seeds=[0, 1])
+    assert a["frames"].shape == (2, 3, 64, 64, 3)
+    b = wm.rollout(frames, proprio, -actions, seeds=[0, 1])
+    assert (a["latents"][:, 1:] - b["latents"][:, 1:]).abs().max() > 0  # the actions reach the prediction
+
+    public = WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=16,
+        out_channels=16,
+        text_dim=24,
+        freq_dim=16,
+        ffn_dim=32,
+        num_layers=1,
+    )
+    public.save_pretrained(tmp_path / "Wan-tiny" / "transformer")
+    cfg = DynamicsConfig(arch="wan", pretrained=str(tmp_path / "Wan-tiny"), cond_dim=32)
+    den = build_denoiser(cfg, 4, 16)  # rawdream's 4 latent channels, Wan's VAE has 16
+    torch.testing.assert_close(den.wan.blocks[0].ffn.net[2].weight, public.blocks[0].ffn.net[2].weight)
+    assert den.wan.patch_embedding.in_channels == 4 and den.wan.proj_out.out_features == 4 * 2 * 2
+    ctx, anchor = torch.randn(2, 2, 4, 16, 16), torch.randn(2, 4, 16, 16)
+    cache = den.encode_context(
+        ctx, anchor, torch.randn(2, 8, 4), torch.randn(2, 4), torch.rand(2), torch.rand(2)
+    )
+    assert den.denoise(torch.randn(2, 4, 16, 16), torch.rand(2), cache).shape == (2, 4, 16, 16)
+    with pytest.raises(FileNotFoundError, match="holds no Wan transformer"):
+        build_denoiser(DynamicsConfig(arch="wan", pretrained=str(tmp_path)), 4, 16)

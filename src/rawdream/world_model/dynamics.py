@@ -26,12 +26,12 @@ from rawdream.registry import Registry
 
 #: denoiser architectures, selected by ``--model.dynamics.arch``: a factory ``(cfg, latent_channels, latent_size)``
 #: registered from its own file (the built-in two live here)
-DENOISERS = Registry("denoiser architecture", "--model.dynamics.arch", {})
+DENOISERS = Registry("denoiser architecture", "--model.dynamics.arch", {"wan": "rawdream.world_model.wan"})
 
 
 @dataclass
 class DynamicsConfig:
-    arch: str = "unet"  # a registered denoiser (DENOISERS): unet | dit
+    arch: str = "unet"  # a registered denoiser (DENOISERS): unet | dit | wan (diffusers' Wan transformer)
     context: int = 2  # past latent frames given as context (besides the anchor)
     chunk: int = 8  # actions per AR step
     action_dim: int = 4
@@ -49,6 +49,9 @@ class DynamicsConfig:
     depth: int = 6
     heads: int = 4
     patch: int = 4  # 16 tokens per 16x16 latent frame: attention over many tokens is what a CPU cannot afford
+    # Wan (arch=wan; width/depth/heads/patch above size a randomly initialised one): a local directory of public
+    # Wan transformer weights (e.g. Wan2.1-T2V-1.3B-Diffusers) to start from instead
+    pretrained: str = ""
 
 
 class Conditioning(nn.Module):
