@@ -40,7 +40,7 @@ from rawdream.config import config_hash, to_dict
 from rawdream.data.lerobot import DEFAULT_IMAGE_KEY, LeRobotDataset, LeRobotWriter, video_feature
 from rawdream.data.video import VideoConfig
 from rawdream.envs.base import EnvConfig
-from rawdream.envs.tasks import canonical_task, instruction
+from rawdream.envs.tasks import UnknownTaskError, backend_of, canonical_task, catalogue, instruction
 from rawdream.splits import TASK_FREE_BEHAVIOURS, SplitConfig, resolve_split  # noqa: F401
 
 BEHAVIOURS = ("expert", "stall", "random", "poke", "interact")
@@ -693,9 +693,17 @@ def dataset_summary(ds: LeRobotDataset) -> dict[str, dict[str, float]]:
 MOTION_EPS = 0.002
 
 
+def _object_state(scene: str) -> tuple[tuple[int, int], ...]:
+
+    try:
+        return catalogue(backend_of(scene)).object_state
+    except UnknownTaskError:  # a foreign dataset's scene name: no known state layout
+        return ()
+
+
 def object_motion(ds: LeRobotDataset) -> dict[str, dict[str, float]]:
     """Fraction of frames in which an object of the scene moves, per scene and per behaviour (``all``: every
-    behaviour), from the recorded simulator state (Meta-World: first object at [4:7], second at [11:14]).
+    behaviour), from the recorded simulator state (where the objects sit in it: the scene's task catalogue).
 
     This is how much interaction play contains: a world model learns what a pushed drawer or a lifted lever looks
     like only from frames where one moves."""
@@ -711,9 +719,10 @@ def object_motion(ds: LeRobotDataset) -> dict[str, dict[str, float]]:
         s = state[lo:hi]
         if len(s) < 2:
             continue
-        delta = np.maximum(
-            np.abs(np.diff(s[:, 4:7], axis=0)).max(1), np.abs(np.diff(s[:, 11:14], axis=0)).max(1)
-        )
+        slots = _object_state(str(scenes[e]))
+        if not slots:
+            continue
+        delta = np.max([np.abs(np.diff(s[:, a:b], axis=0)).max(1) for a, b in slots], axis=0)
         moved = int((delta > MOTION_EPS).sum())
         for b in (str(behaviours[e]), "all"):
             c = counts.setdefault(str(scenes[e]), {}).setdefault(b, [0, 0])

@@ -197,6 +197,7 @@ CATALOGUE = register_catalogue("metaworld")(
             "metaworld-heldout5": ("drawer-open", "door-close", "shelf-place", "sweep-into", "lever-pull")
         },
         normalise=_normalise,
+        object_state=((4, 7), (11, 14)),  # the first and the second object (Meta-World's 39-dim observation)
     )
 )
 

@@ -31,6 +31,9 @@ class TaskCatalogue:
     splits: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # the spellings a user may type -> the canonical key (e.g. Meta-World's "drawer_open-v3" -> "drawer-open")
     normalise: Callable[[str], str] = str
+    # where the objects' xyz positions sit in the simulator's state vector (``info["state"]``, stored in datasets as
+    # ``observation.environment_state``): [start, stop) index ranges, for measures of object motion in data
+    object_state: tuple[tuple[int, int], ...] = ()
 
     @property
     def tasks(self) -> tuple[str, ...]:
