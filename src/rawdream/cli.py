@@ -328,43 +328,22 @@ def _rl_table(args, _cfg) -> int:
 
 
 def _tasks(args, _cfg) -> int:
-    from rawdream.envs.tasks import instruction, tasks_of
+    from rawdream.envs.base import EnvConfig
+    from rawdream.envs.sheet import contact_sheet, object_visibility, task_table, visibility_table
     from rawdream.splits import SplitConfig, resolve_split
 
     split = resolve_split(SplitConfig(name=args.split))
-    print(
-        f"split {split.name} ({split.backend}): {len(split.targets)} targets, {len(split.pretrain)} pretraining "
-        f"tasks\n"
-    )
-    for t in tasks_of(split.backend):
-        role = "target" if t in split.targets else "pretrain"
-        print(f"{t:28s} {role:9s} {instruction(t)}")
+    env = EnvConfig(backend=split.backend)
+    print(task_table(split))
     if args.sheet:
-        from rawdream.envs.sheet import contact_sheet
-
-        path = contact_sheet(args.sheet, scale=args.scale, highlight=split.targets)
-        print(f"\ncontact sheet: {path}")
+        print(f"\ncontact sheet: {contact_sheet(args.sheet, env, scale=args.scale, highlight=split.targets)}")
     if args.measure:
-        from rawdream.envs.base import EnvConfig
-        from rawdream.envs.sheet import object_visibility
-
-        cfg = EnvConfig()
-        vis = object_visibility(cfg)
-        print(f"\nobject pixels at {cfg.image_size}x{cfg.image_size} (median of 3 resets):")
-        print(f"{'task':28s} {'objects':>8s} {'smallest':>9s}  smallest body")
-        for t, m in vis.items():
-            print(f"{t:28s} {m['object_px']:8d} {m['smallest_px']:9d}  {m['smallest_body']}")
-        small = sorted(m["smallest_px"] for m in vis.values())
-        print(
-            f"smallest object over all tasks: {small[0]} px; median task's smallest object: {small[len(small) // 2]} px"
-        )
+        print("\n" + visibility_table(object_visibility(env), env.image_size))
     return 0
 
 
 def _info(args, _cfg) -> int:
-    import json
-
-    from rawdream.data.collect import dataset_summary, object_motion
+    from rawdream.data.info import describe
     from rawdream.data.lerobot import LeRobotDataset
     from rawdream.io import atomic_write_json
 
@@ -380,46 +359,10 @@ def _info(args, _cfg) -> int:
             )
             return 1
         print(f"{ds.root}: verified - every data file read, every video frame decoded")
-    print(
-        f"{ds.root}: LeRobot {ds.info['codebase_version']}, {ds.num_episodes} episodes, {ds.num_frames} frames, "
-        f"{ds.fps:g} fps, frame stride {ds.frame_stride}"
-    )
-    for key, feat in ds.features.items():
-        print(f"  {key:34s} {feat['dtype']:8s} {feat['shape']}")
-    manifest = {k: v for k, v in ds.manifest.items() if k not in ("collect_config",)}
-    print("manifest:", json.dumps(manifest, indent=None)[:2000])
-    if not args.verify:
-        print("(video frames not decoded; --verify decodes every frame and checks it against the metadata)")
-    rows = dataset_summary(ds)
-    motion = object_motion(ds) if "observation.environment_state" in ds.features else {}
-    free = set(ds.manifest.get("task_free_scenes") or [])
-    print(f"\n{'task':28s} {'episodes':>8s} {'frames':>8s} {'success':>8s} {'moves':>6s}")
-    for task, row in sorted(rows.items()):
-        success = "withheld" if row["success"] is None else f"{row['success']:.2f}"
-        moves = f"{motion[task]['all']:.2f}" if task in motion else ""
-        mark = "  (task-free play)" if task in free else ""
-        print(f"{task:28s} {int(row['episodes']):8d} {int(row['frames']):8d} {success:>8s} {moves:>6s}{mark}")
-    if motion:
-        print("moves: fraction of frames in which an object moves; per behaviour (mean over scenes):")
-        for group, names in (("task-free scenes", free), ("other scenes", set(motion) - free)):
-            per_b: dict[str, list[float]] = {}
-            for scene in names & set(motion):
-                for b, v in motion[scene].items():
-                    per_b.setdefault(b, []).append(v)
-            if per_b:
-                cells = "  ".join(f"{b} {sum(v) / len(v):.2f}" for b, v in sorted(per_b.items()))
-                print(f"  {group:18s} {cells}")
+    text, table = describe(ds, verified=args.verify)
+    print(text)
     if args.json:
-        atomic_write_json(
-            args.json,
-            {
-                "dataset": str(ds.root.resolve()),
-                "play_scenes": ds.manifest.get("play_scenes"),
-                "task_free_scenes": sorted(free),
-                "episodes": rows,
-                "object_motion": motion,
-            },
-        )
+        atomic_write_json(args.json, table)
         print(f"wrote {args.json}")
     return 0
 

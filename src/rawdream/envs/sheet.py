@@ -74,3 +74,31 @@ def object_visibility(
             "smallest_body": max(set(names), key=names.count),
         }
     return out
+
+
+def task_table(split) -> str:
+    """Every task of the split's simulator with its role and instruction."""
+    from rawdream.envs.tasks import instruction, tasks_of
+
+    lines = [
+        f"split {split.name} ({split.backend}): {len(split.targets)} targets, {len(split.pretrain)} pretraining "
+        f"tasks\n"
+    ]
+    for t in tasks_of(split.backend):
+        role = "target" if t in split.targets else "pretrain"
+        lines.append(f"{t:28s} {role:9s} {instruction(t)}")
+    return "\n".join(lines)
+
+
+def visibility_table(vis: dict[str, dict], image_size: int) -> str:
+    """``object_visibility``'s numbers as the table `rawdream tasks --measure` prints."""
+    lines = [f"object pixels at {image_size}x{image_size} (median of 3 resets):"]
+    lines.append(f"{'task':28s} {'objects':>8s} {'smallest':>9s}  smallest body")
+    lines += [
+        f"{t:28s} {m['object_px']:8d} {m['smallest_px']:9d}  {m['smallest_body']}" for t, m in vis.items()
+    ]
+    small = sorted(m["smallest_px"] for m in vis.values())
+    lines.append(
+        f"smallest object over all tasks: {small[0]} px; median task's smallest object: {small[len(small) // 2]} px"
+    )
+    return "\n".join(lines)
