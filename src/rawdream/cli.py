@@ -11,6 +11,7 @@ written beside the outputs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import sys
 from collections.abc import Callable
@@ -69,6 +70,7 @@ def alias(*flags: str, key: str, help: str, value: Any = None, also: dict | None
 
 
 OUT = inp("--out", required=True, help="output directory; re-running resumes")
+DATASET_OUT = inp("--out", required=True, help="dataset directory (LeRobot v3); re-running resumes")
 
 
 @dataclass(frozen=True)
@@ -426,9 +428,7 @@ VERBS: tuple[Verb, ...] = (
                 _collect,
                 config="rawdream.data.collect:CollectConfig",
                 stage="collect_play",
-                args=(
-                    inp("--out", required=True, help="dataset directory (LeRobot v3); re-running resumes"),
-                ),
+                args=(DATASET_OUT,),
             ),
             Verb(
                 "demos",
@@ -451,7 +451,7 @@ VERBS: tuple[Verb, ...] = (
                         default=None,
                         help="episodes per task",
                     ),
-                    inp("--out", required=True, help="dataset directory (LeRobot v3); re-running resumes"),
+                    DATASET_OUT,
                 ),
             ),
             Verb(
@@ -462,7 +462,7 @@ VERBS: tuple[Verb, ...] = (
                 stage="collect_labeled",
                 args=(
                     TASKS,
-                    inp("--out", required=True, help="dataset directory (LeRobot v3); re-running resumes"),
+                    DATASET_OUT,
                 ),
             ),
             Verb(
@@ -480,7 +480,7 @@ VERBS: tuple[Verb, ...] = (
                         default=None,
                         help="pretraining task name (repeatable)",
                     ),
-                    inp("--out", required=True, help="dataset directory (LeRobot v3); re-running resumes"),
+                    DATASET_OUT,
                 ),
             ),
         ),
@@ -681,7 +681,7 @@ VERBS: tuple[Verb, ...] = (
                 help="LeRobot v3 dataset whose first frames are the initial states",
             ),
             alias("--no-dnv", key="dnv", value=False, help="ablation: switch dual-noise verification off"),
-            inp("--out", required=True, help="output directory; re-running resumes"),
+            OUT,
         ),
     ),
     Verb(
@@ -846,7 +846,7 @@ def _chosen(args: argparse.Namespace) -> Verb:
     while verb.kinds:
         verb = next(k for k in verb.kinds if k.name == getattr(args, verb.kind_dest))
     if "{stage}" in verb.stage:  # train-policy: the preset stage follows --stage
-        verb = Verb(**{**verb.__dict__, "stage": verb.stage.format(stage=args.stage)})
+        verb = dataclasses.replace(verb, stage=verb.stage.format(stage=args.stage))
     return verb
 
 

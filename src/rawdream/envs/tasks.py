@@ -79,7 +79,8 @@ def canonical_task(name: str) -> str:
 
 def paraphrases(task: str) -> tuple[str, ...]:
     """The task's instruction first, then its paraphrases."""
-    return catalogue(backend_of(task)).instructions[canonical_task(task)]
+    cat = catalogue(backend_of(task))
+    return cat.instructions[cat.find(task)]
 
 
 def instruction(task: str) -> str:
