@@ -387,8 +387,10 @@ def test_an_unknown_backend_names_the_flag_and_the_choices():
     with pytest.raises(ValueError, match=r"--judge.backend.*generalist, hf, openai, oracle"):
         make_judge(JudgeConfig(backend="gpt-judge"))
     with pytest.raises(
-        ValueError, match=r"unknown simulator backend 'libero' \(--env.backend\); available: metaworld"
+        ValueError, match=r"unknown simulator backend 'isaac' \(--env.backend\); available: libero, metaworld"
     ):
+        make_env("reach", EnvConfig(backend="isaac"))
+    with pytest.raises(ValueError, match="'reach' is not a LIBERO task"):  # a task of another simulator
         make_env("reach", EnvConfig(backend="libero"))
 
 

@@ -223,7 +223,23 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     validate = getattr(obj, "validate", None)
     if callable(validate):
         validate()
+    _check_simulator(obj, prefix)
     return obj
+
+
+def _check_simulator(obj: Any, prefix: str) -> None:
+    """A config with a split and a simulator must simulate the split's tasks (LIBERO tasks need LIBERO)."""
+    split, env = getattr(obj, "split", None), getattr(obj, "env", None)
+    if split is None or not hasattr(env, "backend") or not hasattr(split, "targets"):
+        return
+    from rawdream.splits import resolve_split
+
+    backend = resolve_split(split).backend
+    if env.backend != backend:
+        raise ConfigError(
+            f"--{prefix}env.backend={env.backend} cannot simulate split {split.name!r}, whose tasks are "
+            f"{backend} tasks; add --{prefix}env.backend={backend}"
+        )
 
 
 def build(cls: type[T], data: dict[str, Any] | None = None) -> T:

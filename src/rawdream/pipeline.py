@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rawdream.config import (
+    ConfigError,
     build,
     load_preset,
     merge_dicts,
@@ -31,6 +32,7 @@ from rawdream.config import (
 )
 from rawdream.data.collect import CollectConfig, collect
 from rawdream.data.policy_rollouts import PolicyRolloutsConfig, collect_policy_rollouts
+from rawdream.envs.tasks import catalogue
 from rawdream.eval.judge_accuracy import EvalJudgeConfig, evaluate_judges
 from rawdream.eval.success import EvalPolicyConfig, evaluate_policy
 from rawdream.eval.wm_fidelity import EvalWMConfig, evaluate_world_model
@@ -96,12 +98,28 @@ def resolve_run(preset: str | None, overrides: dict[str, Any] | None = None) -> 
         data = merge_dicts(data, nest_overrides(overrides))
     stage_preset = "tiny" if preset == "tiny" else "default"
     split = data.get("split") or {}
+    # the split's simulator is every section's simulator (a LIBERO split runs in LIBERO), unless a section says
+    backend = resolve_split(build(SplitConfig, split)).backend if split else None
+    if backend and not catalogue(backend).experts:
+        raise ConfigError(
+            f"rawdream run collects scripted-expert demonstrations, which {backend} does not have; run its "
+            f"stages with your own LeRobot v3 demonstrations instead (--data; docs/libero.md shows how for LIBERO)"
+        )
     for section, stage in SECTIONS.items():
         base = load_preset(stage, stage_preset) if stage_preset in (presets_file().get(stage) or {}) else {}
+        sim = {"env": {"backend": backend}} if backend and "env" in _fields(RunConfig, section) else {}
         data[section] = merge_dicts(
-            merge_dicts(base, data.get(section) or {}), {"split": split} if split else {}
+            merge_dicts(merge_dicts(base, sim), data.get(section) or {}), {"split": split} if split else {}
         )
     return build(RunConfig, data)
+
+
+def _fields(cls, section: str) -> set[str]:
+    """The config keys of ``section`` of ``cls`` (a nested config dataclass)."""
+    import dataclasses
+    import typing
+
+    return {f.name for f in dataclasses.fields(typing.get_type_hints(cls)[section])}
 
 
 def _hash(obj: Any) -> str:

@@ -1,6 +1,7 @@
 """The benchmark split in one place, and the guard that keeps task-agnostic components task-agnostic.
 
-A split names the held-out *target* tasks; every other task of the simulator is a *pretraining* task. The world
+A split names the held-out *target* tasks; every other task of the simulator (or the tasks the split names - LIBERO's
+splits pretrain on LIBERO-90 only) is a *pretraining* task. The world
 model, the generalist judge and the base policy may only see pretraining tasks; a target task contributes one
 demonstration (policy SFT) and reset observations, nothing else - unless a named variant (``co-train``,
 ``id-ft``) explicitly allows it, and then the variant is recorded with the component.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rawdream.envs.tasks import backend_of, canonical_task, named_split, paraphrases, tasks_of
+from rawdream.envs.tasks import backend_of, canonical_task, catalogue, named_split, paraphrases, tasks_of
 
 DEFAULT_SPLIT = "metaworld-heldout5"  # the simulators' named splits live in their task catalogues (envs/)
 TARGET_DATA_VARIANTS = ("co-train", "id-ft")
@@ -43,7 +44,8 @@ class Split:
 
 
 def resolve_split(cfg: SplitConfig | None = None) -> Split:
-    """A split of one simulator's tasks: the targets, and every other task of that simulator for pretraining."""
+    """A split of one simulator's tasks: the targets, and for pretraining the tasks the split names (LIBERO's
+    LIBERO-90) or else every other task of that simulator."""
     cfg = cfg or SplitConfig()
     if cfg.targets:
         targets = tuple(dict.fromkeys(canonical_task(t) for t in cfg.targets))
@@ -56,7 +58,9 @@ def resolve_split(cfg: SplitConfig | None = None) -> Split:
     else:
         backend, targets = named_split(cfg.name)
         name = cfg.name
-    pretrain = tuple(t for t in tasks_of(backend) if t not in targets)
+    pretrain = catalogue(backend).pretraining.get(name) or tuple(
+        t for t in tasks_of(backend) if t not in targets
+    )
     return Split(name=name, targets=targets, pretrain=pretrain, backend=backend)
 
 

@@ -74,14 +74,22 @@ class EpisodeSpec:
 # --------------------------------------------------------------------------------------------------------------
 # behaviours (run inside the worker, next to the simulator)
 # --------------------------------------------------------------------------------------------------------------
+def _action(xyz: np.ndarray, grip: float, action_dim: int) -> np.ndarray:
+    """A full action from a hand motion and a gripper command: every backend puts xyz first and the gripper last
+    (rotation, where a backend has it, stays still in task-free play)."""
+    a = np.zeros(action_dim, np.float64)
+    a[:3], a[-1] = xyz, grip
+    return np.clip(a, -1, 1).astype(np.float32)
+
+
 class _RandomExplorer:
-    """Smooth exploratory motion: move toward random waypoints in the hand's workspace, toggling the gripper."""
+    """Smooth exploratory motion: move toward random waypoints in the hand's workspace (the simulator's
+    ``workspace`` box from its catalogue), toggling the gripper."""
 
-    LOW = np.array([-0.3, 0.4, 0.05])
-    HIGH = np.array([0.3, 0.9, 0.3])
-
-    def __init__(self, rng: np.random.Generator):
+    def __init__(self, rng: np.random.Generator, workspace, action_dim: int):
         self.rng = rng
+        self.LOW, self.HIGH = np.asarray(workspace[0], np.float64), np.asarray(workspace[1], np.float64)
+        self.action_dim = action_dim
         self.waypoint = rng.uniform(self.LOW, self.HIGH)
         self.grip = rng.choice([-1.0, 1.0])
         self.hold = 0
@@ -94,7 +102,7 @@ class _RandomExplorer:
                 self.grip = -self.grip
         self.hold -= 1
         xyz = np.clip((self.waypoint - hand) * 10.0, -1, 1) + self.rng.normal(0, 0.2, 3)
-        return np.clip(np.concatenate([xyz, [self.grip]]), -1, 1).astype(np.float32)
+        return _action(xyz, self.grip, self.action_dim)
 
 
 class _ObjectPoker(_RandomExplorer):
@@ -102,22 +110,22 @@ class _ObjectPoker(_RandomExplorer):
     state, as a teleoperator sees where things are), with random gripper closing - pushes, drags and pulls of
     handles, drawers, doors and pucks in every direction, not only the direction a task would need."""
 
-    def __init__(self, rng: np.random.Generator, obj: np.ndarray):
+    def __init__(self, rng: np.random.Generator, obj: np.ndarray, workspace, action_dim: int):
         self.obj = obj
-        super().__init__(rng)
+        super().__init__(rng, workspace, action_dim)
 
     def __call__(self, hand: np.ndarray, obj: np.ndarray | None = None) -> np.ndarray:
         if obj is not None:
             self.obj = obj
         if self.hold <= 0 or np.linalg.norm(self.waypoint - hand) < 0.015:
             self.waypoint = np.clip(self.obj + self.rng.normal(0, [0.06, 0.06, 0.04]), self.LOW, self.HIGH)
-            self.waypoint[2] = max(self.waypoint[2], 0.04)
+            self.waypoint[2] = max(self.waypoint[2], self.LOW[2] - 0.01)  # down to just above the table
             self.hold = int(self.rng.integers(8, 24))
             if self.rng.random() < 0.4:
                 self.grip = -self.grip
         self.hold -= 1
         xyz = np.clip((self.waypoint - hand) * 12.0, -1, 1) + self.rng.normal(0, 0.1, 3)
-        return np.clip(np.concatenate([xyz, [self.grip]]), -1, 1).astype(np.float32)
+        return _action(xyz, self.grip, self.action_dim)
 
 
 class _Interactor:
@@ -126,9 +134,10 @@ class _Interactor:
     time: pushes, pulls, lifts; any direction otherwise) for a random while, release, lift, repeat. Nothing here
     knows the scene's task; drawers open and close, levers and doors swing, and pucks slide by chance."""
 
-    def __init__(self, rng: np.random.Generator, obj: np.ndarray):
+    def __init__(self, rng: np.random.Generator, obj: np.ndarray, action_dim: int):
         self.rng = rng
         self.obj = obj
+        self.action_dim = action_dim
         self._next()
 
     def _next(self) -> None:
@@ -171,7 +180,7 @@ class _Interactor:
                 self._next()
         self.n += 1
         xyz = np.clip(xyz, -1, 1) + self.rng.normal(0, 0.05, 3)
-        return np.clip(np.concatenate([xyz, [grip]]), -1, 1).astype(np.float32)
+        return _action(xyz, grip, self.action_dim)
 
 
 # A few simulators per worker, least recently used closed first: each holds ~86 MB with its renderer, and episodes
@@ -212,9 +221,10 @@ def run_episode(spec: EpisodeSpec, env_cfg: EnvConfig) -> dict[str, Any]:
     rng = np.random.default_rng([spec.seed, BEHAVIOURS.index(spec.behaviour), int(spec.sigma * 1000)])
     obs, info = env.reset(spec.seed)
     k = spec.frame_stride
-    explorer = _RandomExplorer(rng)
-    poker = _ObjectPoker(rng, info["object_position"])
-    interactor = _Interactor(rng, info["object_position"])
+    adim, workspace = env.action_dim, catalogue(env_cfg.backend).workspace
+    explorer = _RandomExplorer(rng, workspace, adim)
+    poker = _ObjectPoker(rng, info["object_position"], workspace, adim)
+    interactor = _Interactor(rng, info["object_position"], adim)
     frames, proprio, states = [obs["image"]], [obs["proprio"]], [info["state"]]
     positions = [info["object_position"]]
     masks = [env.object_mask()] if spec.object_masks else []
@@ -230,11 +240,11 @@ def run_episode(spec: EpisodeSpec, env_cfg: EnvConfig) -> dict[str, Any]:
         elif spec.behaviour == "interact":
             a = interactor(env.proprio()[:3], info["object_position"])
         elif spec.behaviour == "stall" and t >= spec.stall_at:
-            a = rng.normal(0, 0.3, 4)
+            a = rng.normal(0, 0.3, adim)
         else:
             a = env.expert_action()
         if spec.sigma > 0:
-            a = a + rng.normal(0, spec.sigma, 4)
+            a = a + rng.normal(0, spec.sigma, adim)
         a = np.clip(a, -1, 1).astype(np.float32)
         boundary = (t + 1) % k == 0
         obs, r, terminated, truncated, info = env.step(a, render=boundary or False)
@@ -250,7 +260,7 @@ def run_episode(spec: EpisodeSpec, env_cfg: EnvConfig) -> dict[str, Any]:
             if not boundary:  # an episode that ends mid-chunk still needs its last frame
                 obs = {**obs, "image": env.render()}
             while len(chunk_a) < k:  # pad a final partial chunk with no-ops (only demos end mid-chunk, k=1)
-                chunk_a.append(np.zeros(4, np.float32))
+                chunk_a.append(np.zeros(adim, np.float32))
             actions.append(np.stack(chunk_a))
             rewards.append(chunk_r)
             chunk_success.append(chunk_s)
@@ -264,7 +274,7 @@ def run_episode(spec: EpisodeSpec, env_cfg: EnvConfig) -> dict[str, Any]:
         if done:
             break
     n = len(frames)
-    action = np.concatenate([np.stack(actions), np.zeros((1, k, 4), np.float32)])  # last frame: no action
+    action = np.concatenate([np.stack(actions), np.zeros((1, k, adim), np.float32)])  # last frame: no action
     if k == 1:
         action = action[:, 0]
     done_flags = np.zeros(n, bool)
@@ -380,6 +390,19 @@ class CollectConfig:
         for t in self.tasks:
             if t not in ("pretrain", "targets"):
                 canonical_task(t)
+        backend = self.env.backend
+        if not catalogue(backend).experts:
+            if self.kind != "play":
+                raise ValueError(
+                    f"collect {self.kind} needs scripted experts, which {backend} does not have: bring "
+                    f"demonstrations as a LeRobot v3 dataset instead (--data DIR)"
+                )
+            if self.frac_expert or self.frac_stall:
+                raise ValueError(
+                    f"{backend} has no scripted experts, so play there cannot have --frac_expert="
+                    f"{self.frac_expert} / --frac_stall={self.frac_stall}: set both to 0 and give the episodes "
+                    f"to --frac_random / --frac_poke (the `{backend}` preset does: --preset {backend})"
+                )
 
     def task_free_scenes(self) -> list[str]:
         """The scenes of this collection that get task-free behaviours only, with labels withheld: in play, every
@@ -488,22 +511,25 @@ def make_specs(cfg: CollectConfig) -> list[EpisodeSpec]:
     return specs
 
 
-def _features(cfg: CollectConfig, fps: float) -> dict[str, dict]:
-    k = cfg.frame_stride
-    size = cfg.env.image_size
-    action_shape = [4] if k == 1 else [k, 4]
+def episode_features(
+    backend: str, image_size: int, fps: float, video: VideoConfig, actions_per_frame: int
+) -> dict[str, dict]:
+    """The LeRobot feature schema of a simulator's episodes (names and sizes from its task catalogue);
+    ``actions_per_frame`` > 1: each row holds the actions executed until the next recorded frame."""
+    cat = catalogue(backend)
+    k, adim = actions_per_frame, len(cat.action_names)
     return {
-        DEFAULT_IMAGE_KEY: video_feature(size, size, fps, cfg.video),
+        DEFAULT_IMAGE_KEY: video_feature(image_size, image_size, fps, video),
         "observation.state": {
             "dtype": "float32",
-            "shape": [4],
-            "names": ["hand_x", "hand_y", "hand_z", "gripper"],
+            "shape": [len(cat.proprio_names)],
+            "names": list(cat.proprio_names),
         },
-        "observation.environment_state": {"dtype": "float32", "shape": [39], "names": None},
+        "observation.environment_state": {"dtype": "float32", "shape": [cat.state_dim], "names": None},
         "action": {
             "dtype": "float32",
-            "shape": action_shape,
-            "names": (["dx", "dy", "dz", "gripper"] if k == 1 else ["step", "dim"]),
+            "shape": [adim] if k == 1 else [k, adim],
+            "names": (list(cat.action_names) if k == 1 else ["step", "dim"]),
         },
         "next.reward": {"dtype": "float32", "shape": [1], "names": None},
         "next.success": {"dtype": "bool", "shape": [1], "names": None},
@@ -559,7 +585,7 @@ def collect(cfg: CollectConfig, out: str | Path, progress: bool = True) -> Colle
     out = Path(out)
     split = resolve_split(cfg.split)
     specs = make_specs(cfg)
-    fps = 80.0 / cfg.frame_stride
+    fps = catalogue(cfg.env.backend).fps / cfg.frame_stride
     manifest = {
         "kind": cfg.kind,
         "env": cfg.env.backend,
@@ -591,8 +617,8 @@ def collect(cfg: CollectConfig, out: str | Path, progress: bool = True) -> Colle
     writer = LeRobotWriter(
         out,
         fps=fps,
-        features=_features(cfg, fps),
-        robot_type="sawyer",
+        features=episode_features(cfg.env.backend, cfg.env.image_size, fps, cfg.video, cfg.frame_stride),
+        robot_type=catalogue(cfg.env.backend).robot,
         manifest=manifest,
         episodes_per_file=cfg.episodes_per_file,
         video=cfg.video,

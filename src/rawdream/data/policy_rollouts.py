@@ -21,10 +21,11 @@ from tqdm import tqdm
 
 from rawdream import seeds
 from rawdream.config import to_dict
+from rawdream.data.collect import episode_features
 from rawdream.data.lerobot import DEFAULT_IMAGE_KEY, LeRobotWriter
 from rawdream.data.video import VideoConfig
 from rawdream.envs.base import EnvConfig
-from rawdream.envs.tasks import canonical_task, instruction
+from rawdream.envs.tasks import canonical_task, catalogue, instruction
 from rawdream.splits import SplitConfig, TargetTaskLeakError, resolve_split
 
 
@@ -63,25 +64,6 @@ class PolicyRolloutsConfig:
         return tasks
 
 
-def _features(cfg: PolicyRolloutsConfig, chunk: int, fps: float) -> dict[str, dict]:
-    from rawdream.data.lerobot import video_feature
-
-    size = cfg.env.image_size
-    return {
-        DEFAULT_IMAGE_KEY: video_feature(size, size, fps, cfg.video),
-        "observation.state": {
-            "dtype": "float32",
-            "shape": [4],
-            "names": ["hand_x", "hand_y", "hand_z", "gripper"],
-        },
-        "observation.environment_state": {"dtype": "float32", "shape": [39], "names": None},
-        "action": {"dtype": "float32", "shape": [chunk, 4], "names": ["step", "dim"]},
-        "next.reward": {"dtype": "float32", "shape": [1], "names": None},
-        "next.success": {"dtype": "bool", "shape": [1], "names": None},
-        "next.done": {"dtype": "bool", "shape": [1], "names": None},
-    }
-
-
 def collect_policy_rollouts(
     cfg: PolicyRolloutsConfig, policy_path: str | Path, out: str | Path, progress: bool = True
 ) -> dict[str, Any]:
@@ -96,7 +78,7 @@ def collect_policy_rollouts(
     split = resolve_split(cfg.split)
     policy = load_policy(policy_path)
     chunk = policy.chunk
-    fps = 80.0 / chunk
+    fps = catalogue(cfg.env.backend).fps / chunk
     manifest = {
         "kind": "labeled",
         "behaviour": "policy",
@@ -113,8 +95,8 @@ def collect_policy_rollouts(
     writer = LeRobotWriter(
         out,
         fps=fps,
-        features=_features(cfg, chunk, fps),
-        robot_type="sawyer",
+        features=episode_features(cfg.env.backend, cfg.env.image_size, fps, cfg.video, chunk),
+        robot_type=catalogue(cfg.env.backend).robot,
         manifest=manifest,
         episodes_per_file=cfg.episodes_per_file,
         video=cfg.video,

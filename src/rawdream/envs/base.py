@@ -17,6 +17,8 @@ same keys. An episode succeeds when the simulator reports success at any step an
 
 from __future__ import annotations
 
+import atexit
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -83,6 +85,23 @@ class Instrumented(Env, Protocol):
     def object_position(self) -> np.ndarray: ...  # (3,) world xyz of the task's main object
 
 
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+def _close_live_envs() -> None:
+    for env in list(_LIVE):
+        env.close()
+
+
+def close_at_exit(env) -> None:
+    """Close ``env``'s renderers at exit before the OpenGL (EGL) display goes away: MuJoCo and robosuite register
+    its termination when they create their first context, and atexit runs handlers last-in first-out, so ours is
+    (re-)registered after every env's construction - it then runs before any termination registered so far."""
+    _LIVE.add(env)
+    atexit.unregister(_close_live_envs)
+    atexit.register(_close_live_envs)
+
+
 def check_action(action: Any, action_dim: int, what: str = "action") -> np.ndarray:
     """Refuse actions of the wrong shape with a message that names the shape and the fix."""
     a = np.asarray(action, dtype=np.float64)
@@ -97,7 +116,11 @@ def check_action(action: Any, action_dim: int, what: str = "action") -> np.ndarr
 
 
 #: simulator backends, selected by ``--env.backend``; a new simulator is one file that registers itself here
-ENVS = Registry("simulator backend", "--env.backend", {"metaworld": "rawdream.envs.metaworld"})
+ENVS = Registry(
+    "simulator backend",
+    "--env.backend",
+    {"metaworld": "rawdream.envs.metaworld", "libero": "rawdream.envs.libero"},
+)
 register_env = ENVS.register
 
 

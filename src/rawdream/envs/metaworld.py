@@ -9,37 +9,23 @@ images directly and lets us render segmentation masks of the task's objects.
 
 from __future__ import annotations
 
-import atexit
 import os
 import warnings
-import weakref
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import mujoco
 import numpy as np
 
-from rawdream.envs.base import CameraConfig, EnvConfig, Observation, check_action, register_env
+from rawdream.envs.base import (
+    CameraConfig,
+    EnvConfig,
+    Observation,
+    check_action,
+    close_at_exit,
+    register_env,
+)
 from rawdream.envs.metaworld_tasks import CATALOGUE, metaworld_env_name
-
-_LIVE: weakref.WeakSet = weakref.WeakSet()
-_EXIT_HOOK = False
-
-
-def _close_live_envs() -> None:
-    for env in list(_LIVE):
-        env.close()
-
-
-def _track(env) -> None:
-    """Close renderers at exit before MuJoCo terminates the EGL display (it registers that at the first context
-    creation; atexit runs handlers last-in first-out, so ours must be registered after it)."""
-    global _EXIT_HOOK
-    _LIVE.add(env)
-    if not _EXIT_HOOK:
-        atexit.register(_close_live_envs)
-        _EXIT_HOOK = True
-
 
 PROPRIO_DIM = 4  # hand xyz + gripper opening (the first 4 entries of Meta-World's 39-dim state)
 ACTION_DIM = 4
@@ -104,7 +90,7 @@ class MetaWorldEnv:
         self._state: np.ndarray | None = None
         self._t = 0
         self._seed: int | None = None
-        _track(self)
+        close_at_exit(self)
 
     @staticmethod
     def _make_camera(c: CameraConfig) -> mujoco.MjvCamera:

@@ -198,6 +198,13 @@ CATALOGUE = register_catalogue("metaworld")(
         },
         normalise=_normalise,
         object_state=((4, 7), (11, 14)),  # the first and the second object (Meta-World's 39-dim observation)
+        proprio_names=("hand_x", "hand_y", "hand_z", "gripper"),
+        action_names=("dx", "dy", "dz", "gripper"),  # xyz in 1 cm units, gripper effort (+1 closes)
+        robot="sawyer",
+        state_dim=39,
+        fps=80.0,  # frame_skip 5 x timestep 0.0025 s
+        workspace=((-0.3, 0.4, 0.05), (0.3, 0.9, 0.3)),  # the hand's reach above the table (world metres)
+        experts=True,
     )
 )
 

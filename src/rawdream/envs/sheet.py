@@ -84,9 +84,12 @@ def task_table(split) -> str:
         f"split {split.name} ({split.backend}): {len(split.targets)} targets, {len(split.pretrain)} pretraining "
         f"tasks\n"
     ]
-    for t in tasks_of(split.backend):
+    # the split's tasks; a simulator's other tasks (LIBERO's other suites) are in no role and not listed
+    tasks = [t for t in tasks_of(split.backend) if t in split.targets or t in split.pretrain]
+    width = max(28, *(len(t) for t in tasks))
+    for t in tasks:
         role = "target" if t in split.targets else "pretrain"
-        lines.append(f"{t:28s} {role:9s} {instruction(t)}")
+        lines.append(f"{t:{width}s} {role:9s} {instruction(t)}")
     return "\n".join(lines)
 
 

@@ -34,6 +34,23 @@ class TaskCatalogue:
     # where the objects' xyz positions sit in the simulator's state vector (``info["state"]``, stored in datasets as
     # ``observation.environment_state``): [start, stop) index ranges, for measures of object motion in data
     object_state: tuple[tuple[int, int], ...] = ()
+    # splits whose pretraining tasks are not simply "every other task" (LIBERO: pretrain on LIBERO-90 only)
+    pretraining: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # the dataset schema of this simulator's episodes: names of the proprioception and action entries (actions are
+    # xyz deltas first and the gripper last, +1 closing, in every backend) and the length of ``info["state"]``
+    proprio_names: tuple[str, ...] = ()
+    action_names: tuple[str, ...] = ()
+    state_dim: int = 0
+    fps: float = 10.0
+    robot: str = ""  # LeRobot's robot_type
+    # where task-free play moves the hand: (low xyz, high xyz) in world coordinates, the table's surface at low z
+    workspace: tuple[tuple[float, float, float], tuple[float, float, float]] = (
+        (-0.3, -0.3, 0.0),
+        (0.3, 0.3, 0.3),
+    )
+    experts: bool = False  # scripted experts for every task (demonstrations, noisy-expert play, labeled data)
+    # why the catalogue is empty (an optional simulator package that is not installed), with the fix
+    unavailable: str = ""
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -45,7 +62,11 @@ class TaskCatalogue:
 
 
 #: one catalogue per simulator backend, under the same name as its ``--env.backend``
-CATALOGUES = Registry("task catalogue", "--env.backend", {"metaworld": "rawdream.envs.metaworld_tasks"})
+CATALOGUES = Registry(
+    "task catalogue",
+    "--env.backend",
+    {"metaworld": "rawdream.envs.metaworld_tasks", "libero": "rawdream.envs.libero_tasks"},
+)
 register_catalogue = CATALOGUES.register
 
 
@@ -53,8 +74,13 @@ def catalogue(backend: str) -> TaskCatalogue:
     return CATALOGUES.get(backend)
 
 
+DEFAULT_BACKEND = "metaworld"
+
+
 def _all() -> list[TaskCatalogue]:
-    return [CATALOGUES.get(name) for name in CATALOGUES.names()]
+    # the embedded default first: looking up one of its tasks never imports another simulator's package
+    names = sorted(CATALOGUES.names(), key=lambda n: n != DEFAULT_BACKEND)
+    return [CATALOGUES.get(name) for name in names]
 
 
 def backend_of(name: str) -> str:
@@ -66,6 +92,7 @@ def backend_of(name: str) -> str:
     key = name.strip().lower().replace("_", "-")
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
     hint = f"closest: {', '.join(close)}" if close else "run `rawdream tasks` to list them"
+    hint += "".join(f"; {cat.unavailable}" for cat in _all() if cat.unavailable)
     backends = ", ".join(CATALOGUES.names())
     raise UnknownTaskError(f"unknown task {name!r} (simulators: {backends}); {hint}")
 
@@ -95,6 +122,8 @@ def named_split(name: str) -> tuple[str, tuple[str, ...]]:
     """A named split -> (its backend, its target tasks)."""
     for cat in _all():
         if name in cat.splits:
+            if cat.unavailable:
+                raise ValueError(f"split {name!r} is a {cat.backend} split: {cat.unavailable}")
             return cat.backend, tuple(cat.splits[name])
     names = [s for cat in _all() for s in cat.splits]
     raise ValueError(

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from rawdream.config import build, save_config, to_dict
 from rawdream.data.cache import frame_cache
 from rawdream.data.lerobot import DatasetError, LeRobotDataset
-from rawdream.envs.tasks import canonical_task
+from rawdream.envs.tasks import canonical_task, paraphrases
 from rawdream.io import load_model, save_model
 from rawdream.nn import EMA, count_params
 from rawdream.policy.tokenizer import ActionTokenizer
@@ -152,9 +152,19 @@ def _select_episodes(ds: LeRobotDataset, cfg: TrainPolicyConfig) -> tuple[list[i
         eps = [e for e in range(ds.num_episodes) if success[e]]
         return eps, sorted({str(t) for t in tasks_of if t}), []
     wanted = [canonical_task(t) for t in (cfg.tasks or split.targets)]
+    texts = [
+        str(t[0]).strip().lower() if len(t) else "" for t in ds.episodes.get("tasks", [[]] * ds.num_episodes)
+    ]
+
+    def shows(e: int, task: str) -> bool:
+        # our datasets name the simulator task; others (e.g. a LIBERO conversion) name it by its instruction
+        if tasks_of[e] is not None:
+            return tasks_of[e] == task
+        return texts[e] in {p.lower() for p in paraphrases(task)}
+
     eps, used = [], []
     for task in wanted:
-        mine = [e for e in range(ds.num_episodes) if tasks_of[e] == task and success[e]]
+        mine = [e for e in range(ds.num_episodes) if shows(e, task) and success[e]]
         if len(mine) < cfg.demos:
             raise DatasetError(
                 f"{ds.root} has {len(mine)} successful demos of {task}, --demos {cfg.demos} needs more; collect "

@@ -1,0 +1,241 @@
+"""LIBERO backend (optional: ``pip install 'rawdream[libero]'``): the paper's benchmark behind the Env contract.
+
+What it maps, and why:
+
+* **layouts**: LIBERO's fixed initial states (50 per task, shipped with the package) are the evaluation protocol of
+  the paper and of SimpleVLA-RL; ``reset(seed)`` restores initial state ``seed % 50`` (robot and objects; the
+  fixtures' small placement jitter comes from LIBERO's own RNG, seeded with ``seed``) and lets the objects settle
+  for ``SETTLE_STEPS`` no-op steps, as LIBERO's own evaluation does. The same seed gives the same scene. With only 50 states, the *new layouts*
+  protocol (seeds disjoint from RL's) meets the same states again: on LIBERO, report the practised protocol.
+* **observation**: the agent-view camera at ``env.image_size``, flipped to upright (MuJoCo's offscreen buffer
+  starts at the bottom row); proprioception = end-effector xyz, its orientation as an axis-angle, and the two
+  finger joints (8 values, the layout public LIBERO datasets use).
+* **action**: 7-D OSC_POSE deltas in [-1, 1] (xyz, roll/pitch/yaw, gripper with +1 closing), the same convention
+  (xyz first, gripper last) as Meta-World, so task-free play drives both.
+* **success**: LIBERO's own BDDL goal check (``check_success``) after every step.
+* ``info["state"]`` is 6 numbers: the world xyz of the task's first two objects of interest (zeros if it has one),
+  for measures of object motion; LIBERO's full MuJoCo state differs in size from scene to scene.
+
+Speed here (2 CPU cores, one process; ``benchmarks/libero_speed.py``): a few steps/s and seconds per reset -
+LIBERO is for users with more cores or a GPU, Meta-World is the embedded default.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np
+
+from rawdream.envs.base import EnvConfig, Observation, check_action, close_at_exit, register_env
+from rawdream.envs.libero_tasks import CATALOGUE, libero_task
+
+SETTLE_STEPS = 10  # no-op steps after restoring an initial state, so objects rest before the episode starts
+NOOP = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)  # hold still, gripper open
+
+
+def _axis_angle(quat_xyzw: np.ndarray) -> np.ndarray:
+    """robosuite's (x, y, z, w) quaternion -> axis * angle (3,)."""
+    q = np.asarray(quat_xyzw, np.float64)
+    w = float(np.clip(q[3], -1.0, 1.0))
+    s = np.sqrt(max(1.0 - w * w, 0.0))
+    if s < 1e-8:
+        return np.zeros(3)
+    return q[:3] / s * (2.0 * np.arccos(w))
+
+
+class LiberoEnv:
+    """One LIBERO task (any suite) behind the :class:`rawdream.envs.base.Env` contract."""
+
+    action_dim = len(CATALOGUE.action_names)
+    proprio_dim = len(CATALOGUE.proprio_names)
+    fps = CATALOGUE.fps
+
+    def __init__(self, task: str, cfg: EnvConfig | None = None):
+        from libero.libero import get_libero_path
+        from libero.libero.benchmark import load_initial_states
+        from libero.libero.envs import OffScreenRenderEnv
+
+        self.cfg = cfg or EnvConfig(backend="libero")
+        suite, record = libero_task(task)  # refuses a task of another simulator, or a missing package
+        self.task, self.suite = record.name, suite
+        self.instruction = CATALOGUE.instructions[self.task][0]
+        self.max_steps = self.cfg.max_steps
+        size = self.cfg.image_size
+        bddl = os.path.join(get_libero_path("bddl_files"), record.problem_folder, record.bddl_file)
+        self._init_states = np.asarray(
+            load_initial_states(
+                os.path.join(get_libero_path("init_states"), record.problem_folder, record.init_states_file)
+            )
+        )
+        self._env = OffScreenRenderEnv(
+            bddl_file_name=bddl,
+            camera_heights=size,
+            camera_widths=size,
+            camera_names=["agentview"],  # the wrist camera would halve the step rate; no policy here reads it
+            hard_reset=False,  # a hard reset rebuilds the scene from XML (seconds); initial states set it anyway
+        )
+        horizon = int(self._env.env.horizon)
+        if self.max_steps + SETTLE_STEPS > horizon:
+            raise ValueError(
+                f"env.max_steps={self.max_steps} exceeds LIBERO's horizon {horizon - SETTLE_STEPS}"
+            )
+        self._interest = list(self._env.env.obj_of_interest)
+        self._renderer = None  # a segmentation renderer, made on the first object_mask()
+        self._object_geoms: np.ndarray | None = None
+        self._obs: dict | None = None
+        self._t = 0
+        self._seed: int | None = None
+        close_at_exit(self)
+
+    # -- Env contract ---------------------------------------------------------------------------------------
+    def reset(self, seed: int) -> tuple[Observation, dict]:
+        if not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        self._seed = int(seed)
+        self._env.seed(int(seed))
+        self._env.reset()
+        for (
+            robot
+        ) in self._env.env.robots:  # robosuite keeps the gripper's smoothed command across a soft reset:
+            robot.gripper.current_action = np.zeros_like(
+                robot.gripper.current_action
+            )  # same seed, same scene
+        self._obs = self._env.set_init_state(self._init_states[self._seed % len(self._init_states)])
+        for _ in range(SETTLE_STEPS):
+            self._obs, *_ = self._env.step(NOOP)
+        self._t = 0
+        info = {"state": self._state(), "object_position": self.object_position(), "success": False}
+        return self._observation(), {
+            **info,
+            "seed": self._seed,
+            "t": 0,
+            "init_state": self._seed % len(self._init_states),
+        }
+
+    def step(self, action: np.ndarray, render: bool = True) -> tuple[Observation, float, bool, bool, dict]:
+        if self._obs is None:
+            raise RuntimeError("call reset(seed) before step()")
+        if self._t >= self.max_steps:
+            raise RuntimeError(f"episode already reached its step limit ({self.max_steps}); call reset(seed)")
+        a = check_action(action, self.action_dim)
+        self._obs, reward, _, _ = self._env.step(a)  # robosuite renders the camera at every step regardless
+        self._t += 1
+        success = bool(self._env.check_success())
+        terminated = success and self.cfg.end_on_success
+        truncated = self._t >= self.max_steps and not terminated
+        info = {
+            "state": self._state(),
+            "object_position": self.object_position(),
+            "success": success,
+            "t": self._t,
+        }
+        return self._observation(), float(reward), terminated, truncated, info
+
+    def close(self) -> None:
+        if getattr(self, "_renderer", None) is not None:
+            self._renderer.close()
+            self._renderer = None
+        if getattr(self, "_env", None) is not None:
+            ctx = getattr(self._env.env.sim, "_render_context_offscreen", None)
+            if ctx is not None:  # robosuite frees it only when collected, maybe after EGL has terminated
+                ctx.con.free()
+                ctx.gl_ctx.free()
+            self._env.close()
+            self._env = None
+
+    def __del__(self):  # pragma: no cover - best effort at interpreter exit
+        try:  # noqa: SIM105
+            self.close()
+        except Exception:
+            pass
+
+    # -- extras (the Instrumented protocol) -------------------------------------------------------------------
+    @property
+    def t(self) -> int:
+        return self._t
+
+    def proprio(self) -> np.ndarray:
+        o = self._obs
+        assert o is not None
+        return np.concatenate(
+            [o["robot0_eef_pos"], _axis_angle(o["robot0_eef_quat"]), o["robot0_gripper_qpos"]]
+        ).astype(np.float32)
+
+    def render(self) -> np.ndarray:
+        assert self._obs is not None
+        return np.ascontiguousarray(self._obs["agentview_image"][::-1])  # upright
+
+    def expert_action(self) -> np.ndarray:
+        raise NotImplementedError(
+            "LIBERO ships no scripted experts: bring demonstrations as a LeRobot v3 dataset of LIBERO (--data), "
+            "and use task-free play (random / poke / interact) for world-model data"
+        )
+
+    def _position(self, name: str) -> np.ndarray:
+        inner = self._env.env
+        if name in inner.obj_body_id:
+            return np.asarray(inner.sim.data.body_xpos[inner.obj_body_id[name]], np.float64).copy()
+        model = inner.sim.model._model
+        import mujoco
+
+        site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, name)
+        if site >= 0:  # a region of a fixture (a drawer's inside, a stove's burner): moves with its body
+            return np.asarray(inner.sim.data._data.site_xpos[site], np.float64).copy()
+        owner = max((o for o in inner.obj_body_id if name.startswith(o)), key=len, default=None)
+        if owner is None:
+            return np.zeros(3)
+        return np.asarray(inner.sim.data.body_xpos[inner.obj_body_id[owner]], np.float64).copy()
+
+    def object_position(self) -> np.ndarray:
+        """World xyz of the task's first object of interest (a region's site for a fixture region)."""
+        return self._position(self._interest[0]) if self._interest else np.zeros(3)
+
+    def _state(self) -> np.ndarray:
+        pos = [self._position(n) for n in self._interest[:2]]
+        pos += [np.zeros(3)] * (2 - len(pos))
+        return np.concatenate(pos).astype(np.float32)
+
+    def object_mask(self) -> np.ndarray:
+        """(H, W) bool: pixels of the task's objects of interest (their bodies and everything attached)."""
+        import mujoco
+
+        inner = self._env.env
+        model, data = inner.sim.model._model, inner.sim.data._data
+        size = self.cfg.image_size
+        if self._renderer is None:
+            self._renderer = mujoco.Renderer(model, size, size)
+            roots = set()
+            for name in self._interest:
+                owner = max((o for o in inner.obj_body_id if name.startswith(o)), key=len, default=None)
+                if owner is not None:
+                    roots.add(int(inner.obj_body_id[owner]))
+            bodies = {b for b in range(model.nbody) if self._under(model, b, roots)}
+            self._object_geoms = np.array(
+                [g for g in range(model.ngeom) if int(model.geom_bodyid[g]) in bodies], dtype=np.int64
+            )
+        self._renderer.enable_segmentation_rendering()
+        try:
+            self._renderer.update_scene(data, camera="agentview")
+            seg = self._renderer.render()
+        finally:
+            self._renderer.disable_segmentation_rendering()
+        is_geom = seg[..., 1] == int(mujoco.mjtObj.mjOBJ_GEOM)
+        return is_geom & np.isin(seg[..., 0], self._object_geoms)
+
+    @staticmethod
+    def _under(model, body: int, roots: set[int]) -> bool:
+        while body > 0:
+            if body in roots:
+                return True
+            body = int(model.body_parentid[body])
+        return False
+
+    def _observation(self) -> Observation:
+        return {"image": self.render(), "proprio": self.proprio(), "instruction": self.instruction}
+
+
+@register_env("libero")
+def _make_libero(task: str, cfg: EnvConfig) -> LiberoEnv:
+    return LiberoEnv(task, cfg)
