@@ -166,7 +166,7 @@ def test_evaluation_harness_runs_one_short_libero_episode(tmp_path):
 def test_task_free_play_in_a_libero_scene_is_a_lerobot_dataset(tmp_path):
     from rawdream.config import resolve
     from rawdream.data.collect import CollectConfig, collect
-    from rawdream.data.lerobot import LeRobotDataset
+    from rawdream.data.lerobot import DEFAULT_IMAGE_KEY, LeRobotDataset
 
     cfg = resolve(
         CollectConfig,
@@ -183,3 +183,19 @@ def test_task_free_play_in_a_libero_scene_is_a_lerobot_dataset(tmp_path):
     actions = ds.column("action")
     assert np.abs(actions[..., :3]).max() > 0.3 and not actions[..., 3:6].any()  # xyz moves, rotation still
     assert set(ds.episodes["rawdream/behaviour"]) <= {"random", "poke", "interact"}
+
+    # the play trains a world model that imagines LIBERO's 7-D action chunks from a real first frame
+    import torch
+
+    from rawdream.world_model.train import PretrainWMConfig, load_world_model, pretrain_wm
+
+    pretrain_wm(
+        resolve(PretrainWMConfig, "pretrain_wm", "tiny"), tmp_path / "play", tmp_path / "wm", progress=False
+    )
+    wm = load_world_model(tmp_path / "wm")
+    assert (wm.cfg.dynamics.action_dim, wm.cfg.dynamics.proprio_dim) == (7, 8)
+    lo, _ = ds.episode_bounds(0)
+    first = torch.from_numpy(np.asarray(ds.episode(0).frames[DEFAULT_IMAGE_KEY][:1]))
+    proprio = torch.from_numpy(ds.column("observation.state")[lo : lo + 1])
+    out = wm.rollout(first, proprio, torch.from_numpy(actions[lo : lo + 1][None]), seeds=[0])
+    assert out["frames"].shape == (1, 2, 64, 64, 3)

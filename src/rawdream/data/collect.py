@@ -550,17 +550,18 @@ class CollectSummary:
     skipped: int
 
     def table(self) -> str:
-        lines = [f"{'task (whole dataset)':28s} {'episodes':>8s} {'frames':>8s} {'success':>8s}"]
+        w = max(28, *(len(t) for t in self.per_task))  # LIBERO's task names are sentences
+        lines = [f"{'task (whole dataset)':{w}s} {'episodes':>8s} {'frames':>8s} {'success':>8s}"]
         for task, row in sorted(self.per_task.items()):
             success = "withheld" if row["success"] is None else f"{row['success']:.2f}"
-            lines.append(f"{task:28s} {int(row['episodes']):8d} {int(row['frames']):8d} {success:>8s}")
+            lines.append(f"{task:{w}s} {int(row['episodes']):8d} {int(row['frames']):8d} {success:>8s}")
         rate = self.frames / self.seconds if self.seconds > 0 else float("nan")
         tot_e = sum(int(r["episodes"]) for r in self.per_task.values())
         tot_f = sum(int(r["frames"]) for r in self.per_task.values())
-        lines.append(f"{'total':28s} {tot_e:8d} {tot_f:8d}")
+        lines.append(f"{'total':{w}s} {tot_e:8d} {tot_f:8d}")
         lines.append(
             f"this run: {self.episodes} episodes, {self.frames} frames in {self.seconds:.0f} s "
-            f"({rate:.0f} rendered frames/s); {self.skipped} episodes were already on disk"
+            f"({rate:.{1 if rate < 10 else 0}f} rendered frames/s); {self.skipped} episodes were already on disk"
         )
         return "\n".join(lines)
 
