@@ -123,3 +123,41 @@ def test_rl_seeds_are_each_paired_with_the_one_sft_evaluation():
     d = row["paired_vs_sft"]
     assert d["episodes"] == 8 and d["gained"] == 3 and d["lost"] == 1
     assert row["tasks"]["a"]["per_seed"] == [0.75, 0.75]
+
+
+def test_fidelity_table_reads_eval_judge_reports_and_checks_the_targets(tmp_path):
+    """One row per target of each eval-judge report; `meets` needs every target (AUROC real and imagined >= 0.85,
+    kappa >= 0.6, imagined judged-success rate within 15 points of the real rate), not most of them."""
+    from rawdream.experiment.fidelity_table import fidelity_table, format_fidelity_table
+    from rawdream.io import atomic_write_json
+
+    def task(auroc_im, kappa, judged_im):
+        return {
+            "rollouts": 64,
+            "real_success_rate": 0.5,
+            "judge_on_real": {"auroc": 0.9},
+            "judge_on_imagined": {"auroc": auroc_im},
+            "verdict_agreement": {"kappa": kappa},
+            "judged_success_rate": {"real": 0.5, "imagined": judged_im},
+            "frames": {
+                "ssim": [0.8, 0.6],
+                "ssim_copy": [0.7, 0.7],
+                "object_ssim": [0.5, 0.5],
+                "object_ssim_copy": [0.4, 0.4],
+            },
+        }
+
+    wm = {"play_protocol": "workspace", "train_minutes": 8.6, "dynamics_steps": 2000}
+    tasks = {"good": task(0.9, 0.7, 0.6), "hallucinates": task(0.9, 0.7, 0.95), "chance": task(0.5, 0.7, 0.5)}
+    atomic_write_json(tmp_path / "ev" / "judge_eval.json", {"on_policy": {"world_model": wm, "tasks": tasks}})
+    rows = fidelity_table([tmp_path / "ev"])
+    assert [(r["task"], r["meets"]) for r in rows] == [
+        ("good", True),
+        ("hallucinates", False),
+        ("chance", False),
+    ]
+    assert rows[0]["ssim_steps_beating_copy"] == "1/2" and rows[0]["object_ssim_steps_beating_copy"] == "2/2"
+    assert "| ev | workspace | 8.6 | good |" in format_fidelity_table(rows)
+    atomic_write_json(tmp_path / "no_policy" / "judge_eval.json", {"results": {}})
+    with pytest.raises(ValueError, match="--policy POLICY --wm"):
+        fidelity_table([tmp_path / "no_policy"])

@@ -329,6 +329,17 @@ def _rl_table(args, _cfg) -> int:
     return 0
 
 
+def _fidelity_table(args, _cfg) -> int:
+    from rawdream.experiment.fidelity_table import fidelity_table, format_fidelity_table
+    from rawdream.io import atomic_write_json
+
+    rows = fidelity_table(args.runs)
+    if args.json:
+        atomic_write_json(args.json, {"rows": rows})
+    print(format_fidelity_table(rows), end="")
+    return 0
+
+
 def _tasks(args, _cfg) -> int:
     from rawdream.envs.base import EnvConfig
     from rawdream.envs.sheet import contact_sheet, object_visibility, task_table, visibility_table
@@ -746,6 +757,21 @@ VERBS: tuple[Verb, ...] = (
                 preset=None,
                 args=(
                     inp("runs", nargs="+", help="dream output directories"),
+                    inp(
+                        "--json",
+                        default=None,
+                        help="also write the rows as JSON here (e.g. results/....json)",
+                    ),
+                ),
+            ),
+            Verb(
+                "fidelity-table",
+                "a table of `rawdream eval-judge --policy --wm` runs: the reward RL in imagination would see, per "
+                "world model (play protocol, training minutes) and target",
+                _fidelity_table,
+                preset=None,
+                args=(
+                    inp("runs", nargs="+", help="eval-judge output directories (or their judge_eval.json)"),
                     inp(
                         "--json",
                         default=None,

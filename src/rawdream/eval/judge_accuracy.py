@@ -182,10 +182,24 @@ def evaluate_judges(
         rcfg = replace(cfg.on_policy, judge=cfg.judge)
         report["on_policy"] = {
             "policy": str(Path(policy_path).resolve()),
+            "world_model": world_model_provenance(wm, wm_path),
             "tasks": {t: reward_fidelity(policy, wm, rcfg, t) for t in targets},
         }
     atomic_write_json(out / "judge_eval.json", report)
     return report
+
+
+def world_model_provenance(wm, path: str | Path) -> dict[str, Any]:
+    """What a world model is, for a table of reward fidelity against training budget and play protocol."""
+    info = getattr(wm, "info", None) or {}
+    seconds = info.get("seconds") or {}
+    return {
+        "path": str(Path(path).resolve()),
+        "play_protocol": (info.get("play_protocol") or {}).get("scenes"),
+        "dynamics_steps": (info.get("final_metrics") or {}).get("steps"),
+        "train_minutes": round(seconds.get("total", float("nan")) / 60, 1) if seconds else None,
+        "arch": wm.cfg.dynamics.arch,
+    }
 
 
 def _num(x: float, width: int) -> str:
