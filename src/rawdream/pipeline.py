@@ -209,243 +209,264 @@ def preflight(cfg: RunConfig, split, log=print) -> None:
 
 
 def run(cfg: RunConfig, out: str | Path, progress: bool = True, log=print) -> dict[str, Any]:
-    out = Path(out)
-    L = RunLayout(out)
-    split = resolve_split(cfg.split)
-    preflight(cfg, split, log)  # before anything is written
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out)
-    log(
-        f"[run] split {split.name}: targets {', '.join(split.targets)}; {len(split.pretrain)} pretraining tasks"
-    )
-    r = Runner(out, progress, log)
+    """The main job: data -> policies -> world model and judges -> their evaluations -> RL per target -> the
+    summary and report. Each stage is skipped when its config and inputs are unchanged (see ``Runner``)."""
+    return MainJob(cfg, Path(out), progress, log).run()
 
-    def collect_stage(sub: CollectConfig):
-        def fn(d: Path):
-            s = collect(sub, d, progress=progress)
-            return {
-                "episodes": sum(int(v["episodes"]) for v in s.per_task.values()),
-                "frames": sum(int(v["frames"]) for v in s.per_task.values()),
-                "tasks": sorted(s.per_task),
-            }
 
-        return fn
+class MainJob:
+    """``rawdream run`` as one method per phase, in the order they run; each phase is a few ``Runner`` stages
+    (name, config, the stages it reads, what it does)."""
 
-    # the target demonstrations first: a target the scripted expert cannot demonstrate stops the run in a minute
-    # (collect raises, naming the task), not after the long stages
-    r.stage(L.TARGET_DEMOS, cfg.target_demos, [], collect_stage(cfg.target_demos))
-    r.stage(L.PLAY, cfg.play, [], collect_stage(cfg.play))
-    r.stage(L.DEMOS, cfg.demos, [], collect_stage(cfg.demos))
-    r.stage(L.LABELED, cfg.labeled, [], collect_stage(cfg.labeled))
+    def __init__(self, cfg: RunConfig, out: Path, progress: bool, log: Callable[[str], None]):
+        self.cfg, self.out, self.progress, self.log = cfg, out, progress, log
+        self.L = RunLayout(out)
+        self.split = resolve_split(cfg.split)
+        self.r = Runner(out, progress, log)
+        self.judge_data = [self.L / self.L.LABELED]
+        # judges that compare with a demonstration see the target task's one demo (the SFT demo) as reference
+        self.reference = {"reference": str(self.L / self.L.TARGET_DEMOS)} if cfg.judge.model.reference else {}
 
-    # the policies first: they need only the demos, and a target without a usable demo shows here, not after
-    # the long world-model and judge stages
-    def base_fn(d):
-        return {"tasks": train_policy(cfg.base, L / L.DEMOS, d, progress=progress, log_fn=log)["tasks"]}
-
-    r.stage(L.POLICY_BASE, cfg.base, [L.DEMOS], base_fn)
-
-    def sft_fn(d):
-        info = train_policy(
-            cfg.sft, L / L.TARGET_DEMOS, d, init=L / L.POLICY_BASE, progress=progress, log_fn=log
+    def run(self) -> dict[str, Any]:
+        cfg, L, split = self.cfg, self.L, self.split
+        preflight(cfg, split, self.log)  # before anything is written
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.out)
+        self.log(
+            f"[run] split {split.name}: targets {', '.join(split.targets)}; {len(split.pretrain)} pretraining "
+            f"tasks"
         )
-        return {"tasks": info["tasks"], "target_trajectories": info["target_trajectories"]}
-
-    r.stage(L.POLICY_SFT, cfg.sft, [L.TARGET_DEMOS, L.POLICY_BASE], sft_fn)
-
-    judge_data = [L / L.LABELED]
-    if cfg.judge_sees_policies:
-
-        def rollouts_fn(d):
-            rep = collect_policy_rollouts(cfg.policy_rollouts, L / L.POLICY_BASE, d, progress=progress)
-            return {"episodes": rep["episodes"], "mean_success_rate": rep["mean_success_rate"]}
-
-        r.stage(L.POLICY_ROLLOUTS, cfg.policy_rollouts, [L.POLICY_BASE], rollouts_fn)
-        judge_data.append(L / L.POLICY_ROLLOUTS)
-
-    def wm_fn(d):
-        s = pretrain_wm(cfg.wm, L / L.PLAY, d, progress=progress, log_fn=log)
-        return {
-            "variant": s["variant"],
-            "tasks": s["manifest"]["tasks"],
-            "reconstruction": s["autoencoder_reconstruction"],
-        }
-
-    r.stage(L.WM, cfg.wm, [L.PLAY], wm_fn)
-
-    def judge_fn(d):
-        info = train_judge(
-            cfg.judge,
-            judge_data,
-            d,
-            wm_path=L / L.WM,
-            progress=progress,
-            log_fn=log,
-            references=L / L.DEMOS,
-        )
-        return {"tasks": info["trained_on_tasks"], "validation_auroc": info["validation"]["auroc"]}
-
-    judge_deps = [L.LABELED, L.WM, L.DEMOS] + ([L.POLICY_ROLLOUTS] if cfg.judge_sees_policies else [])
-    r.stage(L.JUDGE, cfg.judge, judge_deps, judge_fn)
-
-    # judges that compare with a demonstration see the target task's one demo (the SFT demo) as their reference
-    reference = {"reference": str(L / L.TARGET_DEMOS)} if cfg.judge.model.reference else {}
-
-    # the task-blind control: trained the same way with the instruction (and reference) hidden; it must do
-    # clearly worse
-    blind_cfg = build(TrainJudgeConfig, merge_dicts(to_dict(cfg.judge), {"model": {"blind": True}}))
-
-    def blind_fn(d):
-        info = train_judge(
-            blind_cfg,
-            judge_data,
-            d,
-            wm_path=L / L.WM,
-            progress=progress,
-            log_fn=log,
-            references=L / L.DEMOS,
-        )
-        return {"tasks": info["trained_on_tasks"], "validation_auroc": info["validation"]["auroc"]}
-
-    r.stage(L.JUDGE_BLIND, blind_cfg, judge_deps, blind_fn)
-
-    def eval_wm_fn(d):
-        from rawdream.world_model.train import load_world_model
-
-        rep = evaluate_world_model(load_world_model(L / L.WM), cfg.eval_wm, d, progress=progress)
-        return {g: {"psnr": row["psnr"], "psnr_copy": row["psnr_copy"]} for g, row in rep["groups"].items()}
-
-    r.stage(L.EVAL_WM, cfg.eval_wm, [L.WM], eval_wm_fn)
-
-    def eval_judge_fn(d):
-        jcfg = build(
-            EvalJudgeConfig,
-            {
-                **to_dict(cfg.eval_judge),
-                "judge": {**to_dict(cfg.eval_judge.judge), "path": str(L / L.JUDGE), **reference},
-                "blind_path": str(L / L.JUDGE_BLIND),
+        self.collect_data()
+        self.train_policies()
+        self.train_world_model_and_judges()
+        self.evaluate_world_model_and_judges()
+        base_eval = self.evaluate_base_policy()
+        eval_cfgs, before, after = self.dream_and_evaluate()
+        summary = {
+            "protocols": {
+                p: {
+                    "before": before[p],
+                    "after": after[p],
+                    "paired": paired_results(L, list(after[p]), p),
+                    "episodes": eval_cfgs[p].episodes,
+                }
+                for p in eval_cfgs
             },
-        )
-        # with the SFT policy: its own rollouts, real vs imagined - the reward RL in imagination will see
-        rep = evaluate_judges(jcfg, d, wm_path=L / L.WM, progress=progress, policy_path=L / L.POLICY_SFT)
-        on_policy = {
-            t: {
-                "real_success_rate": r["real_success_rate"],
-                "auroc_real": r["judge_on_real"]["auroc"],
-                "auroc_imagined": r["judge_on_imagined"]["auroc"],
-                "kappa": r["verdict_agreement"]["kappa"],
-                "judged_success_rate": r["judged_success_rate"],
-            }
-            for t, r in rep.get("on_policy", {}).get("tasks", {}).items()
+            "base_on_pretraining_tasks": base_eval,
+            "stages": [s.__dict__ for s in self.r.results],
+            "guarantee": task_agnostic_table(L),
+            "play_protocol": play_protocol(L),
         }
-        return {**{k: v["mean"] for k, v in rep["results"].items()}, "on_policy": on_policy}
+        atomic_write_json(L.summary, summary)
+        if cfg.report:
+            from rawdream.report.html import write_report
 
-    r.stage(
-        L.EVAL_JUDGE,
-        cfg.eval_judge,
-        [L.JUDGE, L.JUDGE_BLIND, L.WM, L.TARGET_DEMOS, L.POLICY_SFT],
-        eval_judge_fn,
-    )
+            self.log(f"[run] report: {write_report(self.out)}")
+        return summary
 
-    def eval_fn(policy_dir: Path, tasks: list[str], ecfg_base: EvalPolicyConfig | None = None):
-        def fn(d):
-            ecfg = build(EvalPolicyConfig, {**to_dict(ecfg_base or cfg.eval), "tasks": tasks})
-            rep = evaluate_policy(load_policy(policy_dir), ecfg, d, progress=progress)
+    # -- phases -----------------------------------------------------------------------------------------------
+    def collect_data(self) -> None:
+        cfg, L = self.cfg, self.L
+        # the target demonstrations first: a target the scripted expert cannot demonstrate stops the run in a
+        # minute (collect raises, naming the task), not after the long stages
+        for name, sub in (
+            (L.TARGET_DEMOS, cfg.target_demos),
+            (L.PLAY, cfg.play),
+            (L.DEMOS, cfg.demos),
+            (L.LABELED, cfg.labeled),
+        ):
+            self.r.stage(name, sub, [], lambda d, sub=sub: self._collect(sub, d))
+
+    def _collect(self, sub: CollectConfig, d: Path) -> dict[str, Any]:
+        s = collect(sub, d, progress=self.progress)
+        return {
+            "episodes": sum(int(v["episodes"]) for v in s.per_task.values()),
+            "frames": sum(int(v["frames"]) for v in s.per_task.values()),
+            "tasks": sorted(s.per_task),
+        }
+
+    def train_policies(self) -> None:
+        """The policies before the world model and judges: they need only the demos, and a target without a
+        usable demo shows here, not after the long stages."""
+        cfg, L, progress, log = self.cfg, self.L, self.progress, self.log
+
+        def base_fn(d):
+            return {"tasks": train_policy(cfg.base, L / L.DEMOS, d, progress=progress, log_fn=log)["tasks"]}
+
+        def sft_fn(d):
+            info = train_policy(
+                cfg.sft, L / L.TARGET_DEMOS, d, init=L / L.POLICY_BASE, progress=progress, log_fn=log
+            )
+            return {"tasks": info["tasks"], "target_trajectories": info["target_trajectories"]}
+
+        self.r.stage(L.POLICY_BASE, cfg.base, [L.DEMOS], base_fn)
+        self.r.stage(L.POLICY_SFT, cfg.sft, [L.TARGET_DEMOS, L.POLICY_BASE], sft_fn)
+
+    def train_world_model_and_judges(self) -> None:
+        cfg, L, progress, log = self.cfg, self.L, self.progress, self.log
+        if cfg.judge_sees_policies:
+
+            def rollouts_fn(d):
+                rep = collect_policy_rollouts(cfg.policy_rollouts, L / L.POLICY_BASE, d, progress=progress)
+                return {"episodes": rep["episodes"], "mean_success_rate": rep["mean_success_rate"]}
+
+            self.r.stage(L.POLICY_ROLLOUTS, cfg.policy_rollouts, [L.POLICY_BASE], rollouts_fn)
+            self.judge_data.append(L / L.POLICY_ROLLOUTS)
+
+        def wm_fn(d):
+            s = pretrain_wm(cfg.wm, L / L.PLAY, d, progress=progress, log_fn=log)
             return {
-                t: {k: v for k, v in m.items() if k != "episode_results"} for t, m in rep["tasks"].items()
+                "variant": s["variant"],
+                "tasks": s["manifest"]["tasks"],
+                "reconstruction": s["autoencoder_reconstruction"],
             }
 
-        return fn
+        self.r.stage(L.WM, cfg.wm, [L.PLAY], wm_fn)
+        judge_deps = [L.LABELED, L.WM, L.DEMOS] + ([L.POLICY_ROLLOUTS] if cfg.judge_sees_policies else [])
+        self.r.stage(L.JUDGE, cfg.judge, judge_deps, lambda d: self._judge(cfg.judge, d))
+        # the task-blind control: trained the same way with the instruction (and reference) hidden; it must do
+        # clearly worse
+        blind_cfg = build(TrainJudgeConfig, merge_dicts(to_dict(cfg.judge), {"model": {"blind": True}}))
+        self.r.stage(L.JUDGE_BLIND, blind_cfg, judge_deps, lambda d: self._judge(blind_cfg, d))
 
-    base_eval = None
-    if cfg.base_eval_episodes > 0:
-        base_tasks = cfg.base_eval_tasks or list(split.pretrain)
+    def _judge(self, jcfg: TrainJudgeConfig, d: Path) -> dict[str, Any]:
+        L = self.L
+        info = train_judge(
+            jcfg,
+            self.judge_data,
+            d,
+            wm_path=L / L.WM,
+            progress=self.progress,
+            log_fn=self.log,
+            references=L / L.DEMOS,
+        )
+        return {"tasks": info["trained_on_tasks"], "validation_auroc": info["validation"]["auroc"]}
+
+    def evaluate_world_model_and_judges(self) -> None:
+        cfg, L, progress = self.cfg, self.L, self.progress
+
+        def eval_wm_fn(d):
+            from rawdream.world_model.train import load_world_model
+
+            rep = evaluate_world_model(load_world_model(L / L.WM), cfg.eval_wm, d, progress=progress)
+            return {
+                g: {"psnr": row["psnr"], "psnr_copy": row["psnr_copy"]} for g, row in rep["groups"].items()
+            }
+
+        def eval_judge_fn(d):
+            jcfg = build(
+                EvalJudgeConfig,
+                {
+                    **to_dict(cfg.eval_judge),
+                    "judge": {**to_dict(cfg.eval_judge.judge), "path": str(L / L.JUDGE), **self.reference},
+                    "blind_path": str(L / L.JUDGE_BLIND),
+                },
+            )
+            # with the SFT policy: its own rollouts, real vs imagined - the reward RL in imagination will see
+            rep = evaluate_judges(jcfg, d, wm_path=L / L.WM, progress=progress, policy_path=L / L.POLICY_SFT)
+            on_policy = {
+                t: {
+                    "real_success_rate": r["real_success_rate"],
+                    "auroc_real": r["judge_on_real"]["auroc"],
+                    "auroc_imagined": r["judge_on_imagined"]["auroc"],
+                    "kappa": r["verdict_agreement"]["kappa"],
+                    "judged_success_rate": r["judged_success_rate"],
+                }
+                for t, r in rep.get("on_policy", {}).get("tasks", {}).items()
+            }
+            return {**{k: v["mean"] for k, v in rep["results"].items()}, "on_policy": on_policy}
+
+        self.r.stage(L.EVAL_WM, cfg.eval_wm, [L.WM], eval_wm_fn)
+        self.r.stage(
+            L.EVAL_JUDGE,
+            cfg.eval_judge,
+            [L.JUDGE, L.JUDGE_BLIND, L.WM, L.TARGET_DEMOS, L.POLICY_SFT],
+            eval_judge_fn,
+        )
+
+    def evaluate_base_policy(self) -> dict[str, Any] | None:
+        """Is the base policy competent on the pretraining tasks it learned? (0 episodes: skipped)"""
+        cfg, L = self.cfg, self.L
+        if cfg.base_eval_episodes <= 0:
+            return None
+        base_tasks = cfg.base_eval_tasks or list(self.split.pretrain)
         base_cfg = build(
             EvalPolicyConfig, {**to_dict(cfg.eval), "episodes": cfg.base_eval_episodes, "tasks": base_tasks}
         )
 
         def base_eval_fn(d):
-            rep = evaluate_policy(load_policy(L / L.POLICY_BASE), base_cfg, d, progress=progress)
+            rep = evaluate_policy(load_policy(L / L.POLICY_BASE), base_cfg, d, progress=self.progress)
             return {
                 "tasks": len(base_tasks),
                 "mean_success_rate": rep["mean_success_rate"],
                 "pooled": rep["pooled"],
             }
 
-        base_eval = r.stage(L.EVAL_BASE, base_cfg, [L.POLICY_BASE], base_eval_fn)
+        return self.r.stage(L.EVAL_BASE, base_cfg, [L.POLICY_BASE], base_eval_fn)
 
-    targets = [t for t in (cfg.dream_tasks or split.targets)]
-    # the two evaluation protocols, never mixed: practised = the initial states RL trains from (LIBERO's and the
-    # paper's protocol), new = seeds disjoint from every training use
-    practised_cfg = build(
-        EvalPolicyConfig,
-        {
-            **to_dict(cfg.eval),
-            "layouts": "practised",
-            "episodes": min(cfg.eval.episodes, cfg.dream.init_states),
-        },
-    )
-    eval_cfgs = {"practised": practised_cfg, "new": cfg.eval}
-    before = {
-        p: r.stage(L.eval_sft(p), c, [L.POLICY_SFT], eval_fn(L / L.POLICY_SFT, list(split.targets), c))
-        for p, c in eval_cfgs.items()
-    }
-    after: dict[str, dict] = {p: {} for p in eval_cfgs}
-    for task in targets:
-        dcfg = build(
-            DreamConfig,
+    def _evaluate(self, policy_dir: Path, tasks: list[str], ecfg_base: EvalPolicyConfig, d: Path) -> dict:
+        ecfg = build(EvalPolicyConfig, {**to_dict(ecfg_base), "tasks": tasks})
+        rep = evaluate_policy(load_policy(policy_dir), ecfg, d, progress=self.progress)
+        return {t: {k: v for k, v in m.items() if k != "episode_results"} for t, m in rep["tasks"].items()}
+
+    def dream_and_evaluate(self) -> tuple[dict[str, EvalPolicyConfig], dict, dict]:
+        """The SFT policy under both evaluation protocols, then RL on each target and the same evaluations."""
+        cfg, L, split = self.cfg, self.L, self.split
+        # the two evaluation protocols, never mixed: practised = the initial states RL trains from (LIBERO's and
+        # the paper's protocol), new = seeds disjoint from every training use
+        practised_cfg = build(
+            EvalPolicyConfig,
             {
-                **to_dict(cfg.dream),
-                "task": task,
-                "judge": {**to_dict(cfg.dream.judge), "path": str(L / L.JUDGE), **reference},
+                **to_dict(cfg.eval),
+                "layouts": "practised",
+                "episodes": min(cfg.eval.episodes, cfg.dream.init_states),
             },
         )
-        r.stage(
-            L.dream(task),
-            dcfg,
-            [L.POLICY_SFT, L.WM, L.JUDGE, L.TARGET_DEMOS],
-            lambda d, c=dcfg: {
-                "task": c.task,
-                **{
-                    k: v
-                    for k, v in dream(
-                        c, L / L.POLICY_SFT, d, wm_path=L / L.WM, progress=progress, log_fn=log
-                    ).items()
-                    if k in ("seconds", "iterations", "dnv", "judge")
-                },
-            },
-        )
-        for p, c in eval_cfgs.items():
-            after[p].update(
-                r.stage(
-                    L.eval_dream(task, p),
-                    c,
-                    [L.dream(task)],
-                    eval_fn(L / L.dream(task), [task], c),
-                )
+        eval_cfgs = {"practised": practised_cfg, "new": cfg.eval}
+        sft = L / L.POLICY_SFT
+        before = {
+            p: self.r.stage(
+                L.eval_sft(p),
+                c,
+                [L.POLICY_SFT],
+                lambda d, c=c: self._evaluate(sft, list(split.targets), c, d),
             )
-    summary = {
-        "protocols": {
-            p: {
-                "before": before[p],
-                "after": after[p],
-                "paired": paired_results(L, list(after[p]), p),
-                "episodes": eval_cfgs[p].episodes,
-            }
-            for p in eval_cfgs
-        },
-        "base_on_pretraining_tasks": base_eval,
-        "stages": [s.__dict__ for s in r.results],
-        "guarantee": task_agnostic_table(L),
-        "play_protocol": play_protocol(L),
-    }
-    atomic_write_json(L.summary, summary)
-    if cfg.report:
-        from rawdream.report.html import write_report
+            for p, c in eval_cfgs.items()
+        }
+        after: dict[str, dict] = {p: {} for p in eval_cfgs}
+        for task in cfg.dream_tasks or split.targets:
+            dcfg = build(
+                DreamConfig,
+                {
+                    **to_dict(cfg.dream),
+                    "task": task,
+                    "judge": {**to_dict(cfg.dream.judge), "path": str(L / L.JUDGE), **self.reference},
+                },
+            )
+            self.r.stage(
+                L.dream(task),
+                dcfg,
+                [L.POLICY_SFT, L.WM, L.JUDGE, L.TARGET_DEMOS],
+                lambda d, c=dcfg: self._dream(c, d),
+            )
+            for p, c in eval_cfgs.items():
+                after[p].update(
+                    self.r.stage(
+                        L.eval_dream(task, p),
+                        c,
+                        [L.dream(task)],
+                        lambda d, c=c, task=task: self._evaluate(L / L.dream(task), [task], c, d),
+                    )
+                )
+        return eval_cfgs, before, after
 
-        path = write_report(out)
-        log(f"[run] report: {path}")
-    return summary
+    def _dream(self, dcfg: DreamConfig, d: Path) -> dict[str, Any]:
+        L = self.L
+        info = dream(dcfg, L / L.POLICY_SFT, d, wm_path=L / L.WM, progress=self.progress, log_fn=self.log)
+        return {
+            "task": dcfg.task,
+            **{k: v for k, v in info.items() if k in ("seconds", "iterations", "dnv", "judge")},
+        }
 
 
 def paired_results(run: RunLayout, tasks: list[str], protocol: str = "new") -> dict[str, Any]:
