@@ -236,9 +236,13 @@ def _check_simulator(obj: Any, prefix: str) -> None:
 
     backend = resolve_split(split).backend
     if env.backend != backend:
+        from rawdream.envs.tasks import catalogue
+
+        theirs = ", ".join(catalogue(env.backend).splits) or "--split.targets with its tasks"
         raise ConfigError(
             f"--{prefix}env.backend={env.backend} cannot simulate split {split.name!r}, whose tasks are "
-            f"{backend} tasks; add --{prefix}env.backend={backend}"
+            f"{backend} tasks; add --{prefix}env.backend={backend}, or choose a split of {env.backend}'s tasks "
+            f"(--{prefix}split.name: {theirs})"
         )
 
 

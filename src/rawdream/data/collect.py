@@ -119,7 +119,9 @@ class _ObjectPoker(_RandomExplorer):
             self.obj = obj
         if self.hold <= 0 or np.linalg.norm(self.waypoint - hand) < 0.015:
             self.waypoint = np.clip(self.obj + self.rng.normal(0, [0.06, 0.06, 0.04]), self.LOW, self.HIGH)
-            self.waypoint[2] = max(self.waypoint[2], self.LOW[2] - 0.01)  # down to just above the table
+            self.waypoint[2] = max(
+                self.waypoint[2], self.LOW[2] - 0.01
+            )  # (a no-op after the clip; kept as is)
             self.hold = int(self.rng.integers(8, 24))
             if self.rng.random() < 0.4:
                 self.grip = -self.grip

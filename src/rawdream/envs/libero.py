@@ -7,8 +7,8 @@ What it maps, and why:
   fixtures' small placement jitter comes from LIBERO's own RNG, seeded with ``seed``) and lets the objects settle
   for ``SETTLE_STEPS`` no-op steps, as LIBERO's own evaluation does. The same seed gives the same scene. With only 50 states, the *new layouts*
   protocol (seeds disjoint from RL's) meets the same states again: on LIBERO, report the practised protocol.
-* **observation**: the agent-view camera at ``env.image_size``, flipped to upright (MuJoCo's offscreen buffer
-  starts at the bottom row); proprioception = end-effector xyz, its orientation as an axis-angle, and the two
+* **observation**: the agent-view camera at ``env.image_size``, rotated 180 degrees as LIBERO's public datasets
+  store it (OpenVLA's and openpi's conversions; robosuite's raw frame is upside down); proprioception = end-effector xyz, its orientation as an axis-angle, and the two
   finger joints (8 values, the layout public LIBERO datasets use).
 * **action**: 7-D OSC_POSE deltas in [-1, 1] (xyz, roll/pitch/yaw, gripper with +1 closing), the same convention
   (xyz first, gripper last) as Meta-World, so task-free play drives both.
@@ -16,8 +16,8 @@ What it maps, and why:
 * ``info["state"]`` is 6 numbers: the world xyz of the task's first two objects of interest (zeros if it has one),
   for measures of object motion; LIBERO's full MuJoCo state differs in size from scene to scene.
 
-Speed here (2 CPU cores, one process; ``benchmarks/libero_speed.py``): a few steps/s and seconds per reset -
-LIBERO is for users with more cores or a GPU, Meta-World is the embedded default.
+Speed here: ``benchmarks/libero_speed.py`` (docs/libero.md has the numbers) - LIBERO is for users with more cores
+or a GPU, Meta-World is the embedded default.
 """
 
 from __future__ import annotations
@@ -53,12 +53,12 @@ class LiberoEnv:
     fps = CATALOGUE.fps
 
     def __init__(self, task: str, cfg: EnvConfig | None = None):
+        suite, record = libero_task(task)  # refuses a task of another simulator, or a missing package first
         from libero.libero import get_libero_path
         from libero.libero.benchmark import load_initial_states
         from libero.libero.envs import OffScreenRenderEnv
 
         self.cfg = cfg or EnvConfig(backend="libero")
-        suite, record = libero_task(task)  # refuses a task of another simulator, or a missing package
         self.task, self.suite = record.name, suite
         self.instruction = CATALOGUE.instructions[self.task][0]
         self.max_steps = self.cfg.max_steps
@@ -79,7 +79,8 @@ class LiberoEnv:
         horizon = int(self._env.env.horizon)
         if self.max_steps + SETTLE_STEPS > horizon:
             raise ValueError(
-                f"env.max_steps={self.max_steps} exceeds LIBERO's horizon {horizon - SETTLE_STEPS}"
+                f"--env.max_steps={self.max_steps} is too long: at most {horizon - SETTLE_STEPS} (LIBERO's horizon "
+                f"{horizon} minus {SETTLE_STEPS} settling steps)"
             )
         self._interest = list(self._env.env.obj_of_interest)
         self._renderer = None  # a segmentation renderer, made on the first object_mask()
@@ -94,14 +95,14 @@ class LiberoEnv:
         if not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         self._seed = int(seed)
+        rng = np.random.get_state()  # robosuite seeds NumPy's global generator: leave it as the caller had it
         self._env.seed(int(seed))
         self._env.reset()
-        for (
-            robot
-        ) in self._env.env.robots:  # robosuite keeps the gripper's smoothed command across a soft reset:
-            robot.gripper.current_action = np.zeros_like(
-                robot.gripper.current_action
-            )  # same seed, same scene
+        np.random.set_state(rng)
+        # robosuite keeps the gripper's smoothed command across a soft reset; zero it so that the same seed
+        # gives the same scene whatever ran before
+        for robot in self._env.env.robots:
+            robot.gripper.current_action = np.zeros_like(robot.gripper.current_action)
         self._obs = self._env.set_init_state(self._init_states[self._seed % len(self._init_states)])
         for _ in range(SETTLE_STEPS):
             self._obs, *_ = self._env.step(NOOP)
@@ -165,7 +166,9 @@ class LiberoEnv:
 
     def render(self) -> np.ndarray:
         assert self._obs is not None
-        return np.ascontiguousarray(self._obs["agentview_image"][::-1])  # upright
+        # rotated 180 degrees, as LIBERO's public datasets store it (OpenVLA's and openpi's conversions): a policy
+        # trained on them sees the same picture here
+        return np.ascontiguousarray(self._obs["agentview_image"][::-1, ::-1])
 
     def expert_action(self) -> np.ndarray:
         raise NotImplementedError(
@@ -222,7 +225,8 @@ class LiberoEnv:
         finally:
             self._renderer.disable_segmentation_rendering()
         is_geom = seg[..., 1] == int(mujoco.mjtObj.mjOBJ_GEOM)
-        return is_geom & np.isin(seg[..., 0], self._object_geoms)
+        # MuJoCo's renderer gives the upright view; mirror it to match render()'s 180-degree rotation
+        return (is_geom & np.isin(seg[..., 0], self._object_geoms))[:, ::-1]
 
     @staticmethod
     def _under(model, body: int, roots: set[int]) -> bool:

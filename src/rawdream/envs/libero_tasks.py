@@ -48,7 +48,8 @@ CATALOGUE = register_catalogue("libero")(
     TaskCatalogue(
         backend="libero",
         instructions={name: (str(task.language),) for name, (_, task) in TASKS.items()},
-        splits={_split_name(s): tuple(SUITE_TASKS[s]) for s in TARGET_SUITES if s in SUITE_TASKS},
+        # the split names exist without the package too, so that asking for one says how to install it
+        splits={_split_name(s): tuple(SUITE_TASKS.get(s, {})) for s in TARGET_SUITES},
         pretraining={
             _split_name(s): tuple(SUITE_TASKS.get("libero_90", {})) for s in TARGET_SUITES if s in SUITE_TASKS
         },

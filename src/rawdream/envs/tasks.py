@@ -78,7 +78,8 @@ DEFAULT_BACKEND = "metaworld"
 
 
 def _all() -> list[TaskCatalogue]:
-    # the embedded default first: looking up one of its tasks never imports another simulator's package
+    # the embedded default first in lookups; every catalogue is loaded (LIBERO's reads its package's task table,
+    # which imports neither robosuite nor MuJoCo)
     names = sorted(CATALOGUES.names(), key=lambda n: n != DEFAULT_BACKEND)
     return [CATALOGUES.get(name) for name in names]
 

@@ -25,7 +25,8 @@ from tqdm import tqdm
 from rawdream.config import build, save_config, to_dict
 from rawdream.data.cache import frame_cache
 from rawdream.data.lerobot import DatasetError, LeRobotDataset
-from rawdream.envs.tasks import canonical_task, paraphrases
+from rawdream.envs.tasks import canonical_task, catalogue, paraphrases
+from rawdream.envs.tasks import tasks_of as tasks_of_backend
 from rawdream.io import load_model, save_model
 from rawdream.nn import EMA, count_params
 from rawdream.policy.tokenizer import ActionTokenizer
@@ -166,19 +167,35 @@ def _select_episodes(ds: LeRobotDataset, cfg: TrainPolicyConfig) -> tuple[list[i
     for task in wanted:
         mine = [e for e in range(ds.num_episodes) if shows(e, task) and success[e]]
         if len(mine) < cfg.demos:
+            fix = (
+                f"collect them into a new dataset with `rawdream collect demos --task {task} "
+                f"--episodes_per_task={cfg.demos} --out DIR` (it retries seeds until the expert succeeds, and says "
+                f"so if it cannot), or bring your own demonstrations (LeRobot v3) as --data"
+                if catalogue(split.backend).experts
+                else f"{split.backend} has no scripted experts: bring a dataset with more demonstrations of it"
+            )
             raise DatasetError(
-                f"{ds.root} has {len(mine)} successful demos of {task}, --demos {cfg.demos} needs more; collect "
-                f"them into a new dataset with `rawdream collect demos --task {task} --episodes_per_task="
-                f"{cfg.demos} --out DIR` (it retries seeds until the expert succeeds, and says so if it cannot), "
-                f"or bring your own demonstrations (LeRobot v3) as --data"
+                f"{ds.root} has {len(mine)} successful demos of {task}, --demos {cfg.demos} needs more; {fix}"
             )
         chosen = mine[: cfg.demos]
         eps += chosen
+        # matched by instruction: say which other tasks share it (LIBERO-90 repeats some targets' instructions in
+        # other scenes), so that a mixed dataset cannot hand SFT another scene's episode unnoticed
+        shared = [
+            t
+            for t in tasks_of_backend(split.backend)
+            if t != task and paraphrases(t)[0] == paraphrases(task)[0]
+        ]
         used += [
             {
                 "task": task,
                 "episode": e,
                 "seed": ds.episodes.get("rawdream/seed", [None] * ds.num_episodes)[e],
+                **(
+                    {}
+                    if tasks_of[e] is not None
+                    else {"matched_by": "instruction", "instruction_also_names": shared}
+                ),
             }
             for e in chosen
         ]
@@ -218,6 +235,13 @@ def train_policy(
     set_threads(cfg.threads)
     ds = LeRobotDataset(data)
     episodes, tasks, used = _select_episodes(ds, cfg)
+    for u in used:
+        if u.get("instruction_also_names"):
+            log_fn(
+                f"[train-policy] warning: episode {u['episode']} was matched to {u['task']} by its instruction, "
+                f"which {', '.join(u['instruction_also_names'])} share: make sure the dataset holds {u['task']}'s "
+                f"scene (or give it a rawdream/env_task column)"
+            )
     if not episodes:
         raise DatasetError(f"{ds.root} has no successful demonstrations to imitate")
     samples = bc_samples(ds, episodes, cfg.policy.chunk)
