@@ -318,26 +318,26 @@ def _paper_table(args, cfg) -> int:
     return 0
 
 
-def _rl_table(args, _cfg) -> int:
-    from rawdream.experiment.rl_table import format_rl_table, rl_table
+def _table(rows: list, fmt, json_path: str | None) -> int:
+    """A results table: markdown on stdout and, with --json, the rows as the file a README table quotes."""
     from rawdream.io import atomic_write_json
 
-    rows = rl_table(args.runs)
-    if args.json:
-        atomic_write_json(args.json, {"rows": rows})
-    print(format_rl_table(rows), end="")
+    if json_path:
+        atomic_write_json(json_path, {"rows": rows})
+    print(fmt(rows), end="")
     return 0
+
+
+def _rl_table(args, _cfg) -> int:
+    from rawdream.experiment.rl_table import format_rl_table, rl_table
+
+    return _table(rl_table(args.runs), format_rl_table, args.json)
 
 
 def _fidelity_table(args, _cfg) -> int:
     from rawdream.experiment.fidelity_table import fidelity_table, format_fidelity_table
-    from rawdream.io import atomic_write_json
 
-    rows = fidelity_table(args.runs)
-    if args.json:
-        atomic_write_json(args.json, {"rows": rows})
-    print(format_fidelity_table(rows), end="")
-    return 0
+    return _table(fidelity_table(args.runs), format_fidelity_table, args.json)
 
 
 def _tasks(args, _cfg) -> int:
