@@ -37,6 +37,9 @@ def test_configs_refuse_a_simulator_that_cannot_run_the_split_or_has_no_experts(
 
     with pytest.raises(ConfigError, match="add --env.backend=libero"):
         build(CollectConfig, {"split": {"name": "libero-90-to-goal"}})
+    # LeRobot's spelling of the simulator's flag points to ours
+    with pytest.raises(ConfigError, match=r"--env.type \(did you mean --env.backend\?\)"):
+        build(CollectConfig, {"env": {"type": "libero"}})
     libero = {"split": {"name": "libero-90-to-goal"}, "env": {"backend": "libero"}}
     demos = {"kind": "demos", "frac_expert": 1.0, "frac_stall": 0.0, "frac_random": 0.0, "frac_poke": 0.0}
     with pytest.raises(ValueError, match="needs scripted experts.*--data"):

@@ -197,7 +197,9 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     hints = typing.get_type_hints(cls)
     for key in data:
         if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1)
+            # LeRobot's name for a section's pluggable part is `type`; ours is `backend` where that exists
+            close = ["backend"] if key == "type" and "backend" in fields else []
+            close = close or difflib.get_close_matches(key, list(fields), n=1)
             hint = f" (did you mean --{prefix}{close[0]}?)" if close else ""
             raise ConfigError(
                 f"unknown config key --{prefix}{key}{hint}; valid keys: {', '.join(sorted(fields))}"
