@@ -80,7 +80,9 @@ def test_env_contract_initial_states_and_success(stove):
     assert obs["proprio"][0] - start[0] > 0.01 and not (terminated or truncated or info["success"])
     with pytest.raises(ValueError, match=r"expected \(7,\)"):
         stove.step(np.zeros(4))
-    assert stove.object_mask().sum() > 10  # the stove is in view
+    mask, pixels = stove.object_mask(), stove.object_pixels()
+    assert mask.sum() > 10 and sum(pixels.values()) == mask.sum()  # the stove is in view, body by body
+    assert all(name.startswith("flat_stove_1") for name in pixels)
     with pytest.raises(NotImplementedError, match="no scripted experts"):
         stove.expert_action()
     # success comes from LIBERO's own goal check: turn the stove's knob into its "on" range, take a step

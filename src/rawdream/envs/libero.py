@@ -200,14 +200,14 @@ class LiberoEnv:
         pos += [np.zeros(3)] * (2 - len(pos))
         return np.concatenate(pos).astype(np.float32)
 
-    def object_mask(self) -> np.ndarray:
-        """(H, W) bool: pixels of the task's objects of interest (their bodies and everything attached)."""
+    def _segmentation(self) -> np.ndarray:
+        """(H, W, 2) MuJoCo segmentation (object id, object type) of the agent view, in ``render()``'s orientation."""
         import mujoco
 
         inner = self._env.env
         model, data = inner.sim.model._model, inner.sim.data._data
-        size = self.cfg.image_size
         if self._renderer is None:
+            size = self.cfg.image_size
             self._renderer = mujoco.Renderer(model, size, size)
             roots = set()
             for name in self._interest:
@@ -224,9 +224,29 @@ class LiberoEnv:
             seg = self._renderer.render()
         finally:
             self._renderer.disable_segmentation_rendering()
-        is_geom = seg[..., 1] == int(mujoco.mjtObj.mjOBJ_GEOM)
         # MuJoCo's renderer gives the upright view; mirror it to match render()'s 180-degree rotation
-        return (is_geom & np.isin(seg[..., 0], self._object_geoms))[:, ::-1]
+        return seg[:, ::-1]
+
+    def object_mask(self) -> np.ndarray:
+        """(H, W) bool: pixels of the task's objects of interest (their bodies and everything attached)."""
+        import mujoco
+
+        seg = self._segmentation()
+        return (seg[..., 1] == int(mujoco.mjtObj.mjOBJ_GEOM)) & np.isin(seg[..., 0], self._object_geoms)
+
+    def object_pixels(self) -> dict[str, int]:
+        """Pixels covered by each body of the task's objects of interest (``rawdream tasks --measure``)."""
+        import mujoco
+
+        model = self._env.env.sim.model._model
+        seg = self._segmentation()
+        mask = (seg[..., 1] == int(mujoco.mjtObj.mjOBJ_GEOM)) & np.isin(seg[..., 0], self._object_geoms)
+        counts: dict[str, int] = {}
+        geoms, n = np.unique(seg[..., 0][mask], return_counts=True)
+        for g, c in zip(geoms, n):
+            body = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, int(model.geom_bodyid[g])) or f"body{g}"
+            counts[body] = counts.get(body, 0) + int(c)
+        return counts
 
     @staticmethod
     def _under(model, body: int, roots: set[int]) -> bool:

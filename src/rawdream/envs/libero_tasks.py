@@ -47,6 +47,7 @@ def _split_name(suite: str) -> str:
 CATALOGUE = register_catalogue("libero")(
     TaskCatalogue(
         backend="libero",
+        title="LIBERO",
         instructions={name: (str(task.language),) for name, (_, task) in TASKS.items()},
         # the split names exist without the package too, so that asking for one says how to install it
         splits={_split_name(s): tuple(SUITE_TASKS.get(s, {})) for s in TARGET_SUITES},

@@ -191,6 +191,7 @@ def _normalise(name: str) -> str:
 CATALOGUE = register_catalogue("metaworld")(
     TaskCatalogue(
         backend="metaworld",
+        title="Meta-World v3",
         instructions=INSTRUCTIONS,
         # Meta-World's ML10 test tasks: the analogue of LIBERO's held-out suites
         splits={

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from rawdream.envs.base import EnvConfig, make_env
-from rawdream.envs.tasks import tasks_of
+from rawdream.envs.tasks import catalogue, tasks_of
 
 
 def contact_sheet(
@@ -37,7 +37,8 @@ def contact_sheet(
         ax.imshow(np.asarray(obs["image"]), interpolation="nearest")
         ax.set_title(task, fontsize=5 * scale, color="crimson" if task in highlight else "black")
     fig.suptitle(
-        f"Meta-World v3, {cfg.image_size}x{cfg.image_size}, seed {seed} (held-out targets in red)",
+        f"{catalogue(cfg.backend).title or cfg.backend}, {cfg.image_size}x{cfg.image_size}, seed {seed} "
+        f"(held-out targets in red)",
         fontsize=6 * scale,
     )
     fig.tight_layout()

@@ -27,6 +27,7 @@ class TaskCatalogue:
     # task -> (canonical instruction, paraphrases...): the first is what the policy is told; the rest make learned
     # judges read the meaning rather than memorise one string
     instructions: Mapping[str, tuple[str, ...]]
+    title: str = ""  # the benchmark's name, for figures ("Meta-World v3")
     # named benchmark splits: name -> held-out target tasks (every other task of the backend is pretraining)
     splits: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     # the spellings a user may type -> the canonical key (e.g. Meta-World's "drawer_open-v3" -> "drawer-open")
