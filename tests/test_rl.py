@@ -413,3 +413,37 @@ def test_dream_sets_its_world_model_sampler_steps_in_one_place(tiny_dreamer, tin
     assert wm.cfg.sampler.steps == own  # 0: the world model's own
     tiny_dreamer({"wm_steps": own + 2}, world_model=wm)
     assert wm.cfg.sampler.steps == own + 2
+
+
+def test_re_imagining_with_the_first_draws_seeds_reproduces_it(tiny_dreamer):
+    """DNV's second look differs from the first only by its noise: the same actions from the same first frames under
+    the first draw's own world-model seeds give back the first draw's video exactly."""
+    from rawdream.rl.rollouts import Draw
+
+    d = tiny_dreamer()
+    draw = Draw(it=3, rows=[0, 0, 1, 1])
+    buf = d.source(draw)
+    first, prop0 = d.source._first(draw.rows)
+    again = d.source.imagination.reimagine(first, prop0, buf["actions"], draw.seeds("wm-noise", d.cfg.seed))
+    np.testing.assert_array_equal(again, buf["video"])
+    other = d.source.redraw(draw, buf["actions"], np.arange(4), k=0)  # a redraw: other noise, other frames
+    assert (other[:, 1:] != buf["video"][:, 1:]).any()
+    np.testing.assert_array_equal(other[:, 0], buf["video"][:, 0])  # the first frame is real in both
+
+
+def test_init_from_a_dataset_starts_rl_from_its_first_frames(tiny_dreamer, play_data, tiny_judge, reach_demo):
+    """--init-from: a real robot has no simulator to reset, so RL starts from the first frames of a dataset's
+    episodes; imagination runs from them, and the simulator refuses them (it can only reset to its own seeds)."""
+    from rawdream.data.lerobot import LeRobotDataset
+
+    judge = {"judge.backend": "generalist", "judge.path": str(tiny_judge), "judge.reference": str(reach_demo)}
+    d = tiny_dreamer(judge, init_from=str(play_data))
+    ds = LeRobotDataset(play_data)
+    assert len(d.init) == min(d.cfg.init_states, ds.num_episodes) and all(s["seed"] is None for s in d.init)
+    for e, state in enumerate(d.init):
+        np.testing.assert_array_equal(state["image"], ds.decode_episode_frames(e, ds.default_image_key())[0])
+    _, buf = d.iteration(0)
+    starts = {d.init[i]["image"].tobytes() for i in range(len(d.init))}
+    assert all(v[0].tobytes() in starts for v in buf["video"])  # every rollout starts from a dataset frame
+    with pytest.raises(ValueError, match="cannot start from --init-from"):
+        tiny_dreamer({"env_mode": "sim"}, init_from=str(play_data))
