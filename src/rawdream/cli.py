@@ -69,6 +69,10 @@ def alias(*flags: str, key: str, help: str, value: Any = None, also: dict | None
     return Arg(flags, help, key=key, value=value, also=also or {}, kw=kw)
 
 
+# the results-table verbs' --json: the rows as the file under results/ that a README table quotes
+TABLE_JSON = inp("--json", default=None, help="also write the rows as JSON here (e.g. results/....json)")
+
+
 OUT = inp("--out", required=True, help="output directory; re-running resumes")
 DATASET_OUT = inp("--out", required=True, help="dataset directory (LeRobot v3); re-running resumes")
 
@@ -757,11 +761,7 @@ VERBS: tuple[Verb, ...] = (
                 preset=None,
                 args=(
                     inp("runs", nargs="+", help="dream output directories"),
-                    inp(
-                        "--json",
-                        default=None,
-                        help="also write the rows as JSON here (e.g. results/....json)",
-                    ),
+                    TABLE_JSON,
                 ),
             ),
             Verb(
@@ -772,11 +772,7 @@ VERBS: tuple[Verb, ...] = (
                 preset=None,
                 args=(
                     inp("runs", nargs="+", help="eval-judge output directories (or their judge_eval.json)"),
-                    inp(
-                        "--json",
-                        default=None,
-                        help="also write the rows as JSON here (e.g. results/....json)",
-                    ),
+                    TABLE_JSON,
                 ),
             ),
         ),
