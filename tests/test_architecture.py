@@ -275,24 +275,11 @@ class _SlideEnv:
         pass
 
 
-def test_a_simulator_outside_the_library_registers_itself(tiny_policy, tmp_path):
-    """A second simulator (LIBERO's, a lab's own) is one file: its task catalogue and its Env, each registered.
-    Names, instructions and splits resolve through the catalogue, a split never mixes two simulators, and the
-    evaluation harness runs a policy in it by --env.backend alone."""
-    from rawdream.envs import (
-        Env,
-        EnvConfig,
-        backend_of,
-        canonical_task,
-        instruction,
-        make_env,
-        tasks_of,
-    )
+@pytest.fixture
+def slide_sim():
+    """The slide simulator registered for one test (its catalogue and its Env), unregistered after."""
     from rawdream.envs.base import ENVS
     from rawdream.envs.tasks import CATALOGUES, TaskCatalogue, register_catalogue
-    from rawdream.eval.success import EvalPolicyConfig, evaluate_policy
-    from rawdream.policy.train import load_policy
-    from rawdream.splits import SplitConfig, resolve_split
 
     register_catalogue("slide")(
         TaskCatalogue(
@@ -306,26 +293,91 @@ def test_a_simulator_outside_the_library_registers_itself(tiny_policy, tmp_path)
         )
     )
     ENVS.register("slide")(_SlideEnv)
-    try:
-        assert backend_of("Slide-Right") == "slide" and canonical_task("Slide-Right") == "slide-right"
-        assert instruction("slide-right") == "push the square to the right" and tasks_of("slide") == (
-            "slide-right",
-            "stay",
-        )
-        split = resolve_split(SplitConfig(name="slide-heldout"))
-        assert (split.backend, split.targets, split.pretrain) == ("slide", ("slide-right",), ("stay",))
-        with pytest.raises(ValueError, match="mixes tasks of simulators metaworld, slide"):
-            resolve_split(SplitConfig(targets=["stay", "drawer-open"]))
-        env_cfg = EnvConfig(backend="slide", max_steps=16)
-        assert isinstance(make_env("slide-right", env_cfg), Env)
-        cfg = EvalPolicyConfig(
-            split=SplitConfig(name="slide-heldout"), env=env_cfg, tasks=["targets"], episodes=3, workers=0
-        )
-        report = evaluate_policy(load_policy(tiny_policy), cfg, tmp_path, progress=False)
-        assert len(report["tasks"]["slide-right"]["episode_results"]) == 3
-    finally:
-        CATALOGUES._factories.pop("slide")
-        ENVS._factories.pop("slide")
+    yield "slide"
+    CATALOGUES._factories.pop("slide")
+    ENVS._factories.pop("slide")
+
+
+def test_a_simulator_outside_the_library_registers_itself(slide_sim, tiny_policy, tmp_path):
+    """A second simulator (LIBERO's, a lab's own) is one file: its task catalogue and its Env, each registered.
+    Names, instructions and splits resolve through the catalogue, a split never mixes two simulators, and the
+    evaluation harness runs a policy in it by --env.backend alone."""
+    from rawdream.envs import (
+        Env,
+        EnvConfig,
+        backend_of,
+        canonical_task,
+        instruction,
+        make_env,
+        tasks_of,
+    )
+    from rawdream.eval.success import EvalPolicyConfig, evaluate_policy
+    from rawdream.policy.train import load_policy
+    from rawdream.splits import SplitConfig, resolve_split
+
+    assert backend_of("Slide-Right") == "slide" and canonical_task("Slide-Right") == "slide-right"
+    assert instruction("slide-right") == "push the square to the right" and tasks_of("slide") == (
+        "slide-right",
+        "stay",
+    )
+    split = resolve_split(SplitConfig(name="slide-heldout"))
+    assert (split.backend, split.targets, split.pretrain) == ("slide", ("slide-right",), ("stay",))
+    with pytest.raises(ValueError, match="mixes tasks of simulators metaworld, slide"):
+        resolve_split(SplitConfig(targets=["stay", "drawer-open"]))
+    env_cfg = EnvConfig(backend="slide", max_steps=16)
+    assert isinstance(make_env("slide-right", env_cfg), Env)
+    cfg = EvalPolicyConfig(
+        split=SplitConfig(name="slide-heldout"), env=env_cfg, tasks=["targets"], episodes=3, workers=0
+    )
+    report = evaluate_policy(load_policy(tiny_policy), cfg, tmp_path, progress=False)
+    assert len(report["tasks"]["slide-right"]["episode_results"]) == 3
+
+
+class _PushRight:
+    """A policy that always pushes right at full speed: the ``sample`` call of the Policy protocol, scripted."""
+
+    chunk = 8
+
+    def eval(self):
+        return self
+
+    def sample(self, obs, temperature, generator=None, noise="token"):
+        n = len(obs["image"])
+        actions = np.zeros((n, self.chunk, 4), np.float32)
+        actions[..., 0] = 1.0
+        return actions, torch.zeros((n, self.chunk, 4), dtype=torch.long), torch.zeros((n, self.chunk, 4))
+
+
+@pytest.mark.parametrize("end_at_success", [True, False])
+def test_the_one_simulator_rollout_loop_ends_at_success_or_runs_the_horizon(slide_sim, end_at_success):
+    """``simulate`` (online RL, on-policy reward fidelity and the judge's policy data all run it): the square
+    starts at x in [0.1, 0.3] and moves 0.05 a step, so it passes 0.9 in the second or third chunk of 8 steps.
+    Ending at success: later chunks are dead (alive False, nothing executed, the last frame and state held);
+    otherwise every rollout runs all 6 chunks and stays successful at the right edge."""
+    from rawdream.envs import EnvConfig
+    from rawdream.envs.vector import make_vector_env
+    from rawdream.rl.rollouts import simulate
+
+    env = EnvConfig(backend="slide", max_steps=48, end_on_success=end_at_success)
+    gens = [torch.Generator().manual_seed(i) for i in range(3)]
+    with make_vector_env(3, env, num_workers=0) as venv:
+        starts = [("slide-right", s) for s in (0, 1, 2)]
+        buf = simulate(_PushRight(), venv, starts, ["push"] * 3, 6, 1.0, gens, end_at_success=end_at_success)
+    x = buf["state"][..., 0]  # (N, H + 1): where the square was after each chunk
+    first = (buf["chunk_success"]).argmax(1)  # the chunk in which each rollout first succeeded
+    assert buf["success"].all() and set(first.tolist()) <= {1, 2}
+    assert buf["video"].shape[:2] == (3, 7) and buf["actions"].shape == (3, 6, 8, 4)
+    for i, f in enumerate(first):
+        assert x[i, f + 1] > 0.9 >= x[i, f]
+        if end_at_success:
+            assert buf["alive"][: f + 1, i].all() and not buf["alive"][f + 1 :, i].any()
+            assert (buf["actions"][i, f + 1 :] == 0).all() and (buf["actions"][i, : f + 1, :, 0] == 1).all()
+            assert (x[i, f + 1 :] == x[i, f + 1]).all()  # the state after the ending chunk is held
+            assert all((buf["video"][i, t] == buf["video"][i, f + 1]).all() for t in range(f + 1, 7))
+        else:
+            assert buf["alive"][:, i].all() and (buf["actions"][i, ..., 0] == 1).all()
+            assert buf["chunk_success"][i, f:].all() and x[i, -1] == 1.0
+    assert not end_at_success or not buf["chunk_success"][np.arange(3), first + 1].any()
 
 
 class _PixelDenoiser(torch.nn.Module):

@@ -26,6 +26,7 @@ from rawdream.data.lerobot import DEFAULT_IMAGE_KEY, LeRobotWriter
 from rawdream.data.video import VideoConfig
 from rawdream.envs.base import EnvConfig
 from rawdream.envs.tasks import canonical_task, catalogue, instruction
+from rawdream.rl.rollouts import simulate
 from rawdream.splits import SplitConfig, TargetTaskLeakError, resolve_split
 
 
@@ -116,49 +117,35 @@ def collect_policy_rollouts(
     with writer, make_vector_env(min(cfg.batch, max(len(jobs), 1)), env_cfg, num_workers=cfg.workers) as venv:
         for start in range(0, len(jobs), venv.num_envs):
             batch = jobs[start : start + venv.num_envs]
-            slots = list(range(len(batch)))
-            resets = venv.reset([s for _, s in batch], [t for t, _ in batch], slots=slots)
             n = len(batch)
-            image = np.stack([o["image"] for o, _ in resets])
-            proprio = np.stack([o["proprio"] for o, _ in resets]).astype(np.float32)
-            frames, props, states = (
-                [image.copy()],
-                [proprio.copy()],
-                [np.stack([i["state"] for _, i in resets])],
-            )
-            actions, rewards, chunk_success = [], [], []
             # one sampling stream per rollout: its actions do not depend on the batch it shares
             gens = [
                 torch.Generator().manual_seed(seeds.stable_seed("policy-rollouts", cfg.seed, t, s))
                 for t, s in batch
             ]
-            texts = [instruction(t) for t, _ in batch]
-            for _ in range(cfg.horizon):
-                with torch.no_grad():
-                    a, _, _ = policy.sample(
-                        {"image": image, "proprio": proprio, "instruction": texts}, cfg.temperature, gens
-                    )
-                res = venv.step_chunk(a, slots=slots)
-                for i, r in enumerate(res):
-                    image[i], proprio[i] = r.obs["image"], r.obs["proprio"]
-                frames.append(image.copy())
-                props.append(proprio.copy())
-                states.append(np.stack([r.state for r in res]))
-                actions.append(a)
-                rewards.append([r.reward for r in res])
-                chunk_success.append([r.success for r in res])
+            buf = simulate(
+                policy,
+                venv,
+                batch,
+                [instruction(t) for t, _ in batch],
+                cfg.horizon,
+                cfg.temperature,
+                gens,
+                end_at_success=False,
+            )
             for i, (task, seed) in enumerate(batch):
-                ok = np.asarray([c[i] for c in chunk_success], bool)
-                act = np.concatenate([np.stack([x[i] for x in actions]), np.zeros((1, chunk, 4), np.float32)])
+                ok = buf["chunk_success"][i]
+                # the last frame has no action after it (the LeRobot row still needs one)
+                act = np.concatenate([buf["actions"][i], np.zeros_like(buf["actions"][i][:1])])
                 done_flags = np.zeros(cfg.horizon + 1, bool)
                 done_flags[-1] = True
                 writer.add_episode(
-                    {DEFAULT_IMAGE_KEY: np.stack([f[i] for f in frames]).astype(np.uint8)},
+                    {DEFAULT_IMAGE_KEY: buf["video"][i].astype(np.uint8)},
                     {
-                        "observation.state": np.stack([p[i] for p in props]).astype(np.float32),
-                        "observation.environment_state": np.stack([s[i] for s in states]).astype(np.float32),
+                        "observation.state": buf["proprio_video"][i].astype(np.float32),
+                        "observation.environment_state": buf["state"][i].astype(np.float32),
                         "action": act.astype(np.float32),
-                        "next.reward": np.append(np.asarray([r[i] for r in rewards], np.float32), 0.0),
+                        "next.reward": np.append(buf["reward"][i], 0.0).astype(np.float32),
                         "next.success": np.append(ok, False),
                         "next.done": done_flags,
                     },

@@ -55,43 +55,35 @@ class RewardFidelityConfig:
 
 
 def policy_rollouts(policy, task: str, cfg: RewardFidelityConfig) -> dict[str, np.ndarray]:
-    """The policy's own rollouts in the real simulator: chunk-end frames, actions, proprio, success at any step."""
+    """The policy's own rollouts in the real simulator (:func:`rawdream.rl.rollouts.simulate`, as online RL's),
+    for the whole horizon: chunk-end frames, actions, proprio, object masks and positions, success at any step."""
     from rawdream.envs.vector import make_vector_env
+    from rawdream.rl.rollouts import simulate
 
     n = cfg.states * cfg.rollouts_per_state
     init_seeds = [seeds.DREAM_INIT + i // cfg.rollouts_per_state for i in range(n)]
     env_cfg = replace(cfg.env, max_steps=cfg.horizon * policy.chunk, end_on_success=False)
-    text = instruction(task)
+    # one stream for the whole batch (the committed measurements were drawn so)
     gen = torch.Generator().manual_seed(seeds.stable_seed("reward-fidelity", task, cfg.seed))
     with make_vector_env(n, env_cfg, num_workers=cfg.workers) as venv:
-        resets = venv.reset(init_seeds, task)
-        image = np.stack([o["image"] for o, _ in resets])
-        proprio = np.stack([o["proprio"] for o, _ in resets]).astype(np.float32)
-        frames, props, actions = [image.copy()], [proprio.copy()], []
-        # where the task's objects are, and where its main object is, at every kept frame: object-region fidelity
-        masks = [np.stack(venv.call("object_mask"))]
-        positions = [np.stack([info["object_position"] for _, info in resets])]
-        success = np.zeros(n, bool)
-        for _ in range(cfg.horizon):
-            a, _, _ = policy.sample(
-                {"image": image, "proprio": proprio, "instruction": [text] * n}, cfg.temperature, gen
-            )
-            res = venv.step_chunk(a)
-            for i, r in enumerate(res):
-                image[i], proprio[i] = r.obs["image"], r.obs["proprio"]
-                success[i] |= r.success
-            frames.append(image.copy())
-            props.append(proprio.copy())
-            actions.append(a)
-            masks.append(np.stack(venv.call("object_mask")))
-            positions.append(np.stack([r.object_position for r in res]))
+        buf = simulate(
+            policy,
+            venv,
+            [(task, s) for s in init_seeds],
+            [instruction(task)] * n,
+            cfg.horizon,
+            cfg.temperature,
+            gen,
+            end_at_success=False,
+            objects=True,
+        )
     return {
-        "video": np.stack(frames, 1),
-        "masks": np.stack(masks, 1),
-        "object_position": np.stack(positions, 1),
-        "proprio": np.stack(props, 1),
-        "actions": np.stack(actions, 1),
-        "success": success,
+        "video": buf["video"],
+        "masks": buf["object_mask"],
+        "object_position": buf["object_position"],
+        "proprio": buf["proprio_video"],
+        "actions": buf["actions"],
+        "success": buf["success"],
         "init_seed": np.asarray(init_seeds),
     }
 

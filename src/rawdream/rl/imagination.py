@@ -19,15 +19,17 @@ def collect_rollouts(
     policy,
     obs: dict[str, Any],
     step_fn: Callable,
-    gens: list[torch.Generator],
+    gens: list[torch.Generator] | torch.Generator,
     horizon: int,
     temperature: float,
-    instruction: str,
+    instruction: str | list[str],
     alive_fn: Callable[[], np.ndarray] | None = None,
     noise: str = "token",
 ) -> dict[str, Any]:
-    """Sample the policy for ``horizon`` chunks against ``step_fn`` (an ImaginedEnv's or the simulator's)."""
-    n = len(gens)
+    """Sample the policy for ``horizon`` chunks against ``step_fn`` (an ImaginedEnv's or the simulator's);
+    ``gens`` is one generator per rollout or one shared, ``instruction`` one for all or one per rollout."""
+    n = len(obs["image"])
+    texts = [instruction] * n if isinstance(instruction, str) else list(instruction)
     images, proprio, tokens, logps, alive = [], [], [], [], []
     policy.eval()
     for _ in range(horizon):
@@ -37,7 +39,7 @@ def collect_rollouts(
         images.append(np.asarray(obs["image"]).copy())
         proprio.append(np.asarray(obs["proprio"], np.float32).copy())
         actions, tok, lp = policy.sample(
-            {"image": obs["image"], "proprio": obs["proprio"], "instruction": [instruction] * n},
+            {"image": obs["image"], "proprio": obs["proprio"], "instruction": texts},
             temperature,
             gens,
             noise,

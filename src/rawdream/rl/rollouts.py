@@ -192,48 +192,121 @@ class SimulatorRollouts:
         n = len(draw.rows)
         gens = [torch.Generator().manual_seed(s) for s in draw.seeds("policy", self.seed)]
         t0 = time.perf_counter()
-        venv = self._simulators(n)
-        resets = venv.reset([self.init[s]["seed"] for s in draw.rows], self.task)
-        obs = {
-            "image": np.stack([o["image"] for o, _ in resets]),
-            "proprio": np.stack([o["proprio"] for o, _ in resets]),
-            "instruction": [self.instruction] * n,
-        }
-        alive = np.ones(n, bool)
-        success = np.zeros(n, bool)
-
-        def step(actions):
-            idx = np.nonzero(alive)[0].tolist()
-            for i, r in zip(idx, venv.step_chunk(actions[idx], slots=idx)):
-                obs["image"][i], obs["proprio"][i] = r.obs["image"], r.obs["proprio"]
-                success[i] |= r.success
-                if r.success or r.terminated or r.truncated:
-                    alive[i] = False
-            return obs, None, None, None, None
-
-        buf = collect_rollouts(
+        buf = simulate(
             self.policy,
-            obs,
-            step,
-            gens,
+            self._simulators(n),
+            [(self.task, self.init[s]["seed"]) for s in draw.rows],
+            [self.instruction] * n,
             self.horizon,
             self.temperature,
-            self.instruction,
-            alive_fn=alive.copy,
+            gens,
+            end_at_success=True,
             noise=self.noise,
         )
-        # the real video, one frame per chunk; a rollout that ended early holds its last frame
-        video = np.concatenate([buf["images"], obs["image"][None]], 0).swapaxes(0, 1)
-        if video.shape[1] < self.horizon + 1:
-            pad = np.repeat(video[:, -1:], self.horizon + 1 - video.shape[1], axis=1)
-            video = np.concatenate([video, pad], 1)
-        buf.update({"video": video, "true_success": success, "time": {"imagine": time.perf_counter() - t0}})
-        return buf
+        # what GRPO reads; the per-chunk records (states, rewards, ...) are the other callers'
+        keep = ("images", "proprio", "tokens", "logp", "alive", "video")
+        return {
+            **{k: buf[k] for k in keep},
+            "true_success": buf["success"],
+            "time": {"imagine": time.perf_counter() - t0},
+        }
 
     def close(self) -> None:
         if self._venv is not None:
             self._venv.close()
             self._venv = None
+
+
+def simulate(
+    policy,
+    venv,
+    starts: list[tuple[str, int]],
+    instructions: list[str],
+    horizon: int,
+    temperature: float,
+    generators: list[torch.Generator] | torch.Generator,
+    *,
+    end_at_success: bool,
+    noise: str = "token",
+    objects: bool = False,
+) -> dict[str, Any]:
+    """The policy's sampled rollouts in the real simulator: the one loop that online RL, the on-policy reward
+    fidelity of ``eval-judge`` and the judge's policy-rollout data all run.
+
+    Rollout ``i`` resets slot ``i`` of ``venv`` to ``starts[i] = (task, seed)`` and acts for ``horizon`` chunks,
+    drawing from ``generators[i]`` (or one shared generator). ``end_at_success``: an episode ends at its first
+    success (online RL's reward is success at any step; later steps are dead); otherwise every rollout runs the
+    whole horizon, as imagined ones do. Returns :func:`collect_rollouts`' time-major buffer plus, per rollout,
+    the ``video`` (N, H + 1, ...: one frame per chunk, an ended episode holding its last frame), ``actions``
+    (N, H, chunk, A), per-chunk ``proprio_video``, ``state``, ``reward`` and ``chunk_success`` (N, H), and
+    ``success`` (N,) at any step; with ``objects`` also ``object_mask`` (N, H + 1, h, w) and ``object_position``
+    (N, H + 1, 3) for object-region fidelity."""
+    n = len(starts)
+    slots = list(range(n))
+    resets = venv.reset([s for _, s in starts], [t for t, _ in starts], slots=slots)
+    obs = {
+        "image": np.stack([o["image"] for o, _ in resets]),
+        "proprio": np.stack([o["proprio"] for o, _ in resets]).astype(np.float32),
+    }
+    alive = np.ones(n, bool)
+    success = np.zeros(n, bool)
+    # per rollout, what each chunk ended in; index 0 is the reset
+    track: dict[str, list] = {
+        "proprio_video": [obs["proprio"].copy()],
+        "state": [np.stack([info["state"] for _, info in resets])],
+        "actions": [],
+        "reward": [],
+        "chunk_success": [],
+    }
+    if objects:
+        track["object_mask"] = [np.stack(venv.call("object_mask", slots))]
+        track["object_position"] = [np.stack([info["object_position"] for _, info in resets])]
+
+    def step(actions):
+        idx = np.nonzero(alive)[0].tolist()
+        reward, done, state = np.zeros(n, np.float32), np.zeros(n, bool), track["state"][-1].copy()
+        executed = np.zeros_like(actions, dtype=np.float32)  # an ended episode executes nothing
+        executed[idx] = actions[idx]
+        position = track["object_position"][-1].copy() if objects else None
+        for i, r in zip(idx, venv.step_chunk(actions[idx], slots=idx)):
+            obs["image"][i], obs["proprio"][i] = r.obs["image"], r.obs["proprio"]
+            reward[i], done[i], state[i] = r.reward, r.success, r.state
+            success[i] |= r.success
+            if objects:
+                position[i] = r.object_position
+            if (r.success and end_at_success) or r.terminated or r.truncated:
+                alive[i] = False
+        track["proprio_video"].append(obs["proprio"].copy())
+        track["state"].append(state)
+        track["actions"].append(executed)
+        track["reward"].append(reward)
+        track["chunk_success"].append(done)
+        if objects:
+            track["object_mask"].append(np.stack(venv.call("object_mask", slots)))
+            track["object_position"].append(position)
+        return obs, None, None, None, None
+
+    buf = collect_rollouts(
+        policy, obs, step, generators, horizon, temperature, instructions, alive_fn=alive.copy, noise=noise
+    )
+    # per rollout, one frame per chunk; when every episode ended before the horizon, the frames (and states)
+    # hold their last value and the chunks that never ran are zero
+    video = np.concatenate([buf["images"], obs["image"][None]], 0).swapaxes(0, 1)
+    buf["video"] = _pad(video, horizon + 1, hold=True)
+    for key, x in track.items():
+        per_chunk = key in ("actions", "reward", "chunk_success")
+        buf[key] = _pad(np.stack(x, 1), horizon + (not per_chunk), hold=not per_chunk)
+    buf["success"] = success
+    return buf
+
+
+def _pad(x: np.ndarray, length: int, hold: bool) -> np.ndarray:
+    """Pad a per-rollout sequence (N, T, ...) to ``length`` steps: repeat its last step, or zeros."""
+    if x.shape[1] >= length:
+        return x
+    extra = length - x.shape[1]
+    tail = np.repeat(x[:, -1:], extra, axis=1) if hold else np.zeros((len(x), extra, *x.shape[2:]), x.dtype)
+    return np.concatenate([x, tail], 1)
 
 
 def merge_rollouts(bufs: list[dict[str, Any]]) -> dict[str, Any]:
