@@ -5,6 +5,7 @@ import ast
 import importlib
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 import rawdream
+from rawdream.reward.base import JudgeConfig
 
 SRC = Path(rawdream.__file__).resolve().parent
 
@@ -112,33 +114,48 @@ def test_every_module_imports_on_its_own():
 
 
 # -- a judge backend from outside the library: one file, one registration ------------------------------------
+@dataclass
+class _CountsFramesConfig(JudgeConfig):
+    """The test judge's own setting, beside the shared ones (frames, threshold, ...)."""
+
+    min_frames: int = 5
+
+
 class _CountsFrames:
-    """Calls a rollout a success when its video has at least ``threshold`` x 10 frames (a judge that needs
-    no model, to show the plug-in point - not a judge anyone should train with)."""
+    """Calls a rollout a success when its video has at least ``min_frames`` frames (a judge that needs no
+    model, to show the plug-in point - not a judge anyone should train with)."""
 
     name, privileged = "frame-counter", False
 
-    def __init__(self, cfg):
+    def __init__(self, cfg: _CountsFramesConfig):
         self.cfg = cfg
 
     def __call__(self, videos, instructions, **context):
         from rawdream.reward.base import Verdict
 
-        return [Verdict(success=len(v) >= self.cfg.threshold * 10, score=None) for v in videos]
+        return [Verdict(success=len(v) >= self.cfg.min_frames, score=None) for v in videos]
 
 
 def test_a_judge_backend_outside_the_library_registers_itself():
-    from rawdream.reward.base import JUDGES, JudgeConfig, make_judge, register_judge
+    """A judge and its config class, registered together from tests/: flags build its config in any verb's
+    judge section, its own setting is refused for other backends, and make_judge builds it."""
+    from rawdream.config import ConfigError, build
+    from rawdream.reward.base import JUDGES, make_judge, register_judge
+    from rawdream.rl.dream import DreamConfig
 
     assert "frame-counter" not in JUDGES
-    register_judge("frame-counter")(_CountsFrames)
+    register_judge("frame-counter", config=_CountsFramesConfig)(_CountsFrames)
     try:
-        judge = make_judge(JudgeConfig(backend="frame-counter", threshold=0.5))
+        cfg = build(DreamConfig, {"judge": {"backend": "frame-counter", "min_frames": 7}}).judge
+        assert isinstance(cfg, _CountsFramesConfig) and cfg.min_frames == 7
+        judge = make_judge(cfg)
         videos = [np.zeros((n, 8, 8, 3), np.uint8) for n in (3, 7)]
         assert [v.success for v in judge(videos, ["reach the goal"] * 2)] == [False, True]
         assert "frame-counter" in JUDGES.names()
+        with pytest.raises(ConfigError, match=r"--judge.min_frames is not a setting of the generalist judge"):
+            build(DreamConfig, {"judge": {"min_frames": 7}})
     finally:
-        JUDGES._factories.pop("frame-counter")
+        JUDGES.unregister("frame-counter")
 
 
 class _Wrapped(torch.nn.Module):

@@ -55,13 +55,19 @@ def test_every_alias_names_a_config_key_and_none_shadows_a_section():
     import dataclasses
     import importlib
 
+    from rawdream.config import chosen_class, nest_overrides
     from rawdream.pipeline import RunConfig
 
-    def has(cls, dotted):
+    def has(cls, dotted, also):
+        """``dotted`` is a key of ``cls``; a choice section (the judge) is the class the alias's other keys
+        choose (``--vlm-url`` sets judge.url on the openai judge it also selects)."""
+        data = nest_overrides(dict(also))
         for part in dotted.split("."):
+            cls = chosen_class(cls, data)
             fields = {f.name: f for f in dataclasses.fields(cls)}
             if part not in fields:
                 return False
+            data = data.get(part, {}) if isinstance(data.get(part), dict) else {}
             cls = (
                 fields[part].default_factory()
                 if fields[part].default_factory is not dataclasses.MISSING
@@ -89,7 +95,7 @@ def test_every_alias_names_a_config_key_and_none_shadows_a_section():
             flag = a.flags[0].lstrip("-").replace("-", "_")
             assert flag not in sections, f"{name}: {a.flags[0]} shadows the config section {flag!r}"
             for key in [a.key, *a.also] if a.key else []:
-                assert has(cls, key), f"{name}: {a.flags[0]} sets {key!r}, which {cls.__name__} does not have"
+                assert has(cls, key, a.also), f"{name}: {a.flags[0]} sets {key!r}, which {cls.__name__} lacks"
                 checked += 1
     assert checked >= 15
     assert main(["tasks", "--env.image_size=32"]) == 2

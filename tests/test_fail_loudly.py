@@ -5,6 +5,7 @@ HTTP server on 127.0.0.1 that misbehaves on purpose."""
 import json
 import logging
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from loopback import LoopbackVLM, RawResponse
 from rawdream.cli import main
 from rawdream.config import ConfigError, build
 from rawdream.io import ModelFileError, load_weights, redact_url
-from rawdream.reward.base import JudgeConfig, JudgeUnavailableError, Verdict, check_abstains
+from rawdream.reward.base import JudgeConfig, JudgeUnavailableError, Verdict, check_abstains, judge_config
 from rawdream.reward.openai import OpenAIJudge
 
 
@@ -24,7 +25,7 @@ def _videos(n, t=6, seed=0):
 
 def _judge(server, **kw):
     return OpenAIJudge(
-        JudgeConfig(**{"backend": "openai", "url": server.url, "backoff": 0.01, "timeout": 2.0, **kw})
+        judge_config(**{"backend": "openai", "url": server.url, "backoff": 0.01, "timeout": 2.0, **kw})
     )
 
 
@@ -107,7 +108,7 @@ def test_429_is_retried():
 
 def test_the_probe_names_the_url_and_the_fix(caplog):
     dead = OpenAIJudge(
-        JudgeConfig(url="http://me:sk-SECRET@127.0.0.1:9/v1", retries=1, backoff=0.01, timeout=0.5)
+        judge_config("openai", url="http://me:sk-SECRET@127.0.0.1:9/v1", retries=1, backoff=0.01, timeout=0.5)
     )
     with pytest.raises(JudgeUnavailableError, match=r"http://\*\*\*@127.0.0.1:9/v1.*does not answer") as e:
         dead.probe()
@@ -128,7 +129,7 @@ def test_url_credentials_are_sent_as_the_key_and_never_shown(caplog, tmp_path):
     caplog.set_level(logging.DEBUG)
     with LoopbackVLM(lambda req: "maybe") as server:
         url = server.url.replace("http://", "http://me:sk-SECRET@")
-        judge = OpenAIJudge(JudgeConfig(url=url, backoff=0.01, timeout=2.0))
+        judge = OpenAIJudge(judge_config("openai", url=url, backoff=0.01, timeout=2.0))
         judge(_videos(1), ["x"])  # abstains: a warning is logged
         assert server.headers[-1]["Authorization"] == "Bearer sk-SECRET"
     assert (
@@ -136,7 +137,7 @@ def test_url_credentials_are_sent_as_the_key_and_never_shown(caplog, tmp_path):
     )
     from rawdream.config import save_config
 
-    save_config(JudgeConfig(url=url), tmp_path)
+    save_config(judge_config("openai", url=url), tmp_path)
     assert "SECRET" not in (tmp_path / "config.yaml").read_text()
 
 
@@ -150,34 +151,47 @@ def test_abstains_stop_a_batch_past_the_configured_fraction():
         check_abstains(verdicts[:3], cfg, "iteration 2")
 
 
-def test_a_judge_setting_its_backend_does_not_read_is_refused_not_ignored():
-    from rawdream.reward.base import JUDGES, JudgeConfig, for_backend, make_judge
+def test_a_judge_setting_its_backend_does_not_have_is_refused_not_ignored():
+    """Each backend's settings are its own config class (in its file): one another backend has is refused by
+    name, naming the backends that have it - a reference demo given to the hf judge is not silently ignored."""
+    from rawdream.config import ConfigError
+    from rawdream.reward.base import JUDGES, for_backend, make_judge
+    from rawdream.reward.generalist.judge import GeneralistJudgeConfig
+    from rawdream.reward.openai import OpenAIJudgeConfig
 
     with pytest.raises(
-        ValueError, match=r"--judge.reference='demos' is not used by the hf judge .*reference.*"
+        ConfigError,
+        match=r"--judge.reference is not a setting of the hf judge \(it cannot compare with a reference "
+        r"demonstration\); drop it, or choose a backend that has it: --judge.backend=generalist\|openai",
     ):
-        make_judge(JudgeConfig(backend="hf", path="/models/qwen", reference="demos"))
-    with pytest.raises(ValueError, match=r"--judge.url=.*not used by the generalist judge.*: openai"):
-        make_judge(JudgeConfig(backend="generalist", path="j", url="http://example.org/v1"))
-    with pytest.raises(ValueError, match=r"--judge.path='j' is not used by the oracle judge"):
-        make_judge(JudgeConfig(backend="oracle", path="j"))
-    # another backend keeps the shared settings and drops the old backend's own
-    cfg = for_backend(
-        JudgeConfig(backend="openai", url="http://x/v1", threshold=0.7), "oracle", allow_oracle=True
-    )
-    assert (cfg.backend, cfg.url, cfg.threshold) == ("oracle", JudgeConfig().url, 0.7)
+        judge_config("hf", path="/models/qwen", reference="demos")
+    with pytest.raises(ConfigError, match=r"--judge.url is not a setting of the generalist judge.*=openai$"):
+        judge_config("generalist", path="j", url="http://example.org/v1")
+    with pytest.raises(
+        ConfigError, match=r"--judge.path is not a setting of the oracle judge.*generalist\|hf"
+    ):
+        judge_config("oracle", path="j")
+    with pytest.raises(ConfigError, match=r"unknown config key --judge.pth \(did you mean --judge.path\?\)"):
+        judge_config("generalist", pth="j")
+    assert isinstance(judge_config("openai", url="http://x/v1"), OpenAIJudgeConfig)
+    # a backend switched in code keeps the shared settings and drops the old backend's own
+    cfg = for_backend(judge_config("openai", url="http://x/v1", threshold=0.7), "oracle", allow_oracle=True)
+    assert (cfg.backend, cfg.threshold, hasattr(cfg, "url")) == ("oracle", 0.7, False)
     assert make_judge(cfg).name == "oracle"
-    blind = for_backend(JudgeConfig(path="judge", reference="demos"), "generalist", path="judge_blind")
-    assert (blind.path, blind.reference) == ("judge_blind", "")  # a field of both: the new value wins
+    blind = for_backend(judge_config(path="judge", reference="demos"), "generalist", path="judge_blind")
+    assert isinstance(blind, GeneralistJudgeConfig) and (blind.path, blind.reference) == ("judge_blind", "")
+    # a config whose backend was replaced in code is rebuilt as that backend's, refusing what it lacks
+    with pytest.raises(ConfigError, match="--judge.url is not a setting of the oracle judge"):
+        make_judge(replace(judge_config("openai"), backend="oracle", allow_oracle=True))
 
-    @JUDGES.register("undeclared")  # a plug-in that declares nothing reads the whole section
+    @JUDGES.register("undeclared")  # a plug-in without settings of its own gets the shared section
     def _make(cfg):
         return cfg
 
     try:
-        assert make_judge(JudgeConfig(backend="undeclared", url="http://x/v1")).url == "http://x/v1"
+        assert type(make_judge(JudgeConfig(backend="undeclared", threshold=0.3))) is JudgeConfig
     finally:
-        JUDGES._factories.pop("undeclared")
+        JUDGES.unregister("undeclared")
 
 
 def test_metrics_with_no_decided_verdict_are_undefined_not_zero():
@@ -240,8 +254,30 @@ def test_eval_judge_against_a_judge_that_only_abstains_exits_non_zero(tmp_path, 
         (["dream", "--task", "reach", "--policy", "{tmp}/p", "--epochs=-1"], "--epochs=-1"),
         (["dream", "--task", "reach", "--policy", "{tmp}/p", "--dnv_redraws=-1"], "--dnv=false"),
         (["dream", "--task", "reach", "--policy", "{tmp}/p", "--minibatch=0"], "--minibatch=0"),
-        (["dream", "--task", "reach", "--policy", "{tmp}/p", "--judge.timeout=-1"], "--judge.timeout"),
-        (["dream", "--task", "reach", "--policy", "{tmp}/p", "--judge.retries=-1"], "--judge.retries"),
+        (
+            [
+                "dream",
+                "--task",
+                "reach",
+                "--policy",
+                "{tmp}/p",
+                "--vlm-url=http://h/v1",
+                "--judge.timeout=-1",
+            ],
+            "--judge.timeout",
+        ),
+        (
+            [
+                "dream",
+                "--task",
+                "reach",
+                "--policy",
+                "{tmp}/p",
+                "--judge.backend=openai",
+                "--judge.retries=-1",
+            ],
+            "--judge.retries",
+        ),
         (["dream", "--task", "reach", "--policy", "{tmp}/p", "--judge.threshold=1.5"], "in [0, 1]"),
         (["eval-policy", "--policy", "{tmp}/p", "--episodes=0"], "--episodes=0"),
         (["collect", "play", "--max_steps=0"], "--max_steps=0"),
@@ -262,7 +298,7 @@ def test_ranges_apply_to_configs_built_in_code():
     with pytest.raises(ConfigError, match=r"--judge.abstain_stop=0.0 .* in \(0, 1\]"):
         build(DreamConfig, {"judge": {"abstain_stop": 0}})
     with pytest.raises(ConfigError, match="--judge.concurrency=0"):
-        OpenAIJudge(JudgeConfig(concurrency=0))
+        OpenAIJudge(judge_config("openai", concurrency=0))
 
 
 # -- model files ----------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rawdream.eval.judge_accuracy import auroc, binary_metrics
-from rawdream.reward.base import FrameSelection, JudgeConfig, make_judge
+from rawdream.reward.base import FrameSelection, judge_config, make_judge
 from rawdream.reward.generalist import judge_examples
 from rawdream.reward.siblings import siblings
 from rawdream.splits import resolve_split
@@ -79,7 +79,7 @@ def test_generalist_judge_beats_chance_on_held_out_episodes(tiny_judge, pretrain
     assert info["reference_tasks"] == ["drawer-close", "reach"]
     # own-instruction rows only: "wrong task -> failure" rows are easy and would flatter the number
     assert info["validation_own"]["auroc"] > 0.6, info["validation_own"]
-    judge = make_judge(JudgeConfig(backend="generalist", path=str(tiny_judge), reference=str(pretrain_demos)))
+    judge = make_judge(judge_config("generalist", path=str(tiny_judge), reference=str(pretrain_demos)))
     video = np.zeros((9, 64, 64, 3), np.uint8)
     v = judge([video, video], ["reach the red goal", "close the drawer"])
     # the verdict is the score against the threshold, and the instruction (with its reference) moves the score
@@ -109,8 +109,8 @@ def test_reference_judge_reads_its_reference_and_says_what_it_needs(tiny_judge, 
     from rawdream.reward.generalist import GeneralistJudge
 
     with pytest.raises(ValueError, match="--judge.reference"):
-        make_judge(JudgeConfig(backend="generalist", path=str(tiny_judge)))
-    judge = make_judge(JudgeConfig(backend="generalist", path=str(tiny_judge), reference=str(pretrain_demos)))
+        make_judge(judge_config("generalist", path=str(tiny_judge)))
+    judge = make_judge(judge_config("generalist", path=str(tiny_judge), reference=str(pretrain_demos)))
     assert isinstance(judge, GeneralistJudge)
     video = np.random.default_rng(0).integers(0, 255, (9, 64, 64, 3), dtype=np.uint8)
     a = judge.scores([video], ["close the drawer"])
@@ -154,7 +154,7 @@ def test_generalist_judge_refuses_target_data_and_a_missing_checkpoint(labeled_d
         == 2
     )
     with pytest.raises(FileNotFoundError, match="train-judge"):
-        make_judge(JudgeConfig(backend="generalist", path=str(tmp_path / "nothing")))
+        make_judge(judge_config("generalist", path=str(tmp_path / "nothing")))
 
 
 def test_judge_trains_on_a_learned_policys_own_rollouts(tiny_policy, labeled_data, tiny_wm, tmp_path):

@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 
-from rawdream.reward.base import JudgeConfig, OracleNotAllowedError, make_judge
+from rawdream.reward.base import OracleNotAllowedError, judge_config, make_judge
 
 
 def _tiny_config(family: str, vocab: dict[str, int]):
@@ -115,7 +115,7 @@ def tiny_vlm(request, tmp_path_factory):
 
 
 def test_hf_backend_scores_a_batch_from_a_local_directory(tiny_vlm):
-    judge = make_judge(JudgeConfig(backend="hf", path=str(tiny_vlm)))
+    judge = make_judge(judge_config("hf", path=str(tiny_vlm)))
     rng = np.random.default_rng(0)
     videos = [rng.integers(0, 255, (9, 64, 64, 3), dtype=np.uint8) for _ in range(5)]
     out = judge(videos, ["open the drawer"] * 5)
@@ -128,27 +128,27 @@ def test_hf_backend_top_scoring_is_the_affirmative_probability(tiny_vlm):
     """TOPReward-style scoring on the same model: P("True") after the statement, thresholded; batched the same."""
     import torch
 
-    judge = make_judge(JudgeConfig(backend="hf", path=str(tiny_vlm), scoring="top", threshold=0.01))
+    judge = make_judge(judge_config("hf", path=str(tiny_vlm), scoring="top", threshold=0.01))
     rng = np.random.default_rng(1)
     videos = [rng.integers(0, 255, (9, 64, 64, 3), dtype=np.uint8) for _ in range(3)]
     out = judge(videos, ["open the drawer"] * 3)
     assert all(0 < v.score < 1 and v.success == (v.score >= 0.01) and "log P(True)" in v.raw for v in out)
     assert judge(videos[:1], ["open the drawer"])[0].score == pytest.approx(out[0].score, rel=1e-3)
     # a random 20-token model spreads its mass: the affirmative alone is far from the Yes/No-renormalised score
-    yes_no = make_judge(JudgeConfig(backend="hf", path=str(tiny_vlm)))(videos[:1], ["open the drawer"])[0]
+    yes_no = make_judge(judge_config("hf", path=str(tiny_vlm)))(videos[:1], ["open the drawer"])[0]
     assert out[0].score < 0.5 and yes_no.score > 0.2
     assert torch.isfinite(torch.tensor([v.score for v in out])).all()
 
 
 def test_hf_backend_refuses_a_missing_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a local Hugging Face model directory"):
-        make_judge(JudgeConfig(backend="hf", path=str(tmp_path)))
+        make_judge(judge_config("hf", path=str(tmp_path)))
 
 
 def test_oracle_refused_for_training_unless_named_and_replays_success():
     with pytest.raises(OracleNotAllowedError, match="allow_oracle"):
-        make_judge(JudgeConfig(backend="oracle"), purpose="training")
-    judge = make_judge(JudgeConfig(backend="oracle", allow_oracle=True), purpose="training")
+        make_judge(judge_config("oracle"), purpose="training")
+    judge = make_judge(judge_config("oracle", allow_oracle=True), purpose="training")
     assert judge.privileged
     from rawdream.envs import make_env
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from loopback import LoopbackVLM, RawResponse
-from rawdream.reward.base import FrameSelection, JudgeConfig, Verdict
+from rawdream.reward.base import FrameSelection, Verdict, judge_config
 from rawdream.reward.openai import OpenAIJudge, parse_answer
 
 
@@ -18,7 +18,7 @@ def _videos(n, t=6, seed=0):
 
 def _judge(server, **kw):
     return OpenAIJudge(
-        JudgeConfig(**{"backend": "openai", "url": server.url, "backoff": 0.01, "timeout": 2.0, **kw})
+        judge_config(**{"backend": "openai", "url": server.url, "backoff": 0.01, "timeout": 2.0, **kw})
     )
 
 
@@ -76,7 +76,9 @@ def test_abstain_after_last_retry_and_on_unreachable_endpoint(caplog):
         v = judge(_videos(1), ["x"])[0]
         assert v.success is None and v.abstained and judge.stats["abstains"] == 1
         assert len(server.requests) == 3
-    judge = OpenAIJudge(JudgeConfig(url="http://127.0.0.1:9/v1", retries=1, backoff=0.01, timeout=0.5))
+    judge = OpenAIJudge(
+        judge_config("openai", url="http://127.0.0.1:9/v1", retries=1, backoff=0.01, timeout=0.5)
+    )
     v = judge(_videos(1), ["x"])[0]
     assert v.success is None and "unreachable" in v.raw
 

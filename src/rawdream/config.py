@@ -4,6 +4,11 @@ Every stage has one dataclass config. Its field defaults are the base; ``configs
 presets per stage (``tiny`` for tests, ``default`` for this 2-core machine, ``large`` for a GPU) that overlay
 the defaults; command-line flags ``--a.b=value`` overlay the preset. Every field is reachable as a flag, as in
 DreamerV3. The resolved config is written beside every output (``config.yaml``) so a run can be reproduced.
+
+A section with pluggable parts (the judge) is a *choice*: its shared config class names the key that selects a
+part (``CHOICE_KEY = "backend"``) and a ``config_for(name)`` that returns the chosen part's own config class (a
+subclass registered with the part, in the part's file), which is what gets built - LeRobot's ``--policy.type=``
+pattern. A key that belongs to another part is refused, naming the parts that have it (``unknown_key_hint``).
 """
 
 from __future__ import annotations
@@ -192,11 +197,25 @@ def check_ranges(obj: Any, prefix: str = "") -> None:
             )
 
 
+def chosen_class(cls: type[T], data: dict[str, Any]) -> type[T]:
+    """For a choice section (see the module docstring), the config class of the part ``data`` selects."""
+    key = getattr(cls, "CHOICE_KEY", None)
+    if key is None:
+        return cls
+    name = data.get(key, next(f.default for f in dataclasses.fields(cls) if f.name == key))  # type: ignore[arg-type]
+    return cls.config_for(name)  # type: ignore[attr-defined]
+
+
 def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    cls = chosen_class(cls, data)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
     for key in data:
         if key not in fields:
+            hint_of = getattr(cls, "unknown_key_hint", None)  # a choice: the key may be another part's
+            other = hint_of(key, data) if hint_of else None
+            if other:
+                raise ConfigError(f"--{prefix}{key} {other}")
             # LeRobot's name for a section's pluggable part is `type`; ours is `backend` where that exists
             close = ["backend"] if key == "type" and "backend" in fields else []
             close = close or difflib.get_close_matches(key, list(fields), n=1)
@@ -248,9 +267,10 @@ def _check_simulator(obj: Any, prefix: str) -> None:
         )
 
 
-def build(cls: type[T], data: dict[str, Any] | None = None) -> T:
-    """Build a config dataclass from a (possibly nested) dict, refusing unknown keys with a suggestion."""
-    return _build(cls, data or {})
+def build(cls: type[T], data: dict[str, Any] | None = None, prefix: str = "") -> T:
+    """Build a config dataclass from a (possibly nested) dict, refusing unknown keys with a suggestion;
+    ``prefix`` is where the section sits, for messages (``"judge."``)."""
+    return _build(cls, data or {}, prefix)
 
 
 def resolve(

@@ -329,6 +329,14 @@ class MainJob:
         blind_cfg = build(TrainJudgeConfig, merge_dicts(to_dict(cfg.judge), {"model": {"blind": True}}))
         self.r.stage(L.JUDGE_BLIND, blind_cfg, judge_deps, lambda d: self._judge(blind_cfg, d))
 
+    def _judge_section(self, jcfg) -> dict[str, Any]:
+        """A judge section as the stages get it: a generalist is the one this run trained (with the target demo as
+        reference when it compares with one); another backend (a served or local VLM) is left as configured."""
+        section = to_dict(jcfg)
+        if jcfg.backend == "generalist":
+            section.update({"path": str(self.L / self.L.JUDGE), **self.reference})
+        return section
+
     def _judge(self, jcfg: TrainJudgeConfig, d: Path) -> dict[str, Any]:
         L = self.L
         info = train_judge(
@@ -358,7 +366,7 @@ class MainJob:
                 EvalJudgeConfig,
                 {
                     **to_dict(cfg.eval_judge),
-                    "judge": {**to_dict(cfg.eval_judge.judge), "path": str(L / L.JUDGE), **self.reference},
+                    "judge": self._judge_section(cfg.eval_judge.judge),
                     "blind_path": str(L / L.JUDGE_BLIND),
                 },
             )
@@ -440,7 +448,7 @@ class MainJob:
                 {
                     **to_dict(cfg.dream),
                     "task": task,
-                    "judge": {**to_dict(cfg.dream.judge), "path": str(L / L.JUDGE), **self.reference},
+                    "judge": self._judge_section(cfg.dream.judge),
                 },
             )
             self.r.stage(

@@ -1,6 +1,9 @@
 """Plug-in points: a name -> factory table per kind of part (simulator, judge, world-model denoiser, policy).
 
 A backend is one file that registers itself on import (``@JUDGES.register("mine")``); nothing else changes.
+A backend with settings of its own registers their config class with it (``register("mine", config=MineConfig)``,
+a subclass of the kind's shared config): the config system builds that class when the section names the backend,
+so a setting of another backend is refused by name instead of silently ignored.
 The built-in backends are named here by module path and imported the first time their name is asked for, so
 the module that defines a protocol never imports its implementations (no import cycles) and an optional
 dependency (transformers, ray) is only imported by the backend that needs it. A plug-in outside the library
@@ -15,18 +18,34 @@ from typing import Any
 
 
 class Registry:
-    def __init__(self, kind: str, flag: str, builtin: dict[str, str]):
+    def __init__(self, kind: str, flag: str, builtin: dict[str, str], config: type | None = None):
         self.kind = kind  # what is registered, for messages ("judge backend")
         self.flag = flag  # the option that selects it, for messages ("--judge.backend")
         self._builtin = dict(builtin)  # name -> module that registers it on import
         self._factories: dict[str, Callable[..., Any]] = {}
+        self._default_config = config  # the shared config, for backends without settings of their own
+        self._configs: dict[str, type] = {}
 
-    def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def register(
+        self, name: str, config: type | None = None
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def deco(factory: Callable[..., Any]) -> Callable[..., Any]:
             self._factories[name] = factory
+            if config is not None:
+                self._configs[name] = config
             return factory
 
         return deco
+
+    def unregister(self, name: str) -> None:
+        """Remove a plug-in (tests register theirs for one test)."""
+        self._factories.pop(name, None)
+        self._configs.pop(name, None)
+
+    def config(self, name: str) -> type:
+        """The config class of backend ``name``: its own, or the kind's shared one."""
+        self.get(name)  # imports a built-in backend, refuses an unknown name
+        return self._configs.get(name, self._default_config)
 
     def names(self) -> list[str]:
         return sorted(set(self._factories) | set(self._builtin))

@@ -19,7 +19,14 @@ from rawdream.config import save_config
 from rawdream.eval.metrics import auroc, binary_metrics, nanmean  # noqa: F401  (auroc re-exported)
 from rawdream.eval.reward_fidelity import RewardFidelityConfig
 from rawdream.io import atomic_write_json
-from rawdream.reward.base import JudgeConfig, check_abstains, for_backend, make_judge, probe_judge
+from rawdream.reward.base import (
+    JudgeConfig,
+    check_abstains,
+    for_backend,
+    judge_config,
+    make_judge,
+    probe_judge,
+)
 from rawdream.splits import SplitConfig, resolve_split
 
 
@@ -47,7 +54,7 @@ class EvalJudgeConfig:
     RANGES: ClassVar[dict] = {"episodes_per_task": ">=1", "workers": (">=0", "0 or 1: in this process")}
 
     split: SplitConfig = field(default_factory=SplitConfig)
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    judge: JudgeConfig = field(default_factory=judge_config)  # generalist unless --judge.backend
     blind_path: str = ""  # the instruction-blind control judge (generalist trained with --blind)
     episodes_per_task: int = 48
     workers: int = 2
@@ -92,9 +99,10 @@ def evaluate_judges(
     save_config(cfg, out)
     split = resolve_split(cfg.split)
     judges = {cfg.judge.backend: cfg.judge}
+    reference = getattr(cfg.judge, "reference", "")  # the backends that compare with a demonstration have one
     if cfg.blind_path:
         judges["blind control"] = for_backend(
-            cfg.judge, "generalist", path=cfg.blind_path, reference=cfg.judge.reference
+            cfg.judge, "generalist", path=cfg.blind_path, reference=reference
         )
     built = {name: make_judge(jcfg, purpose="evaluation") for name, jcfg in judges.items()}
     for judge in built.values():  # before any collection or imagination: a dead judge fails in seconds
@@ -104,12 +112,12 @@ def evaluate_judges(
     vids = labeled_videos(ds)
     targets = list(split.targets)
     left_out: dict[str, str] = {}
-    if cfg.judge.reference:  # a reference judge can only score the tasks it has a demonstration of
+    if reference:  # a reference judge can only score the tasks it has a demonstration of
         from rawdream.reward.references import References
 
-        with_ref = set(References.from_dataset(cfg.judge.reference).tasks)
+        with_ref = set(References.from_dataset(reference).tasks)
         left_out = {
-            t: f"no successful demonstration in {cfg.judge.reference} (the reference judge needs one)"
+            t: f"no successful demonstration in {reference} (the reference judge needs one)"
             for t in targets
             if t not in with_ref
         }
@@ -133,7 +141,7 @@ def evaluate_judges(
     report: dict[str, Any] = {
         "data": str(data),
         "label": "simulator success reached at any step",
-        "reference": cfg.judge.reference or None,
+        "reference": reference or None,
         "left_out": left_out,  # targets not scored, and why: never dropped without a word
         "results": {},
     }

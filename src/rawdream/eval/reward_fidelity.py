@@ -29,7 +29,7 @@ from rawdream.envs.base import EnvConfig
 from rawdream.envs.tasks import canonical_task, instruction
 from rawdream.eval.metrics import binary_metrics, cohen_kappa
 from rawdream.io import atomic_write_json
-from rawdream.reward.base import JudgeConfig, check_abstains, make_judge, probe_judge
+from rawdream.reward.base import JudgeConfig, check_abstains, judge_config, make_judge, probe_judge
 from rawdream.rl.dnv import verify
 
 
@@ -44,7 +44,7 @@ class RewardFidelityConfig:
     }
 
     env: EnvConfig = field(default_factory=EnvConfig)
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    judge: JudgeConfig = field(default_factory=judge_config)  # generalist unless --judge.backend
     states: int = 16  # distinct RL initial states
     rollouts_per_state: int = 4
     horizon: int = 16

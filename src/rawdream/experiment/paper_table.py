@@ -34,7 +34,7 @@ import numpy as np
 from rawdream.config import build, save_config, to_dict
 from rawdream.eval.success import EvalPolicyConfig, evaluate_policy, paired_difference, wilson
 from rawdream.io import atomic_write_json, atomic_write_text, read_json, read_jsonl
-from rawdream.reward.base import BACKEND_FIELDS
+from rawdream.reward.base import SHARED_SETTINGS
 from rawdream.rl.dream import DreamConfig, dream
 from rawdream.splits import SplitConfig, resolve_split
 
@@ -195,7 +195,9 @@ def _row_config(
     base = to_dict(cfg.dream)
     base.update({"task": task, "seed": seed, "split": to_dict(cfg.split)})
     judge_cfg = dict(base["judge"])
-    if judge:
+    if judge:  # the generalist trained at `judge`, keeping the section's shared settings and reference
+        keep = (*SHARED_SETTINGS, "reference")
+        judge_cfg = {k: v for k, v in judge_cfg.items() if k in keep}
         judge_cfg.update({"backend": "generalist", "path": str(judge)})
     if row.startswith("online"):
         iters = cfg.online_short_iterations if row == "online_short" else cfg.online_long_iterations
@@ -205,7 +207,7 @@ def _row_config(
         base.update({"env_mode": "sim", "sim_reward": "judge", "dnv": False, "judge": judge_cfg})
     else:
         if row == "rawdream_oracle":  # the oracle reads no judge directory or reference
-            judge_cfg = {k: v for k, v in judge_cfg.items() if k not in BACKEND_FIELDS}
+            judge_cfg = {k: v for k, v in judge_cfg.items() if k in SHARED_SETTINGS}
             judge_cfg.update({"backend": "oracle", "allow_oracle": True})
         # the oracle replays the same actions in the deterministic simulator: a second draw can never flip
         dnv = row not in ("rawdream_no_dnv", "rawdream_oracle")

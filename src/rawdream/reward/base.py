@@ -7,11 +7,12 @@ counts it. Frame selection (first, last and k evenly spaced frames; resolution) 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from rawdream.config import to_dict
 from rawdream.registry import Registry
 
 
@@ -69,46 +70,59 @@ class Judge(Protocol):
 
 @dataclass
 class JudgeConfig:
+    """What every judge shares: which backend, the frames it looks at, the score that counts as success and
+    when abstains stop a run. A backend's own settings (a trained judge's directory, a server's URL) are a
+    subclass in the backend's file, registered with it; ``--judge.backend`` picks the class the config system
+    builds, so a setting of another backend is refused by name, never silently ignored."""
+
+    CHOICE_KEY: ClassVar[str] = "backend"
     RANGES: ClassVar[dict] = {
         "threshold": "[0,1]",
-        "timeout": (">0", "seconds"),
-        "retries": (">=0", "0: one try, no retry"),
-        "backoff": (">=0", "seconds"),
-        "concurrency": ">=1",
         "abstain_stop": ("(0,1]", "1: stop only when every verdict of a batch abstains"),
     }
 
-    backend: str = "generalist"  # generalist | openai | hf | oracle
-    path: str = ""  # generalist: trained judge directory; hf: local model directory
-    reference: str = (
-        ""  # demos dataset: each instruction is judged beside a demo of its task (reward.references)
-    )
-    url: str = "http://127.0.0.1:8000/v1"  # openai: base URL of an OpenAI-compatible server
-    model: str = "Qwen3-VL-8B-Instruct"
-    api_key_env: str = "RAWDREAM_VLM_API_KEY"  # the key is read from this environment variable, never logged
+    backend: str = "generalist"  # a registered judge (JUDGES): generalist | openai | hf | oracle
     frames: FrameSelection = field(default_factory=FrameSelection)
-    # how a VLM judge (openai, hf) turns its next-token distribution into a score: "yes_no" - asked a Yes/No
-    # question, P(Yes) / (P(Yes) + P(No)); "top" - TOPReward-style (Chen et al. 2026): told that the video completes
-    # the instruction, the probability of the affirmative "True" itself (its log-likelihood, not renormalised
-    # against "False"), zero-shot
-    scoring: str = "yes_no"
     threshold: float = 0.5  # score -> success, where the backend gives a score
-    timeout: float = 60.0
-    retries: int = 3
-    backoff: float = 0.5  # seconds; doubled per retry, plus up to 50% random jitter
-    concurrency: int = 8
-    cache_dir: str = ""  # content-hash cache of answers ("" = in memory only)
     allow_oracle: bool = False  # the oracle may only be used when a run names it explicitly (ablation/eval)
     # a judge that cannot judge stops the run: when at least this fraction of one batch of verdicts (an RL
     # iteration, an evaluation) abstains, dream and eval-judge end with an error (1.0: only when all abstain)
     abstain_stop: float = 1.0
 
-    def validate(self) -> None:
-        if self.scoring not in SCORINGS:
-            raise ValueError(f"judge.scoring must be one of {', '.join(SCORINGS)}, got {self.scoring!r}")
+    @classmethod
+    def config_for(cls, backend: str) -> type[JudgeConfig]:
+        return JUDGES.config(backend)
+
+    @classmethod
+    def unknown_key_hint(cls, key: str, data: dict[str, Any]) -> str | None:
+        """Why ``key`` is refused when it is a setting of other backends (None: it is nobody's)."""
+        others = [b for b in JUDGES.names() if key in {f.name for f in fields(JUDGES.config(b))}]
+        if not others:
+            return None
+        backend = data.get("backend", cls.backend)
+        why = " (it cannot compare with a reference demonstration)" if key == "reference" else ""
+        return (
+            f"is not a setting of the {backend} judge{why}; drop it, or choose a backend that has it: "
+            f"--judge.backend={'|'.join(others)}"
+        )
 
 
-SCORINGS = ("yes_no", "top")
+#: the settings every judge has (the rest belong to one backend or another)
+SHARED_SETTINGS = ("backend", "frames", "threshold", "allow_oracle", "abstain_stop")
+
+
+def judge_config(backend: str = "generalist", **settings: Any) -> JudgeConfig:
+    """The config of a ``backend`` judge with ``settings``: built as ``--judge.backend=... --judge.KEY=...``
+    would be, so a setting the backend does not have is refused the same way."""
+    from rawdream.config import build
+
+    return build(JudgeConfig, {"backend": backend, **settings}, prefix="judge.")
+
+
+def for_backend(cfg: JudgeConfig, backend: str, **settings: Any) -> JudgeConfig:
+    """``cfg``'s shared settings (frames, threshold, ...) for another backend, with ``settings`` of its own."""
+    shared = {k: getattr(cfg, k) for k in SHARED_SETTINGS if k != "backend"}
+    return judge_config(backend, **{**shared, **settings})
 
 
 class JudgeUnavailableError(RuntimeError):
@@ -122,10 +136,11 @@ def check_abstains(verdicts: list[Verdict], cfg: JudgeConfig, where: str, stats:
     if verdicts and n / len(verdicts) >= cfg.abstain_stop:
         reasons = ", ".join(f"{k} (x{c})" for k, c in list((stats or {}).get("errors", {}).items())[:3])
         last = next((v.raw for v in verdicts if v.success is None), "")
+        key = getattr(cfg, "api_key_env", None)  # a served VLM's settings, where the backend has them
+        fix = f"--judge.url, --judge.model, ${key}" if key else "its --judge.* settings"
         raise JudgeUnavailableError(
             f"the {cfg.backend} judge abstained on {n} of {len(verdicts)} verdicts in {where} "
-            f"({reasons or last[:120] or 'no reason given'}); fix the judge (for a served VLM: --judge.url, "
-            f"--judge.model, ${cfg.api_key_env}) or raise --judge.abstain_stop"
+            f"({reasons or last[:120] or 'no reason given'}); fix the judge ({fix}) or raise --judge.abstain_stop"
         )
     return n
 
@@ -147,60 +162,9 @@ JUDGES = Registry(
         "hf": "rawdream.reward.hf",
         "oracle": "rawdream.reward.oracle",
     },
+    config=JudgeConfig,
 )
 register_judge = JUDGES.register
-
-#: the ``JudgeConfig`` fields that belong to one backend or another (the rest - backend, frames, threshold,
-#: abstain_stop, allow_oracle - every judge shares); a backend names the ones it reads with :func:`takes`
-BACKEND_FIELDS = (
-    "path",
-    "scoring",
-    "reference",
-    "url",
-    "model",
-    "api_key_env",
-    "timeout",
-    "retries",
-    "backoff",
-    "concurrency",
-    "cache_dir",
-)
-
-
-def takes(*fields: str):
-    """Declare which of ``BACKEND_FIELDS`` a judge factory reads: setting any other one for this backend is an
-    error rather than silently ignored (e.g. a reference demo given to a judge that cannot look at one)."""
-    unknown = set(fields) - set(BACKEND_FIELDS)
-    assert not unknown, f"not backend fields of JudgeConfig: {sorted(unknown)}"
-
-    def deco(factory):
-        factory.takes = frozenset(fields)
-        return factory
-
-    return deco
-
-
-def for_backend(cfg: JudgeConfig, backend: str, **fields: Any) -> JudgeConfig:
-    """``cfg``'s shared settings (frames, threshold, ...) for another backend: the old backend's own fields are
-    dropped, ``fields`` set."""
-    default = JudgeConfig()
-    return replace(cfg, **{**{k: getattr(default, k) for k in BACKEND_FIELDS}, "backend": backend, **fields})
-
-
-def check_backend_fields(cfg: JudgeConfig, factory) -> None:
-    """Refuse a field set (away from its default) that the chosen backend does not read."""
-    accepted = getattr(factory, "takes", None)
-    if accepted is None:  # a plug-in that did not declare its fields takes the whole section
-        return
-    default = JudgeConfig()
-    for name in BACKEND_FIELDS:
-        if name not in accepted and getattr(cfg, name) != getattr(default, name):
-            others = [b for b in JUDGES.names() if name in getattr(JUDGES.get(b), "takes", ())]
-            raise ValueError(
-                f"--judge.{name}={getattr(cfg, name)!r} is not used by the {cfg.backend} judge"
-                + (" (it cannot compare with a reference demonstration)" if name == "reference" else "")
-                + f"; drop it, or choose a backend that takes it: {', '.join(others) or 'none'}"
-            )
 
 
 class OracleNotAllowedError(ValueError):
@@ -210,7 +174,8 @@ class OracleNotAllowedError(ValueError):
 def make_judge(cfg: JudgeConfig, purpose: str = "evaluation") -> Judge:
     """Build a judge. ``purpose='training'`` refuses the oracle unless ``cfg.allow_oracle`` names the ablation."""
     factory = JUDGES.get(cfg.backend)
-    check_backend_fields(cfg, factory)
+    if type(cfg) is not JUDGES.config(cfg.backend):  # e.g. the shared class, or another backend's replaced
+        cfg = judge_config(**to_dict(cfg))
     if cfg.backend == "oracle" and purpose == "training" and not cfg.allow_oracle:
         raise OracleNotAllowedError(
             "the simulator oracle judge reads the simulator's success flag: it is for evaluation and for the "

@@ -11,23 +11,40 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from rawdream.reward.base import JudgeConfig, Verdict, register_judge, takes
-from rawdream.reward.openai import AFFIRMATIVE, PROMPT, PROMPT_QUESTION, PROMPT_STATEMENT, PROMPT_VIDEO
+from rawdream.reward.base import JudgeConfig, Verdict, register_judge
+from rawdream.reward.openai import (
+    AFFIRMATIVE,
+    PROMPT,
+    PROMPT_QUESTION,
+    PROMPT_STATEMENT,
+    PROMPT_VIDEO,
+    check_scoring,
+)
 
 IMAGE_TOKEN = "<|image_pad|>"
+
+
+@dataclass
+class HFJudgeConfig(JudgeConfig):
+    path: str = ""  # a local model directory (config.json, weights, tokenizer, image processor)
+    scoring: str = "yes_no"  # rawdream.reward.openai.SCORINGS
+
+    def validate(self) -> None:
+        check_scoring(self.scoring)
 
 
 class HFJudge:
     name = "hf"
     privileged = False
 
-    def __init__(self, cfg: JudgeConfig, batch_size: int = 4):
+    def __init__(self, cfg: HFJudgeConfig, batch_size: int = 4):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
 
@@ -125,7 +142,6 @@ class HFJudge:
         return out
 
 
-@register_judge("hf")
-@takes("path", "scoring")
-def _make(cfg: JudgeConfig) -> HFJudge:
+@register_judge("hf", config=HFJudgeConfig)
+def _make(cfg: HFJudgeConfig) -> HFJudge:
     return HFJudge(cfg)

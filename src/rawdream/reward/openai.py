@@ -29,13 +29,14 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from rawdream.io import redact_url
-from rawdream.reward.base import JudgeConfig, JudgeUnavailableError, Verdict, register_judge, takes
+from rawdream.reward.base import JudgeConfig, JudgeUnavailableError, Verdict, register_judge
 
 log = logging.getLogger("rawdream.judge.openai")
 
@@ -50,6 +51,43 @@ PROMPT_STATEMENT = (
     "The statement is"
 )
 AFFIRMATIVE = "True"
+
+#: how a VLM judge (openai, hf) turns its next-token distribution into a score: "yes_no" - asked a Yes/No
+#: question, P(Yes) / (P(Yes) + P(No)); "top" - TOPReward-style (Chen et al. 2026): told that the video completes
+#: the instruction, the probability of the affirmative "True" itself (its log-likelihood, not renormalised
+#: against "False"), zero-shot
+SCORINGS = ("yes_no", "top")
+
+
+def check_scoring(scoring: str) -> None:
+    if scoring not in SCORINGS:
+        raise ValueError(f"judge.scoring must be one of {', '.join(SCORINGS)}, got {scoring!r}")
+
+
+@dataclass
+class OpenAIJudgeConfig(JudgeConfig):
+    RANGES: ClassVar[dict] = {
+        **JudgeConfig.RANGES,
+        "timeout": (">0", "seconds"),
+        "retries": (">=0", "0: one try, no retry"),
+        "backoff": (">=0", "seconds"),
+        "concurrency": ">=1",
+    }
+
+    url: str = "http://127.0.0.1:8000/v1"  # base URL of an OpenAI-compatible server (vLLM, SGLang, ...)
+    model: str = "Qwen3-VL-8B-Instruct"
+    api_key_env: str = "RAWDREAM_VLM_API_KEY"  # the key is read from this environment variable, never logged
+    scoring: str = "yes_no"  # see SCORINGS
+    # demos dataset: the first and last frame of a demo of the instructed task go in the prompt
+    reference: str = ""
+    timeout: float = 60.0
+    retries: int = 3
+    backoff: float = 0.5  # seconds; doubled per retry, plus up to 50% random jitter
+    concurrency: int = 8
+    cache_dir: str = ""  # content-hash cache of answers ("" = in memory only)
+
+    def validate(self) -> None:
+        check_scoring(self.scoring)
 
 
 def encode_png(frame: np.ndarray) -> str:
@@ -156,7 +194,7 @@ class OpenAIJudge:
     name = "openai"
     privileged = False
 
-    def __init__(self, cfg: JudgeConfig):
+    def __init__(self, cfg: OpenAIJudgeConfig):
         from rawdream.config import check_ranges
 
         check_ranges(cfg, "judge.")  # a config built in code, not from flags, is checked here
@@ -364,18 +402,6 @@ class OpenAIJudge:
         log.warning("judge abstained: %s", why)
 
 
-@register_judge("openai")
-@takes(
-    "reference",
-    "scoring",
-    "url",
-    "model",
-    "api_key_env",
-    "timeout",
-    "retries",
-    "backoff",
-    "concurrency",
-    "cache_dir",
-)
-def _make(cfg: JudgeConfig) -> OpenAIJudge:
+@register_judge("openai", config=OpenAIJudgeConfig)
+def _make(cfg: OpenAIJudgeConfig) -> OpenAIJudge:
     return OpenAIJudge(cfg)

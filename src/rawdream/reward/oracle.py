@@ -16,7 +16,7 @@ import numpy as np
 
 from rawdream.envs.base import EnvConfig
 from rawdream.envs.vector import make_vector_env
-from rawdream.reward.base import JudgeConfig, Verdict, register_judge, takes
+from rawdream.reward.base import JudgeConfig, Verdict, register_judge
 
 
 class OracleJudge:
@@ -72,7 +72,6 @@ def replay_success(
     ]
 
 
-@register_judge("oracle")
-@takes()
+@register_judge("oracle")  # no settings of its own: the shared JudgeConfig
 def _make(cfg: JudgeConfig) -> OracleJudge:
     return OracleJudge(cfg)

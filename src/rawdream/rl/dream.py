@@ -28,7 +28,7 @@ from rawdream.config import save_config
 from rawdream.distributed import LOCAL, Backend, RayConfig, open_backend
 from rawdream.envs.base import EnvConfig
 from rawdream.envs.tasks import canonical_task, instruction
-from rawdream.reward.base import JudgeConfig, check_abstains, make_judge, probe_judge
+from rawdream.reward.base import JudgeConfig, check_abstains, judge_config, make_judge, probe_judge
 from rawdream.rl.dnv import Verification, verdict_score, verify
 from rawdream.rl.grpo import clipped_surrogate, group_advantages
 from rawdream.rl.rollouts import (
@@ -76,7 +76,7 @@ class DreamConfig:
     env_mode: str = (
         "wm"  # wm: imagination (RAW-Dream) | sim: the online-RL baseline with the simulator's reward
     )
-    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    judge: JudgeConfig = field(default_factory=judge_config)  # generalist unless --judge.backend
     env: EnvConfig = field(default_factory=EnvConfig)
     # distinct real reset observations (seeds DREAM_INIT + i): RL practises these layouts only, and on 16 it
     # raised their success while held-out layouts did not follow (README, "RL in imagination")

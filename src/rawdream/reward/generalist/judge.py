@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,16 +12,23 @@ import torch
 from rawdream.config import build
 from rawdream.io import load_model
 from rawdream.policy.text import TextEncoder
-from rawdream.reward.base import JudgeConfig, Verdict, register_judge, takes
+from rawdream.reward.base import JudgeConfig, Verdict, register_judge
 from rawdream.reward.generalist.model import GeneralistConfig, JudgeNet, text_features
 from rawdream.reward.references import References
+
+
+@dataclass
+class GeneralistJudgeConfig(JudgeConfig):
+    path: str = ""  # the directory `rawdream train-judge` wrote
+    # demos dataset: a reference-conditioned judge sees each instruction beside a demo of its task
+    reference: str = ""
 
 
 class GeneralistJudge:
     name = "generalist"
     privileged = False
 
-    def __init__(self, cfg: JudgeConfig):
+    def __init__(self, cfg: GeneralistJudgeConfig):
         path, meta, sd = load_model(
             cfg.path, "judge", "train one with `rawdream train-judge` and pass --judge.path DIR"
         )
@@ -68,7 +76,6 @@ class GeneralistJudge:
         ]
 
 
-@register_judge("generalist")
-@takes("path", "reference")
-def _make(cfg: JudgeConfig) -> GeneralistJudge:
+@register_judge("generalist", config=GeneralistJudgeConfig)
+def _make(cfg: GeneralistJudgeConfig) -> GeneralistJudge:
     return GeneralistJudge(cfg)
