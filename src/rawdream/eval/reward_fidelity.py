@@ -31,6 +31,7 @@ from rawdream.eval.metrics import binary_metrics, cohen_kappa
 from rawdream.io import atomic_write_json
 from rawdream.reward.base import JudgeConfig, check_abstains, judge_config, make_judge, probe_judge
 from rawdream.rl.dnv import verify
+from rawdream.rl.imagination import reimagine
 
 
 @dataclass
@@ -94,16 +95,16 @@ def reward_fidelity(
     task = canonical_task(task)
     real = policy_rollouts(policy, task, cfg)
     n = len(real["success"])
-    first = torch.from_numpy(real["video"][:, 0])
-    prop0 = torch.from_numpy(real["proprio"][:, 0])
-    acts = torch.from_numpy(real["actions"])
-    draws = []
-    for k in range(2):  # the two independent noise draws of dual-noise verification
-        noise = [seeds.stable_seed("reward-fidelity-noise", task, cfg.seed, k, i) for i in range(n)]
-        with torch.no_grad():
-            v = world_model.rollout(first, prop0, acts, seeds=noise)["frames"].numpy()
-        v[:, 0] = real["video"][:, 0]
-        draws.append(v)
+    draws = [  # the two independent noise draws of dual-noise verification, replaying the real actions
+        reimagine(
+            world_model,
+            real["video"][:, 0],
+            real["proprio"][:, 0],
+            real["actions"],
+            [seeds.stable_seed("reward-fidelity-noise", task, cfg.seed, k, i) for i in range(n)],
+        )
+        for k in range(2)
+    ]
     judge = make_judge(cfg.judge, purpose="evaluation")
     probe_judge(judge)
     text = [instruction(task)] * n

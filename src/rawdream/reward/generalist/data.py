@@ -6,13 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from rawdream import seeds
 from rawdream.data.cache import frame_cache
 from rawdream.data.lerobot import DatasetError, LeRobotDataset
 from rawdream.reward.siblings import siblings
+from rawdream.rl.imagination import reimagine
 
 
 @dataclass
@@ -91,13 +91,10 @@ def imagine_videos(wm, ds: LeRobotDataset, episodes: np.ndarray, progress: bool)
         for k in range(0, len(eps), 32):
             chunk = eps[k : k + 32]
             lo = [ds.episode_bounds(e)[0] for e in chunk]
-            first = torch.from_numpy(np.stack([frames[i] for i in lo]))
-            prop = torch.from_numpy(np.stack([state[i] for i in lo]))
-            acts = torch.from_numpy(np.stack([actions[i : i + length - 1] for i in lo]))
-            vids = wm.rollout(first, prop, acts, seeds=[seeds.REPLAY_NOISE + e for e in chunk])[
-                "frames"
-            ].numpy()
-            vids[:, 0] = first.numpy()
+            first = np.stack([frames[i] for i in lo])
+            prop = np.stack([state[i] for i in lo])
+            acts = np.stack([actions[i : i + length - 1] for i in lo])
+            vids = reimagine(wm, first, prop, acts, [seeds.REPLAY_NOISE + e for e in chunk])
             for e, v in zip(chunk, vids):
                 results[e] = v
             bar.update(len(chunk))
