@@ -35,6 +35,7 @@ RECIPE = (
     "drop_uninformative",
     "sample_rounds",
     "groups",
+    "group_size",
     "init_states",
     "iterations",
 )
@@ -87,16 +88,17 @@ def format_rl_table(rows: list[dict[str, Any]]) -> str:
         )
 
     lines = [
-        "| run | task | lr | T | noise | filter | rounds | groups x layouts | iterations | real trajectories | minutes "
-        "| practised layouts | new layouts |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| run | task | lr | T | noise | filter | rounds | groups x size | layouts | iterations | real trajectories "
+        "| minutes | practised layouts | new layouts |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c = r["recipe"]
         lines.append(
             f"| {r['run']} | {r['task']} | {c['lr']:g} | {c['temperature']:g} | {c.get('exploration') or 'token'} | "
             f"{'yes' if c['drop_uninformative'] else 'no'} | {c['sample_rounds']} | {c['groups']} x "
-            f"{c['init_states']} | {c['iterations']} | {r['real_trajectories_rl']} | {r['minutes']} | "
+            f"{c.get('group_size') or '?'} | {c['init_states']} | {c['iterations']} | {r['real_trajectories_rl']} | "
+            f"{r['minutes']} | "
             f"{cell(r['protocols'].get('practised'))} | {cell(r['protocols'].get('new'))} |"
         )
     return "\n".join(lines) + "\n"
