@@ -104,6 +104,31 @@ def test_chunk_noise_keeps_each_tokens_distribution_and_correlates_it_along_the_
         p.sample(one, 1.0, torch.Generator(), noise="chunk")
 
 
+def test_episode_noise_repeats_its_draw_in_every_chunk_of_a_rollout():
+    """exploration=episode: the same uniform numbers in every chunk of a rollout (its generator rewound), so from
+    the same observation every chunk samples the same tokens - a deviation that persists over the episode - while
+    chunk noise draws anew each chunk, and two rollouts still differ."""
+    from rawdream.rl.imagination import collect_rollouts
+
+    p = _policy()
+    obs = {k: (v[:1].repeat(3, 0) if k != "instruction" else v[:1] * 3) for k, v in _obs(1).items()}
+
+    def stay(actions):  # a world in which nothing moves: every chunk sees the same observation
+        return obs, None, None, None, None
+
+    def tokens(noise):
+        gens = [torch.Generator().manual_seed(10 + i) for i in range(3)]
+        return collect_rollouts(p, obs, stay, gens, 4, 1.0, obs["instruction"][0], noise=noise)["tokens"]
+
+    episode, chunk = tokens("episode"), tokens("chunk")  # (H, N, chunk, A)
+    assert all(torch.equal(episode[h], episode[0]) for h in range(4))
+    assert not torch.equal(episode[:, 0], episode[:, 1])  # rollouts have their own draws
+    assert not all(torch.equal(chunk[h], chunk[0]) for h in range(4))
+    torch.testing.assert_close(episode[0], chunk[0])  # the first chunk is chunk noise's first draw
+    with pytest.raises(ValueError, match="episode noise needs one generator per rollout"):
+        collect_rollouts(p, obs, stay, torch.Generator(), 2, 1.0, "x", noise="episode")
+
+
 def test_wrong_dimensions_are_refused():
     p, obs = _policy(), _obs()
     with pytest.raises(ValueError, match="proprio of shape \\(B, 4\\)"):

@@ -89,7 +89,8 @@ class DreamConfig:
     temperature: float = 1.0
     # how a rollout's action tokens are drawn: "token" each independently; "chunk" with one uniform number per
     # action dimension shared by the chunk's steps (same per-token distribution; the deviation persists over the
-    # chunk instead of averaging out, a different motion rather than jitter - VLAPolicy.sample)
+    # chunk instead of averaging out, a different motion rather than jitter - VLAPolicy.sample); "episode" the
+    # same uniform numbers in every chunk of a rollout, so the deviation persists over the whole episode
     exploration: str = "token"
     iterations: int = 30
     epochs: int = 2
@@ -144,8 +145,8 @@ class DreamConfig:
         bad = [x for x in self.eval_layouts if x not in seeds.LAYOUTS]
         if bad:
             raise ValueError(f"eval_layouts {bad}: choose from practised, new")
-        if self.exploration not in ("token", "chunk"):
-            raise ValueError(f"exploration must be token or chunk, got {self.exploration!r}")
+        if self.exploration not in ("token", "chunk", "episode"):
+            raise ValueError(f"exploration must be token, chunk or episode, got {self.exploration!r}")
         if self.sim_reward not in ("success", "judge"):
             raise ValueError(f"sim_reward must be success or judge, got {self.sim_reward!r}")
         if self.task:

@@ -27,10 +27,19 @@ def collect_rollouts(
     noise: str = "token",
 ) -> dict[str, Any]:
     """Sample the policy for ``horizon`` chunks against ``step_fn`` (an ImaginedEnv's or the simulator's);
-    ``gens`` is one generator per rollout or one shared, ``instruction`` one for all or one per rollout."""
+    ``gens`` is one generator per rollout or one shared, ``instruction`` one for all or one per rollout.
+
+    ``noise`` is how tokens are drawn (:meth:`VLAPolicy.sample`): "token", "chunk", or "episode" - chunk noise
+    whose uniform numbers are the same in every chunk of a rollout (its generator is rewound before each chunk),
+    so a deviation from the policy's mode persists over the whole episode: a consistently shifted motion."""
     n = len(obs["image"])
     texts = [instruction] * n if isinstance(instruction, str) else list(instruction)
     images, proprio, tokens, logps, alive = [], [], [], [], []
+    episode = noise == "episode"
+    if episode:
+        if not isinstance(gens, list | tuple):
+            raise ValueError("episode noise needs one generator per rollout")
+        start = [g.get_state() for g in gens]
     policy.eval()
     for _ in range(horizon):
         live = alive_fn() if alive_fn else np.ones(n, bool)
@@ -38,11 +47,14 @@ def collect_rollouts(
             break
         images.append(np.asarray(obs["image"]).copy())
         proprio.append(np.asarray(obs["proprio"], np.float32).copy())
+        if episode:
+            for g, state in zip(gens, start):
+                g.set_state(state)
         actions, tok, lp = policy.sample(
             {"image": obs["image"], "proprio": obs["proprio"], "instruction": texts},
             temperature,
             gens,
-            noise,
+            "chunk" if episode else noise,
         )
         tokens.append(tok)
         logps.append(lp)
