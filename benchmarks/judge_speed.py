@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from dream_iteration import reference_demo
-from rawdream.reward.base import JudgeConfig, make_judge
+from rawdream.reward.base import judge_config, make_judge
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the loopback server is a test double
 from loopback import LoopbackVLM
@@ -60,13 +60,13 @@ def main() -> None:
         path = args.judge or str(_random_generalist(Path(tmp) / "judge"))
         args.task = "drawer-open"
         reference = reference_demo(args, Path(tmp))
-        judge = make_judge(JudgeConfig(backend="generalist", path=path, reference=reference))
+        judge = make_judge(judge_config("generalist", path=path, reference=reference))
         for batch in (1, 64):
             vids, inst = _videos(batch), ["open the drawer"] * batch
             rows.append((f"generalist, batch {batch}", rate(lambda v=vids, i=inst: judge(v, i), batch, 5)))
         for conc in (1, 16):
             with LoopbackVLM(answer=lambda req: ("Yes", 0.9), delay=0.02) as server:
-                cfg = JudgeConfig(backend="openai", url=server.url, concurrency=conc)
+                cfg = judge_config("openai", url=server.url, concurrency=conc)
                 vids, inst = _videos(32), ["open the drawer"] * 32
                 # a fresh client per call: its content-hash cache would answer the repeats for free
                 rows.append(

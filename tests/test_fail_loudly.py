@@ -174,6 +174,10 @@ def test_a_judge_setting_its_backend_does_not_have_is_refused_not_ignored():
     with pytest.raises(ConfigError, match=r"unknown config key --judge.pth \(did you mean --judge.path\?\)"):
         judge_config("generalist", pth="j")
     assert isinstance(judge_config("openai", url="http://x/v1"), OpenAIJudgeConfig)
+    # the shared class built in code for a backend becomes that backend's config inside any section
+    from rawdream.rl.dream import DreamConfig
+
+    assert isinstance(build(DreamConfig, {"judge": JudgeConfig(backend="openai")}).judge, OpenAIJudgeConfig)
     # a backend switched in code keeps the shared settings and drops the old backend's own
     cfg = for_backend(judge_config("openai", url="http://x/v1", threshold=0.7), "oracle", allow_oracle=True)
     assert (cfg.backend, cfg.threshold, hasattr(cfg, "url")) == ("oracle", 0.7, False)

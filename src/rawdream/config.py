@@ -118,7 +118,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
-            return value
+            key = getattr(tp, "CHOICE_KEY", None)
+            if key is None or type(value) is chosen_class(tp, {key: getattr(value, key)}):
+                return value
+            # e.g. JudgeConfig(backend="openai") built in code: rebuilt as the openai judge's own config
+            return _build(tp, to_dict(value), where + ".")
         if not isinstance(value, dict):
             raise ConfigError(f"{where} is a section; give sub-keys like --{where}.<key>=..., not {value!r}")
         return _build(tp, value, where + ".")

@@ -224,7 +224,8 @@ class MainJob:
         self.split = resolve_split(cfg.split)
         self.r = Runner(out, progress, log)
         self.judge_data = [self.L / self.L.LABELED]
-        # judges that compare with a demonstration see the target task's one demo (the SFT demo) as reference
+        # the trained judge, when it compares with a demonstration, sees the target task's one demo (the SFT demo)
+        # as reference; a served or local VLM judge gets one only if its section names it (--dream.judge.reference)
         self.reference = {"reference": str(self.L / self.L.TARGET_DEMOS)} if cfg.judge.model.reference else {}
 
     def run(self) -> dict[str, Any]:

@@ -236,9 +236,11 @@ def simulate(
     Rollout ``i`` resets slot ``i`` of ``venv`` to ``starts[i] = (task, seed)`` and acts for ``horizon`` chunks,
     drawing from ``generators[i]`` (or one shared generator). ``end_at_success``: an episode ends at its first
     success (online RL's reward is success at any step; later steps are dead); otherwise every rollout runs the
-    whole horizon, as imagined ones do. Returns :func:`collect_rollouts`' time-major buffer plus, per rollout,
+    whole horizon, as imagined ones do - which needs ``venv``'s simulators built with ``end_on_success=False``
+    (an episode the simulator ends is dead either way). Returns :func:`collect_rollouts`' time-major buffer plus, per rollout,
     the ``video`` (N, H + 1, ...: one frame per chunk, an ended episode holding its last frame), ``actions``
-    (N, H, chunk, A), per-chunk ``proprio_video``, ``state``, ``reward`` and ``chunk_success`` (N, H), and
+    (N, H, chunk, A), ``proprio_video`` and ``state`` (N, H + 1, ...), per-chunk ``reward`` and ``chunk_success``
+    (N, H), and
     ``success`` (N,) at any step; with ``objects`` also ``object_mask`` (N, H + 1, h, w) and ``object_position``
     (N, H + 1, 3) for object-region fidelity."""
     n = len(starts)
@@ -286,9 +288,18 @@ def simulate(
             track["object_position"].append(position)
         return obs, None, None, None, None
 
-    buf = collect_rollouts(
-        policy, obs, step, generators, horizon, temperature, instructions, alive_fn=alive.copy, noise=noise
-    )
+    with torch.no_grad():  # rollouts are data: no autograd graph, whatever a policy's sample does
+        buf = collect_rollouts(
+            policy,
+            obs,
+            step,
+            generators,
+            horizon,
+            temperature,
+            instructions,
+            alive_fn=alive.copy,
+            noise=noise,
+        )
     # per rollout, one frame per chunk; when every episode ended before the horizon, the frames (and states)
     # hold their last value and the chunks that never ran are zero
     video = np.concatenate([buf["images"], obs["image"][None]], 0).swapaxes(0, 1)
