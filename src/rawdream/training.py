@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from rawdream import seeds
 from rawdream.io import append_jsonl, atomic_write, atomic_write_json, load_weights
 
 
@@ -32,7 +33,7 @@ class TrainerSettings:
 def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
     """The random stream of one training step: batches and noise at step i do not depend on how we got there,
     so a run resumed from a checkpoint at step i continues exactly as the uninterrupted run."""
-    return torch.Generator().manual_seed(hash((seed, step, stream)) & 0x7FFF_FFFF_FFFF_FFFF)
+    return torch.Generator().manual_seed(seeds.step_seed(seed, step, stream, bits=63))
 
 
 def _state(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -108,11 +108,105 @@ def check_action(action: Any, action_dim: int, what: str = "action") -> np.ndarr
     if a.shape != (action_dim,):
         raise ValueError(
             f"{what} has shape {tuple(a.shape)}, expected ({action_dim},): one {action_dim}-dim action per step "
-            f"(Meta-World: xyz delta + gripper, each in [-1, 1])"
+            f"(the xyz delta first, the gripper last, each in [-1, 1])"
         )
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{what} contains NaN or inf: {a.tolist()}")
     return np.clip(a, -1.0, 1.0)
+
+
+class SimulatorEnv:
+    """What the MuJoCo simulator backends share, so each one writes only its simulator calls: the episode
+    bookkeeping of the :class:`Env` contract (seed check, step limit, terminated / truncated, the info keys),
+    closing, and the object pixels of a segmentation render.
+
+    A backend sets ``cfg``, ``task``, ``instruction``, ``max_steps``, ``action_dim`` and calls ``_begin()`` at the end
+    of its ``__init__``; it implements ``_reset_sim(seed) -> extra info``, ``_step_sim(action) -> (reward,
+    success)``, ``_state()``, ``object_position()``, ``proprio()``, ``render()``, ``_observation(render)``,
+    ``_segmentation() -> (H, W, 2)`` (which also sets ``_object_geoms``), ``_mj_model()`` and ``_close_sim()``.
+    """
+
+    cfg: EnvConfig
+    task: str
+    instruction: str
+    max_steps: int
+    action_dim: int
+
+    def _begin(self) -> None:
+        self._renderer = getattr(self, "_renderer", None)
+        self._object_geoms: np.ndarray | None = None
+        self._t = 0
+        self._seed: int | None = None  # None until the first reset
+        close_at_exit(self)
+
+    # -- Env contract ---------------------------------------------------------------------------------------
+    def reset(self, seed: int) -> tuple[Observation, dict]:
+        if not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        extra = self._reset_sim(int(seed))
+        self._seed = int(seed)
+        self._t = 0
+        info = {"state": self._state(), "object_position": self.object_position(), "success": False}
+        return self._observation(True), {**info, "seed": self._seed, "t": 0, **extra}
+
+    def step(self, action: np.ndarray, render: bool = True) -> tuple[Observation, float, bool, bool, dict]:
+        if self._seed is None:
+            raise RuntimeError("call reset(seed) before step()")
+        if self._t >= self.max_steps:
+            raise RuntimeError(f"episode already reached its step limit ({self.max_steps}); call reset(seed)")
+        reward, success = self._step_sim(check_action(action, self.action_dim))
+        self._t += 1
+        terminated = success and self.cfg.end_on_success
+        truncated = self._t >= self.max_steps and not terminated
+        info = {
+            "state": self._state(),
+            "object_position": self.object_position(),
+            "success": success,
+            "t": self._t,
+        }
+        return self._observation(render), float(reward), terminated, truncated, info
+
+    def close(self) -> None:
+        if getattr(self, "_renderer", None) is not None:
+            self._renderer.close()
+            self._renderer = None
+        if getattr(self, "_env", None) is not None:
+            self._close_sim()
+            self._env = None
+
+    def __del__(self):  # pragma: no cover - best effort, avoids EGL noise at interpreter exit
+        # no module globals here (contextlib may already be None when the interpreter shuts down)
+        try:  # noqa: SIM105
+            self.close()
+        except Exception:
+            pass
+
+    @property
+    def t(self) -> int:
+        return self._t
+
+    # -- the task's objects in the picture (the Instrumented protocol) -------------------------------------------
+    def object_mask(self) -> np.ndarray:
+        """(H, W) bool: the pixels showing the task's objects (not the arm, table or walls)."""
+        return self._object_mask(self._segmentation())
+
+    def object_pixels(self) -> dict[str, int]:
+        """Pixels covered by each of the task's object bodies at the current state (``rawdream tasks --measure``)."""
+        import mujoco
+
+        model = self._mj_model()
+        seg = self._segmentation()
+        counts: dict[str, int] = {}
+        geoms, n = np.unique(seg[..., 0][self._object_mask(seg)], return_counts=True)
+        for g, c in zip(geoms, n):
+            body = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, int(model.geom_bodyid[g])) or f"body{g}"
+            counts[body] = counts.get(body, 0) + int(c)
+        return counts
+
+    def _object_mask(self, seg: np.ndarray) -> np.ndarray:
+        import mujoco
+
+        return (seg[..., 1] == int(mujoco.mjtObj.mjOBJ_GEOM)) & np.isin(seg[..., 0], self._object_geoms)
 
 
 #: simulator backends, selected by ``--env.backend``; a new simulator is one file that registers itself here

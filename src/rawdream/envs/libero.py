@@ -28,7 +28,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np
 
-from rawdream.envs.base import EnvConfig, Observation, check_action, close_at_exit, register_env
+from rawdream.envs.base import EnvConfig, Observation, SimulatorEnv, register_env
 from rawdream.envs.libero_tasks import CATALOGUE, libero_task
 
 SETTLE_STEPS = 10  # no-op steps after restoring an initial state, so objects rest before the episode starts
@@ -45,7 +45,7 @@ def _axis_angle(quat_xyzw: np.ndarray) -> np.ndarray:
     return q[:3] / s * (2.0 * np.arccos(w))
 
 
-class LiberoEnv:
+class LiberoEnv(SimulatorEnv):
     """One LIBERO task (any suite) behind the :class:`rawdream.envs.base.Env` contract."""
 
     action_dim = len(CATALOGUE.action_names)
@@ -84,79 +84,38 @@ class LiberoEnv:
             )
         self._interest = list(self._env.env.obj_of_interest)
         self._renderer = None  # a segmentation renderer, made on the first object_mask()
-        self._object_geoms: np.ndarray | None = None
         self._obs: dict | None = None
-        self._t = 0
-        self._seed: int | None = None
-        close_at_exit(self)
+        self._begin()
 
-    # -- Env contract ---------------------------------------------------------------------------------------
-    def reset(self, seed: int) -> tuple[Observation, dict]:
-        if not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        self._seed = int(seed)
+    # -- the simulator calls behind SimulatorEnv's reset / step / close ------------------------------------------
+    def _reset_sim(self, seed: int) -> dict:
         rng = np.random.get_state()  # robosuite seeds NumPy's global generator: leave it as the caller had it
-        self._env.seed(int(seed))
+        self._env.seed(seed)
         self._env.reset()
         np.random.set_state(rng)
         # robosuite keeps the gripper's smoothed command across a soft reset; zero it so that the same seed
         # gives the same scene whatever ran before
         for robot in self._env.env.robots:
             robot.gripper.current_action = np.zeros_like(robot.gripper.current_action)
-        self._obs = self._env.set_init_state(self._init_states[self._seed % len(self._init_states)])
+        self._obs = self._env.set_init_state(self._init_states[seed % len(self._init_states)])
         for _ in range(SETTLE_STEPS):
             self._obs, *_ = self._env.step(NOOP)
-        self._t = 0
-        info = {"state": self._state(), "object_position": self.object_position(), "success": False}
-        return self._observation(), {
-            **info,
-            "seed": self._seed,
-            "t": 0,
-            "init_state": self._seed % len(self._init_states),
-        }
+        return {"init_state": seed % len(self._init_states)}
 
-    def step(self, action: np.ndarray, render: bool = True) -> tuple[Observation, float, bool, bool, dict]:
-        if self._obs is None:
-            raise RuntimeError("call reset(seed) before step()")
-        if self._t >= self.max_steps:
-            raise RuntimeError(f"episode already reached its step limit ({self.max_steps}); call reset(seed)")
-        a = check_action(action, self.action_dim)
-        self._obs, reward, _, _ = self._env.step(a)  # robosuite renders the camera at every step regardless
-        self._t += 1
-        success = bool(self._env.check_success())
-        terminated = success and self.cfg.end_on_success
-        truncated = self._t >= self.max_steps and not terminated
-        info = {
-            "state": self._state(),
-            "object_position": self.object_position(),
-            "success": success,
-            "t": self._t,
-        }
-        return self._observation(), float(reward), terminated, truncated, info
+    def _step_sim(self, action: np.ndarray) -> tuple[float, bool]:
+        self._obs, reward, _, _ = self._env.step(
+            action
+        )  # robosuite renders the camera at every step regardless
+        return float(reward), bool(self._env.check_success())
 
-    def close(self) -> None:
-        if getattr(self, "_renderer", None) is not None:
-            self._renderer.close()
-            self._renderer = None
-        if getattr(self, "_env", None) is not None:
-            ctx = getattr(self._env.env.sim, "_render_context_offscreen", None)
-            if ctx is not None:  # robosuite frees it only when collected, maybe after EGL has terminated
-                ctx.con.free()
-                ctx.gl_ctx.free()
-            self._env.close()
-            self._env = None
-
-    def __del__(self):  # pragma: no cover - best effort at interpreter exit
-        try:  # noqa: SIM105
-            self.close()
-        except Exception:
-            pass
+    def _close_sim(self) -> None:
+        ctx = getattr(self._env.env.sim, "_render_context_offscreen", None)
+        if ctx is not None:  # robosuite frees it only when collected, maybe after EGL has terminated
+            ctx.con.free()
+            ctx.gl_ctx.free()
+        self._env.close()
 
     # -- extras (the Instrumented protocol) -------------------------------------------------------------------
-    @property
-    def t(self) -> int:
-        return self._t
-
     def proprio(self) -> np.ndarray:
         o = self._obs
         assert o is not None
@@ -227,26 +186,8 @@ class LiberoEnv:
         # MuJoCo's renderer gives the upright view; mirror it to match render()'s 180-degree rotation
         return seg[:, ::-1]
 
-    def object_mask(self) -> np.ndarray:
-        """(H, W) bool: pixels of the task's objects of interest (their bodies and everything attached)."""
-        import mujoco
-
-        seg = self._segmentation()
-        return (seg[..., 1] == int(mujoco.mjtObj.mjOBJ_GEOM)) & np.isin(seg[..., 0], self._object_geoms)
-
-    def object_pixels(self) -> dict[str, int]:
-        """Pixels covered by each body of the task's objects of interest (``rawdream tasks --measure``)."""
-        import mujoco
-
-        model = self._env.env.sim.model._model
-        seg = self._segmentation()
-        mask = (seg[..., 1] == int(mujoco.mjtObj.mjOBJ_GEOM)) & np.isin(seg[..., 0], self._object_geoms)
-        counts: dict[str, int] = {}
-        geoms, n = np.unique(seg[..., 0][mask], return_counts=True)
-        for g, c in zip(geoms, n):
-            body = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, int(model.geom_bodyid[g])) or f"body{g}"
-            counts[body] = counts.get(body, 0) + int(c)
-        return counts
+    def _mj_model(self):
+        return self._env.env.sim.model._model
 
     @staticmethod
     def _under(model, body: int, roots: set[int]) -> bool:
@@ -256,7 +197,8 @@ class LiberoEnv:
             body = int(model.body_parentid[body])
         return False
 
-    def _observation(self) -> Observation:
+    def _observation(self, render: bool = True) -> Observation:
+        # robosuite renders the camera at every step whatever ``render`` says, so the frame is always there
         return {"image": self.render(), "proprio": self.proprio(), "instruction": self.instruction}
 
 

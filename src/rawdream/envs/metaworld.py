@@ -17,14 +17,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import mujoco
 import numpy as np
 
-from rawdream.envs.base import (
-    CameraConfig,
-    EnvConfig,
-    Observation,
-    check_action,
-    close_at_exit,
-    register_env,
-)
+from rawdream.envs.base import CameraConfig, EnvConfig, Observation, SimulatorEnv, register_env
 from rawdream.envs.metaworld_tasks import CATALOGUE, metaworld_env_name
 
 PROPRIO_DIM = 4  # hand xyz + gripper opening (the first 4 entries of Meta-World's 39-dim state)
@@ -46,7 +39,7 @@ def _robot_and_scenery_bodies(model: mujoco.MjModel) -> set[int]:
     return out
 
 
-class MetaWorldEnv:
+class MetaWorldEnv(SimulatorEnv):
     """One Meta-World v3 task behind the :class:`rawdream.envs.base.Env` contract."""
 
     action_dim = ACTION_DIM
@@ -85,12 +78,9 @@ class MetaWorldEnv:
         model.vis.global_.offheight = max(model.vis.global_.offheight, size)
         self._renderer = mujoco.Renderer(model, size, size)
         self._camera = self._make_camera(self.cfg.camera)
-        self._object_geoms: np.ndarray | None = None
         self._expert = None
-        self._state: np.ndarray | None = None
-        self._t = 0
-        self._seed: int | None = None
-        close_at_exit(self)
+        self._sim_state: np.ndarray | None = None
+        self._begin()
 
     @staticmethod
     def _make_camera(c: CameraConfig) -> mujoco.MjvCamera:
@@ -102,63 +92,28 @@ class MetaWorldEnv:
         cam.elevation = c.elevation
         return cam
 
-    # -- Env contract ---------------------------------------------------------------------------------------
-    def reset(self, seed: int) -> tuple[Observation, dict]:
-        if not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        self._seed = int(seed)
-        self._env.seed(int(seed))  # Meta-World ignores reset(seed=...); placements come from this RNG
-        state, _ = self._env.reset()
-        self._state = state
-        self._t = 0
-        info = {"state": state.copy(), "object_position": self.object_position(), "success": False}
-        return self._obs(render=True), {**info, "seed": self._seed, "t": 0}
+    # -- the simulator calls behind SimulatorEnv's reset / step / close ------------------------------------------
+    def _reset_sim(self, seed: int) -> dict:
+        self._env.seed(seed)  # Meta-World ignores reset(seed=...); placements come from this RNG
+        self._sim_state, _ = self._env.reset()
+        return {}
 
-    def step(self, action: np.ndarray, render: bool = True) -> tuple[Observation, float, bool, bool, dict]:
-        if self._state is None:
-            raise RuntimeError("call reset(seed) before step()")
-        if self._t >= self.max_steps:
-            raise RuntimeError(f"episode already reached its step limit ({self.max_steps}); call reset(seed)")
-        a = check_action(action, ACTION_DIM)
-        state, reward, _, _, info = self._env.step(a.astype(np.float32))
-        self._state = state
-        self._t += 1
-        success = bool(info.get("success", 0.0))
-        terminated = success and self.cfg.end_on_success
-        truncated = self._t >= self.max_steps and not terminated
-        out_info = {
-            "state": state.copy(),
-            "object_position": self.object_position(),
-            "success": success,
-            "t": self._t,
-        }
-        return self._obs(render=render), float(reward), terminated, truncated, out_info
+    def _step_sim(self, action: np.ndarray) -> tuple[float, bool]:
+        self._sim_state, reward, _, _, info = self._env.step(action.astype(np.float32))
+        return float(reward), bool(info.get("success", 0.0))
 
-    def close(self) -> None:
-        if getattr(self, "_renderer", None) is not None:
-            self._renderer.close()
-            self._renderer = None
-        if getattr(self, "_env", None) is not None:
-            self._env.close()
-            self._env = None
+    def _state(self) -> np.ndarray:
+        return self.state.copy()
 
-    def __del__(self):  # pragma: no cover - best effort, avoids EGL noise at interpreter exit
-        # no module globals here (contextlib may already be None when the interpreter shuts down)
-        try:  # noqa: SIM105
-            self.close()
-        except Exception:
-            pass
+    def _close_sim(self) -> None:
+        self._env.close()
 
     # -- extras ---------------------------------------------------------------------------------------------
     @property
-    def t(self) -> int:
-        return self._t
-
-    @property
     def state(self) -> np.ndarray:
         """Meta-World's 39-dim state (for scripted experts and the oracle only; never a policy input)."""
-        assert self._state is not None
-        return self._state
+        assert self._sim_state is not None
+        return self._sim_state
 
     def expert_action(self) -> np.ndarray:
         """Meta-World's scripted expert policy for this task at the current state."""
@@ -181,8 +136,11 @@ class MetaWorldEnv:
         self._renderer.update_scene(self._env.data, self._camera)
         return self._renderer.render().copy()
 
-    def object_mask(self) -> np.ndarray:
-        """(H, W) bool mask of the pixels showing the task's objects (not the arm, table or walls)."""
+    def _mj_model(self):
+        return self._env.model
+
+    def _segmentation(self) -> np.ndarray:
+        """(H, W, 2) MuJoCo segmentation (object id, object type) from the policy's camera."""
         model = self._env.model
         if self._object_geoms is None:
             scenery = _robot_and_scenery_bodies(model)
@@ -192,30 +150,11 @@ class MetaWorldEnv:
         self._renderer.enable_segmentation_rendering()
         try:
             self._renderer.update_scene(self._env.data, self._camera)
-            seg = self._renderer.render()
+            return self._renderer.render()
         finally:
             self._renderer.disable_segmentation_rendering()
-        is_geom = seg[..., 1] == int(mujoco.mjtObj.mjOBJ_GEOM)
-        return is_geom & np.isin(seg[..., 0], self._object_geoms)
 
-    def object_pixels(self) -> dict[str, int]:
-        """Pixels covered by each of the task's object bodies (goal markers included) at the current state."""
-        model = self._env.model
-        mask = self.object_mask()
-        self._renderer.enable_segmentation_rendering()
-        try:
-            self._renderer.update_scene(self._env.data, self._camera)
-            seg = self._renderer.render()
-        finally:
-            self._renderer.disable_segmentation_rendering()
-        counts: dict[str, int] = {}
-        geoms, n = np.unique(seg[..., 0][mask], return_counts=True)
-        for g, c in zip(geoms, n):
-            body = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, int(model.geom_bodyid[g])) or f"body{g}"
-            counts[body] = counts.get(body, 0) + int(c)
-        return counts
-
-    def _obs(self, render: bool) -> Observation:
+    def _observation(self, render: bool) -> Observation:
         return {
             "image": self.render() if render else None,
             "proprio": self.proprio(),

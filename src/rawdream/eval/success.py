@@ -100,7 +100,7 @@ def paired_difference(before: list[dict], after: list[dict], resamples: int = 10
     if not common:
         raise ValueError("no evaluation episode in common: were both policies scored on the same seeds?")
     x = np.array([a[i] for i in common], float) - np.array([b[i] for i in common], float)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seeds.BOOTSTRAP)
     means = x[rng.integers(0, len(x), size=(resamples, len(x)))].mean(1)
     gained, lost = int((x > 0).sum()), int((x < 0).sum())
     k, n = min(gained, lost), gained + lost

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from rawdream import seeds
 from rawdream.config import build, save_config, to_dict
 from rawdream.data.cache import frame_cache
 from rawdream.data.lerobot import DatasetError, LeRobotDataset
@@ -300,7 +301,7 @@ def train_policy(
     metrics: dict[str, float] = {}
     for step in range(start, cfg.steps):
         model.train()
-        g = step_generator(cfg.seed, step, stream=3)
+        g = step_generator(cfg.seed, step, stream=seeds.STREAM_POLICY)
         idx = torch.randint(len(samples.frame), (cfg.batch,), generator=g).numpy()
         images = random_shift(torch.from_numpy(np.array(frames[samples.frame[idx]])), cfg.augment_shift, g)
         images = images.to(dev)
@@ -310,7 +311,7 @@ def train_policy(
         mask = torch.from_numpy(samples.mask[idx]).float().to(dev)
         for group in opt.param_groups:
             group["lr"] = cfg.lr * lr_schedule(step, cfg.steps, warmup=min(500, cfg.steps // 10))
-        torch.manual_seed(hash((cfg.seed, step, 13)) & 0x7FFFFFFF)  # dropout
+        torch.manual_seed(seeds.step_seed(cfg.seed, step, seeds.STREAM_POLICY_DROPOUT))
         with autocast(cfg.precision, dev):
             logits = model(images, proprio, txt)
         ce = token_loss(logits, target, soft, cfg.label_smoothing)

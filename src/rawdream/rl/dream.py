@@ -272,12 +272,7 @@ class Dreamer:
         """Round ``rnd`` of iteration ``it``: ``groups`` initial states (another set each round, unless given),
         ``group_size`` rollouts from each; the round's rollouts are numbered after the earlier rounds'."""
         if states is None:
-            seed = (
-                self.cfg.seed * 100_003 + it
-                if rnd == 0
-                else seeds.stable_seed("states", self.cfg.seed, it, rnd)
-            )
-            g = torch.Generator().manual_seed(seed)
+            g = torch.Generator().manual_seed(seeds.rl_states_seed(self.cfg.seed, it, rnd))
             states = torch.randperm(len(self.init), generator=g)[: self.cfg.groups].tolist()
         rows = [s for s in states for _ in range(self.cfg.group_size)]
         return Draw(it, rows, offset=rnd * self.cfg.groups * self.cfg.group_size)

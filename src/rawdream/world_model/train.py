@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from rawdream import seeds
 from rawdream.config import build, save_config, to_dict
 from rawdream.data.cache import frame_cache
 from rawdream.data.lerobot import LeRobotDataset
@@ -123,12 +124,12 @@ def train_autoencoder(model, frames, train_idx, val_idx, cfg, out: Path, log: Me
     ae.train()
     step = start
     for step in range(start, cfg.ae_steps):
-        g = step_generator(cfg.seed, step, stream=1)
+        g = step_generator(cfg.seed, step, stream=seeds.STREAM_WM_AUTOENCODER)
         idx = train_idx[torch.randint(len(train_idx), (cfg.ae_batch,), generator=g).numpy()]
         batch = torch.from_numpy(np.ascontiguousarray(frames[np.sort(idx)])).to(model.device)
         for group in opt.param_groups:
             group["lr"] = cfg.ae_lr * lr_schedule(step, cfg.ae_steps, warmup=200)
-        torch.manual_seed(hash((cfg.seed, step, 11)) & 0x7FFFFFFF)  # the VAE's sampling noise
+        torch.manual_seed(seeds.step_seed(cfg.seed, step, seeds.STREAM_VAE_NOISE))
         with autocast(cfg.precision, model.device):
             loss, metrics = ae.loss(batch)
         opt.zero_grad(set_to_none=True)
@@ -177,7 +178,9 @@ def set_statistics(
     model.latent_std.copy_(z.std(dim=(0, 2, 3)).clamp_min(1e-4))
     mean, std = model.latent_mean.cpu().view(1, -1, 1, 1), model.latent_std.cpu().view(1, -1, 1, 1)
     zn = (raw_latents.float() - mean) / std
-    sub = np.random.default_rng(0).choice(len(tr), size=min(len(tr), 20000), replace=False)
+    sub = np.random.default_rng(seeds.WM_DELTA_STATS_SAMPLE).choice(
+        len(tr), size=min(len(tr), 20000), replace=False
+    )
     delta = zn[torch.as_tensor(tr.target[sub])] - zn[torch.as_tensor(tr.ctx[sub, -1])]
     model.delta_std.copy_(delta.std(dim=(0, 2, 3)).clamp_min(1e-3))
     model.proprio_mean.copy_(torch.as_tensor(tr.proprio.mean(0)))
@@ -207,11 +210,13 @@ def train_dynamics(
     log.rewind(start, ("dyn", "samples"))  # steps logged after the checkpoint of a killed run come again
     budget = _Budget(cfg.dyn_max_minutes)
     bar = tqdm(total=cfg.dyn_steps, initial=start, desc="dynamics", disable=not progress, dynamic_ncols=True)
-    val_idx = np.random.default_rng(1).choice(len(val_tr), size=min(256, len(val_tr)), replace=False)
+    val_idx = np.random.default_rng(seeds.WM_VALIDATION_SAMPLE).choice(
+        len(val_tr), size=min(256, len(val_tr)), replace=False
+    )
     last: dict[str, float] = {"steps": float(start)}
     for step in range(start, cfg.dyn_steps):
         dyn.train()
-        g = step_generator(cfg.seed, step, stream=2)
+        g = step_generator(cfg.seed, step, stream=seeds.STREAM_WM_DYNAMICS)
         idx = torch.randint(len(tr), (cfg.dyn_batch,), generator=g).numpy()
         batch = make_batch(tr, latents, idx, model)
         for group in opt.param_groups:
@@ -257,7 +262,7 @@ def validation_loss(model, ema, latents, val_tr, val_idx) -> dict[str, float]:
     dyn.load_state_dict(ema.state_dict())
     dyn.eval()
     batch = make_batch(val_tr, latents, val_idx, model)
-    loss, metrics = model.training_loss(batch, torch.Generator().manual_seed(0))
+    loss, metrics = model.training_loss(batch, torch.Generator().manual_seed(seeds.WM_VALIDATION_NOISE))
     dyn.load_state_dict(backup)
     return {"val/loss": loss.item(), **{f"val/{k.split('/')[-1]}": v for k, v in metrics.items()}}
 

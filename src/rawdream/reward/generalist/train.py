@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from rawdream import seeds
 from rawdream.config import save_config, to_dict
 from rawdream.data.lerobot import LeRobotDataset
 from rawdream.envs.tasks import instruction as task_instruction
@@ -238,7 +239,7 @@ def _fit(
     bar = tqdm(total=cfg.steps, desc="train-judge", disable=not progress, dynamic_ncols=True)
     for step in range(cfg.steps):
         model.train()
-        g = step_generator(cfg.seed, step, stream=4)
+        g = step_generator(cfg.seed, step, stream=seeds.STREAM_JUDGE)
         pick = tr_idx[
             torch.multinomial(torch.from_numpy(w), cfg.batch, replacement=True, generator=g).numpy()
         ]
