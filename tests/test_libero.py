@@ -37,6 +37,15 @@ def test_configs_refuse_a_simulator_that_cannot_run_the_split_or_has_no_experts(
 
     with pytest.raises(ConfigError, match="add --env.backend=libero"):
         build(CollectConfig, {"split": {"name": "libero-90-to-goal"}})
+    # a simulator section nested deeper is checked too (eval-judge's on-policy rollouts), and the run sets them all
+    from rawdream.eval.judge_accuracy import EvalJudgeConfig
+    from rawdream.pipeline import _section_class, _simulator_overlay
+
+    with pytest.raises(ConfigError, match="add --on_policy.env.backend=libero"):
+        build(EvalJudgeConfig, {"split": {"name": "libero-90-to-goal"}})
+    assert _simulator_overlay(_section_class("eval_judge"), "libero") == {
+        "on_policy": {"env": {"backend": "libero"}}
+    }
     # LeRobot's spelling of the simulator's flag points to ours
     with pytest.raises(ConfigError, match=r"--env.type \(did you mean --env.backend\?\)"):
         build(CollectConfig, {"env": {"type": "libero"}})

@@ -324,10 +324,10 @@ def test_on_policy_reward_fidelity_is_exact_for_the_oracle(tiny_wm, tiny_policy)
     from rawdream.reward.base import JudgeConfig
     from rawdream.world_model.train import load_world_model
 
-    cfg = RewardFidelityConfig(
-        judge=JudgeConfig(backend="oracle"), states=2, rollouts_per_state=2, horizon=3, workers=1
+    cfg = RewardFidelityConfig(states=2, rollouts_per_state=2, horizon=3, workers=1)
+    rep = reward_fidelity(
+        load_policy(tiny_policy), load_world_model(tiny_wm), cfg, "reach", JudgeConfig(backend="oracle")
     )
-    rep = reward_fidelity(load_policy(tiny_policy), load_world_model(tiny_wm), cfg, "reach")
     assert rep["rollouts"] == 4
     c = rep["judge_on_real"]["confusion"]
     assert c["fp"] == 0 and c["fn"] == 0 and c["tp"] == round(rep["real_success_rate"] * 4)

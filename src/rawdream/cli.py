@@ -21,6 +21,7 @@ from typing import Any
 
 from rawdream import __version__
 from rawdream.config import ConfigError, parse_overrides, preset_names, resolve
+from rawdream.splits import DEFAULT_SPLIT
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -783,7 +784,7 @@ VERBS: tuple[Verb, ...] = (
         _tasks,
         preset=None,
         args=(
-            inp("--split", default="metaworld-heldout5", help="named split (default: metaworld-heldout5)"),
+            inp("--split", default=DEFAULT_SPLIT, help=f"named split (default: {DEFAULT_SPLIT})"),
             inp(
                 "--sheet", default=None, metavar="PNG", help="also render a contact sheet of all tasks to PNG"
             ),

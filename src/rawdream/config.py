@@ -252,23 +252,40 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     return obj
 
 
+def _envs_inside(obj: Any, prefix: str) -> list[tuple[str, Any]]:
+    """(where, env section) for every simulator section inside ``obj``, at any depth (``on_policy.env.``)."""
+    out = []
+    for f in dataclasses.fields(obj) if dataclasses.is_dataclass(obj) else ():
+        value = getattr(obj, f.name)
+        if f.name == "env" and hasattr(value, "backend"):
+            out.append((f"{prefix}env.", value))
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out += _envs_inside(value, f"{prefix}{f.name}.")
+    return out
+
+
 def _check_simulator(obj: Any, prefix: str) -> None:
-    """A config with a split and a simulator must simulate the split's tasks (LIBERO tasks need LIBERO)."""
-    split, env = getattr(obj, "split", None), getattr(obj, "env", None)
-    if split is None or not hasattr(env, "backend") or not hasattr(split, "targets"):
+    """A config with a split must simulate the split's tasks in every simulator section it holds, nested ones
+    included (LIBERO tasks need LIBERO)."""
+    split = getattr(obj, "split", None)
+    if split is None or not hasattr(split, "targets"):
+        return
+    envs = _envs_inside(obj, prefix)
+    if not envs:
         return
     from rawdream.splits import resolve_split
 
     backend = resolve_split(split).backend
-    if env.backend != backend:
-        from rawdream.envs.tasks import catalogue
+    for where, env in envs:
+        if env.backend != backend:
+            from rawdream.envs.tasks import catalogue
 
-        theirs = ", ".join(catalogue(env.backend).splits) or "--split.targets with its tasks"
-        raise ConfigError(
-            f"--{prefix}env.backend={env.backend} cannot simulate split {split.name!r}, whose tasks are "
-            f"{backend} tasks; add --{prefix}env.backend={backend}, or choose a split of {env.backend}'s tasks "
-            f"(--{prefix}split.name: {theirs})"
-        )
+            theirs = ", ".join(catalogue(env.backend).splits) or "--split.targets with its tasks"
+            raise ConfigError(
+                f"--{where}backend={env.backend} cannot simulate split {split.name!r}, whose tasks are "
+                f"{backend} tasks; add --{where}backend={backend}, or choose a split of {env.backend}'s tasks "
+                f"(--{prefix}split.name: {theirs})"
+            )
 
 
 def build(cls: type[T], data: dict[str, Any] | None = None, prefix: str = "") -> T:

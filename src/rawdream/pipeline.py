@@ -32,6 +32,7 @@ from rawdream.config import (
 )
 from rawdream.data.collect import CollectConfig, collect
 from rawdream.data.policy_rollouts import PolicyRolloutsConfig, collect_policy_rollouts
+from rawdream.envs.base import EnvConfig
 from rawdream.envs.tasks import catalogue
 from rawdream.eval.judge_accuracy import EvalJudgeConfig, evaluate_judges
 from rawdream.eval.success import EvalPolicyConfig, evaluate_policy
@@ -107,19 +108,36 @@ def resolve_run(preset: str | None, overrides: dict[str, Any] | None = None) -> 
         )
     for section, stage in SECTIONS.items():
         base = load_preset(stage, stage_preset) if stage_preset in (presets_file().get(stage) or {}) else {}
-        sim = {"env": {"backend": backend}} if backend and "env" in _fields(RunConfig, section) else {}
+        sim = _simulator_overlay(_section_class(section), backend) if backend else {}
         data[section] = merge_dicts(
             merge_dicts(merge_dicts(base, sim), data.get(section) or {}), {"split": split} if split else {}
         )
     return build(RunConfig, data)
 
 
-def _fields(cls, section: str) -> set[str]:
-    """The config keys of ``section`` of ``cls`` (a nested config dataclass)."""
+def _section_class(section: str) -> type:
+    import typing
+
+    return typing.get_type_hints(RunConfig)[section]
+
+
+def _simulator_overlay(cls: type, backend: str) -> dict[str, Any]:
+    """``{"env": {"backend": b}, "on_policy": {"env": {...}}}``: the simulator of every env section inside the
+    config class ``cls``, at any depth."""
     import dataclasses
     import typing
 
-    return {f.name for f in dataclasses.fields(typing.get_type_hints(cls)[section])}
+    out: dict[str, Any] = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        if t is EnvConfig:
+            out[f.name] = {"backend": backend}
+        elif dataclasses.is_dataclass(t):
+            sub = _simulator_overlay(t, backend)
+            if sub:
+                out[f.name] = sub
+    return out
 
 
 def _hash(obj: Any) -> str:

@@ -11,9 +11,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rawdream.envs.tasks import backend_of, canonical_task, catalogue, named_split, paraphrases, tasks_of
+from rawdream.envs.tasks import (
+    DEFAULT_BACKEND,
+    backend_of,
+    canonical_task,
+    catalogue,
+    named_split,
+    paraphrases,
+    tasks_of,
+)
 
-DEFAULT_SPLIT = "metaworld-heldout5"  # the simulators' named splits live in their task catalogues (envs/)
+# the embedded default simulator's first named split (Meta-World's metaworld-heldout5); splits live in the task
+# catalogues (envs/)
+DEFAULT_SPLIT = next(iter(catalogue(DEFAULT_BACKEND).splits))
 TARGET_DATA_VARIANTS = ("co-train", "id-ft")
 
 

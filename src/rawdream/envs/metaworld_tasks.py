@@ -205,6 +205,27 @@ CATALOGUE = register_catalogue("metaworld")(
         state_dim=39,
         fps=80.0,  # frame_skip 5 x timestep 0.0025 s
         workspace=((-0.3, 0.4, 0.05), (0.3, 0.9, 0.3)),  # the hand's reach above the table (world metres)
+        scene_families=(
+            ("window-open", "window-close"),
+            ("faucet-open", "faucet-close"),
+            ("door-open", "door-close", "door-lock", "door-unlock"),
+            ("drawer-open", "drawer-close"),
+            ("handle-press", "handle-pull"),
+            ("handle-press-side", "handle-pull-side"),
+            ("push", "push-back", "push-wall"),
+            ("plate-slide", "plate-slide-back", "plate-slide-side", "plate-slide-back-side"),
+            ("coffee-push", "coffee-pull", "coffee-button"),
+            ("button-press", "button-press-topdown", "button-press-wall", "button-press-topdown-wall"),
+            ("hand-insert", "pick-out-of-hole", "sweep", "sweep-into"),
+            ("peg-insert-side", "peg-unplug-side"),
+            ("assembly", "disassemble"),
+            ("reach", "reach-wall", "pick-place", "pick-place-wall"),
+            ("stick-pull", "stick-push"),
+            ("basketball", "soccer"),
+            ("bin-picking", "box-close", "shelf-place"),
+            ("lever-pull", "dial-turn"),
+        ),
+        probe_tasks=("drawer-close", "door-open", "window-open", "button-press", "push"),
         experts=True,
     )
 )

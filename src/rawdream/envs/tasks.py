@@ -49,6 +49,11 @@ class TaskCatalogue:
         (-0.3, -0.3, 0.0),
         (0.3, 0.3, 0.3),
     )
+    # tasks that share a scene (the same object) but not a goal: a video of one is a counterfactual "not done"
+    # under the others' instructions (the judge's sibling labels, reward/siblings.py)
+    scene_families: tuple[tuple[str, ...], ...] = ()
+    # pretraining tasks eval-wm measures beside the targets (a model that fits only the targets shows there)
+    probe_tasks: tuple[str, ...] = ()
     experts: bool = False  # scripted experts for every task (demonstrations, noisy-expert play, labeled data)
     # why the catalogue is empty (an optional simulator package that is not installed), with the fix
     unavailable: str = ""

@@ -187,11 +187,10 @@ def evaluate_judges(
         from rawdream.world_model.train import load_world_model
 
         policy, wm = load_policy(policy_path), load_world_model(wm_path)
-        rcfg = replace(cfg.on_policy, judge=cfg.judge)
         report["on_policy"] = {
             "policy": str(Path(policy_path).resolve()),
             "world_model": world_model_provenance(wm, wm_path),
-            "tasks": {t: reward_fidelity(policy, wm, rcfg, t) for t in targets},
+            "tasks": {t: reward_fidelity(policy, wm, cfg.on_policy, t, cfg.judge) for t in targets},
         }
     atomic_write_json(out / "judge_eval.json", report)
     return report

@@ -29,7 +29,7 @@ from rawdream.envs.base import EnvConfig
 from rawdream.envs.tasks import canonical_task, instruction
 from rawdream.eval.metrics import binary_metrics, cohen_kappa
 from rawdream.io import atomic_write_json
-from rawdream.reward.base import JudgeConfig, check_abstains, judge_config, make_judge, probe_judge
+from rawdream.reward.base import JudgeConfig, check_abstains, make_judge, probe_judge
 from rawdream.rl.dnv import verify
 from rawdream.rl.imagination import reimagine
 
@@ -44,8 +44,9 @@ class RewardFidelityConfig:
         "workers": (">=0", "0 or 1: in this process"),
     }
 
+    # the judge is not a setting of its own here: reward_fidelity is handed the judge config of the command that
+    # measures it (eval-judge's --judge.*), so the judge measured is the judge evaluated
     env: EnvConfig = field(default_factory=EnvConfig)
-    judge: JudgeConfig = field(default_factory=judge_config)  # generalist unless --judge.backend
     states: int = 16  # distinct RL initial states
     rollouts_per_state: int = 4
     horizon: int = 16
@@ -90,7 +91,12 @@ def policy_rollouts(policy, task: str, cfg: RewardFidelityConfig) -> dict[str, n
 
 
 def reward_fidelity(
-    policy, world_model, cfg: RewardFidelityConfig, task: str, out: str | Path | None = None
+    policy,
+    world_model,
+    cfg: RewardFidelityConfig,
+    task: str,
+    judge_cfg: JudgeConfig,
+    out: str | Path | None = None,
 ) -> dict[str, Any]:
     task = canonical_task(task)
     real = policy_rollouts(policy, task, cfg)
@@ -105,14 +111,14 @@ def reward_fidelity(
         )
         for k in range(2)
     ]
-    judge = make_judge(cfg.judge, purpose="evaluation")
+    judge = make_judge(judge_cfg, purpose="evaluation")
     probe_judge(judge)
     text = [instruction(task)] * n
     context = {"tasks": [task] * n, "seeds": real["init_seed"].tolist(), "actions": real["actions"]}
 
     def verdicts_of(videos) -> list:
         verdicts = judge(list(videos), text, **(context if judge.privileged else {}))
-        check_abstains(verdicts, cfg.judge, f"on-policy fidelity of {task}", getattr(judge, "stats", None))
+        check_abstains(verdicts, judge_cfg, f"on-policy fidelity of {task}", getattr(judge, "stats", None))
         return verdicts
 
     def scores(verdicts) -> tuple[np.ndarray, np.ndarray]:
@@ -127,7 +133,7 @@ def reward_fidelity(
     ver = verify(y_im, 1, lambda idx, k: draws[1][idx], lambda videos, idx, k: [second[i] for i in idx])
     kept = ver.kept(y_im)
     truth = real["success"]
-    thr = cfg.judge.threshold
+    thr = judge_cfg.threshold
 
     def rates(pred: np.ndarray) -> dict[str, float]:
         tp, fp = int((pred & truth).sum()), int((pred & ~truth).sum())

@@ -26,12 +26,11 @@ import torch
 from rawdream import seeds
 from rawdream.data.collect import EpisodeSpec, episode_results
 from rawdream.envs.base import EnvConfig
+from rawdream.envs.tasks import catalogue
 from rawdream.eval.metrics import nanmean
 from rawdream.io import atomic_write_json
 from rawdream.splits import SplitConfig, resolve_split
 from rawdream.world_model.model import SamplerConfig, psnr, ssim
-
-PRETRAIN_PROBES = ("drawer-close", "door-open", "window-open", "button-press", "push")
 
 
 @dataclass
@@ -49,7 +48,8 @@ class EvalWMConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     env: EnvConfig = field(default_factory=EnvConfig)
     tasks: list[str] = field(default_factory=list)  # empty: the split's targets + a few pretraining tasks
-    pretrain_tasks: list[str] = field(default_factory=lambda: list(PRETRAIN_PROBES))
+    # empty: the simulator's probe tasks (its task catalogue's ``probe_tasks``)
+    pretrain_tasks: list[str] = field(default_factory=list)
     episodes: int = 8
     horizon: int = 10  # AR steps (action chunks)
     sigma: float = 0.2  # noise on the scripted expert's actions
@@ -113,7 +113,9 @@ def evaluate_world_model(wm, cfg: EvalWMConfig, out: str | Path, progress: bool 
     split = resolve_split(cfg.split)
     groups = {
         "target": list(cfg.tasks or split.targets),
-        "pretrain": [t for t in cfg.pretrain_tasks if t in split.pretrain],
+        "pretrain": [
+            t for t in cfg.pretrain_tasks or catalogue(split.backend).probe_tasks if t in split.pretrain
+        ],
     }
     groups = {g: tasks for g, tasks in groups.items() if tasks}
     steps = cfg.horizon * wm.cfg.dynamics.chunk

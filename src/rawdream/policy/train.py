@@ -28,10 +28,10 @@ from rawdream.data.cache import frame_cache
 from rawdream.data.lerobot import DatasetError, LeRobotDataset
 from rawdream.envs.tasks import canonical_task, catalogue, paraphrases
 from rawdream.envs.tasks import tasks_of as tasks_of_backend
-from rawdream.io import load_model, save_model
 from rawdream.nn import EMA, count_params
+from rawdream.policy.base import POLICIES, PolicyConfig, load_policy, policy_config, save_policy
 from rawdream.policy.tokenizer import ActionTokenizer
-from rawdream.policy.vla import POLICIES, PolicyConfig, VLAPolicy
+from rawdream.policy.vla import VLAPolicyConfig
 from rawdream.splits import SplitConfig, check_task_agnostic, resolve_split
 from rawdream.training import (
     MetricsLogger,
@@ -64,7 +64,7 @@ class TrainPolicyConfig(TrainerSettings):
 
     stage: str = "base"  # base | sft
     split: SplitConfig = field(default_factory=SplitConfig)
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    policy: PolicyConfig = field(default_factory=policy_config)
     tasks: list[str] = field(
         default_factory=list
     )  # sft: targets to fine-tune on (default: all split targets)
@@ -266,6 +266,11 @@ def train_policy(
                 "proprio_dim": int(samples.proprio.shape[-1]),
             },
         )
+        if not isinstance(pcfg, VLAPolicyConfig):
+            raise ValueError(
+                f"train-policy trains token policies (--policy.type=vla), not {pcfg.type!r}: a policy type of "
+                f"your own brings its own trainer and is stored with rawdream.policy.base.save_policy"
+            )
         policy = POLICIES.get(pcfg.type)(
             pcfg,
             ActionTokenizer(a_min, a_max, pcfg.bins),
@@ -348,24 +353,3 @@ def train_policy(
     }
     save_policy(policy, out, info)
     return info
-
-
-def save_policy(policy: VLAPolicy, out: str | Path, info: dict[str, Any]) -> Path:
-    meta = {"config": to_dict(policy.cfg), "processor": policy.processor_state(), **info}
-    return save_model(out, "policy", policy.state_dict(), meta)
-
-
-def load_policy(path: str | Path) -> VLAPolicy:
-    _, meta, sd = load_model(path, "policy", "train one with `rawdream train-policy`")
-    cfg = build(PolicyConfig, meta["config"])
-    policy = POLICIES.get(cfg.type)(
-        cfg,
-        ActionTokenizer.from_state(meta["processor"]["tokenizer"]),
-        sd["proprio_mean"],
-        sd["proprio_std"],
-        meta["processor"].get("text_cache"),
-    )
-    policy.load_state_dict(sd)
-    policy.eval()
-    policy.info = meta  # type: ignore[attr-defined]
-    return policy

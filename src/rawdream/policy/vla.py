@@ -22,20 +22,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from rawdream.nn import ResBlock, group_norm, mlp
+from rawdream.policy.base import POLICIES, PolicyConfig
 from rawdream.policy.text import TEXT_DIM, TextEncoder
 from rawdream.policy.tokenizer import ActionTokenizer
-from rawdream.registry import Registry
 
 
 @dataclass
-class PolicyConfig:
-    type: str = "vla"
-    image_size: int = 64
+class VLAPolicyConfig(PolicyConfig):
     channels: tuple[int, ...] = (32, 64, 128)
     hidden: int = 512
-    chunk: int = 8
-    action_dim: int = 4
-    proprio_dim: int = 4
     bins: int = 256
     dropout: float = 0.1
 
@@ -52,7 +47,7 @@ class SpatialSoftmax(nn.Module):
 
 
 class VisionEncoder(nn.Module):
-    def __init__(self, cfg: PolicyConfig, cond_dim: int):
+    def __init__(self, cfg: VLAPolicyConfig, cond_dim: int):
         super().__init__()
         chs = cfg.channels
         self.stem = nn.Sequential(nn.PixelUnshuffle(2), nn.Conv2d(12, chs[0], 3, padding=1))  # 32x32
@@ -76,7 +71,7 @@ class VisionEncoder(nn.Module):
 
 
 class VLAModel(nn.Module):
-    def __init__(self, cfg: PolicyConfig):
+    def __init__(self, cfg: VLAPolicyConfig):
         super().__init__()
         self.cfg = cfg
         cond = 128
@@ -107,7 +102,7 @@ class VLAPolicy(nn.Module):
 
     def __init__(
         self,
-        cfg: PolicyConfig,
+        cfg: VLAPolicyConfig,
         tokenizer: ActionTokenizer,
         proprio_mean,
         proprio_std,
@@ -220,10 +215,20 @@ class VLAPolicy(nn.Module):
     def processor_state(self) -> dict:
         return {"tokenizer": self.tokenizer.state_dict(), "text_cache": self.text_encoder.state()}
 
+    @classmethod
+    def from_saved(cls, cfg: VLAPolicyConfig, processor: dict, state_dict: dict[str, Any]) -> VLAPolicy:
+        policy = cls(
+            cfg,
+            ActionTokenizer.from_state(processor["tokenizer"]),
+            state_dict["proprio_mean"],
+            state_dict["proprio_std"],
+            processor.get("text_cache"),
+        )
+        policy.load_state_dict(state_dict)
+        return policy
 
-#: policy types, selected by ``--policy.type``; a factory ``(cfg, tokenizer, proprio_mean, proprio_std, text_cache)``
-POLICIES = Registry("policy type", "--policy.type", {})
-POLICIES.register("vla")(VLAPolicy)
+
+POLICIES.register("vla", config=VLAPolicyConfig)(VLAPolicy)
 
 
 def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:

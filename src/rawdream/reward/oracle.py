@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from rawdream.envs.base import EnvConfig
+from rawdream.envs.tasks import backend_of
 from rawdream.envs.vector import make_vector_env
 from rawdream.reward.base import JudgeConfig, Verdict, register_judge
 
@@ -25,7 +26,7 @@ class OracleJudge:
 
     def __init__(self, cfg: JudgeConfig, env: EnvConfig | None = None, workers: int = 2):
         self.cfg = cfg
-        self.env = env or EnvConfig(max_steps=500)
+        self.env = env or EnvConfig()
         self.workers = workers
         # where its simulators run: set by the execution backend that hands the judge to a run (None: local)
         self.backend = None
@@ -55,7 +56,8 @@ def replay_success(
     t0 = time.perf_counter()
     n = len(tasks)
     horizon_steps = actions.shape[1] * actions.shape[2]
-    cfg = replace(env, max_steps=max(env.max_steps, horizon_steps), end_on_success=False)
+    # replayed in the tasks' own simulator, whatever simulator the judge was configured with
+    cfg = replace(env, backend=backend_of(tasks[0]), max_steps=horizon_steps, end_on_success=False)
     success = np.zeros(n, bool)
     slots = min(n, max(1, workers) * 4)
     with make_vector_env(slots, cfg, num_workers=min(workers, slots), backend=backend) as venv:
