@@ -364,6 +364,19 @@ def test_score_reward_averages_a_verified_success_over_its_noise_draws(tiny_drea
             assert buf["flipped"][i] == (p2 < 0.5)
         else:  # a judged failure keeps its one score
             assert buf["reward"][i] == pytest.approx(first[i]) and not buf["flipped"][i]
+    # the graded rewards reach the advantages: within each group, the reliable rollouts' scores standardised
+    # (ranked by score, not by verdict), flipped ones out of the loss with zero advantage
+    a = dreamer.advantages(buf)
+    for g in range(2):
+        rows = np.arange(8 * g, 8 * g + 8)
+        kept = rows[~buf["flipped"][rows]]
+        r = buf["reward"][kept]
+        adv = a.advantages[g].numpy()[~buf["flipped"][rows]]
+        if a.informative[g]:
+            assert adv == pytest.approx((r - r.mean()) / (r.std() + 1e-6), abs=1e-4)
+            assert np.argsort(adv).tolist() == np.argsort(r).tolist()
+        assert (a.advantages[g].numpy()[buf["flipped"][rows]] == 0).all()
+    assert a.informative.any()  # hashed scores differ within a group
     dreamer.cfg = resolve(
         DreamConfig, "dream", "tiny", {**overrides, "judge.allow_oracle": True, "reward": "verdict"}
     )
@@ -404,15 +417,20 @@ def test_verify_flips_what_a_redraw_does_not_confirm_at_dnv_own_threshold():
     assert twice.flipped[[0, 1, 3]].all() and len(twice.scores[0]) == 2  # every redraw must confirm
 
 
-def test_dream_sets_its_world_model_sampler_steps_in_one_place(tiny_dreamer, tiny_wm):
+def test_dream_sets_its_world_model_sampler_in_one_place(tiny_dreamer, tiny_wm):
+    """--sampler.* is dream's sampler section: imagination (first draws and DNV's redraws) runs the world model with
+    it, on the same weights; the caller's world model keeps its own sampler."""
     from rawdream.world_model.train import load_world_model
 
     wm = load_world_model(tiny_wm)
     own = wm.cfg.sampler.steps
-    tiny_dreamer(world_model=wm)
-    assert wm.cfg.sampler.steps == own  # 0: the world model's own
-    tiny_dreamer({"wm_steps": own + 2}, world_model=wm)
-    assert wm.cfg.sampler.steps == own + 2
+    assert (
+        tiny_dreamer(world_model=wm).source.imagination.wm.cfg.sampler.steps == own
+    )  # unset: the model's own
+    d = tiny_dreamer({"sampler.steps": own + 2}, world_model=wm)
+    used = d.source.imagination.wm
+    assert used.cfg.sampler.steps == own + 2 and d.wm is used and wm.cfg.sampler.steps == own
+    assert used.dynamics is wm.dynamics  # a view, not a copy of the weights
 
 
 def test_re_imagining_with_the_first_draws_seeds_reproduces_it(tiny_dreamer):

@@ -15,7 +15,7 @@ Checkpoints every iteration; a killed run resumes at the next iteration with ide
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,6 +41,7 @@ from rawdream.rl.rollouts import (
 )
 from rawdream.splits import SplitConfig
 from rawdream.training import MetricsLogger, load_checkpoint, resolve_device, save_checkpoint, set_threads
+from rawdream.world_model.model import SamplerConfig
 
 
 @dataclass
@@ -62,7 +63,6 @@ class DreamConfig:
         "sample_rounds": ">=1",
         "dnv_redraws": (">=1", "turn verification off with --dnv=false, not 0 redraws"),
         "dnv_threshold": ("[0,1]", "0: a redraw is confirmed by the judge's own verdict"),
-        "wm_steps": (">=0", "0: the world model's own sampler steps"),
         "max_unreliable": ">=0",
         "eval_every": (">=0", "0: evaluate only at the end"),
         "eval_episodes": ">=1",
@@ -121,9 +121,10 @@ class DreamConfig:
     # a redraw confirms a success when its judge score is >= this (judges with a score); 0: the judge's verdict,
     # i.e. the judge's own --judge.threshold
     dnv_threshold: float = 0.0
-    # Euler steps per imagined step for this run's world model (first draws and redraws alike); 0: the steps the
-    # world model was configured with (model.sampler.steps in its world_model.json)
-    wm_steps: int = 0
+    # the world model's sampler for this run's imagination, first draws and DNV's redraws alike
+    # (``--sampler.steps=4``: Euler steps per imagined step); unset: the world model's own (model.sampler in its
+    # world_model.json)
+    sampler: SamplerConfig | None = None
     max_unreliable: int = 2
     eval_every: int = 10
     eval_episodes: int = 20
@@ -217,9 +218,10 @@ class Dreamer:
                 "the oracle judge replays actions in the simulator: it needs simulator initial states"
             )
         if cfg.env_mode == "wm":
-            if cfg.wm_steps:
-                # one home for the sampler of this run: set before imagination workers copy the world model
-                world_model.cfg.sampler = replace(world_model.cfg.sampler, steps=cfg.wm_steps)
+            if cfg.sampler is not None:
+                # this run's sampler, on a view of the world model that shares its weights (the caller's model
+                # keeps its own); imagination workers copy the view, so every draw uses it
+                self.wm = world_model = world_model.with_sampler(cfg.sampler)
             self.source = ImaginedRollouts(
                 imagination or backend.imagination(policy, world_model),
                 self.init,

@@ -14,7 +14,7 @@ draw (dual-noise verification re-draws it), whatever else is in the batch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 import torch
@@ -212,6 +212,14 @@ class WorldModel(nn.Module):
             z = x0 if t_next == 0 else (t_next / t) * z + (1 - t_next / t) * x0
         nxt = ctx[:, -1] + z * self._shape(self.delta_std) if self.cfg.flow.predict_delta else z
         return nxt, proprio_n + cache["proprio_delta"]
+
+    def with_sampler(self, sampler: SamplerConfig) -> WorldModel:
+        """This model (the same weights, not a copy) imagining with ``sampler`` instead of its own."""
+        import copy
+
+        view = copy.copy(self)
+        view.cfg = replace(self.cfg, sampler=sampler)
+        return view
 
     @torch.no_grad()
     def rollout(
