@@ -24,7 +24,7 @@ from rawdream.config import to_dict
 from rawdream.data.collect import episode_features
 from rawdream.data.lerobot import DEFAULT_IMAGE_KEY, LeRobotWriter
 from rawdream.data.video import VideoConfig
-from rawdream.envs.base import EnvConfig
+from rawdream.envs.base import EnvConfig, refuse_episode_length
 from rawdream.envs.tasks import canonical_task, catalogue, instruction
 from rawdream.rl.rollouts import simulate
 from rawdream.splits import SplitConfig, TargetTaskLeakError, resolve_split
@@ -52,6 +52,9 @@ class PolicyRolloutsConfig:
     workers: int = 2
     episodes_per_file: int = 100
     seed: int = 0
+
+    def validate(self) -> None:
+        refuse_episode_length(self.env, "collect policy")
 
     def resolved_tasks(self) -> list[str]:
         split = resolve_split(self.split)

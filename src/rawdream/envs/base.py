@@ -102,6 +102,16 @@ def close_at_exit(env) -> None:
     atexit.register(_close_live_envs)
 
 
+def refuse_episode_length(env: EnvConfig, owner: str, prefix: str = "") -> None:
+    """For a config whose episodes are ``--horizon`` action chunks long (RL's rollouts and what measures them): an
+    ``--env.max_steps`` of its own would be overridden by the horizon, so it is refused instead of ignored."""
+    if env.max_steps != EnvConfig().max_steps:
+        raise ValueError(
+            f"--{prefix}env.max_steps={env.max_steps} is not used by {owner}: its episodes are --{prefix}horizon "
+            f"action chunks long (horizon x the policy's chunk steps); set --{prefix}horizon instead"
+        )
+
+
 def check_action(action: Any, action_dim: int, what: str = "action") -> np.ndarray:
     """Refuse actions of the wrong shape with a message that names the shape and the fix."""
     a = np.asarray(action, dtype=np.float64)

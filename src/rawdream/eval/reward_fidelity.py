@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from rawdream import seeds
-from rawdream.envs.base import EnvConfig
+from rawdream.envs.base import EnvConfig, refuse_episode_length
 from rawdream.envs.tasks import canonical_task, instruction
 from rawdream.eval.metrics import binary_metrics, cohen_kappa
 from rawdream.io import atomic_write_json
@@ -54,6 +54,9 @@ class RewardFidelityConfig:
     workers: int = 2
     seed: int = 0
     moved_threshold: float = 0.02  # metres an object must have moved for the object-region metrics
+
+    def validate(self) -> None:
+        refuse_episode_length(self.env, "the on-policy reward fidelity", "on_policy.")
 
 
 def policy_rollouts(policy, task: str, cfg: RewardFidelityConfig) -> dict[str, np.ndarray]:

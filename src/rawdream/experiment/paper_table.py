@@ -74,6 +74,11 @@ class PaperTableConfig:
         bad = [p for p in self.protocols if p not in PROTOCOLS]
         if bad:
             raise ValueError(f"unknown protocols {bad}; choose from {', '.join(PROTOCOLS)}")
+        if self.dream.split != SplitConfig() and self.dream.split != self.split:
+            raise ValueError(
+                "paper-table runs every row on its own --split (one split for the whole table); drop "
+                "--dream.split.* and set --split.* instead"
+            )
         if self.practised_episodes > self.dream.init_states:
             raise ValueError(
                 f"practised_episodes={self.practised_episodes} but RL trains from only "

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from rawdream import seeds
 from rawdream.config import save_config
 from rawdream.distributed import LOCAL, Backend, RayConfig, open_backend
-from rawdream.envs.base import EnvConfig
+from rawdream.envs.base import EnvConfig, refuse_episode_length
 from rawdream.envs.tasks import canonical_task, instruction
 from rawdream.reward.base import JudgeConfig, check_abstains, judge_config, make_judge, probe_judge
 from rawdream.rl.dnv import Verification, verdict_score, verify
@@ -146,6 +146,7 @@ class DreamConfig:
         bad = [x for x in self.eval_layouts if x not in seeds.LAYOUTS]
         if bad:
             raise ValueError(f"eval_layouts {bad}: choose from practised, new")
+        refuse_episode_length(self.env, "dream")
         if self.exploration not in ("token", "chunk", "episode"):
             raise ValueError(f"exploration must be token, chunk or episode, got {self.exploration!r}")
         if self.sim_reward not in ("success", "judge"):
