@@ -15,14 +15,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 from rawdream import seeds
 from rawdream.config import build, save_config, to_dict
 from rawdream.data.cache import frame_cache
 from rawdream.data.lerobot import LeRobotDataset
-from rawdream.io import atomic_write, atomic_write_json, load_model, load_weights, read_json, save_model
+from rawdream.io import load_model, save_model
 from rawdream.nn import EMA, count_params
 from rawdream.splits import SplitConfig, check_task_agnostic, resolve_split, task_free_target_scenes
 from rawdream.training import (
@@ -372,27 +371,26 @@ def pretrain_wm(
         f"{count_params(model.dynamics) / 1e6:.2f}M params"
     )
 
-    ae_path = out / "autoencoder.safetensors"
+    # the trained autoencoder is saved as a model of its own (safetensors + JSON with its checksum, written last):
+    # a run killed during the dynamics resumes with it instead of training it again
     t0 = time.time()
-    if ae_path.exists():
-        model.ae.load_state_dict(load_weights(ae_path))
-        recon = read_json(out / "autoencoder.json")["reconstruction"]
+    if (out / "autoencoder.json").exists():
+        _, meta, state = load_model(out, "autoencoder", "delete the folder to train again")
+        model.ae.load_state_dict(state)
+        recon = meta["reconstruction"]
     elif init:  # fine-tuning keeps the pretrained autoencoder: the dynamics' latent space must not move
         recon = model.info["autoencoder_reconstruction"]
-        atomic_write(
-            ae_path,
-            lambda p: save_file({k: v.cpu().contiguous() for k, v in model.ae.state_dict().items()}, str(p)),
-        )
-        atomic_write_json(
-            out / "autoencoder.json", {"reconstruction": recon, "seconds": 0.0, "init": str(init)}
+        save_model(
+            out,
+            "autoencoder",
+            model.ae.state_dict(),
+            {"reconstruction": recon, "seconds": 0.0, "init": str(init)},
         )
     else:
         recon = train_autoencoder(model, frames, train_frames, val_frames, cfg, out, log, progress)
-        atomic_write(
-            ae_path,
-            lambda p: save_file({k: v.cpu().contiguous() for k, v in model.ae.state_dict().items()}, str(p)),
+        save_model(
+            out, "autoencoder", model.ae.state_dict(), {"reconstruction": recon, "seconds": time.time() - t0}
         )
-        atomic_write_json(out / "autoencoder.json", {"reconstruction": recon, "seconds": time.time() - t0})
     model.ae.eval()
     log_fn(
         f"[pretrain-wm] autoencoder: held-out play frames PSNR {recon['psnr']:.2f} dB, SSIM {recon['ssim']:.3f}"
