@@ -11,6 +11,7 @@ import pytest
 
 from rawdream.config import ConfigError, build
 from rawdream.envs import EnvConfig, canonical_task, instruction, make_env, tasks_of
+from rawdream.envs.base import CameraConfig
 from rawdream.splits import SplitConfig, resolve_split
 
 pytest.importorskip("libero.libero", reason="pip install 'rawdream[libero]'")
@@ -58,6 +59,11 @@ def test_configs_refuse_a_simulator_that_cannot_run_the_split_or_has_no_experts(
     # the main job collects expert demonstrations: it says what to do instead
     with pytest.raises(ConfigError, match="scripted-expert demonstrations.*--data"):
         resolve_run("tiny", {"split.name": "libero-90-to-goal"})
+
+
+def test_libero_refuses_meta_worlds_camera():
+    with pytest.raises(ValueError, match="drop --env.camera"):
+        make_env(TASK, EnvConfig(backend="libero", camera=CameraConfig(distance=2.0)))
 
 
 @pytest.fixture(scope="module")

@@ -47,7 +47,7 @@ class EnvConfig:
     image_size: int = 64
     max_steps: int = 128  # 16 action chunks of 8; every held-out task's expert finishes in about 50-105 steps
     end_on_success: bool = True
-    camera: CameraConfig = field(default_factory=CameraConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)  # Meta-World's free camera (LIBERO refuses it)
 
     def validate(self) -> None:
         if self.image_size < 16 or self.image_size > 512:

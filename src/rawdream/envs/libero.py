@@ -28,7 +28,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 import numpy as np
 
-from rawdream.envs.base import EnvConfig, Observation, SimulatorEnv, register_env
+from rawdream.envs.base import CameraConfig, EnvConfig, Observation, SimulatorEnv, register_env
 from rawdream.envs.libero_tasks import CATALOGUE, libero_task
 
 SETTLE_STEPS = 10  # no-op steps after restoring an initial state, so objects rest before the episode starts
@@ -59,6 +59,11 @@ class LiberoEnv(SimulatorEnv):
         from libero.libero.envs import OffScreenRenderEnv
 
         self.cfg = cfg or EnvConfig(backend="libero")
+        if self.cfg.camera != CameraConfig():
+            raise ValueError(
+                "--env.camera.* places Meta-World's free camera; LIBERO renders its own agentview camera (the view "
+                "its datasets and policies use): drop --env.camera.* with --env.backend=libero"
+            )
         self.task, self.suite = record.name, suite
         self.instruction = CATALOGUE.instructions[self.task][0]
         self.max_steps = self.cfg.max_steps
