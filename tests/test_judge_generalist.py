@@ -1,6 +1,7 @@
 """The embedded generalist judge: counterfactual sibling labels, training, calibration, and the eval-judge table."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -179,21 +180,30 @@ def test_judge_trains_on_a_learned_policys_own_rollouts(tiny_policy, labeled_dat
 
 
 def test_paper_table_tiny(tiny_policy, tiny_wm, tiny_judge, pretrain_demos, tmp_path):
+    """The table from a main job's run directory (--run: its models where RunLayout keeps them)."""
     from rawdream.cli import main
+    from rawdream.layout import RunLayout
 
+    run = RunLayout(tmp_path / "run")
+    for rel, target in (
+        (run.POLICY_SFT, tiny_policy),
+        (run.WM, tiny_wm),
+        (run.JUDGE, tiny_judge),
+        (run.TARGET_DEMOS, pretrain_demos),
+    ):
+        (run / rel).parent.mkdir(parents=True, exist_ok=True)
+        (run / rel).symlink_to(Path(target).resolve())
+    assert (
+        main(["experiment", "paper-table", "--run", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
+        == 2
+    )
     assert (
         main(
             [
                 "experiment",
                 "paper-table",
-                "--sft",
-                str(tiny_policy),
-                "--wm",
-                str(tiny_wm),
-                "--judge",
-                str(tiny_judge),
-                "--reference",
-                str(pretrain_demos),
+                "--run",
+                str(run.root),
                 "--preset",
                 "tiny",
                 "--tasks=reach",

@@ -306,8 +306,26 @@ def _dream(args, cfg) -> int:
 
 
 def _paper_table(args, cfg) -> int:
-    from rawdream.experiment.paper_table import run_paper_table
+    from dataclasses import fields, replace
 
+    from rawdream.experiment.paper_table import run_paper_table
+    from rawdream.layout import RunLayout
+
+    if args.run:  # a main job's models, found where RunLayout keeps them; an explicit flag still wins
+        run = RunLayout(Path(args.run))
+        if not (run / run.POLICY_SFT).exists():
+            raise FileNotFoundError(
+                f"--run {args.run}: no {run.POLICY_SFT}/ in it; run `rawdream run --out {args.run}`"
+            )
+        args.sft = args.sft or str(run / run.POLICY_SFT)
+        args.wm = args.wm or str(run / run.WM)
+        args.judge_path = args.judge_path or str(run / run.JUDGE)
+        judge = cfg.dream.judge
+        if "reference" in {f.name for f in fields(judge)} and not judge.reference:
+            judge = replace(judge, reference=str(run / run.TARGET_DEMOS))
+            cfg = replace(cfg, dream=replace(cfg.dream, judge=judge))
+    if not args.sft:
+        raise ValueError("paper-table needs the 1-shot SFT policy: --sft DIR, or --run RUN_DIR of a main job")
     report = run_paper_table(
         cfg,
         args.out,
@@ -717,7 +735,13 @@ VERBS: tuple[Verb, ...] = (
                 ray=("dream", "eval"),
                 preset_of=lambda a: a.preset or ("ladder" if a.ladder else "quick" if a.quick else "default"),
                 args=(
-                    inp("--sft", required=True, help="the 1-shot SFT policy directory"),
+                    inp(
+                        "--run",
+                        default=None,
+                        help="a `rawdream run` directory: --sft, --wm, --judge and --reference default to its "
+                        "policy_sft, wm, judge and data/target_demos",
+                    ),
+                    inp("--sft", default=None, help="the 1-shot SFT policy directory"),
                     inp("--wm", default=None, help="zero-shot world model directory"),
                     inp("--judge", dest="judge_path", default=None, help="generalist judge directory"),
                     alias(
