@@ -4,8 +4,9 @@ temperature. GRPO learns only from groups whose rollouts disagree, so the number
 layouts (some but not all of a layout's rollouts succeed) and the failing layouts where any rollout succeeds
 (pass@G on the layouts the greedy policy would fail).
 
-The rollouts are exactly those an online RL run's first iteration would draw (rawdream.rl.rollouts.SimulatorRollouts,
-the RL run's seeds DREAM_INIT + i for the layouts); no evaluation seed is touched.
+The rollouts start from the online RL run's practised layouts (seeds DREAM_INIT + i) and are drawn as RL draws them
+(rawdream.rl.rollouts.SimulatorRollouts; their sampling streams are not those of the run's first iteration); no
+evaluation seed is touched.
 
     python benchmarks/exploration_probe.py --policy runs/quick/policy_sft --task sweep-into \\
         [--layouts 32] [--group_size 8] [--configs chunk:1.0 episode:1.0 chunk:1.6] [--json results/exploration_probe.json]
@@ -20,7 +21,7 @@ import time
 import numpy as np
 
 from rawdream.envs.base import EnvConfig
-from rawdream.envs.tasks import canonical_task, instruction
+from rawdream.envs.tasks import backend_of, canonical_task, instruction
 from rawdream.policy.train import load_policy
 from rawdream.rl.rollouts import Draw, SimulatorRollouts, sim_initial_states
 
@@ -28,7 +29,16 @@ from rawdream.rl.rollouts import Draw, SimulatorRollouts, sim_initial_states
 def probe(policy, task: str, init, noise: str, temperature: float, group_size: int, batch: int, seed: int):
     """Success of ``group_size`` sampled rollouts from every initial state: an (layouts, group_size) array."""
     src = SimulatorRollouts(
-        policy, init, task, instruction(task), EnvConfig(), 16, temperature, seed, 2, noise=noise
+        policy,
+        init,
+        task,
+        instruction(task),
+        EnvConfig(backend=backend_of(task)),
+        16,
+        temperature,
+        seed,
+        2,
+        noise=noise,
     )
     per_batch = max(1, batch // group_size)
     out = []
@@ -60,7 +70,7 @@ def main() -> None:
     args = ap.parse_args()
     task = canonical_task(args.task)
     policy = load_policy(args.policy).eval()
-    init = sim_initial_states(task, args.layouts, EnvConfig(), 2)
+    init = sim_initial_states(task, args.layouts, EnvConfig(backend=backend_of(task)), 2)
     greedy = probe(policy, task, init, "token", 0.0, 1, args.batch, args.seed)[:, 0]
     rows = []
     for c in args.configs:

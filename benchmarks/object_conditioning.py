@@ -21,12 +21,12 @@ import numpy as np
 
 from rawdream import seeds
 from rawdream.envs import EnvConfig, make_env
-from rawdream.envs.tasks import canonical_task
+from rawdream.envs.tasks import backend_of, canonical_task
 from rawdream.policy.train import load_policy
 
 
 def measure(policy, task: str, layouts: int, first_seed: int, horizon: int = 16) -> dict:
-    env = make_env(task, EnvConfig())
+    env = make_env(task, EnvConfig(backend=backend_of(task)))
     obj0, hands, success = [], [], []
     try:
         for i in range(layouts):

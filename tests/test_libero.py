@@ -47,6 +47,10 @@ def test_configs_refuse_a_simulator_that_cannot_run_the_split_or_has_no_experts(
     assert _simulator_overlay(_section_class("eval_judge"), "libero") == {
         "on_policy": {"env": {"backend": "libero"}}
     }
+    # a section with a split of its own answers to that split, not to its parent's
+    from rawdream.pipeline import RunConfig
+
+    build(RunConfig, {"eval": {"split": {"name": "libero-90-to-goal"}, "env": {"backend": "libero"}}})
     # LeRobot's spelling of the simulator's flag points to ours
     with pytest.raises(ConfigError, match=r"--env.type \(did you mean --env.backend\?\)"):
         build(CollectConfig, {"env": {"type": "libero"}})

@@ -420,9 +420,12 @@ def test_verify_flips_what_a_redraw_does_not_confirm_at_dnv_own_threshold():
 def test_dream_sets_its_world_model_sampler_in_one_place(tiny_dreamer, tiny_wm):
     """--sampler.* is dream's sampler section: imagination (first draws and DNV's redraws) runs the world model with
     it, on the same weights; the caller's world model keeps its own sampler."""
+    from dataclasses import replace
+
     from rawdream.world_model.train import load_world_model
 
     wm = load_world_model(tiny_wm)
+    wm.cfg.sampler = replace(wm.cfg.sampler, anchor_noise=False)  # a model trained with a sampler of its own
     own = wm.cfg.sampler.steps
     assert (
         tiny_dreamer(world_model=wm).source.imagination.wm.cfg.sampler.steps == own
@@ -431,6 +434,9 @@ def test_dream_sets_its_world_model_sampler_in_one_place(tiny_dreamer, tiny_wm):
     used = d.source.imagination.wm
     assert used.cfg.sampler.steps == own + 2 and d.wm is used and wm.cfg.sampler.steps == own
     assert used.dynamics is wm.dynamics  # a view, not a copy of the weights
+    assert used.cfg.sampler.anchor_noise is False  # what --sampler.* does not name stays the model's own
+    with pytest.raises(ValueError, match="a given imagination brings its own world model"):
+        tiny_dreamer({"sampler.steps": own + 2}, world_model=wm, imagination=object())
 
 
 def test_re_imagining_with_the_first_draws_seeds_reproduces_it(tiny_dreamer):

@@ -184,3 +184,17 @@ def test_collect_refuses_env_settings_it_would_override():
         build(CollectConfig, {"end_on_success": True, "env": {"end_on_success": False}})
     ok = build(CollectConfig, {"max_steps": 40, "env": {"max_steps": 40}})
     assert ok.max_steps == 40
+
+
+def test_configs_whose_episodes_are_a_horizon_refuse_an_env_step_limit():
+    """RL-shaped rollouts are --horizon chunks long: an --env.max_steps there would be overridden, so it is refused
+    with the flag to use; dream keeps --env.max_steps, the length of its real-simulator evaluations."""
+    from rawdream.data.policy_rollouts import PolicyRolloutsConfig
+    from rawdream.eval.judge_accuracy import EvalJudgeConfig
+    from rawdream.rl.dream import DreamConfig
+
+    with pytest.raises(ValueError, match="set --horizon instead"):
+        build(PolicyRolloutsConfig, {"env": {"max_steps": 64}})
+    with pytest.raises(ValueError, match="set --on_policy.horizon instead"):
+        build(EvalJudgeConfig, {"on_policy": {"env": {"max_steps": 64}}})
+    assert build(DreamConfig, {"env": {"max_steps": 64}}).env.max_steps == 64

@@ -259,7 +259,8 @@ def _envs_inside(obj: Any, prefix: str) -> list[tuple[str, Any]]:
         value = getattr(obj, f.name)
         if f.name == "env" and hasattr(value, "backend"):
             out.append((f"{prefix}env.", value))
-        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type) and not hasattr(value, "split"):
+            # a section with a split of its own was checked against that split when it was built
             out += _envs_inside(value, f"{prefix}{f.name}.")
     return out
 

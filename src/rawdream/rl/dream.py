@@ -26,7 +26,7 @@ from tqdm import tqdm
 from rawdream import seeds
 from rawdream.config import save_config
 from rawdream.distributed import LOCAL, Backend, RayConfig, open_backend
-from rawdream.envs.base import EnvConfig, refuse_episode_length
+from rawdream.envs.base import EnvConfig
 from rawdream.envs.tasks import canonical_task, instruction
 from rawdream.reward.base import JudgeConfig, check_abstains, judge_config, make_judge, probe_judge
 from rawdream.rl.dnv import Verification, verdict_score, verify
@@ -41,7 +41,7 @@ from rawdream.rl.rollouts import (
 )
 from rawdream.splits import SplitConfig
 from rawdream.training import MetricsLogger, load_checkpoint, resolve_device, save_checkpoint, set_threads
-from rawdream.world_model.model import SamplerConfig
+from rawdream.world_model.model import SamplerConfig, overlay_sampler
 
 
 @dataclass
@@ -77,6 +77,7 @@ class DreamConfig:
         "wm"  # wm: imagination (RAW-Dream) | sim: the online-RL baseline with the simulator's reward
     )
     judge: JudgeConfig = field(default_factory=judge_config)  # generalist unless --judge.backend
+    # the real-simulator evaluations' episodes (--env.max_steps); RL's own rollouts are --horizon chunks long
     env: EnvConfig = field(default_factory=EnvConfig)
     # distinct real reset observations (seeds DREAM_INIT + i): RL practises these layouts only, and on 16 it
     # raised their success while held-out layouts did not follow (README, "RL in imagination")
@@ -122,8 +123,8 @@ class DreamConfig:
     # i.e. the judge's own --judge.threshold
     dnv_threshold: float = 0.0
     # the world model's sampler for this run's imagination, first draws and DNV's redraws alike
-    # (``--sampler.steps=4``: Euler steps per imagined step); unset: the world model's own (model.sampler in its
-    # world_model.json)
+    # (``--sampler.steps=4``: Euler steps per imagined step): the keys that differ from SamplerConfig's defaults
+    # replace the world model's own (model.sampler in its world_model.json); unset: the model's own
     sampler: SamplerConfig | None = None
     max_unreliable: int = 2
     eval_every: int = 10
@@ -146,7 +147,6 @@ class DreamConfig:
         bad = [x for x in self.eval_layouts if x not in seeds.LAYOUTS]
         if bad:
             raise ValueError(f"eval_layouts {bad}: choose from practised, new")
-        refuse_episode_length(self.env, "dream")
         if self.exploration not in ("token", "chunk", "episode"):
             raise ValueError(f"exploration must be token, chunk or episode, got {self.exploration!r}")
         if self.sim_reward not in ("success", "judge"):
@@ -220,9 +220,16 @@ class Dreamer:
             )
         if cfg.env_mode == "wm":
             if cfg.sampler is not None:
-                # this run's sampler, on a view of the world model that shares its weights (the caller's model
-                # keeps its own); imagination workers copy the view, so every draw uses it
-                self.wm = world_model = world_model.with_sampler(cfg.sampler)
+                if imagination is not None:
+                    raise ValueError(
+                        "--sampler.* sets the sampler of imagination this run builds; a given "
+                        "imagination brings its own world model"
+                    )
+                # the keys set here over the world model's own sampler, on a view of the model that shares its
+                # weights (the caller's model keeps its own); imagination workers copy the view
+                self.wm = world_model = world_model.with_sampler(
+                    overlay_sampler(world_model.cfg.sampler, cfg.sampler)
+                )
             self.source = ImaginedRollouts(
                 imagination or backend.imagination(policy, world_model),
                 self.init,

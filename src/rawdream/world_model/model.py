@@ -14,7 +14,7 @@ draw (dual-noise verification re-draws it), whatever else is in the batch.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import ClassVar
 
 import torch
@@ -67,6 +67,18 @@ class SamplerConfig:
 
     def ctx_level(self) -> float:
         return self.context_level / 1000.0 if self.context_noise else 0.0
+
+
+def overlay_sampler(own: SamplerConfig, given: SamplerConfig) -> SamplerConfig:
+    """``own`` with the settings of ``given`` that differ from SamplerConfig's defaults (what a ``--sampler.KEY``
+    changes), so a run's sampler section changes only what it names."""
+    default = SamplerConfig()
+    changed = {
+        f.name: getattr(given, f.name)
+        for f in fields(given)
+        if getattr(given, f.name) != getattr(default, f.name)
+    }
+    return replace(own, **changed)
 
 
 @dataclass
