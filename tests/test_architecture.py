@@ -221,15 +221,18 @@ def test_rl_needs_only_the_policy_protocol(tiny_policy, tiny_wm):
         POLICIES._factories.pop("wrapped-vla")
 
 
+def _library_outside_envs():
+    """(path relative to the package, parsed module) for every library module outside envs/."""
+    for path in SRC.rglob("*.py"):
+        if path.parent.name != "envs":
+            yield path.relative_to(SRC), ast.parse(path.read_text())
+
+
 def test_meta_world_stays_inside_envs():
     """Outside envs/, code asks the task catalogues (rawdream.envs.tasks), never a simulator's own modules
     (Meta-World's, LIBERO's, robosuite's)."""
-    src = Path(rawdream.__file__).parent
     offenders = []
-    for path in src.rglob("*.py"):
-        if path.parent.name == "envs":
-            continue
-        tree = ast.parse(path.read_text())
+    for path, tree in _library_outside_envs():
         for node in ast.walk(tree):
             names = []
             if isinstance(node, ast.ImportFrom) and node.module:
@@ -237,7 +240,7 @@ def test_meta_world_stays_inside_envs():
             elif isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             simulators = ("metaworld", "libero", "robosuite")
-            offenders += [f"{path.relative_to(src)}: {n}" for n in names if any(m in n for m in simulators)]
+            offenders += [f"{path}: {n}" for n in names if any(m in n for m in simulators)]
     assert not offenders, offenders
 
 
@@ -248,12 +251,8 @@ def test_task_names_live_in_the_catalogues():
 
     tasks = {t for name in CATALOGUES.names() for t in CATALOGUES.get(name).tasks}
     splits = {s for name in CATALOGUES.names() for s in CATALOGUES.get(name).splits}
-    src = Path(rawdream.__file__).parent
     offenders = []
-    for path in src.rglob("*.py"):
-        if path.parent.name == "envs":
-            continue
-        tree = ast.parse(path.read_text())
+    for path, tree in _library_outside_envs():
         docstrings = {
             id(n.body[0].value)
             for n in ast.walk(tree)
@@ -267,7 +266,7 @@ def test_task_names_live_in_the_catalogues():
                 isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
             )
             if literal and (node.value in tasks or node.value in splits):
-                offenders.append(f"{path.relative_to(src)}:{node.lineno}: {node.value!r}")
+                offenders.append(f"{path}:{node.lineno}: {node.value!r}")
     assert not offenders, offenders
 
 

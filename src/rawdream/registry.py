@@ -47,6 +47,12 @@ class Registry:
         self.get(name)  # imports a built-in backend, refuses an unknown name
         return self._configs.get(name, self._default_config)
 
+    def owners_of(self, key: str) -> list[str]:
+        """The registered names whose config class has the setting ``key`` (for "choose one that has it")."""
+        from dataclasses import fields
+
+        return [n for n in self.names() if key in {f.name for f in fields(self.config(n))}]
+
     def names(self) -> list[str]:
         return sorted(set(self._factories) | set(self._builtin))
 

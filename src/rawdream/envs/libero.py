@@ -108,9 +108,8 @@ class LiberoEnv(SimulatorEnv):
         return {"init_state": seed % len(self._init_states)}
 
     def _step_sim(self, action: np.ndarray) -> tuple[float, bool]:
-        self._obs, reward, _, _ = self._env.step(
-            action
-        )  # robosuite renders the camera at every step regardless
+        # robosuite renders the camera at every step regardless
+        self._obs, reward, _, _ = self._env.step(action)
         return float(reward), bool(self._env.check_success())
 
     def _close_sim(self) -> None:

@@ -13,7 +13,7 @@ another). ``--policy.type=name`` selects it, :func:`save_policy` / :func:`load_p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -44,7 +44,7 @@ class PolicyConfig:
 
     @classmethod
     def unknown_key_hint(cls, key: str, data: dict[str, Any]) -> str | None:
-        others = [t for t in POLICIES.names() if key in {f.name for f in fields(POLICIES.config(t))}]
+        others = POLICIES.owners_of(key)
         if not others:
             return None
         return (

@@ -7,7 +7,7 @@ counts it. Frame selection (first, last and k evenly spaced frames; resolution) 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -96,7 +96,7 @@ class JudgeConfig:
     @classmethod
     def unknown_key_hint(cls, key: str, data: dict[str, Any]) -> str | None:
         """Why ``key`` is refused when it is a setting of other backends (None: it is nobody's)."""
-        others = [b for b in JUDGES.names() if key in {f.name for f in fields(JUDGES.config(b))}]
+        others = JUDGES.owners_of(key)
         if not others:
             return None
         backend = data.get("backend", cls.backend)
