@@ -59,6 +59,7 @@ class TrainPolicyConfig(TrainerSettings):
         "augment_shift": ">=0",
         "target_sigma": ">=0",
         "label_smoothing": "[0,1)",
+        "object_loss": ">=0",
         "ckpt_every": ">=1",
     }
 
@@ -81,6 +82,10 @@ class TrainPolicyConfig(TrainerSettings):
     # random action values several times per chunk (0 turns the Gaussian targets off).
     target_sigma: float = 1.5
     label_smoothing: float = 0.0  # uniform label smoothing, on top (the old default was 0.1)
+    # weight of an auxiliary loss: predict the objects' positions (the simulator state the demonstrations record,
+    # normalised) from the vision features. Privileged labels at training time only; the policy acts from pixels.
+    # Without it the base policy replays each task's mean motion wherever the object lies (object_conditioning).
+    object_loss: float = 0.0
     ckpt_every: int = 1000
 
     def validate(self) -> None:
@@ -131,6 +136,18 @@ def bc_samples(ds: LeRobotDataset, episodes: list[int], chunk: int) -> BCSamples
         instruction=rows["instruction"],
         episode=np.asarray(rows["episode"]),
     )
+
+
+def object_positions(ds: LeRobotDataset, backend: str) -> np.ndarray:
+    """(frames, 3 x objects) the objects' xyz per frame, from the simulator state the dataset recorded."""
+    slots = catalogue(backend).object_state
+    if "observation.environment_state" not in ds.features or not slots:
+        raise DatasetError(
+            f"{ds.root} has no observation.environment_state with object positions ({backend}), which "
+            f"--object_loss needs: collect the demonstrations with `rawdream collect demos`, or set --object_loss=0"
+        )
+    state = ds.column("observation.environment_state").astype(np.float32)
+    return np.concatenate([state[:, lo:hi] for lo, hi in slots], axis=1)
 
 
 def random_shift(images: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
@@ -247,6 +264,12 @@ def train_policy(
         raise DatasetError(f"{ds.root} has no successful demonstrations to imitate")
     samples = bc_samples(ds, episodes, cfg.policy.chunk)
     frames = frame_cache(ds, progress=progress)
+    objects = None
+    if cfg.object_loss > 0:
+        objects = object_positions(ds, resolve_split(cfg.split).backend)[samples.frame]
+        # per-coordinate z-scores; a slot a task leaves empty (constant) stays ~0 instead of blowing up
+        objects = (objects - objects.mean(0)) / np.maximum(objects.std(0), 0.01)
+        objects = torch.from_numpy(objects.astype(np.float32))
     torch.manual_seed(cfg.seed)
     if cfg.stage == "sft":
         if init is None:
@@ -264,6 +287,7 @@ def train_policy(
                 "image_size": int(frames.shape[1]),
                 "action_dim": int(samples.actions.shape[-1]),
                 "proprio_dim": int(samples.proprio.shape[-1]),
+                **({"object_outputs": int(objects.shape[1])} if objects is not None else {}),
             },
         )
         if not isinstance(pcfg, VLAPolicyConfig):
@@ -276,6 +300,11 @@ def train_policy(
             ActionTokenizer(a_min, a_max, pcfg.bins),
             samples.proprio.mean(0),
             samples.proprio.std(0) + 1e-3,
+        )
+    if objects is not None and getattr(pcfg, "object_outputs", 0) != objects.shape[1]:
+        raise ValueError(
+            f"--object_loss needs a policy with a {objects.shape[1]}-output object head; {init} has "
+            f"{getattr(pcfg, 'object_outputs', 0)} (train its base with --object_loss too, or set --object_loss=0)"
         )
     policy.text_encoder(sorted(set(samples.instruction)))  # embed once; cached in the checkpoint
     dev = resolve_device(cfg.device)
@@ -318,9 +347,13 @@ def train_policy(
             group["lr"] = cfg.lr * lr_schedule(step, cfg.steps, warmup=min(500, cfg.steps // 10))
         torch.manual_seed(seeds.step_seed(cfg.seed, step, seeds.STREAM_POLICY_DROPOUT))
         with autocast(cfg.precision, dev):
-            logits = model(images, proprio, txt)
+            result = model(images, proprio, txt, objects=objects is not None)
+        logits, seen = result if objects is not None else (result, None)
         ce = token_loss(logits, target, soft, cfg.label_smoothing)
         loss = (ce.mean(-1) * mask).sum() / mask.sum().clamp_min(1)
+        if seen is not None:
+            obj_loss = F.mse_loss(seen.float(), objects[idx].to(dev))
+            loss = loss + cfg.object_loss * obj_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -331,6 +364,8 @@ def train_policy(
             with torch.no_grad():
                 acc = ((logits.argmax(-1) == target).float().mean(-1) * mask).sum() / mask.sum()
             metrics = {"bc/loss": loss.item(), "bc/token_acc": acc.item()}
+            if seen is not None:
+                metrics["bc/object_mse"] = obj_loss.item()
             log.log(step + 1, metrics)
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc.item():.2f}")
         if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:

@@ -4,6 +4,10 @@
   keypoints + pooled features) - manipulation needs *where* things are;
 * language: the frozen all-MiniLM-L6-v2 sentence embedding of the instruction (:mod:`rawdream.policy.text`);
 * proprioception: hand position and gripper opening, normalised with the dataset's stats;
+* optionally (``object_outputs`` > 0) a linear head from the vision features to the objects' positions, trained by
+  ``train-policy --object_loss`` from the simulator state recorded in the demonstrations and never used to act:
+  the behaviour-cloning loss alone lets a small CNN replay a task's mean motion without finding the object, and
+  this auxiliary target makes its keypoints track where the objects are;
 * head: one linear layer to ``chunk x action_dim x bins`` logits: every token of the chunk is predicted at
   once, so sampling and log-probabilities are exact and cheap (what GRPO needs).
 
@@ -33,6 +37,7 @@ class VLAPolicyConfig(PolicyConfig):
     hidden: int = 512
     bins: int = 256
     dropout: float = 0.1
+    object_outputs: int = 0  # size of the auxiliary object-position head (0: none); set by train-policy
 
 
 class SpatialSoftmax(nn.Module):
@@ -87,13 +92,21 @@ class VLAModel(nn.Module):
             nn.Dropout(cfg.dropout),
         )
         self.head = nn.Linear(cfg.hidden, cfg.chunk * cfg.action_dim * cfg.bins)
+        self.object_head = nn.Linear(self.vision.out_dim, cfg.object_outputs) if cfg.object_outputs else None
 
-    def forward(self, images: torch.Tensor, proprio: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """-> logits (B, chunk, action_dim, bins)."""
+    def forward(
+        self, images: torch.Tensor, proprio: torch.Tensor, text: torch.Tensor, objects: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """-> logits (B, chunk, action_dim, bins); with ``objects``, also the object-position head's (B, outputs)."""
         t = self.text(text)
-        h = torch.cat([self.vision(images, t), self.proprio(proprio), t], dim=1)
-        logits = self.head(self.trunk(h))
-        return logits.view(-1, self.cfg.chunk, self.cfg.action_dim, self.cfg.bins)
+        seen = self.vision(images, t)
+        h = torch.cat([seen, self.proprio(proprio), t], dim=1)
+        logits = self.head(self.trunk(h)).view(-1, self.cfg.chunk, self.cfg.action_dim, self.cfg.bins)
+        if not objects:
+            return logits
+        if self.object_head is None:
+            raise ValueError("this policy has no object-position head (trained with --object_loss=0)")
+        return logits, self.object_head(seen)
 
 
 class VLAPolicy(nn.Module):
