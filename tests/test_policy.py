@@ -262,3 +262,54 @@ def test_gaussian_targets_put_mass_on_neighbouring_bins_only():
     # against Gaussian targets, the Gaussian itself beats a one-hot spike; against one-hot targets, the reverse
     assert token_loss(spread, target, q) < token_loss(peaked, target, q)
     assert token_loss(peaked, target, None) < token_loss(spread, target, None)
+
+
+def test_object_loss_teaches_the_vision_features_where_the_object_is(tmp_path):
+    """--object_loss: an auxiliary head reads the objects' positions (the recorded simulator state) from the vision
+    features; it learns them across layouts, is saved with the policy, and SFT refuses to train a head the base lacks."""
+    import json
+
+    from rawdream.cli import main
+    from rawdream.data.lerobot import LeRobotDataset
+    from rawdream.policy.train import object_positions
+
+    data = tmp_path / "reach3"  # three layouts: the puck lies somewhere else in each
+    assert main(["collect", "demos", "--task", "reach", "--out", str(data), "--preset", "tiny",
+                 "--episodes_per_task=3", "--max_steps=48"]) == 0  # fmt: skip
+    ds = LeRobotDataset(data)
+    pos = object_positions(ds, "metaworld")
+    assert pos.shape == (ds.num_frames, 6)
+    starts = [pos[ds.episode_bounds(e)[0], :2] for e in range(3)]
+    assert (
+        min(np.abs(a - b).max() for i, a in enumerate(starts) for b in starts[i + 1 :]) > 0.01
+    )  # layouts differ
+    overrides = {"steps": 150, "lr": 3e-3, "log_every": 10, "object_loss": 1.0, "split.targets": ["push"]}
+    cfg = resolve(TrainPolicyConfig, "train_policy_base", "tiny", overrides)
+    train_policy(cfg, data, tmp_path / "p", progress=False)
+    mse = [
+        json.loads(r)["bc/object_mse"] for r in (tmp_path / "p" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert mse[-1] < 0.5 * mse[0], mse  # z-scored targets: 1.0 is predicting the mean
+    policy = load_policy(tmp_path / "p")
+    assert policy.cfg.object_outputs == 6 and policy.model.object_head is not None
+    # the head is never used to act: the policy's actions come from the same forward pass without it
+    _, head = policy.model(*policy._inputs(_obs(ds)), objects=True)
+    assert head.shape == (2, 6)
+    plain = resolve(TrainPolicyConfig, "train_policy_base", "tiny", {"steps": 2, "split.targets": ["push"]})
+    train_policy(plain, data, tmp_path / "plain", progress=False)
+    sft = resolve(
+        TrainPolicyConfig, "train_policy_sft", "tiny", {"object_loss": 1.0, "split.targets": ["reach"]}
+    )
+    with pytest.raises(ValueError, match="6-output object head"):
+        train_policy(sft, data, tmp_path / "sft", init=tmp_path / "plain", progress=False)
+
+
+def _obs(ds):
+    from rawdream.data.cache import frame_cache
+
+    ep = ds.episode(0)
+    return {
+        "image": np.array(frame_cache(ds)[:2]),
+        "proprio": ep.data["observation.state"][:2],
+        "instruction": ["reach the red goal"] * 2,
+    }
