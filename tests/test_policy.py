@@ -293,9 +293,10 @@ def test_object_loss_teaches_the_vision_features_where_the_object_is(tmp_path):
     policy = load_policy(tmp_path / "p")
     assert policy.cfg.object_outputs == 6 and policy.model.object_head is not None
     # the head is never used to act: the policy's actions come from the same forward pass without it
-    _, head = policy.model(*policy._inputs(_obs(ds)), objects=True)
+    _, head = policy.model(*policy._inputs(_first_frames(ds)), objects=True)
     assert head.shape == (2, 6)
-    plain = resolve(TrainPolicyConfig, "train_policy_base", "tiny", {"steps": 2, "split.targets": ["push"]})
+    no_head = {"steps": 2, "object_loss": 0.0, "split.targets": ["push"]}
+    plain = resolve(TrainPolicyConfig, "train_policy_base", "tiny", no_head)
     train_policy(plain, data, tmp_path / "plain", progress=False)
     sft = resolve(
         TrainPolicyConfig, "train_policy_sft", "tiny", {"object_loss": 1.0, "split.targets": ["reach"]}
@@ -304,7 +305,7 @@ def test_object_loss_teaches_the_vision_features_where_the_object_is(tmp_path):
         train_policy(sft, data, tmp_path / "sft", init=tmp_path / "plain", progress=False)
 
 
-def _obs(ds):
+def _first_frames(ds):
     from rawdream.data.cache import frame_cache
 
     ep = ds.episode(0)
