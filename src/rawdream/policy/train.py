@@ -350,7 +350,8 @@ def train_policy(
             result = model(images, proprio, txt, objects=objects is not None)
         logits, seen = result if objects is not None else (result, None)
         ce = token_loss(logits, target, soft, cfg.label_smoothing)
-        loss = (ce.mean(-1) * mask).sum() / mask.sum().clamp_min(1)
+        bc_loss = (ce.mean(-1) * mask).sum() / mask.sum().clamp_min(1)
+        loss = bc_loss
         if seen is not None:
             obj_loss = F.mse_loss(seen.float(), objects[idx].to(dev))
             loss = loss + cfg.object_loss * obj_loss
@@ -363,11 +364,12 @@ def train_policy(
         if (step + 1) % cfg.log_every == 0:
             with torch.no_grad():
                 acc = ((logits.argmax(-1) == target).float().mean(-1) * mask).sum() / mask.sum()
-            metrics = {"bc/loss": loss.item(), "bc/token_acc": acc.item()}
+            # bc/loss is behaviour cloning's alone, comparable with runs trained without the object loss
+            metrics = {"bc/loss": bc_loss.item(), "bc/token_acc": acc.item()}
             if seen is not None:
                 metrics["bc/object_mse"] = obj_loss.item()
             log.log(step + 1, metrics)
-            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{acc.item():.2f}")
+            bar.set_postfix(loss=f"{bc_loss.item():.3f}", acc=f"{acc.item():.2f}")
         if (step + 1) % cfg.ckpt_every == 0 or step + 1 == cfg.steps:
             save_checkpoint(out / "ckpt", "policy", model, opt, ema, step=step + 1)
     bar.close()
