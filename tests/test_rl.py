@@ -334,6 +334,40 @@ def test_on_policy_reward_fidelity_is_exact_for_the_oracle(tiny_wm, tiny_policy)
     # the oracle ignores pixels: imagined draws get the same verdicts, so nothing flips
     assert rep["dnv_flips"] == {"of_real_successes": 0, "of_real_failures": 0}
     assert "after dual-noise verification" in format_reward_fidelity(rep)
+    loop = rep["imagination_transfer"]["closed_loop"]
+    assert loop["rollouts"] == 4 and loop["states"] == 2 and loop["real_success_rate"] == rep["real_success_rate"]
+    assert "closed loop" in format_reward_fidelity(rep)
+
+
+def test_imagination_transfer_is_zero_for_an_exact_world_model(tiny_wm, tiny_policy):
+    """The policy's view: a world model that draws exactly the real frames and proprioception leaves the policy's
+    token distributions unchanged (0 total variation, the same greedy actions); showing the first frame instead
+    does change them once the arm has moved. The closed loop: rates are of the rollouts asked for, per state."""
+    from rawdream.envs.tasks import instruction
+    from rawdream.eval.imagination_transfer import format_transfer, imagination_transfer, policy_view
+    from rawdream.eval.reward_fidelity import RewardFidelityConfig, policy_rollouts
+    from rawdream.policy.train import load_policy
+    from rawdream.world_model.train import load_world_model
+
+    policy = load_policy(tiny_policy)
+    cfg = RewardFidelityConfig(states=2, rollouts_per_state=2, horizon=3, workers=1)
+    real = policy_rollouts(policy, "reach", cfg)
+
+    class ExactWorldModel:
+        def rollout(self, first_frames, proprio, actions, seeds):
+            return {"frames": torch.from_numpy(real["video"].copy()), "proprio": torch.from_numpy(real["proprio"])}
+
+    view = policy_view(policy, ExactWorldModel(), real, instruction("reach"), 1.0, [0, 1, 2, 3])
+    assert len(view["tv"]) == 3 and max(view["tv"]) < 1e-6 and max(view["action_gap"]) == 0.0
+    assert view["tv_copy"][0] < 1e-6 and max(view["tv_copy"][1:]) > 1e-4  # step 0 is the first frame itself
+
+    rep = imagination_transfer(policy, load_world_model(tiny_wm), "reach", cfg, real)
+    loop = rep["closed_loop"]
+    assert loop["rollouts"] == 4 and loop["states"] == 2
+    assert 0.0 <= loop["imagined_policy_success_rate"] <= 1.0
+    assert loop["real_success_rate"] == float(real["success"].mean())
+    assert all(0.0 <= v <= 1.0 for v in rep["policy_view"]["tv"])
+    assert "closed loop" in format_transfer(rep)
 
 
 class _ScoreOnPixels:

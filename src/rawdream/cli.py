@@ -192,7 +192,12 @@ def _eval_wm(args, cfg) -> int:
     from rawdream.eval.wm_fidelity import evaluate_world_model, format_report
     from rawdream.world_model.train import load_world_model
 
-    report = evaluate_world_model(load_world_model(args.wm), cfg, args.out, progress=True)
+    policy = None
+    if args.policy:
+        from rawdream.policy.train import load_policy
+
+        policy = load_policy(args.policy)
+    report = evaluate_world_model(load_world_model(args.wm), cfg, args.out, progress=True, policy=policy)
     _saved(cfg, args.out)
     print(format_report(report))
     print(f"\nresults: {Path(args.out).resolve() / 'wm_eval.json'}; videos: {Path(args.out).resolve()}/*.mp4")
@@ -557,6 +562,12 @@ VERBS: tuple[Verb, ...] = (
         args=(
             inp("--wm", required=True, help="world model directory (from pretrain-wm)"),
             inp("--out", required=True, help="output directory for wm_eval.json and videos"),
+            inp(
+                "--policy",
+                default=None,
+                help="also measure whether this policy decides on imagined frames as on real ones (its own "
+                "rollouts of the target tasks; --on_policy.* sets states, rollouts, horizon, temperature)",
+            ),
         ),
     ),
     Verb(

@@ -54,6 +54,9 @@ class RewardFidelityConfig:
     workers: int = 2
     seed: int = 0
     moved_threshold: float = 0.02  # metres an object must have moved for the object-region metrics
+    # the judge-free measures of whether RL in imagination carries to the simulator
+    # (:mod:`rawdream.eval.imagination_transfer`): the policy's view of imagined vs real frames, closed-loop success
+    transfer: bool = True
 
     def validate(self) -> None:
         refuse_episode_length(self.env, "the on-policy reward fidelity", "on_policy.")
@@ -178,6 +181,10 @@ def reward_fidelity(
         # the replays of the policy's own actions against the real frames, per AR step, vs copy-the-first-frame
         "frames": frames_fidelity,
     }
+    if cfg.transfer:
+        from rawdream.eval.imagination_transfer import imagination_transfer
+
+        report["imagination_transfer"] = imagination_transfer(policy, world_model, task, cfg, real)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -214,4 +221,13 @@ def format_reward_fidelity(rep: dict[str, Any]) -> str:
         + f"  after dual-noise verification: precision {a['precision']:.2f}  recall {a['recall']:.2f}  "
         f"({a['predicted_successes']} kept; flips: {rep['dnv_flips']['of_real_failures']} real failures, "
         f"{rep['dnv_flips']['of_real_successes']} real successes)"
+        + _transfer_lines(rep)
     )
+
+
+def _transfer_lines(rep: dict[str, Any]) -> str:
+    if not rep.get("imagination_transfer"):
+        return ""
+    from rawdream.eval.imagination_transfer import format_transfer
+
+    return "\n" + format_transfer(rep["imagination_transfer"])

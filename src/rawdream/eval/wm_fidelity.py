@@ -28,6 +28,7 @@ from rawdream.data.collect import EpisodeSpec, episode_results
 from rawdream.envs.base import EnvConfig
 from rawdream.envs.tasks import catalogue
 from rawdream.eval.metrics import nanmean
+from rawdream.eval.reward_fidelity import RewardFidelityConfig
 from rawdream.io import atomic_write_json
 from rawdream.splits import SplitConfig, resolve_split
 from rawdream.world_model.model import SamplerConfig, psnr, ssim
@@ -58,6 +59,9 @@ class EvalWMConfig:
     sampler: SamplerConfig | None = None
     workers: int = 2
     videos: int = 4  # episodes per task in the side-by-side video
+    # with --policy: the policy's own rollouts of the target tasks, and whether it decides on imagined frames as
+    # on real ones (:mod:`rawdream.eval.imagination_transfer`; the RL initial states, temperature and horizon)
+    on_policy: RewardFidelityConfig = field(default_factory=RewardFidelityConfig)
 
 
 def replay_fidelity(
@@ -105,7 +109,10 @@ def _region_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return 10 * np.log10(255.0**2 / mse)
 
 
-def evaluate_world_model(wm, cfg: EvalWMConfig, out: str | Path, progress: bool = True) -> dict[str, Any]:
+def evaluate_world_model(
+    wm, cfg: EvalWMConfig, out: str | Path, progress: bool = True, policy=None
+) -> dict[str, Any]:
+    """Scripted-expert replays of every task group; with ``policy`` also its imagination transfer per target."""
     from rawdream.data.video import write_preview
 
     out = Path(out)
@@ -180,6 +187,12 @@ def evaluate_world_model(wm, cfg: EvalWMConfig, out: str | Path, progress: bool 
         sheet = np.concatenate(gif_rows, axis=1).repeat(2, axis=1).repeat(2, axis=2)
         iio.imwrite(out / "real_vs_imagined.gif", sheet, duration=500, loop=0)
     report["sampler"] = (cfg.sampler or wm.cfg.sampler).__dict__
+    if policy is not None:
+        from rawdream.eval.imagination_transfer import imagination_transfer
+
+        report["imagination_transfer"] = {
+            t: imagination_transfer(policy, wm, t, cfg.on_policy) for t in groups.get("target", [])
+        }
     atomic_write_json(out / "wm_eval.json", report)
     return report
 
@@ -224,4 +237,10 @@ def format_report(report: dict[str, Any]) -> str:
             f"  {task:24s} {row['psnr'][-1]:6.2f} / {row['psnr_copy'][-1]:6.2f} | "
             f"{row['object_psnr'][-1]:6.2f} / {row['object_psnr_copy'][-1]:6.2f}  ({row['group']})"
         )
+    if report.get("imagination_transfer"):
+        from rawdream.eval.imagination_transfer import format_transfer
+
+        lines.append("\nimagination transfer (the policy's own rollouts from the RL initial states):")
+        for task, rep in report["imagination_transfer"].items():
+            lines += [f"{task}:", format_transfer(rep)]
     return "\n".join(lines)

@@ -1,0 +1,162 @@
+"""Does what a policy learns in imagination carry to the simulator? Two measures that need no judge.
+
+RL in imagination updates the policy on the frames the world model draws. Even with an exact reward (the oracle
+rung of the ladder) the update only carries to the simulator if the policy *decides* on imagined frames as it
+decides on real ones. Pixel metrics (PSNR, SSIM) do not say that: a blurred arm costs PSNR and changes nothing
+the policy reads, a drawer handle three pixels off costs little PSNR and changes everything. These two do:
+
+1. **policy view** - on the policy's own real rollouts, the world model replays the same actions; at every AR step
+   the policy's action-token distributions on the imagined observation (frame and proprioception) are compared
+   with those on the real one: mean total-variation distance (0: the policy cannot tell them apart, 1: disjoint)
+   and the distance between the greedy actions (action units). The baseline is a world model that draws nothing:
+   the first frame with the real proprioception. A world model whose view is no closer than that baseline teaches
+   the policy about frames it will not see.
+2. **closed loop** - the policy acts on the world model's frames from the same initial states (as RL in
+   imagination does), and its imagined action sequences are replayed in the simulator: their success rate against
+   the real closed-loop success rate of the same policy from the same states. Equal rates (and per-state rates that
+   agree) mean imagination is where the policy behaves as it does in reality; a lower rate means it behaves worse
+   there, and what RL fixes in imagination is partly a problem reality does not have.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@torch.no_grad()
+def policy_view(
+    policy,
+    world_model,
+    real: dict[str, np.ndarray],
+    instruction: str,
+    temperature: float,
+    noise_seeds: list[int],
+) -> dict[str, list[float]]:
+    """Per AR step 0..H-1: the policy's token distributions on imagined vs real observations of the same actions.
+    ``real`` is :func:`rawdream.eval.reward_fidelity.policy_rollouts`' dict (``video`` (N, H+1, h, w, 3),
+    ``proprio`` (N, H+1, P), ``actions`` (N, H, chunk, A))."""
+    out = world_model.rollout(
+        torch.from_numpy(np.asarray(real["video"][:, 0], np.uint8)),
+        torch.from_numpy(np.asarray(real["proprio"][:, 0], np.float32)),
+        torch.from_numpy(np.asarray(real["actions"], np.float32)),
+        seeds=[int(s) for s in noise_seeds],
+    )
+    fake, fake_p = out["frames"].numpy(), out["proprio"].numpy()
+    fake[:, 0], fake_p[:, 0] = real["video"][:, 0], real["proprio"][:, 0]  # the first observation is real
+    n, horizon = real["actions"].shape[:2]
+    texts = [instruction] * n
+    t = temperature if temperature > 0 else 1.0
+    policy.eval()
+
+    def distribution(images, proprio) -> tuple[torch.Tensor, np.ndarray]:
+        logits = policy.logits({"image": images, "proprio": proprio, "instruction": texts}).float().cpu()
+        greedy = policy.tokenizer.decode(logits.argmax(-1)).numpy()
+        return F.softmax(logits / t, dim=-1), greedy
+
+    keys = ("tv", "tv_copy", "action_gap", "action_gap_copy")
+    res: dict[str, list[float]] = {k: [] for k in keys}
+    for h in range(horizon):
+        p_real, a_real = distribution(real["video"][:, h], real["proprio"][:, h])
+        p_wm, a_wm = distribution(fake[:, h], fake_p[:, h])
+        p_copy, a_copy = distribution(real["video"][:, 0], real["proprio"][:, h])
+        res["tv"].append(float(0.5 * (p_wm - p_real).abs().sum(-1).mean()))
+        res["tv_copy"].append(float(0.5 * (p_copy - p_real).abs().sum(-1).mean()))
+        res["action_gap"].append(float(np.abs(a_wm - a_real).mean()))
+        res["action_gap_copy"].append(float(np.abs(a_copy - a_real).mean()))
+    return res
+
+
+def closed_loop(
+    policy,
+    world_model,
+    task: str,
+    real: dict[str, np.ndarray],
+    instruction: str,
+    temperature: float,
+    policy_seeds: list[int],
+    noise_seeds: list[int],
+    env_cfg,
+    workers: int = 2,
+) -> dict[str, Any]:
+    """The policy in imagination from the real rollouts' first observations; its actions replayed in the simulator
+    from the same seeded resets. Per-state success rates of both, where ``real["init_seed"]`` names the state."""
+    from rawdream.reward.oracle import replay_success
+    from rawdream.rl.imagination import imagine_rollouts
+
+    n, horizon = real["actions"].shape[:2]
+    buf = imagine_rollouts(
+        policy,
+        world_model,
+        np.asarray(real["video"][:, 0], np.uint8),
+        np.asarray(real["proprio"][:, 0], np.float32),
+        instruction,
+        horizon,
+        temperature,
+        policy_seeds,
+        noise_seeds,
+    )
+    init = [int(s) for s in real["init_seed"]]
+    verdicts = replay_success([task] * n, init, buf["actions"], env_cfg, workers)
+    imagined = np.array([bool(v.success) for v in verdicts])
+    truth = np.asarray(real["success"], bool)
+    states = sorted(set(init))
+    per_real = np.array([truth[[i for i in range(n) if init[i] == s]].mean() for s in states])
+    per_imag = np.array([imagined[[i for i in range(n) if init[i] == s]].mean() for s in states])
+    corr = (
+        float(np.corrcoef(per_real, per_imag)[0, 1])
+        if len(states) > 1 and per_real.std() > 0 and per_imag.std() > 0
+        else float("nan")
+    )
+    return {
+        "rollouts": n,
+        "states": len(states),
+        "real_success_rate": float(truth.mean()),
+        "imagined_policy_success_rate": float(imagined.mean()),
+        # how the states rank: does imagination find the same layouts hard as the simulator does?
+        "per_state_correlation": corr,
+        "per_state_abs_gap": float(np.abs(per_real - per_imag).mean()),
+    }
+
+
+def format_transfer(rep: dict[str, Any]) -> str:
+    view, loop = rep["policy_view"], rep["closed_loop"]
+    mid = len(view["tv"]) // 2
+    return (
+        f"  policy view (imagined vs real obs; WM / first-frame baseline): token TV step 1 {view['tv'][1]:.3f} / "
+        f"{view['tv_copy'][1]:.3f}, step {mid} {view['tv'][mid]:.3f} / {view['tv_copy'][mid]:.3f}, mean "
+        f"{np.mean(view['tv'][1:]):.3f} / {np.mean(view['tv_copy'][1:]):.3f}; greedy action gap mean "
+        f"{np.mean(view['action_gap'][1:]):.3f} / {np.mean(view['action_gap_copy'][1:]):.3f}\n"
+        f"  closed loop: the policy acting in imagination succeeds (actions replayed in the simulator) "
+        f"{loop['imagined_policy_success_rate']:.2f} vs {loop['real_success_rate']:.2f} acting in the simulator; "
+        f"per-state correlation {loop['per_state_correlation']:.2f}"
+    )
+
+
+def imagination_transfer(policy, world_model, task: str, cfg, real: dict[str, np.ndarray] | None = None) -> dict:
+    """Both measures for one target task on the policy's own sampled rollouts from the RL initial states.
+    ``cfg`` is a :class:`rawdream.eval.reward_fidelity.RewardFidelityConfig`; ``real`` its rollouts if the
+    caller already has them (eval-judge's on-policy fidelity does)."""
+    from rawdream import seeds
+    from rawdream.envs.tasks import canonical_task, instruction
+    from rawdream.eval.reward_fidelity import policy_rollouts
+
+    task = canonical_task(task)
+    if real is None:
+        real = policy_rollouts(policy, task, cfg)
+    n = len(real["success"])
+    text = instruction(task)
+    noise = [seeds.stable_seed("imagination-transfer-noise", task, cfg.seed, i) for i in range(n)]
+    sampling = [seeds.stable_seed("imagination-transfer-policy", task, cfg.seed, i) for i in range(n)]
+    return {
+        "task": task,
+        "temperature": cfg.temperature,
+        "horizon": cfg.horizon,
+        "policy_view": policy_view(policy, world_model, real, text, cfg.temperature, noise),
+        "closed_loop": closed_loop(
+            policy, world_model, task, real, text, cfg.temperature, sampling, noise, cfg.env, cfg.workers
+        ),
+    }
