@@ -335,7 +335,11 @@ def test_on_policy_reward_fidelity_is_exact_for_the_oracle(tiny_wm, tiny_policy)
     assert rep["dnv_flips"] == {"of_real_successes": 0, "of_real_failures": 0}
     assert "after dual-noise verification" in format_reward_fidelity(rep)
     loop = rep["imagination_transfer"]["closed_loop"]
-    assert loop["rollouts"] == 4 and loop["states"] == 2 and loop["real_success_rate"] == rep["real_success_rate"]
+    assert (
+        loop["rollouts"] == 4
+        and loop["states"] == 2
+        and loop["real_success_rate"] == rep["real_success_rate"]
+    )
     assert "closed loop" in format_reward_fidelity(rep)
 
 
@@ -355,7 +359,10 @@ def test_imagination_transfer_is_zero_for_an_exact_world_model(tiny_wm, tiny_pol
 
     class ExactWorldModel:
         def rollout(self, first_frames, proprio, actions, seeds):
-            return {"frames": torch.from_numpy(real["video"].copy()), "proprio": torch.from_numpy(real["proprio"])}
+            return {
+                "frames": torch.from_numpy(real["video"].copy()),
+                "proprio": torch.from_numpy(real["proprio"]),
+            }
 
     view = policy_view(policy, ExactWorldModel(), real, instruction("reach"), 1.0, [0, 1, 2, 3])
     assert len(view["tv"]) == 3 and max(view["tv"]) < 1e-6 and max(view["action_gap"]) == 0.0

@@ -136,7 +136,9 @@ def format_transfer(rep: dict[str, Any]) -> str:
     )
 
 
-def imagination_transfer(policy, world_model, task: str, cfg, real: dict[str, np.ndarray] | None = None) -> dict:
+def imagination_transfer(
+    policy, world_model, task: str, cfg, real: dict[str, np.ndarray] | None = None
+) -> dict:
     """Both measures for one target task on the policy's own sampled rollouts from the RL initial states.
     ``cfg`` is a :class:`rawdream.eval.reward_fidelity.RewardFidelityConfig`; ``real`` its rollouts if the
     caller already has them (eval-judge's on-policy fidelity does)."""

@@ -220,8 +220,7 @@ def format_reward_fidelity(rep: dict[str, Any]) -> str:
         + _frames_line(rep)
         + f"  after dual-noise verification: precision {a['precision']:.2f}  recall {a['recall']:.2f}  "
         f"({a['predicted_successes']} kept; flips: {rep['dnv_flips']['of_real_failures']} real failures, "
-        f"{rep['dnv_flips']['of_real_successes']} real successes)"
-        + _transfer_lines(rep)
+        f"{rep['dnv_flips']['of_real_successes']} real successes)" + _transfer_lines(rep)
     )
 
 
