@@ -9,7 +9,8 @@ the policy reads, a drawer handle three pixels off costs little PSNR and changes
    the policy's action-token distributions on the imagined observation (frame and proprioception) are compared
    with those on the real one: mean total-variation distance (0: the policy cannot tell them apart, 1: disjoint)
    and the distance between the greedy actions (action units). The baseline is a world model that draws nothing:
-   the first frame with the real proprioception. A world model whose view is no closer than that baseline teaches
+   the first frame with the real proprioception. The imagined frame with the real proprioception splits the
+   world model's share in two: what its frames change and what its proprioception changes. A world model whose view is no closer than that baseline teaches
    the policy about frames it will not see.
 2. **closed loop** - the policy acts on the world model's frames from the same initial states (as RL in
    imagination does), and its imagined action sequences are replayed in the simulator: their success rate against
@@ -57,16 +58,16 @@ def policy_view(
         greedy = policy.tokenizer.decode(logits.argmax(-1)).numpy()
         return F.softmax(logits / t, dim=-1), greedy
 
-    keys = ("tv", "tv_copy", "action_gap", "action_gap_copy")
+    keys = ("tv", "tv_frames", "tv_copy", "action_gap", "action_gap_frames", "action_gap_copy")
     res: dict[str, list[float]] = {k: [] for k in keys}
     for h in range(horizon):
         p_real, a_real = distribution(real["video"][:, h], real["proprio"][:, h])
         p_wm, a_wm = distribution(fake[:, h], fake_p[:, h])
+        p_frames, a_frames = distribution(fake[:, h], real["proprio"][:, h])
         p_copy, a_copy = distribution(real["video"][:, 0], real["proprio"][:, h])
-        res["tv"].append(float(0.5 * (p_wm - p_real).abs().sum(-1).mean()))
-        res["tv_copy"].append(float(0.5 * (p_copy - p_real).abs().sum(-1).mean()))
-        res["action_gap"].append(float(np.abs(a_wm - a_real).mean()))
-        res["action_gap_copy"].append(float(np.abs(a_copy - a_real).mean()))
+        for name, p, a in (("", p_wm, a_wm), ("_frames", p_frames, a_frames), ("_copy", p_copy, a_copy)):
+            res["tv" + name].append(float(0.5 * (p - p_real).abs().sum(-1).mean()))
+            res["action_gap" + name].append(float(np.abs(a - a_real).mean()))
     return res
 
 
@@ -124,12 +125,14 @@ def closed_loop(
 
 def format_transfer(rep: dict[str, Any]) -> str:
     view, loop = rep["policy_view"], rep["closed_loop"]
-    mid = len(view["tv"]) // 2
+    def mean(key: str) -> str:
+        return f"{np.mean(view[key][1:]):.3f}"
+
     return (
-        f"  policy view (imagined vs real obs; WM / first-frame baseline): token TV step 1 {view['tv'][1]:.3f} / "
-        f"{view['tv_copy'][1]:.3f}, step {mid} {view['tv'][mid]:.3f} / {view['tv_copy'][mid]:.3f}, mean "
-        f"{np.mean(view['tv'][1:]):.3f} / {np.mean(view['tv_copy'][1:]):.3f}; greedy action gap mean "
-        f"{np.mean(view['action_gap'][1:]):.3f} / {np.mean(view['action_gap_copy'][1:]):.3f}\n"
+        f"  policy view, imagined vs real observations over steps 1..{len(view['tv']) - 1} (world model / its "
+        f"frames with the real proprioception / the first frame with the real proprioception): token TV "
+        f"{mean('tv')} / {mean('tv_frames')} / {mean('tv_copy')}; greedy action gap {mean('action_gap')} / "
+        f"{mean('action_gap_frames')} / {mean('action_gap_copy')}\n"
         f"  closed loop: the policy acting in imagination succeeds (actions replayed in the simulator) "
         f"{loop['imagined_policy_success_rate']:.2f} vs {loop['real_success_rate']:.2f} acting in the simulator; "
         f"per-state correlation {loop['per_state_correlation']:.2f}"
