@@ -22,7 +22,6 @@ class Transitions:
     actions: np.ndarray  # (M, chunk, A)
     proprio: np.ndarray  # (M, P) at the context's last frame
     proprio_next: np.ndarray  # (M, P) at the target frame
-    proprio_prev: np.ndarray  # (M, P) one chunk before ``proprio`` (the same at an episode's first frame)
     episode: np.ndarray  # (M,) episode index
     step: np.ndarray  # (M,) AR step of the target within its episode (1 = first chunk)
 
@@ -61,7 +60,6 @@ def build_transitions(ds: LeRobotDataset, chunk: int = 8, context: int = 2) -> T
             rows["actions"].append(a)
             rows["proprio"].append(state[t])
             rows["proprio_next"].append(state[t + rpc])
-            rows["proprio_prev"].append(state[max(lo, t - rpc)])
             rows["episode"].append(e)
             rows["step"].append((t - lo) // rpc + 1)
     if not rows["target"]:

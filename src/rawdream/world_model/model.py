@@ -20,7 +20,6 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from rawdream.nn import mlp
 from rawdream.world_model.autoencoder import Autoencoder, AutoencoderConfig
 from rawdream.world_model.dynamics import DynamicsConfig, build_denoiser
 
@@ -83,39 +82,12 @@ def overlay_sampler(own: SamplerConfig, given: SamplerConfig) -> SamplerConfig:
 
 
 @dataclass
-class ProprioModelConfig:
-    """The hand's own dynamics: chunk-end proprioception from the last two proprioceptions and the action chunk.
-
-    The denoiser's proprioception head reads pooled features of (noised, imagined) context frames; the hand
-    there drifts ~10 cm over 10 chunks of an expert's replay, and the policy, which reads proprioception, then
-    decides on a hand that is not where the frame draws it. The hand's motion is nearly a function of its state
-    and the commanded motion (plus a lag, hence the previous proprioception), so a small MLP learns it in seconds
-    of CPU. Off (or absent in a model saved before it existed): the denoiser's head predicts it, as before."""
-
-    enabled: bool = True
-    hidden: int = 256
-    layers: int = 3
-
-
-@dataclass
 class WorldModelConfig:
     image_size: int = 64
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     flow: FlowConfig = field(default_factory=FlowConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    proprio_model: ProprioModelConfig = field(default_factory=ProprioModelConfig)
-
-
-class ProprioModel(nn.Module):
-    """(proprio_t, proprio_t - proprio_t-1, action chunk), all normalised -> normalised proprio delta."""
-
-    def __init__(self, cfg: ProprioModelConfig, proprio_dim: int, chunk: int, action_dim: int):
-        super().__init__()
-        self.net = mlp(2 * proprio_dim + chunk * action_dim, cfg.hidden, proprio_dim, layers=cfg.layers)
-
-    def forward(self, p: torch.Tensor, p_prev: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([p, p - p_prev, actions.flatten(1)], dim=1))
 
 
 class WorldModel(nn.Module):
@@ -126,12 +98,6 @@ class WorldModel(nn.Module):
         c = self.cfg.autoencoder.latent_channels
         self.latent_size = self.cfg.image_size // self.cfg.autoencoder.factor
         self.dynamics = build_denoiser(self.cfg.dynamics, c, self.latent_size)
-        d = self.cfg.dynamics
-        self.proprio_model = (
-            ProprioModel(self.cfg.proprio_model, d.proprio_dim, d.chunk, d.action_dim)
-            if self.cfg.proprio_model.enabled
-            else None
-        )
         # normalisation statistics, measured on the training data after the autoencoder is trained
         self.register_buffer("latent_mean", torch.zeros(c))
         self.register_buffer("latent_std", torch.ones(c))
@@ -305,15 +271,15 @@ class WorldModel(nn.Module):
                 f"action chunks have shape {tuple(actions.shape[1:])}, this world model expects "
                 f"({self.cfg.dynamics.chunk}, {self.cfg.dynamics.action_dim}) per rollout"
             )
-        actions_n = self.norm_actions(actions.to(self.device))
         nxt, p = self.predict_next(
-            state["ctx"], state["anchor"], actions_n, state["proprio"][-1], state["s"], state["gens"], sampler
+            state["ctx"],
+            state["anchor"],
+            self.norm_actions(actions.to(self.device)),
+            state["proprio"][-1],
+            state["s"],
+            state["gens"],
+            sampler,
         )
-        if self.proprio_model is not None:
-            history = state["proprio"]
-            p = history[-1] + self.proprio_model(
-                history[-1], history[-2 if len(history) > 1 else -1], actions_n
-            )
         state["ctx"] = torch.cat([state["ctx"][:, 1:], nxt[:, None]], dim=1)
         state["latents"].append(nxt)
         state["proprio"].append(p)

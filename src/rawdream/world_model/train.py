@@ -56,7 +56,6 @@ class PretrainWMConfig(TrainerSettings):
         "ckpt_every": ">=1",
         "sample_every": (">=0", "0: no sample videos"),
         "sample_rollouts": ">=0",
-        "proprio_steps": (">=0", "0 leaves the proprioception model untrained"),
         "ae_max_minutes": (">=0", "0: no time limit"),
         "dyn_max_minutes": (">=0", "0: no time limit"),
     }
@@ -68,11 +67,6 @@ class PretrainWMConfig(TrainerSettings):
     ae_batch: int = 64
     ae_lr: float = 1e-3
     dyn_steps: int = 20000
-    # the hand's own dynamics (model.proprio_model): seconds of CPU, retrained on a resume
-    proprio_steps: int = 3000
-    proprio_batch: int = 256
-    proprio_lr: float = 1e-3
-    proprio_input_noise: float = 0.02  # normalised units: robustness to the model's own drift in a rollout
     dyn_batch: int = 32
     dyn_lr: float = 4e-4
     weight_decay: float = 0.01
@@ -193,46 +187,6 @@ def set_statistics(
     acts = tr.actions.reshape(-1, tr.actions.shape[-1])
     model.action_mean.copy_(torch.as_tensor(acts.mean(0)))
     model.action_std.copy_(torch.as_tensor(acts.std(0)).clamp_min(1e-3))
-
-
-def train_proprio_model(model, tr: Transitions, val_tr: Transitions, cfg, log: MetricsLogger) -> dict:
-    """Fit the hand's dynamics on the play transitions (normalised by the statistics just set); returns its
-    held-out error in proprioception units, beside the error of predicting no motion."""
-    net = model.proprio_model
-    dev = model.device
-
-    def tensors(t: Transitions) -> tuple[torch.Tensor, ...]:
-        p, prev, nxt = (
-            model.norm_proprio(torch.as_tensor(x, device=dev))
-            for x in (t.proprio, t.proprio_prev, t.proprio_next)
-        )
-        return p, prev, model.norm_actions(torch.as_tensor(t.actions, device=dev)), nxt - p
-
-    p, prev, acts, target = tensors(tr)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.proprio_lr, weight_decay=cfg.weight_decay)
-    g = torch.Generator().manual_seed(seeds.stable_seed("proprio-model", cfg.seed))
-    net.train()
-    for step in range(cfg.proprio_steps):
-        idx = torch.randint(len(tr), (cfg.proprio_batch,), generator=g)
-        noise = cfg.proprio_input_noise * torch.randn(len(idx), p.shape[1], generator=g).to(dev)
-        pred = net(p[idx] + noise, prev[idx] + noise, acts[idx])
-        loss = ((pred - target[idx]) ** 2).mean()
-        for group in opt.param_groups:
-            group["lr"] = cfg.proprio_lr * lr_schedule(step, cfg.proprio_steps, warmup=100)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    net.eval()
-    vp, vprev, vacts, vtarget = tensors(val_tr)
-    with torch.no_grad():
-        err = (net(vp, vprev, vacts) - vtarget) * model.proprio_std
-    still = vtarget * model.proprio_std
-    res = {
-        "proprio_model/val_abs_err": float(err.abs().mean()),
-        "proprio_model/val_abs_err_no_motion": float(still.abs().mean()),
-    }
-    log.log(cfg.proprio_steps, res, stage="proprio")
-    return res
 
 
 def train_dynamics(
@@ -448,13 +402,6 @@ def pretrain_wm(
     mean, std = model.latent_mean.cpu().view(1, -1, 1, 1), model.latent_std.cpu().view(1, -1, 1, 1)
     latents = ((raw.float() - mean) / std).to(torch.float16)  # in CPU memory; batches move to the model
     del raw
-    proprio_fit = None
-    if model.proprio_model is not None and cfg.proprio_steps:
-        proprio_fit = train_proprio_model(model, tr, val_tr, cfg, log)
-        log_fn(
-            f"[pretrain-wm] proprioception model: held-out mean abs error {proprio_fit['proprio_model/val_abs_err']:.4f} "
-            f"per chunk (no motion: {proprio_fit['proprio_model/val_abs_err_no_motion']:.4f})"
-        )
     t1 = time.time()
     last = train_dynamics(model, latents, tr, val_tr, frames, cfg, out, log, progress)
     log.close()
@@ -471,7 +418,6 @@ def pretrain_wm(
         },
         "split": split.as_dict(),
         "autoencoder_reconstruction": recon,
-        "proprio_model": proprio_fit,
         "final_metrics": last,
         "seconds": {"total": time.time() - t_start, "dynamics": time.time() - t1},
         "params": {"autoencoder": count_params(model.ae), "dynamics": count_params(model.dynamics)},
@@ -501,9 +447,7 @@ def save_world_model(model: WorldModel, out: str | Path, info: dict[str, Any]) -
 def load_world_model(path: str | Path) -> WorldModel:
     """Load a world model from its directory (or its .safetensors file)."""
     _, meta, sd = load_model(path, "world_model", "train one with `rawdream pretrain-wm`")
-    # a model saved before the proprioception model existed predicts the hand with the denoiser's head
-    config = {"proprio_model": {"enabled": False}, **meta["config"]}
-    model = WorldModel(build(WorldModelConfig, config))
+    model = WorldModel(build(WorldModelConfig, meta["config"]))
     model.load_state_dict(sd)
     model.eval()
     model.info = meta  # type: ignore[attr-defined]
