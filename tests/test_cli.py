@@ -31,6 +31,7 @@ def _verbs():
         ["report"],
         ["experiment"],
         ["experiment", "paper-table"],
+        ["experiment", "transfer-table"],
     ]
 
 

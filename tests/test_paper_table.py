@@ -166,3 +166,42 @@ def test_fidelity_table_reads_eval_judge_reports_and_checks_the_targets(tmp_path
     atomic_write_json(tmp_path / "no_policy" / "judge_eval.json", {"results": {}})
     with pytest.raises(ValueError, match="--policy POLICY --wm"):
         fidelity_table([tmp_path / "no_policy"])
+
+
+def test_eval_wm_with_a_policy_measures_imagination_transfer_and_tabulates_it(tiny_wm, tiny_policy, tmp_path):
+    """`eval-wm --policy`: the policy's own rollouts of each target, acted out in the simulator and in imagination;
+    the transfer table reads the report (one row per target) and refuses a report without those rows."""
+    from rawdream.cli import main
+    from rawdream.experiment.transfer_table import format_transfer_table, transfer_table
+    from rawdream.io import read_json
+
+    out = tmp_path / "ev"
+    args = ["--on_policy.states=2", "--on_policy.rollouts_per_state=1", "--on_policy.horizon=2"]
+    assert (
+        main(
+            [
+                "eval-wm",
+                "--wm",
+                str(tiny_wm),
+                "--policy",
+                str(tiny_policy),
+                "--out",
+                str(out),
+                "--preset",
+                "tiny",
+                "--on_policy.workers=1",
+                *args,
+            ]
+        )
+        == 0
+    )
+    rep = read_json(out / "wm_eval.json")
+    assert rep["world_model"]["dynamics_steps"] is not None
+    loop = rep["imagination_transfer"]["drawer-open"]["closed_loop"]
+    assert loop["rollouts"] == 2 and loop["states"] == 2
+    rows = transfer_table([out])
+    assert [r["task"] for r in rows] == ["drawer-open"] and rows[0]["tv_copy"] >= 0.0
+    assert "| ev |" in format_transfer_table(rows)
+    assert main(["eval-wm", "--wm", str(tiny_wm), "--out", str(tmp_path / "plain"), "--preset", "tiny"]) == 0
+    with pytest.raises(ValueError, match="eval-wm --policy"):
+        transfer_table([tmp_path / "plain"])

@@ -365,7 +365,9 @@ def test_imagination_transfer_is_zero_for_an_exact_world_model(tiny_wm, tiny_pol
             }
 
     view = policy_view(policy, ExactWorldModel(), real, instruction("reach"), 1.0, [0, 1, 2, 3])
-    assert len(view["tv"]) == 3 and max(view["tv"] + view["tv_frames"]) < 1e-6 and max(view["action_gap"]) == 0.0
+    assert (
+        len(view["tv"]) == 3 and max(view["tv"] + view["tv_frames"]) < 1e-6 and max(view["action_gap"]) == 0.0
+    )
     assert view["tv_copy"][0] < 1e-6 and max(view["tv_copy"][1:]) > 1e-4  # step 0 is the first frame itself
 
     rep = imagination_transfer(policy, load_world_model(tiny_wm), "reach", cfg, real)

@@ -197,7 +197,12 @@ def _eval_wm(args, cfg) -> int:
         from rawdream.policy.train import load_policy
 
         policy = load_policy(args.policy)
-    report = evaluate_world_model(load_world_model(args.wm), cfg, args.out, progress=True, policy=policy)
+    from rawdream.eval.judge_accuracy import world_model_provenance
+
+    wm = load_world_model(args.wm)
+    report = evaluate_world_model(
+        wm, cfg, args.out, progress=True, policy=policy, world_model=world_model_provenance(wm, args.wm)
+    )
     _saved(cfg, args.out)
     print(format_report(report))
     print(f"\nresults: {Path(args.out).resolve() / 'wm_eval.json'}; videos: {Path(args.out).resolve()}/*.mp4")
@@ -366,6 +371,12 @@ def _fidelity_table(args, _cfg) -> int:
     from rawdream.experiment.fidelity_table import fidelity_table, format_fidelity_table
 
     return _table(fidelity_table(args.runs), format_fidelity_table, args.json)
+
+
+def _transfer_table(args, _cfg) -> int:
+    from rawdream.experiment.transfer_table import format_transfer_table, transfer_table
+
+    return _table(transfer_table(args.runs), format_transfer_table, args.json)
 
 
 def _tasks(args, _cfg) -> int:
@@ -808,6 +819,17 @@ VERBS: tuple[Verb, ...] = (
                 preset=None,
                 args=(
                     inp("runs", nargs="+", help="eval-judge output directories (or their judge_eval.json)"),
+                    TABLE_JSON,
+                ),
+            ),
+            Verb(
+                "transfer-table",
+                "a table of `rawdream eval-wm --policy` runs: does the policy act in imagination as in the "
+                "simulator, per world model and target",
+                _transfer_table,
+                preset=None,
+                args=(
+                    inp("runs", nargs="+", help="eval-wm (or eval-judge) output directories, or their JSON"),
                     TABLE_JSON,
                 ),
             ),

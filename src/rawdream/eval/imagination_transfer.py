@@ -125,6 +125,7 @@ def closed_loop(
 
 def format_transfer(rep: dict[str, Any]) -> str:
     view, loop = rep["policy_view"], rep["closed_loop"]
+
     def mean(key: str) -> str:
         return f"{np.mean(view[key][1:]):.3f}"
 

@@ -110,9 +110,15 @@ def _region_psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
 
 
 def evaluate_world_model(
-    wm, cfg: EvalWMConfig, out: str | Path, progress: bool = True, policy=None
+    wm,
+    cfg: EvalWMConfig,
+    out: str | Path,
+    progress: bool = True,
+    policy=None,
+    world_model: dict | None = None,
 ) -> dict[str, Any]:
-    """Scripted-expert replays of every task group; with ``policy`` also its imagination transfer per target."""
+    """Scripted-expert replays of every task group; with ``policy`` also its imagination transfer per target.
+    ``world_model``: what the model is (its provenance), recorded in the report for tables across models."""
     from rawdream.data.video import write_preview
 
     out = Path(out)
@@ -143,6 +149,8 @@ def evaluate_world_model(
     ]
     results = list(episode_results(specs, env_cfg, cfg.workers))
     report: dict[str, Any] = {"horizon": cfg.horizon, "episodes": cfg.episodes, "tasks": {}, "groups": {}}
+    if world_model:
+        report["world_model"] = world_model
     gif_rows = []
     for group, tasks in groups.items():
         for task in tasks:
