@@ -349,7 +349,7 @@ def test_imagination_transfer_is_zero_for_an_exact_world_model(tiny_wm, tiny_pol
     does change them once the arm has moved. The closed loop: rates are of the rollouts asked for, per state."""
     from rawdream.envs.tasks import instruction
     from rawdream.eval.imagination_transfer import format_transfer, imagination_transfer, policy_view
-    from rawdream.eval.reward_fidelity import RewardFidelityConfig, policy_rollouts
+    from rawdream.eval.on_policy import RewardFidelityConfig, policy_rollouts
     from rawdream.policy.train import load_policy
     from rawdream.world_model.train import load_world_model
 

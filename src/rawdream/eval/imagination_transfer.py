@@ -38,7 +38,7 @@ def policy_view(
     noise_seeds: list[int],
 ) -> dict[str, list[float]]:
     """Per AR step 0..H-1: the policy's token distributions on imagined vs real observations of the same actions.
-    ``real`` is :func:`rawdream.eval.reward_fidelity.policy_rollouts`' dict (``video`` (N, H+1, h, w, 3),
+    ``real`` is :func:`rawdream.eval.on_policy.policy_rollouts`' dict (``video`` (N, H+1, h, w, 3),
     ``proprio`` (N, H+1, P), ``actions`` (N, H, chunk, A))."""
     out = world_model.rollout(
         torch.from_numpy(np.asarray(real["video"][:, 0], np.uint8)),
@@ -144,11 +144,11 @@ def imagination_transfer(
     policy, world_model, task: str, cfg, real: dict[str, np.ndarray] | None = None
 ) -> dict:
     """Both measures for one target task on the policy's own sampled rollouts from the RL initial states.
-    ``cfg`` is a :class:`rawdream.eval.reward_fidelity.RewardFidelityConfig`; ``real`` its rollouts if the
+    ``cfg`` is a :class:`rawdream.eval.on_policy.RewardFidelityConfig`; ``real`` its rollouts if the
     caller already has them (eval-judge's on-policy fidelity does)."""
     from rawdream import seeds
     from rawdream.envs.tasks import canonical_task, instruction
-    from rawdream.eval.reward_fidelity import policy_rollouts
+    from rawdream.eval.on_policy import policy_rollouts
 
     task = canonical_task(task)
     if real is None:

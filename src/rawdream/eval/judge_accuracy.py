@@ -17,7 +17,7 @@ import numpy as np
 from rawdream import seeds
 from rawdream.config import save_config
 from rawdream.eval.metrics import auroc, binary_metrics, nanmean  # noqa: F401  (auroc re-exported)
-from rawdream.eval.reward_fidelity import RewardFidelityConfig
+from rawdream.eval.on_policy import RewardFidelityConfig
 from rawdream.io import atomic_write_json
 from rawdream.reward.base import (
     JudgeConfig,

@@ -17,83 +17,19 @@ If imagined precision is near the base rate, RL in imagination has no signal on 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
-import torch
 
 from rawdream import seeds
-from rawdream.envs.base import EnvConfig, refuse_episode_length
 from rawdream.envs.tasks import canonical_task, instruction
 from rawdream.eval.metrics import binary_metrics, cohen_kappa
+from rawdream.eval.on_policy import RewardFidelityConfig, policy_rollouts
 from rawdream.io import atomic_write_json
 from rawdream.reward.base import JudgeConfig, check_abstains, make_judge, probe_judge
 from rawdream.rl.dnv import verify
 from rawdream.rl.imagination import reimagine
-
-
-@dataclass
-class RewardFidelityConfig:
-    RANGES: ClassVar[dict] = {
-        "states": ">=1",
-        "rollouts_per_state": ">=1",
-        "horizon": ">=1",
-        "temperature": ">=0",
-        "workers": (">=0", "0 or 1: in this process"),
-    }
-
-    # the judge is not a setting of its own here: reward_fidelity is handed the judge config of the command that
-    # measures it (eval-judge's --judge.*), so the judge measured is the judge evaluated
-    env: EnvConfig = field(default_factory=EnvConfig)
-    states: int = 16  # distinct RL initial states
-    rollouts_per_state: int = 4
-    horizon: int = 16
-    temperature: float = 1.0
-    workers: int = 2
-    seed: int = 0
-    moved_threshold: float = 0.02  # metres an object must have moved for the object-region metrics
-    # the judge-free measures of whether RL in imagination carries to the simulator
-    # (:mod:`rawdream.eval.imagination_transfer`): the policy's view of imagined vs real frames, closed-loop success
-    transfer: bool = True
-
-    def validate(self) -> None:
-        refuse_episode_length(self.env, "the on-policy reward fidelity", "on_policy.")
-
-
-def policy_rollouts(policy, task: str, cfg: RewardFidelityConfig) -> dict[str, np.ndarray]:
-    """The policy's own rollouts in the real simulator (:func:`rawdream.rl.rollouts.simulate`, as online RL's),
-    for the whole horizon: chunk-end frames, actions, proprio, object masks and positions, success at any step."""
-    from rawdream.envs.vector import make_vector_env
-    from rawdream.rl.rollouts import simulate
-
-    n = cfg.states * cfg.rollouts_per_state
-    init_seeds = [seeds.DREAM_INIT + i // cfg.rollouts_per_state for i in range(n)]
-    env_cfg = replace(cfg.env, max_steps=cfg.horizon * policy.chunk, end_on_success=False)
-    # one stream for the whole batch (the committed measurements were drawn so)
-    gen = torch.Generator().manual_seed(seeds.stable_seed("reward-fidelity", task, cfg.seed))
-    with make_vector_env(n, env_cfg, num_workers=cfg.workers) as venv:
-        buf = simulate(
-            policy,
-            venv,
-            [(task, s) for s in init_seeds],
-            [instruction(task)] * n,
-            cfg.horizon,
-            cfg.temperature,
-            gen,
-            end_at_success=False,
-            objects=True,
-        )
-    return {
-        "video": buf["video"],
-        "masks": buf["object_mask"],
-        "object_position": buf["object_position"],
-        "proprio": buf["proprio_video"],
-        "actions": buf["actions"],
-        "success": buf["success"],
-        "init_seed": np.asarray(init_seeds),
-    }
 
 
 def reward_fidelity(

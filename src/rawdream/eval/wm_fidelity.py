@@ -28,7 +28,7 @@ from rawdream.data.collect import EpisodeSpec, episode_results
 from rawdream.envs.base import EnvConfig
 from rawdream.envs.tasks import catalogue
 from rawdream.eval.metrics import nanmean
-from rawdream.eval.reward_fidelity import RewardFidelityConfig
+from rawdream.eval.on_policy import RewardFidelityConfig
 from rawdream.io import atomic_write_json
 from rawdream.splits import SplitConfig, resolve_split
 from rawdream.world_model.model import SamplerConfig, psnr, ssim
