@@ -348,7 +348,7 @@ def test_imagination_transfer_is_zero_for_an_exact_world_model(tiny_wm, tiny_pol
     token distributions unchanged (0 total variation, the same greedy actions); showing the first frame instead
     does change them once the arm has moved. The closed loop: rates are of the rollouts asked for, per state."""
     from rawdream.envs.tasks import instruction
-    from rawdream.eval.imagination_transfer import format_transfer, imagination_transfer, policy_view
+    from rawdream.eval.imagination_transfer import format_transfer, imagination_transfer, policy_view, replay
     from rawdream.eval.on_policy import RewardFidelityConfig, policy_rollouts
     from rawdream.policy.train import load_policy
     from rawdream.world_model.train import load_world_model
@@ -364,7 +364,8 @@ def test_imagination_transfer_is_zero_for_an_exact_world_model(tiny_wm, tiny_pol
                 "proprio": torch.from_numpy(real["proprio"]),
             }
 
-    view = policy_view(policy, ExactWorldModel(), real, instruction("reach"), 1.0, [0, 1, 2, 3])
+    view = policy_view(policy, replay(ExactWorldModel(), real, [0, 1, 2, 3]), real, instruction("reach"), 1.0)
+    assert max(view["hand_err"]) == 0.0
     assert (
         len(view["tv"]) == 3 and max(view["tv"] + view["tv_frames"]) < 1e-6 and max(view["action_gap"]) == 0.0
     )

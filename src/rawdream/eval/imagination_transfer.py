@@ -29,17 +29,9 @@ import torch.nn.functional as F
 
 
 @torch.no_grad()
-def policy_view(
-    policy,
-    world_model,
-    real: dict[str, np.ndarray],
-    instruction: str,
-    temperature: float,
-    noise_seeds: list[int],
-) -> dict[str, list[float]]:
-    """Per AR step 0..H-1: the policy's token distributions on imagined vs real observations of the same actions.
-    ``real`` is :func:`rawdream.eval.on_policy.policy_rollouts`' dict (``video`` (N, H+1, h, w, 3),
-    ``proprio`` (N, H+1, P), ``actions`` (N, H, chunk, A))."""
+def replay(world_model, real: dict[str, np.ndarray], noise_seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The world model's replay of the real actions from the real first observation: frames (N, H+1, h, w, 3)
+    and proprioception (N, H+1, P), the first of each the real one."""
     out = world_model.rollout(
         torch.from_numpy(np.asarray(real["video"][:, 0], np.uint8)),
         torch.from_numpy(np.asarray(real["proprio"][:, 0], np.float32)),
@@ -47,7 +39,24 @@ def policy_view(
         seeds=[int(s) for s in noise_seeds],
     )
     fake, fake_p = out["frames"].numpy(), out["proprio"].numpy()
-    fake[:, 0], fake_p[:, 0] = real["video"][:, 0], real["proprio"][:, 0]  # the first observation is real
+    fake[:, 0], fake_p[:, 0] = real["video"][:, 0], real["proprio"][:, 0]
+    return fake, fake_p
+
+
+@torch.no_grad()
+def policy_view(
+    policy,
+    imagined: tuple[np.ndarray, np.ndarray],
+    real: dict[str, np.ndarray],
+    instruction: str,
+    temperature: float,
+) -> dict[str, list[float]]:
+    """Per AR step 0..H-1: the policy's token distributions on imagined vs real observations of the same actions.
+    ``imagined`` is :func:`replay`'s (frames, proprio); ``real`` is
+    :func:`rawdream.eval.on_policy.policy_rollouts`' dict (``video`` (N, H+1, h, w, 3), ``proprio`` (N, H+1, P),
+    ``actions`` (N, H, chunk, A)). Also the imagined hand's distance from the real one per step 0..H (``hand_err``,
+    the proprioception's first three dimensions, the end effector's position in both simulators)."""
+    fake, fake_p = imagined
     n, horizon = real["actions"].shape[:2]
     texts = [instruction] * n
     t = temperature if temperature > 0 else 1.0
@@ -68,6 +77,8 @@ def policy_view(
         for name, p, a in (("", p_wm, a_wm), ("_frames", p_frames, a_frames), ("_copy", p_copy, a_copy)):
             res["tv" + name].append(float(0.5 * (p - p_real).abs().sum(-1).mean()))
             res["action_gap" + name].append(float(np.abs(a - a_real).mean()))
+    # over all H + 1 observations: the last imagined hand is the one after the final chunk
+    res["hand_err"] = np.linalg.norm(fake_p[..., :3] - real["proprio"][..., :3], axis=-1).mean(0).tolist()
     return res
 
 
@@ -133,7 +144,8 @@ def format_transfer(rep: dict[str, Any]) -> str:
         f"  policy view, imagined vs real observations over steps 1..{len(view['tv']) - 1} (world model / its "
         f"frames with the real proprioception / the first frame with the real proprioception): token TV "
         f"{mean('tv')} / {mean('tv_frames')} / {mean('tv_copy')}; greedy action gap {mean('action_gap')} / "
-        f"{mean('action_gap_frames')} / {mean('action_gap_copy')}\n"
+        f"{mean('action_gap_frames')} / {mean('action_gap_copy')}; imagined hand off by "
+        f"{view['hand_err'][1]:.3f} after one chunk, {view['hand_err'][-1]:.3f} after {len(view['hand_err']) - 1}\n"
         f"  closed loop: the policy acting in imagination succeeds (actions replayed in the simulator) "
         f"{loop['imagined_policy_success_rate']:.2f} vs {loop['real_success_rate']:.2f} acting in the simulator; "
         f"per-state correlation {loop['per_state_correlation']:.2f}"
@@ -141,11 +153,17 @@ def format_transfer(rep: dict[str, Any]) -> str:
 
 
 def imagination_transfer(
-    policy, world_model, task: str, cfg, real: dict[str, np.ndarray] | None = None
+    policy,
+    world_model,
+    task: str,
+    cfg,
+    real: dict[str, np.ndarray] | None = None,
+    imagined: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
     """Both measures for one target task on the policy's own sampled rollouts from the RL initial states.
-    ``cfg`` is a :class:`rawdream.eval.on_policy.RewardFidelityConfig`; ``real`` its rollouts if the
-    caller already has them (eval-judge's on-policy fidelity does)."""
+    ``cfg`` is a :class:`rawdream.eval.on_policy.RewardFidelityConfig`; ``real`` its rollouts and ``imagined``
+    the world model's :func:`replay` of them, if the caller already has them (eval-judge's on-policy fidelity
+    does)."""
     from rawdream import seeds
     from rawdream.envs.tasks import canonical_task, instruction
     from rawdream.eval.on_policy import policy_rollouts
@@ -161,7 +179,13 @@ def imagination_transfer(
         "task": task,
         "temperature": cfg.temperature,
         "horizon": cfg.horizon,
-        "policy_view": policy_view(policy, world_model, real, text, cfg.temperature, noise),
+        "policy_view": policy_view(
+            policy,
+            imagined if imagined is not None else replay(world_model, real, noise),
+            real,
+            text,
+            cfg.temperature,
+        ),
         "closed_loop": closed_loop(
             policy, world_model, task, real, text, cfg.temperature, sampling, noise, cfg.env, cfg.workers
         ),

@@ -7,6 +7,11 @@ from typing import Any
 import numpy as np
 
 
+def fmt(x: Any, spec: str = ".2f") -> str:
+    """A metric for a table: formatted, or n/a where it is undefined (None or NaN)."""
+    return "n/a" if x is None or x != x else format(x, spec)
+
+
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve (Mann-Whitney U with tied ranks); NaN when one class is absent."""
     scores, labels = np.asarray(scores, float), np.asarray(labels, bool)

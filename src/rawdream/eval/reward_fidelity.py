@@ -43,15 +43,17 @@ def reward_fidelity(
     task = canonical_task(task)
     real = policy_rollouts(policy, task, cfg)
     n = len(real["success"])
-    draws = [  # the two independent noise draws of dual-noise verification, replaying the real actions
-        reimagine(
-            world_model,
-            real["video"][:, 0],
-            real["proprio"][:, 0],
-            real["actions"],
-            [seeds.stable_seed("reward-fidelity-noise", task, cfg.seed, k, i) for i in range(n)],
-        )
-        for k in range(2)
+    from rawdream.eval.imagination_transfer import imagination_transfer, replay
+
+    noise = [
+        [seeds.stable_seed("reward-fidelity-noise", task, cfg.seed, k, i) for i in range(n)] for k in range(2)
+    ]
+    # the two independent noise draws of dual-noise verification, replaying the real actions; the first keeps
+    # its proprioception for the policy's view of it
+    first = replay(world_model, real, noise[0])
+    draws = [
+        first[0],
+        reimagine(world_model, real["video"][:, 0], real["proprio"][:, 0], real["actions"], noise[1]),
     ]
     judge = make_judge(judge_cfg, purpose="evaluation")
     probe_judge(judge)
@@ -118,9 +120,7 @@ def reward_fidelity(
         "frames": frames_fidelity,
     }
     if cfg.transfer:
-        from rawdream.eval.imagination_transfer import imagination_transfer
-
-        report["imagination_transfer"] = imagination_transfer(policy, world_model, task, cfg, real)
+        report["imagination_transfer"] = imagination_transfer(policy, world_model, task, cfg, real, first)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rawdream.eval.metrics import fmt
 from rawdream.io import read_json
 
 TARGETS = {"auroc": 0.85, "kappa": 0.6, "rate_gap": 0.15}
@@ -70,9 +71,6 @@ def fidelity_table(runs: list[str | Path]) -> list[dict[str, Any]]:
 
 
 def format_fidelity_table(rows: list[dict[str, Any]]) -> str:
-    def num(x):
-        return "n/a" if x is None or x != x else f"{x:.2f}"
-
     lines = [
         "| run | play | WM minutes | target | real success | AUROC real | AUROC imagined | kappa | judged success "
         "real / imagined | SSIM steps beating copy (frame / object) | targets met |",
@@ -82,9 +80,9 @@ def format_fidelity_table(rows: list[dict[str, Any]]) -> str:
         j = r["judged_success_rate"]
         minutes = "?" if r["train_minutes"] is None else f"{r['train_minutes']:g}"
         lines.append(
-            f"| {r['run']} | {r['play_protocol'] or '?'} | {minutes} | {r['task']} | {num(r['real_success_rate'])} | "
-            f"{num(r['auroc_real'])} | {num(r['auroc_imagined'])} | {num(r['kappa'])} | {num(j['real'])} / "
-            f"{num(j['imagined'])} | {r['ssim_steps_beating_copy']} / {r['object_ssim_steps_beating_copy']} | "
+            f"| {r['run']} | {r['play_protocol'] or '?'} | {minutes} | {r['task']} | {fmt(r['real_success_rate'])} | "
+            f"{fmt(r['auroc_real'])} | {fmt(r['auroc_imagined'])} | {fmt(r['kappa'])} | {fmt(j['real'])} / "
+            f"{fmt(j['imagined'])} | {r['ssim_steps_beating_copy']} / {r['object_ssim_steps_beating_copy']} | "
             f"{'yes' if r['meets'] else 'no'} |"
         )
     return "\n".join(lines) + "\n"

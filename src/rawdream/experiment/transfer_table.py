@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from rawdream.eval.metrics import fmt
 from rawdream.io import read_json
 
 
@@ -61,6 +62,8 @@ def transfer_table(runs: list[str | Path]) -> list[dict[str, Any]]:
                     "real_success_rate": loop["real_success_rate"],
                     "imagined_policy_success_rate": loop["imagined_policy_success_rate"],
                     "per_state_correlation": loop["per_state_correlation"],
+                    # the imagined hand's distance from the real one at the last step (proprioception units)
+                    "hand_err_last": view["hand_err"][-1] if "hand_err" in view else None,
                     # means over AR steps 1..H-1 (step 0 is the real first observation for all three)
                     **{
                         k: float(np.mean(view[k][1:]))
@@ -80,19 +83,17 @@ def transfer_table(runs: list[str | Path]) -> list[dict[str, Any]]:
 
 
 def format_transfer_table(rows: list[dict[str, Any]]) -> str:
-    def num(x):
-        return "n/a" if x is None or x != x else f"{x:.2f}"
-
     lines = [
         "| run | play | dynamics steps | target | success: simulator / acting in imagination | per-state corr | "
-        "policy token TV: WM / WM frames + real proprio / first frame + real proprio |",
-        "|---|---|---|---|---|---|---|",
+        "policy token TV: WM / WM frames + real proprio / first frame + real proprio | imagined hand off, last step |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         steps = "?" if r["dynamics_steps"] is None else f"{r['dynamics_steps']:g}"
-        tv = " / ".join(num(r.get(k)) for k in ("tv", "tv_frames", "tv_copy"))
+        tv = " / ".join(fmt(r.get(k)) for k in ("tv", "tv_frames", "tv_copy"))
         lines.append(
-            f"| {r['run']} | {r['play_protocol'] or '?'} | {steps} | {r['task']} | {num(r['real_success_rate'])} / "
-            f"{num(r['imagined_policy_success_rate'])} | {num(r['per_state_correlation'])} | {tv} |"
+            f"| {r['run']} | {r['play_protocol'] or '?'} | {steps} | {r['task']} | {fmt(r['real_success_rate'])} / "
+            f"{fmt(r['imagined_policy_success_rate'])} | {fmt(r['per_state_correlation'])} | {tv} | "
+            f"{fmt(r.get('hand_err_last'), '.3f')} |"
         )
     return "\n".join(lines) + "\n"

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from rawdream.eval.metrics import fmt
 from rawdream.io import atomic_write_text, read_json, read_jsonl
 from rawdream.layout import RunLayout
 
@@ -171,10 +172,6 @@ def _judge_section(run: Path) -> str:
     return "".join(parts)
 
 
-def _f(x: Any, fmt: str = ".2f") -> str:
-    return "n/a" if x is None or x != x else format(x, fmt)
-
-
 def _on_policy_table(rep: dict[str, Any]) -> str:
     """The reward RL actually sees: the judge on the SFT policy's own rollouts, real and imagined."""
     on = (rep.get("on_policy") or {}).get("tasks") or {}
@@ -187,13 +184,13 @@ def _on_policy_table(rep: dict[str, Any]) -> str:
             [
                 t,
                 r["rollouts"],
-                _f(r["real_success_rate"]),
-                _f(r["judge_on_real"]["auroc"]),
-                _f(r["judge_on_imagined"]["auroc"]),
-                _f(r.get("verdict_agreement", {}).get("kappa")),
-                _f(r.get("judged_success_rate", {}).get("real")),
-                _f(r.get("judged_success_rate", {}).get("imagined")),
-                f"{_f(f['object_ssim'][-1], '.3f')} / {_f(f['object_ssim_copy'][-1], '.3f')}" if f else "",
+                fmt(r["real_success_rate"]),
+                fmt(r["judge_on_real"]["auroc"]),
+                fmt(r["judge_on_imagined"]["auroc"]),
+                fmt(r.get("verdict_agreement", {}).get("kappa")),
+                fmt(r.get("judged_success_rate", {}).get("real")),
+                fmt(r.get("judged_success_rate", {}).get("imagined")),
+                f"{fmt(f['object_ssim'][-1], '.3f')} / {fmt(f['object_ssim_copy'][-1], '.3f')}" if f else "",
             ]
         )
     return (
