@@ -191,13 +191,18 @@ def _on_policy_table(rep: dict[str, Any]) -> str:
                 fmt(r.get("judged_success_rate", {}).get("real")),
                 fmt(r.get("judged_success_rate", {}).get("imagined")),
                 f"{fmt(f['object_ssim'][-1], '.3f')} / {fmt(f['object_ssim_copy'][-1], '.3f')}" if f else "",
+                *_transfer_cells(r.get("imagination_transfer")),
             ]
         )
     return (
         "<h3>On the SFT policy's own rollouts (what RL in imagination rewards)</h3><p>The policy samples at the "
         "RL temperature from the RL initial states; the simulator labels each rollout; the world model replays the "
         "same actions. Kappa: agreement of the verdicts on imagined vs real video beyond chance. A systematic "
-        "hallucination shows as an imagined judged-success rate far from the real success rate.</p>"
+        "hallucination shows as an imagined judged-success rate far from the real success rate. Acting in "
+        "imagination: the policy's success when it acts on the world model's frames (its actions replayed in the "
+        "simulator) - far below the real success, RL in imagination trains a policy reality does not have. Policy "
+        "TV: how much its action distributions move on the imagined observation vs the real one (the first frame: "
+        "a world model that draws nothing).</p>"
         + _table(
             [
                 "task",
@@ -209,10 +214,23 @@ def _on_policy_table(rep: dict[str, Any]) -> str:
                 "judged success real",
                 "judged success imagined",
                 "object SSIM last step (WM / copy)",
+                "success acting in imagination",
+                "policy TV (WM / first frame)",
             ],
             rows,
         )
     )
+
+
+def _transfer_cells(t: dict[str, Any] | None) -> list[str]:
+    """The on-policy row's imagination-transfer cells (empty in reports measured without them)."""
+    if not t:
+        return ["", ""]
+    view = t["policy_view"]
+    return [
+        fmt(t["closed_loop"]["imagined_policy_success_rate"]),
+        f"{fmt(float(np.mean(view['tv'][1:])))} / {fmt(float(np.mean(view['tv_copy'][1:])))}",
+    ]
 
 
 def _rl_section(run: Path) -> str:
