@@ -35,6 +35,23 @@ class FlowConfig:
     motion_weight: float = 4.0  # extra loss weight where the latent changes (moving arm and objects)
     proprio_target_noise: float = 0.1  # noise on the teacher-forced chunk-end proprio (normalised units)
     proprio_weight: float = 1.0
+    # the proprioception *input* noised at N(0, U(0, this)^2) (normalised units), the head still asked for the true
+    # chunk-end value: a model fed only exact proprioception learns to integrate actions onto it and ignores the
+    # frames, so in a rollout its own error feeds back and the imagined hand drifts; noised, it must place the
+    # hand from the context frames too (0: off, the committed models' training)
+    train_proprio_noise: float = 0.0
+
+    # training-only settings: a fine-tune (``pretrain-wm --init``) may change them, the model's shape stays
+    TRAINING_ONLY: ClassVar[tuple[str, ...]] = (
+        "tau_mean",
+        "tau_std",
+        "train_context_noise",
+        "train_anchor_noise",
+        "motion_weight",
+        "proprio_target_noise",
+        "proprio_weight",
+        "train_proprio_noise",
+    )
 
     def validate(self) -> None:
         if self.prediction not in ("x", "v"):
@@ -69,16 +86,21 @@ class SamplerConfig:
         return self.context_level / 1000.0 if self.context_noise else 0.0
 
 
-def overlay_sampler(own: SamplerConfig, given: SamplerConfig) -> SamplerConfig:
-    """``own`` with the settings of ``given`` that differ from SamplerConfig's defaults (what a ``--sampler.KEY``
-    changes), so a run's sampler section changes only what it names."""
-    default = SamplerConfig()
+def overlay_changed(own, given, names: tuple[str, ...] | None = None):
+    """``own`` with the settings of ``given`` that differ from their dataclass's defaults (what a ``--KEY``
+    changes), so a command changes only what it names; ``names`` limits which settings may be taken."""
+    default = type(given)()
     changed = {
         f.name: getattr(given, f.name)
         for f in fields(given)
-        if getattr(given, f.name) != getattr(default, f.name)
+        if getattr(given, f.name) != getattr(default, f.name) and (names is None or f.name in names)
     }
     return replace(own, **changed)
+
+
+def overlay_sampler(own: SamplerConfig, given: SamplerConfig) -> SamplerConfig:
+    """``own`` with the sampler settings a run's ``--sampler.KEY`` changed."""
+    return overlay_changed(own, given)
 
 
 @dataclass
@@ -160,11 +182,15 @@ class WorldModel(nn.Module):
         ctx_in = _noise(ctx, randn(*ctx.shape), ctx_level.view(b, 1, 1, 1, 1))
         anchor_in = _noise(anchor, randn(*anchor.shape), anchor_level.view(b, 1, 1, 1))
         p_next = batch["proprio_next"] + fcfg.proprio_target_noise * randn(*batch["proprio_next"].shape)
+        p_in = batch["proprio"]
+        if fcfg.train_proprio_noise > 0:  # drawn only when on: the committed models' random streams stay
+            p_level = rand(b, 1) * fcfg.train_proprio_noise
+            p_in = p_in + p_level * randn(*p_in.shape)
         cache = self.dynamics.encode_context(
             ctx_in,
             anchor_in,
             batch["actions"],
-            batch["proprio"],
+            p_in,
             ctx_level,
             anchor_level,
             proprio_next=p_next,
@@ -182,7 +208,8 @@ class WorldModel(nn.Module):
             motion / (4 * motion.mean(dim=(2, 3), keepdim=True) + 1e-6)
         ).clamp(max=1)
         frame_loss = (weight * (out - goal) ** 2).mean()
-        proprio_loss = ((cache["proprio_delta"] - (batch["proprio_next"] - batch["proprio"])) ** 2).mean()
+        # from the (noised) input to the true chunk-end proprioception: the head learns to correct its input
+        proprio_loss = ((cache["proprio_delta"] - (batch["proprio_next"] - p_in)) ** 2).mean()
         loss = frame_loss + fcfg.proprio_weight * proprio_loss
         return loss, {"dyn/frame": frame_loss.item(), "dyn/proprio": proprio_loss.item()}
 

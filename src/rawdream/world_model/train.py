@@ -9,7 +9,7 @@ the variant and the dataset manifest are recorded in the checkpoint. Both stages
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -35,7 +35,15 @@ from rawdream.training import (
     step_generator,
 )
 from rawdream.world_model.data import Transitions, build_transitions, make_batch
-from rawdream.world_model.model import WorldModel, WorldModelConfig, lr_schedule, psnr, ssim
+from rawdream.world_model.model import (
+    FlowConfig,
+    WorldModel,
+    WorldModelConfig,
+    lr_schedule,
+    overlay_changed,
+    psnr,
+    ssim,
+)
 
 VARIANTS = ("zero-shot", "co-train", "id-ft")
 
@@ -355,7 +363,11 @@ def pretrain_wm(
     if init:
         model = load_world_model(init)
         _check_compatible(model.cfg, mcfg, init)
-        mcfg = model.cfg
+        # the model's shape is the init's; the flow's training settings the command changed apply to the fine-tune
+        mcfg = replace(
+            model.cfg, flow=overlay_changed(model.cfg.flow, cfg.model.flow, FlowConfig.TRAINING_ONLY)
+        )
+        model.cfg = mcfg
         model = model.to(resolve_device(cfg.device))
     else:
         model = WorldModel(mcfg).to(resolve_device(cfg.device))
