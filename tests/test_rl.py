@@ -377,7 +377,13 @@ def test_imagination_transfer_is_zero_for_an_exact_world_model(tiny_wm, tiny_pol
     assert 0.0 <= loop["imagined_policy_success_rate"] <= 1.0
     assert loop["real_success_rate"] == float(real["success"].mean())
     assert all(0.0 <= v <= 1.0 for v in rep["policy_view"]["tv"])
-    assert "closed loop" in format_transfer(rep)
+    # the hand's drift split: both start from the real hand, so their first steps agree; after that the fed-back
+    # estimate is the model's own
+    drift = rep["hand_drift"]
+    assert len(drift["teacher_forced"]) == len(drift["own_hand"]) == 3
+    assert drift["own_hand"][0] == pytest.approx(drift["teacher_forced"][0])
+    assert drift["own_hand"][1:] != drift["teacher_forced"][1:]
+    assert "closed loop" in format_transfer(rep) and "its own hand estimate" in format_transfer(rep)
 
 
 class _ScoreOnPixels:

@@ -290,9 +290,14 @@ def test_id_ft_fine_tunes_the_pretrained_model_on_target_data_only_when_named(ti
     ft = ["pretrain-wm", "--data", str(data), "--init", str(tiny_wm), "--preset", "tiny"]
     # target-task data in a world model is refused unless the variant that uses it is named
     assert main([*ft, "--out", str(tmp_path / "refused")]) != 0
-    assert main([*ft, "--variant", "id-ft", "--out", str(tmp_path / "idft")]) == 0
+    # the flow's training settings the command changes apply to the fine-tune; the model's shape stays the init's
+    shape = "--model.dynamics.channels=[8,8,8]"
+    changed = [shape, "--model.flow.train_proprio_noise=0.3"]
+    assert main([*ft, "--variant", "id-ft", "--out", str(tmp_path / "idft"), *changed]) == 0
     info = json.loads((tmp_path / "idft" / "world_model.json").read_text())
     assert info["variant"] == "id-ft" and info["init"] == str(tiny_wm.resolve())
+    assert info["config"]["flow"]["train_proprio_noise"] == 0.3
+    assert info["config"]["dynamics"] == json.loads((tiny_wm / "world_model.json").read_text())["config"]["dynamics"]
     assert "drawer-open" in info["target_tasks_in_data"]
     before = load_file(str(tiny_wm / "world_model.safetensors"))
     after = load_file(str(tmp_path / "idft" / "world_model.safetensors"))
@@ -371,3 +376,31 @@ def test_wan_backbone_trains_imagines_and_loads_public_weights(play_data, tmp_pa
     assert den.denoise(torch.randn(2, 4, 16, 16), torch.rand(2), cache).shape == (2, 4, 16, 16)
     with pytest.raises(FileNotFoundError, match="holds no Wan transformer"):
         build_denoiser(DynamicsConfig(arch="wan", pretrained=str(tmp_path)), 4, 16)
+
+
+def test_proprio_input_noise_makes_the_hand_head_read_the_frames():
+    """With exact proprioception as input the head can integrate onto it and ignore the frames, so a rollout's own
+    error feeds back; trained with noised inputs it places the hand from the context frames and corrects a wrong
+    input. Here the true hand is a function of the last context frame, and the head is fed a wrong one."""
+
+    def train(noise: float) -> float:
+        model = _tiny_model()
+        model.cfg.flow.train_proprio_noise = noise
+        batch = _batch(model, b=32)
+        hand = batch["ctx"][:, -1, :4].mean(dim=(2, 3)) * 4  # where the frame says the hand is (unit scale)
+        batch["proprio"], batch["proprio_next"] = hand, hand.clone()
+        opt = torch.optim.Adam(model.dynamics.parameters(), lr=3e-3)
+        for step in range(150):
+            loss, _ = model.training_loss(batch, torch.Generator().manual_seed(step))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            wrong = hand + 1.0  # an input one standard deviation off, as a drifted rollout feeds it
+            cache = model.dynamics.encode_context(
+                batch["ctx"], batch["anchor"], batch["actions"], wrong, torch.zeros(32), torch.zeros(32)
+            )
+            return float((wrong + cache["proprio_delta"] - hand).abs().mean())
+
+    exact, noised = train(0.0), train(1.5)
+    assert noised < 0.5 * exact, (noised, exact)

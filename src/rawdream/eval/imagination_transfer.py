@@ -82,6 +82,42 @@ def policy_view(
     return res
 
 
+@torch.no_grad()
+def hand_drift(world_model, real: dict[str, np.ndarray], noise_seeds: list[int]) -> dict[str, list[float]]:
+    """Why the imagined hand drifts, per AR step 1..H (distance from the real hand, proprioception units):
+    ``teacher_forced``: one step from the real context frames and the real hand (the model's error per step);
+    ``own_hand``: the real context frames but the model's own hand estimate fed back (what its proprioception
+    adds by compounding, when the frames are right). The open-loop error is :func:`policy_view`'s ``hand_err``.
+    A model whose ``own_hand`` error grows far past ``teacher_forced`` integrates its own estimate instead of
+    reading the hand from the frames it is given."""
+    wm = world_model
+    video = torch.from_numpy(np.asarray(real["video"], np.uint8))
+    hand = torch.from_numpy(np.asarray(real["proprio"], np.float32))
+    actions = torch.from_numpy(np.asarray(real["actions"], np.float32))
+    horizon = actions.shape[1]
+    z = torch.stack([wm.encode(video[:, h]) for h in range(horizon + 1)], dim=1)
+    p_real = wm.norm_proprio(hand.to(wm.device))
+    k = wm.cfg.dynamics.context
+
+    def step(h: int, p_in: torch.Tensor) -> torch.Tensor:
+        # the real latents of steps h-k+1..h, the first repeated before the start (as a rollout begins)
+        ctx = z[:, [max(0, j) for j in range(h - k + 1, h + 1)]]
+        gens = [torch.Generator().manual_seed(int(s)) for s in noise_seeds]
+        _, p = wm.predict_next(ctx, z[:, 0], wm.norm_actions(actions[:, h].to(wm.device)), p_in, h + 1, gens)
+        return p
+
+    def err(p: torch.Tensor, h: int) -> float:
+        return float((wm.denorm_proprio(p)[:, :3].cpu() - hand[:, h, :3]).norm(dim=-1).mean())
+
+    res: dict[str, list[float]] = {"teacher_forced": [], "own_hand": []}
+    own = p_real[:, 0]
+    for h in range(horizon):
+        res["teacher_forced"].append(err(step(h, p_real[:, h]), h + 1))
+        own = step(h, own)
+        res["own_hand"].append(err(own, h + 1))
+    return res
+
+
 def closed_loop(
     policy,
     world_model,
@@ -145,7 +181,14 @@ def format_transfer(rep: dict[str, Any]) -> str:
         f"frames with the real proprioception / the first frame with the real proprioception): token TV "
         f"{mean('tv')} / {mean('tv_frames')} / {mean('tv_copy')}; greedy action gap {mean('action_gap')} / "
         f"{mean('action_gap_frames')} / {mean('action_gap_copy')}; imagined hand off by "
-        f"{view['hand_err'][1]:.3f} after one chunk, {view['hand_err'][-1]:.3f} after {len(view['hand_err']) - 1}\n"
+        f"{view['hand_err'][1]:.3f} after one chunk, {view['hand_err'][-1]:.3f} after {len(view['hand_err']) - 1}"
+        + (
+            f" (from the real frames and its own hand estimate {rep['hand_drift']['own_hand'][-1]:.3f}; "
+            f"one step from the real ones, mean {np.mean(rep['hand_drift']['teacher_forced']):.3f})"
+            if "hand_drift" in rep
+            else ""
+        )
+        + "\n"
         f"  closed loop: the policy acting in imagination succeeds (actions replayed in the simulator) "
         f"{loop['imagined_policy_success_rate']:.2f} vs {loop['real_success_rate']:.2f} acting in the simulator; "
         f"per-state correlation {loop['per_state_correlation']:.2f}"
@@ -186,6 +229,7 @@ def imagination_transfer(
             text,
             cfg.temperature,
         ),
+        "hand_drift": hand_drift(world_model, real, noise),
         "closed_loop": closed_loop(
             policy, world_model, task, real, text, cfg.temperature, sampling, noise, cfg.env, cfg.workers
         ),

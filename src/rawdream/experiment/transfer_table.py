@@ -64,6 +64,11 @@ def transfer_table(runs: list[str | Path]) -> list[dict[str, Any]]:
                     "per_state_correlation": loop["per_state_correlation"],
                     # the imagined hand's distance from the real one at the last step (proprioception units)
                     "hand_err_last": view["hand_err"][-1] if "hand_err" in view else None,
+                    # the same from the real frames with the model's own hand fed back, and one step at a time
+                    "hand_err_own_last": r["hand_drift"]["own_hand"][-1] if "hand_drift" in r else None,
+                    "hand_err_one_step": float(np.mean(r["hand_drift"]["teacher_forced"]))
+                    if "hand_drift" in r
+                    else None,
                     # means over AR steps 1..H-1 (step 0 is the real first observation for all three)
                     **{
                         k: float(np.mean(view[k][1:]))
@@ -85,7 +90,8 @@ def transfer_table(runs: list[str | Path]) -> list[dict[str, Any]]:
 def format_transfer_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| run | play | dynamics steps | target | success: simulator / acting in imagination | per-state corr | "
-        "policy token TV: WM / WM frames + real proprio / first frame + real proprio | imagined hand off, last step |",
+        "policy token TV: WM / WM frames + real proprio / first frame + real proprio | imagined hand off, last step: "
+        "open loop / real frames + own hand / one step |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -94,6 +100,6 @@ def format_transfer_table(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['run']} | {r['play_protocol'] or '?'} | {steps} | {r['task']} | {fmt(r['real_success_rate'])} / "
             f"{fmt(r['imagined_policy_success_rate'])} | {fmt(r['per_state_correlation'])} | {tv} | "
-            f"{fmt(r.get('hand_err_last'), '.3f')} |"
+            f"{' / '.join(fmt(r.get(k), '.3f') for k in ('hand_err_last', 'hand_err_own_last', 'hand_err_one_step'))} |"
         )
     return "\n".join(lines) + "\n"
