@@ -297,7 +297,20 @@ def test_id_ft_fine_tunes_the_pretrained_model_on_target_data_only_when_named(ti
     info = json.loads((tmp_path / "idft" / "world_model.json").read_text())
     assert info["variant"] == "id-ft" and info["init"] == str(tiny_wm.resolve())
     assert info["config"]["flow"]["train_proprio_noise"] == 0.3
-    assert info["config"]["dynamics"] == json.loads((tiny_wm / "world_model.json").read_text())["config"]["dynamics"]
+    from rawdream.eval.judge_accuracy import world_model_provenance
+
+    # tables of fidelity against budget count the init's dynamics steps too
+    prov = world_model_provenance(load_world_model(tmp_path / "idft"), tmp_path / "idft")
+    own = info["final_metrics"]["steps"]
+    assert (
+        prov["dynamics_steps"]
+        == own + json.loads((tiny_wm / "world_model.json").read_text())["final_metrics"]["steps"]
+    )
+    assert prov["fine_tuned_from"] == str(tiny_wm.resolve())
+    assert (
+        info["config"]["dynamics"]
+        == json.loads((tiny_wm / "world_model.json").read_text())["config"]["dynamics"]
+    )
     assert "drawer-open" in info["target_tasks_in_data"]
     before = load_file(str(tiny_wm / "world_model.safetensors"))
     after = load_file(str(tmp_path / "idft" / "world_model.safetensors"))

@@ -18,7 +18,7 @@ from rawdream import seeds
 from rawdream.config import save_config
 from rawdream.eval.metrics import auroc, binary_metrics, nanmean  # noqa: F401  (auroc re-exported)
 from rawdream.eval.on_policy import RewardFidelityConfig
-from rawdream.io import atomic_write_json
+from rawdream.io import atomic_write_json, read_json
 from rawdream.reward.base import (
     JudgeConfig,
     check_abstains,
@@ -200,10 +200,18 @@ def world_model_provenance(wm, path: str | Path) -> dict[str, Any]:
     """What a world model is, for a table of reward fidelity against training budget and play protocol."""
     info = getattr(wm, "info", None) or {}
     seconds = info.get("seconds") or {}
+    steps = (info.get("final_metrics") or {}).get("steps")
+    init = info.get("init")
+    init_json = Path(init) / "world_model.json" if init else None
+    if steps is not None and init_json is not None and init_json.exists():
+        # a fine-tune (pretrain-wm --init): its dynamics steps come on top of the model it started from
+        init_steps = (read_json(init_json).get("final_metrics") or {}).get("steps")
+        steps = steps + init_steps if init_steps is not None else None
     return {
         "path": str(Path(path).resolve()),
         "play_protocol": (info.get("play_protocol") or {}).get("scenes"),
-        "dynamics_steps": (info.get("final_metrics") or {}).get("steps"),
+        "dynamics_steps": steps,
+        "fine_tuned_from": init,
         "train_minutes": round(seconds.get("total", float("nan")) / 60, 1) if seconds else None,
         "arch": wm.cfg.dynamics.arch,
     }
