@@ -417,3 +417,51 @@ def test_proprio_input_noise_makes_the_hand_head_read_the_frames():
 
     exact, noised = train(0.0), train(1.5)
     assert noised < 0.5 * exact, (noised, exact)
+
+
+def test_training_on_its_own_rollouts_replaces_the_context_by_imagination(play_data, tiny_wm, tmp_path):
+    """rollout_steps: a row's context frames and hand become the model's own imagination of the chunks before it,
+    started from the real observation ``steps`` chunks back; rows too close to their episode's start stay
+    teacher-forced; the target stays the real frame. End to end, pretrain-wm trains with it."""
+    from rawdream.data.lerobot import LeRobotDataset
+    from rawdream.world_model.data import build_transitions, make_batch
+    from rawdream.world_model.train import own_context, previous_transition
+
+    model = load_world_model(tiny_wm)
+    tr = build_transitions(LeRobotDataset(play_data), 8, model.cfg.dynamics.context)
+    prev = previous_transition(tr)
+    has = prev >= 0
+    assert has.any() and not has.all()  # every episode starts without one
+    assert (tr.target[prev[has]] == tr.ctx[has, -1]).all() and (tr.step[prev[has]] == tr.step[has] - 1).all()
+    assert (tr.step[~has] == 1).all()
+
+    c, s = model.cfg.autoencoder.latent_channels, model.latent_size
+    latents = torch.randn(int(tr.target.max()) + 1, c, s, s, generator=torch.Generator().manual_seed(0))
+    idx = np.arange(len(tr))
+    batch = make_batch(tr, latents, idx, model)
+    own = {k: v.clone() for k, v in batch.items()}
+    own_context(model, tr, latents, prev, idx, own, 1, 1.0, torch.Generator().manual_seed(0))
+    changed = (own["ctx"] != batch["ctx"]).flatten(1).any(1).numpy()
+    assert (changed == has).all()
+    assert torch.equal(own["target"], batch["target"]) and torch.equal(
+        own["proprio"][~has], batch["proprio"][~has]
+    )
+    # a row's new last context frame is one imagined step from the previous transition's real context
+    i = int(np.nonzero(has)[0][0])
+    j = int(prev[i])
+    p_batch = make_batch(tr, latents, np.array([j]), model)
+    assert torch.equal(own["ctx"][i, :-1], p_batch["ctx"][0, 1:])  # the context slides by one chunk
+
+    out = tmp_path / "wm"
+    args = [
+        "pretrain-wm",
+        "--data",
+        str(play_data),
+        "--out",
+        str(out),
+        "--preset",
+        "tiny",
+        "--rollout_steps=2",
+    ]
+    assert main(args) == 0
+    assert load_world_model(out).info["final_metrics"]["steps"] == 20

@@ -224,17 +224,19 @@ class WorldModel(nn.Module):
         anchor: torch.Tensor,
         actions: torch.Tensor,
         proprio_n: torch.Tensor,
-        s: int,
+        s: int | list[int],
         gens: list[torch.Generator],
         sampler: SamplerConfig | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One AR step: normalised latents of the chunk-end frame and normalised proprioception."""
+        """One AR step: normalised latents of the chunk-end frame and normalised proprioception. ``s``: the AR
+        step (1 = the first chunk), one for all rows or one per row."""
         sc = sampler or self.cfg.sampler
         b = ctx.shape[0]
         lat = tuple(anchor.shape[1:])
         dev = self.device
         ctx_level = torch.full((b,), sc.ctx_level(), device=dev)
-        anchor_level = torch.full((b,), sc.anchor_level(s), device=dev)
+        steps = [s] * b if isinstance(s, int) else list(s)
+        anchor_level = torch.tensor([sc.anchor_level(int(x)) for x in steps], device=dev)
         # noise is drawn per rollout, in a fixed order, so a rollout does not depend on its batch neighbours
         eps_anchor = self._per_rollout_randn(gens, lat)
         eps_ctx = self._per_rollout_randn(gens, tuple(ctx.shape[1:]))

@@ -66,6 +66,8 @@ class PretrainWMConfig(TrainerSettings):
         "sample_rollouts": ">=0",
         "ae_max_minutes": (">=0", "0: no time limit"),
         "dyn_max_minutes": (">=0", "0: no time limit"),
+        "rollout_steps": (">=0", "0: teacher forcing only"),
+        "rollout_fraction": "[0,1]",
     }
 
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -86,6 +88,12 @@ class PretrainWMConfig(TrainerSettings):
     # wall-clock limits per stage (0: none); a stage that reaches its limit stops early and says so
     ae_max_minutes: float = 0.0
     dyn_max_minutes: float = 0.0
+    # training on its own rollouts: for this fraction of a batch, the context frames and hand are the model's own
+    # imagination of the previous ``rollout_steps`` chunks (from the real ones before them), and the target is
+    # still the real next frame - the model learns to steer back from its own drift instead of only ever seeing
+    # real contexts, which a long rollout leaves after a few chunks (0: teacher forcing, the committed models)
+    rollout_steps: int = 0
+    rollout_fraction: float = 0.5
 
     def validate(self) -> None:
         if self.variant not in VARIANTS:
@@ -220,12 +228,15 @@ def train_dynamics(
     val_idx = np.random.default_rng(seeds.WM_VALIDATION_SAMPLE).choice(
         len(val_tr), size=min(256, len(val_tr)), replace=False
     )
+    prev = previous_transition(tr)
     last: dict[str, float] = {"steps": float(start)}
     for step in range(start, cfg.dyn_steps):
         dyn.train()
         g = step_generator(cfg.seed, step, stream=seeds.STREAM_WM_DYNAMICS)
         idx = torch.randint(len(tr), (cfg.dyn_batch,), generator=g).numpy()
         batch = make_batch(tr, latents, idx, model)
+        if cfg.rollout_steps:
+            own_context(model, tr, latents, prev, idx, batch, cfg.rollout_steps, cfg.rollout_fraction, g)
         for group in opt.param_groups:
             group["lr"] = cfg.dyn_lr * lr_schedule(step, cfg.dyn_steps)
         with autocast(cfg.precision, model.device):
@@ -260,6 +271,44 @@ def train_dynamics(
     bar.close()
     dyn.load_state_dict(ema.state_dict())  # sample with the EMA weights from here on
     return last
+
+
+def previous_transition(tr: Transitions) -> np.ndarray:
+    """For each transition, the index of the one whose target frame is its context's last frame (the previous
+    chunk of the same episode), or -1 at an episode's start."""
+    by_target = {int(t): i for i, t in enumerate(tr.target)}
+    return np.array([by_target.get(int(c), -1) for c in tr.ctx[:, -1]])
+
+
+@torch.no_grad()
+def own_context(
+    model, tr, latents, prev, idx, batch, steps: int, fraction: float, g: torch.Generator
+) -> None:
+    """Replace, for a ``fraction`` of the rows of ``batch`` that have ``steps`` previous chunks, the context
+    latents and the hand with the model's own rollout of those chunks from the real observation before them
+    (the sampler the model imagines with; each row its own noise stream). In place."""
+    chain = [np.asarray(idx)]  # chain[k]: the transition k chunks before each row's (-1: before the episode)
+    for _ in range(steps):
+        cur = chain[-1]
+        chain.append(np.where(cur >= 0, prev[np.maximum(cur, 0)], -1))
+    pick = torch.rand(len(idx), generator=g).numpy() < fraction
+    noise_seeds = torch.randint(2**31 - 1, (len(idx),), generator=g).tolist()
+    rows = np.nonzero(pick & (chain[-1] >= 0))[0]
+    if len(rows) == 0:
+        return
+    first = chain[-1][rows]  # the transition ``steps`` chunks back: its real context starts the rollout
+    part = make_batch(tr, latents, first, model)
+    ctx, p = part["ctx"], part["proprio"]
+    anchor = batch["anchor"][rows]
+    gens = [torch.Generator().manual_seed(noise_seeds[r]) for r in rows]
+    for k in range(steps, 0, -1):
+        j = chain[k][rows]
+        acts = model.norm_actions(torch.as_tensor(tr.actions[j]).to(model.device))
+        nxt, p = model.predict_next(ctx, anchor, acts, p, tr.step[j].tolist(), gens)
+        ctx = torch.cat([ctx[:, 1:], nxt[:, None]], dim=1)
+    rows_t = torch.as_tensor(rows, device=batch["ctx"].device)
+    batch["ctx"][rows_t] = ctx
+    batch["proprio"][rows_t] = p
 
 
 @torch.no_grad()
