@@ -232,3 +232,38 @@ def test_paper_table_tiny(tiny_policy, tiny_wm, tiny_judge, pretrain_demos, tmp_
     assert set(report["dnv"]) == {"sim_judge", "rawdream", "rawdream_no_dnv"}
     md = (tmp_path / "pt" / "paper_table.md").read_text()
     assert "| 1-shot SFT | practised |" in md and "| 1-shot SFT | new |" in md
+
+
+def test_mimic_negatives_follow_the_experts_path_displaced_and_keep_the_simulators_labels():
+    """The judge's hard negatives: the hand retraces the scripted expert's path from the same initial state, offset
+    by a few centimetres, so it ends where a success ends while the object stays put; the simulator labels them.
+    Only labeled collections may ask for them."""
+    from dataclasses import replace
+
+    from rawdream.config import build
+    from rawdream.data.collect import (
+        CollectConfig,
+        EpisodeSpec,
+        _worker_env,
+        expert_path,
+        make_specs,
+        run_episode,
+    )
+    from rawdream.envs.base import EnvConfig
+
+    spec = EpisodeSpec(task="drawer-close", seed=50_001, behaviour="mimic", max_steps=96, frame_stride=8)
+    ep = run_episode(spec, EnvConfig())
+    path, _ = expert_path(_worker_env("drawer-close", EnvConfig(max_steps=96)), spec.seed, 96)
+    hand = ep["data"]["observation.state"][1:, :3]  # after each 8-step chunk
+    gap = np.linalg.norm(hand - path[7::8], axis=1)
+    # after the first chunks the hand keeps a near-constant offset of 4..12 cm from the expert's hand
+    assert 0.03 < gap[3:].mean() < 0.13 and gap[3:].std() < 0.03, gap
+    assert ep["success"] == bool(ep["data"]["next.success"].any())  # the simulator's own label, kept
+    # the expert from the same state succeeds; the displaced copy of its path leaves the drawer open
+    assert run_episode(replace(spec, behaviour="expert"), EnvConfig())["success"] and not ep["success"]
+
+    mix = {"frac_expert": 0.4, "frac_stall": 0.25, "frac_random": 0.05, "frac_poke": 0.1, "frac_mimic": 0.2}
+    cfg = build(CollectConfig, {"kind": "labeled", "episodes_per_task": 20, "tasks": ["reach"], **mix})
+    assert 1 <= sum(s.behaviour == "mimic" for s in make_specs(cfg)) <= 10
+    with pytest.raises(ValueError, match="frac_mimic=0.2 is for labeled judge data only"):
+        build(CollectConfig, {"kind": "play", **mix})

@@ -43,7 +43,7 @@ from rawdream.envs.base import EnvConfig
 from rawdream.envs.tasks import UnknownTaskError, backend_of, canonical_task, catalogue, instruction
 from rawdream.splits import TASK_FREE_BEHAVIOURS, SplitConfig, resolve_split  # noqa: F401
 
-BEHAVIOURS = ("expert", "stall", "random", "poke", "interact")
+BEHAVIOURS = ("expert", "stall", "random", "poke", "interact", "mimic")
 PLAY_SCENES = ("workspace", "pretraining")
 
 
@@ -53,7 +53,7 @@ class EpisodeSpec:
 
     task: str
     seed: int
-    behaviour: str  # expert | stall | random | poke | interact
+    behaviour: str  # expert | stall | random | poke | interact | mimic
     sigma: float = 0.0  # std of Gaussian action noise added to the expert (xyz and gripper)
     stall_at: int = -1  # stall: expert until this step, then small random motion
     max_steps: int = 128
@@ -185,6 +185,39 @@ class _Interactor:
         return _action(xyz, grip, self.action_dim)
 
 
+class _Mimic:
+    """The expert's hand path without its effect: the hand follows the path the scripted expert took from this very
+    initial state (gripper commands included), displaced by a fixed offset of a few centimetres, so it usually
+    closes on air beside the handle, slides past the object and ends where a success would end - with the object
+    where it was. A judge that scores where the hand goes rather than what the object does calls these
+    successes; RL against such a judge finds exactly this behaviour (docs/judge.md), so the judge is trained on
+    it. The simulator still labels every episode: an offset too small to miss is a success."""
+
+    def __init__(self, rng: np.random.Generator, path: np.ndarray, grips: np.ndarray, action_dim: int):
+        d = rng.normal(0.0, 1.0, 3)
+        d[2] = abs(d[2])  # never below the path: a hand pressed into the table drags everything with it
+        self.offset = d / (np.linalg.norm(d) + 1e-8) * rng.uniform(0.04, 0.12)
+        self.path, self.grips, self.action_dim, self.t = path, grips, action_dim, 0
+
+    def __call__(self, hand: np.ndarray) -> np.ndarray:
+        i = min(self.t, len(self.path) - 1)
+        self.t += 1
+        return _action((self.path[i] + self.offset - hand) * 15.0, self.grips[i], self.action_dim)
+
+
+def expert_path(env, seed: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """The scripted expert's hand positions after each of ``steps`` steps from ``seed``'s initial state, and its
+    gripper commands (nothing rendered); leaves the env mid-episode: reset it before use."""
+    env.reset(seed)
+    path, grips = [], []
+    for _ in range(steps):
+        a = env.expert_action()
+        env.step(a, render=False)
+        path.append(env.proprio()[:3].astype(np.float64))
+        grips.append(float(a[-1]))
+    return np.stack(path), np.asarray(grips)
+
+
 # A few simulators per worker, least recently used closed first: each holds ~86 MB with its renderer, and episodes
 # come task by task, so keeping all 45 tasks' envs alive would only cost memory (3.9 GB per worker).
 _ENVS: OrderedDict[tuple, Any] = OrderedDict()
@@ -221,6 +254,9 @@ def run_episode(spec: EpisodeSpec, env_cfg: EnvConfig) -> dict[str, Any]:
         spec.task, replace(env_cfg, max_steps=spec.max_steps, end_on_success=spec.end_on_success)
     )
     rng = np.random.default_rng([spec.seed, BEHAVIOURS.index(spec.behaviour), int(spec.sigma * 1000)])
+    mimic = None
+    if spec.behaviour == "mimic":
+        mimic = _Mimic(rng, *expert_path(env, spec.seed, spec.max_steps), env.action_dim)
     obs, info = env.reset(spec.seed)
     k = spec.frame_stride
     adim, workspace = env.action_dim, catalogue(env_cfg.backend).workspace
@@ -241,6 +277,8 @@ def run_episode(spec: EpisodeSpec, env_cfg: EnvConfig) -> dict[str, Any]:
             a = poker(env.proprio()[:3], info["object_position"])
         elif spec.behaviour == "interact":
             a = interactor(env.proprio()[:3], info["object_position"])
+        elif mimic is not None:
+            a = mimic(env.proprio()[:3])
         elif spec.behaviour == "stall" and t >= spec.stall_at:
             a = rng.normal(0, 0.3, adim)
         else:
@@ -344,6 +382,7 @@ class CollectConfig:
     frac_stall: float = 0.15
     frac_random: float = 0.1
     frac_poke: float = 0.25
+    frac_mimic: float = 0.0  # labeled only: the expert's hand path displaced so it misses (see _Mimic)
     noise_scales: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.6, 1.0])
     end_on_success: bool = False
     workers: int = 2
@@ -375,10 +414,15 @@ class CollectConfig:
             raise ValueError(
                 f"max_steps={self.max_steps} must be a multiple of frame_stride={self.frame_stride} (whole chunks)"
             )
-        fracs = (self.frac_expert, self.frac_stall, self.frac_random, self.frac_poke)
+        fracs = (self.frac_expert, self.frac_stall, self.frac_random, self.frac_poke, self.frac_mimic)
         if min(fracs) < 0 or abs(sum(fracs) - 1.0) > 1e-6:
             raise ValueError(
-                f"frac_expert + frac_stall + frac_random + frac_poke must be 1, got {sum(fracs):.3f}"
+                f"frac_expert + frac_stall + frac_random + frac_poke + frac_mimic must be 1, got {sum(fracs):.3f}"
+            )
+        if self.frac_mimic and self.kind != "labeled":
+            raise ValueError(
+                f"--frac_mimic={self.frac_mimic} is for labeled judge data only (it follows the expert's path): "
+                f"use it with `collect labeled`"
             )
         if self.episodes_per_task < 1:
             raise ValueError(f"episodes_per_task={self.episodes_per_task} must be at least 1")
@@ -422,6 +466,8 @@ class CollectConfig:
             for k, v in to_dict(self).items()
             if k not in ("workers", "episodes_per_file", "tasks", "episodes_per_task", "split")
         }
+        if not keep["frac_mimic"]:  # added later: datasets collected before it keep their hash and resume
+            del keep["frac_mimic"]
         import hashlib
         import json
 
@@ -508,6 +554,8 @@ def make_specs(cfg: CollectConfig) -> list[EpisodeSpec]:
                 specs.append(EpisodeSpec(behaviour="stall", stall_at=stall, sigma=0.05, **common))
             elif u < cfg.frac_expert + cfg.frac_stall + cfg.frac_random:
                 specs.append(EpisodeSpec(behaviour="random", **common))
+            elif u >= 1.0 - cfg.frac_mimic:
+                specs.append(EpisodeSpec(behaviour="mimic", **common))
             else:
                 specs.append(EpisodeSpec(behaviour="poke", **common))
     return specs
