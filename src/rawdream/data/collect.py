@@ -186,23 +186,51 @@ class _Interactor:
 
 
 class _Mimic:
-    """The expert's hand path without its effect: the hand follows the path the scripted expert took from this very
-    initial state (gripper commands included), displaced by a fixed offset of a few centimetres, so it usually
-    closes on air beside the handle, slides past the object and ends where a success would end - with the object
-    where it was. A judge that scores where the hand goes rather than what the object does calls these
-    successes; RL against such a judge finds exactly this behaviour (docs/judge.md), so the judge is trained on
-    it. The simulator still labels every episode: an offset too small to miss is a success."""
+    """What a success looks like to the hand, without its effect on the object - the judge's hard negatives.
+    Half the episodes (``path``) follow the path the scripted expert took from this very initial state (gripper
+    commands included), displaced by a fixed offset of 2-10 cm: the hand closes on air beside the handle, slides
+    past the object and ends near where a success ends. The other half (``goal``) take the hand over and down onto
+    the task's goal marker, where a success leaves the object (or, for reach tasks, the hand), and linger there.
+    A judge that scores where the hand goes rather than what the object does calls these successes; RL against such
+    a judge found exactly that behaviour (docs/judges.md), so the judge is trained on it. The simulator labels
+    every episode: a small offset that still does the task, or a reach task's hand on its goal, is a success."""
 
-    def __init__(self, rng: np.random.Generator, path: np.ndarray, grips: np.ndarray, action_dim: int):
+    def __init__(
+        self, rng: np.random.Generator, path: np.ndarray, grips: np.ndarray, goal: np.ndarray, action_dim: int
+    ):
+        self.rng, self.action_dim, self.t = rng, action_dim, 0
+        self.form = "path" if rng.random() < 0.5 else "goal"
         d = rng.normal(0.0, 1.0, 3)
         d[2] = abs(d[2])  # never below the path: a hand pressed into the table drags everything with it
-        self.offset = d / (np.linalg.norm(d) + 1e-8) * rng.uniform(0.04, 0.12)
-        self.path, self.grips, self.action_dim, self.t = path, grips, action_dim, 0
+        self.offset = d / (np.linalg.norm(d) + 1e-8) * rng.uniform(0.02, 0.10)
+        self.path, self.grips = path, grips
+        # goal: wait a while (so the arrival time varies), rise, cross over, descend onto the marker and stay
+        self.goal = goal + rng.normal(0.0, [0.01, 0.01, 0.005])
+        self.start = int(rng.integers(0, len(path) // 3 + 1))
+        self.grip = float(rng.choice([-1.0, 1.0]))
+        self.phase = "wait"
 
     def __call__(self, hand: np.ndarray) -> np.ndarray:
-        i = min(self.t, len(self.path) - 1)
-        self.t += 1
-        return _action((self.path[i] + self.offset - hand) * 15.0, self.grips[i], self.action_dim)
+        t, self.t = self.t, self.t + 1
+        if self.form == "path":
+            i = min(t, len(self.path) - 1)
+            return _action((self.path[i] + self.offset - hand) * 15.0, self.grips[i], self.action_dim)
+        if self.phase == "wait" and t >= self.start:
+            self.phase, self.high = "rise", max(hand[2], self.goal[2]) + 0.10  # cruise above both
+        if self.phase == "wait":
+            xyz = np.zeros(3)
+        elif self.phase == "rise":
+            xyz = np.array([0.0, 0.0, (self.high - hand[2]) * 15.0])
+            if hand[2] >= self.high - 0.02 or t > self.start + 20:
+                self.phase = "over"
+        elif self.phase == "over":
+            above = np.array([self.goal[0], self.goal[1], hand[2]])
+            xyz = (above - hand) * 15.0
+            if np.linalg.norm(above[:2] - hand[:2]) < 0.02:
+                self.phase = "down"
+        else:
+            xyz = (self.goal - hand) * 15.0 + self.rng.normal(0.0, 0.1, 3)
+        return _action(xyz, self.grip, self.action_dim)
 
 
 def expert_path(env, seed: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -254,10 +282,9 @@ def run_episode(spec: EpisodeSpec, env_cfg: EnvConfig) -> dict[str, Any]:
         spec.task, replace(env_cfg, max_steps=spec.max_steps, end_on_success=spec.end_on_success)
     )
     rng = np.random.default_rng([spec.seed, BEHAVIOURS.index(spec.behaviour), int(spec.sigma * 1000)])
-    mimic = None
-    if spec.behaviour == "mimic":
-        mimic = _Mimic(rng, *expert_path(env, spec.seed, spec.max_steps), env.action_dim)
+    path = expert_path(env, spec.seed, spec.max_steps) if spec.behaviour == "mimic" else None
     obs, info = env.reset(spec.seed)
+    mimic = _Mimic(rng, *path, env.goal_position(), env.action_dim) if path else None
     k = spec.frame_stride
     adim, workspace = env.action_dim, catalogue(env_cfg.backend).workspace
     explorer = _RandomExplorer(rng, workspace, adim)

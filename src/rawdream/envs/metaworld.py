@@ -129,6 +129,11 @@ class MetaWorldEnv(SimulatorEnv):
         """World xyz of the task's main object (Meta-World keeps it at state[4:7])."""
         return self.state[4:7].copy()
 
+    def goal_position(self) -> np.ndarray:
+        """World xyz of the task's goal marker (Meta-World keeps it at state[36:39]): where the object, or for
+        reach tasks the hand, must end. For the judge's hard negatives only (data/collect.py's mimic episodes)."""
+        return self.state[36:39].copy()
+
     def proprio(self) -> np.ndarray:
         return self.state[:PROPRIO_DIM].astype(np.float32)
 
