@@ -24,6 +24,9 @@ class GeneralistConfig:
     # every frame judged): see :mod:`rawdream.reward.references`
     reference: bool = True
     blind: bool = False  # the task-blind control: neither the instruction nor the reference is shown
+    # size of an auxiliary head from each judged frame's features to the objects' positions in it (0: none); set
+    # by train-judge --object_loss, which trains it on the simulator state so the features follow the objects
+    object_outputs: int = 0
 
 
 def verb_of(text: str) -> str:
@@ -56,12 +59,18 @@ class JudgeNet(nn.Module):
             nn.SiLU(),
             nn.Linear(cfg.hidden, 1),
         )
+        self.object_head = nn.Linear(2 * chs[-1], cfg.object_outputs) if cfg.object_outputs else None
 
     def forward(
-        self, frames: torch.Tensor, text: torch.Tensor, reference: torch.Tensor | None = None
-    ) -> torch.Tensor:
+        self,
+        frames: torch.Tensor,
+        text: torch.Tensor,
+        reference: torch.Tensor | None = None,
+        objects: bool = False,
+    ):
         """frames (B, F, H, W, 3) uint8, text (B, 2*384), reference (B, 2, H, W, 3) uint8 (first and last frame
-        of a demonstration of the instructed task; for ``reference`` models) -> success logits (B,)."""
+        of a demonstration of the instructed task; for ``reference`` models) -> success logits (B,); with
+        ``objects`` (training, models with an object head) also the objects' positions per frame (B, F, O)."""
         b, f = frames.shape[:2]
         if self.cfg.blind:
             text = torch.zeros_like(text)
@@ -85,8 +94,13 @@ class JudgeNet(nn.Module):
         for block, down in zip(self.blocks, self.downs):
             h = down(block(h, cond_f))
         h = F.silu(self.norm(h))
-        feats = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1).view(b, -1)
-        return self.fuse(torch.cat([feats, cond], dim=1))[:, 0]
+        per_frame = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+        logits = self.fuse(torch.cat([per_frame.view(b, -1), cond], dim=1))[:, 0]
+        if not objects:
+            return logits
+        if self.object_head is None:
+            raise ValueError("this judge has no object head (train it with --object_loss > 0)")
+        return logits, self.object_head(per_frame).view(b, f, -1)
 
 
 def text_features(enc: TextEncoder, texts: list[str]) -> torch.Tensor:

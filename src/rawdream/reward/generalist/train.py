@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -52,6 +52,7 @@ class TrainJudgeConfig(TrainerSettings):
         "augment_shift": ">=0",
         "val_fraction": "[0,1)",
         "imagined_fraction": "[0,1]",
+        "object_loss": ">=0",
     }
 
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -64,6 +65,10 @@ class TrainJudgeConfig(TrainerSettings):
     val_fraction: float = 0.1
     imagined: bool = True  # add the world model's replays of pretraining rollouts (needs --wm)
     imagined_fraction: float = 0.5  # of the labeled episodes to replay in the world model
+    # weight of an auxiliary loss: predict the objects' positions in every judged frame of a real video from the
+    # simulator state the dataset recorded (privileged labels, training only), so that the features follow the
+    # objects and not only the hand - RL found a judge without it calling "hand where a success ends" a success
+    object_loss: float = 0.0
 
 
 @dataclass
@@ -76,6 +81,7 @@ class VideoPool:
     imagined: np.ndarray  # (V,) bool
     train: np.ndarray  # indices of training videos; the rest of the labelled ones calibrate the temperature
     behaviours: list[str]  # of the labelled episodes (scripted variants, "policy", ...)
+    objects: list[np.ndarray | None]  # per video its objects' xyz per frame (real videos, with --object_loss)
 
 
 def train_judge(
@@ -102,15 +108,17 @@ def train_judge(
     rng = np.random.default_rng(cfg.seed)  # one stream, drawn in this order: holdout, replays, examples
     pool = _video_pool(cfg, dss, rng, wm_path, dev, progress)
     clips = np.stack([cfg.model.frames.select(v) for v in pool.videos])  # (V, F, H, W, 3)
+    objects = _object_clips(cfg, pool) if cfg.object_loss > 0 else None  # (V, F, O) z-scored, NaN: no label
     ex = _examples(pool, split, refs, rng, log_fn)
     is_train = np.isin(ex.video, pool.train)
     enc = TextEncoder()
     all_texts = sorted({p for t in split.pretrain for p in paraphrases(t)})
     enc(all_texts + sorted({verb_of(t) for t in all_texts}))
     torch.manual_seed(cfg.seed)
-    model = JudgeNet(cfg.model).to(dev)
+    model_cfg = replace(cfg.model, object_outputs=objects.shape[-1] if objects is not None else 0)
+    model = JudgeNet(model_cfg).to(dev)
     log = MetricsLogger(out)
-    _fit(cfg, model, ex, clips, is_train, enc, refs, dev, log, pool, log_fn, progress)
+    _fit(cfg, model, ex, clips, is_train, enc, refs, dev, log, pool, log_fn, progress, objects)
     temperature, val, val_own = _calibrate(model, ex, clips, ~is_train, enc, refs, dev)
     log.log(cfg.steps, {f"val/{k}": v for k, v in val.items() if isinstance(v, float)})
     log.log(cfg.steps, {f"val_own/{k}": v for k, v in val_own.items() if isinstance(v, float)})
@@ -172,6 +180,12 @@ def _video_pool(cfg: TrainJudgeConfig, dss, rng, wm_path, dev, progress: bool) -
     ]
     val_eps = stratified_holdout(tasks, success, cfg.val_fraction, rng)
     train_eps = np.setdiff1d(np.arange(n), val_eps)
+    objects: list[np.ndarray | None] = [None] * n
+    if cfg.object_loss > 0:
+        from rawdream.policy.train import object_positions
+
+        per_ds = [object_positions(ds, resolve_split(cfg.split).backend) for ds in dss]
+        objects = [per_ds[k][slice(*dss[k].episode_bounds(i))] for k, i in origin]
     pool = VideoPool(
         [bases[k].video(i) for k, i in origin],
         list(tasks),
@@ -179,6 +193,7 @@ def _video_pool(cfg: TrainJudgeConfig, dss, rng, wm_path, dev, progress: bool) -
         np.zeros(n, bool),
         train_eps,
         behaviours,
+        objects,
     )
     if not (cfg.imagined and wm_path):
         return pool
@@ -192,11 +207,27 @@ def _video_pool(cfg: TrainJudgeConfig, dss, rng, wm_path, dev, progress: bool) -
         for g, v in zip(mine, imagine_videos(wm, ds, np.asarray([origin[g][1] for g in mine]), progress)):
             replays[g] = v
     pool.videos += [replays[int(g)] for g in chosen]
+    pool.objects += [None] * len(
+        chosen
+    )  # the replay's own drawing is not labelled: only real frames teach it
     pool.tasks += [tasks[i] for i in chosen]
     pool.success = np.concatenate([pool.success, success[chosen]])
     pool.imagined = np.concatenate([pool.imagined, np.ones(len(chosen), bool)])
     pool.train = np.concatenate([train_eps, np.arange(n, n + len(chosen))])
     return pool
+
+
+def _object_clips(cfg: TrainJudgeConfig, pool: VideoPool) -> np.ndarray:
+    """The objects' positions at the judged frames of every video, z-scored per coordinate over the training
+    videos (a slot a task leaves empty stays ~0); NaN where a video has none (world-model replays)."""
+    dim = next(o.shape[1] for o in pool.objects if o is not None)
+    out = np.full((len(pool.videos), cfg.model.frames.middle + 2, dim), np.nan, np.float32)
+    for v, obj in enumerate(pool.objects):
+        if obj is not None:
+            out[v] = obj[cfg.model.frames.indices(len(obj))]
+    train = out[pool.train].reshape(-1, dim)
+    mean, std = np.nanmean(train, 0), np.maximum(np.nanstd(train, 0), 0.01)
+    return (out - mean) / std
 
 
 def _examples(pool: VideoPool, split, refs, rng, log_fn) -> Examples:
@@ -218,10 +249,22 @@ def _examples(pool: VideoPool, split, refs, rng, log_fn) -> Examples:
 
 
 def _fit(
-    cfg: TrainJudgeConfig, model, ex, clips, is_train, enc, refs, dev, log, pool, log_fn, progress
+    cfg: TrainJudgeConfig,
+    model,
+    ex,
+    clips,
+    is_train,
+    enc,
+    refs,
+    dev,
+    log,
+    pool,
+    log_fn,
+    progress,
+    objects=None,
 ) -> None:
     """Class-balanced binary cross-entropy, a random paraphrase and a random reference demo per row, random
-    shifts, AdamW with warm-up and cosine decay."""
+    shifts, AdamW with warm-up and cosine decay; with ``objects``, plus the object-position loss on real frames."""
     from rawdream.policy.train import random_shift
 
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -263,8 +306,15 @@ def _fit(
         for group in opt.param_groups:
             group["lr"] = cfg.lr * lr_schedule(step, cfg.steps, warmup=200)
         with autocast(cfg.precision, dev):
-            logits = model(frames, text_features(enc, texts).to(dev), ref)
+            out = model(frames, text_features(enc, texts).to(dev), ref, objects=objects is not None)
+        logits, seen = out if objects is not None else (out, None)
         loss = F.binary_cross_entropy_with_logits(logits.float(), torch.from_numpy(ex.label[pick]).to(dev))
+        if seen is not None:
+            target = torch.from_numpy(objects[ex.video[pick]]).to(dev)
+            has = ~torch.isnan(target)
+            if has.any():
+                obj_loss = F.mse_loss(seen.float()[has], target[has])
+                loss = loss + cfg.object_loss * obj_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -272,6 +322,8 @@ def _fit(
         bar.update()
         if (step + 1) % cfg.log_every == 0:
             log.log(step + 1, {"judge/loss": loss.item()})
+            if seen is not None and has.any():
+                log.log(step + 1, {"judge/object_loss": obj_loss.item()})
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
     model.eval()
