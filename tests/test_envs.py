@@ -66,6 +66,23 @@ def test_seeded_resets_reproduce_and_differ(drawer_env):
     )
 
 
+@pytest.mark.parametrize("task", ["drawer-open", "lever-pull", "window-open"])
+def test_the_reset_frame_shows_the_layout_the_first_action_acts_on(task):
+    """These tasks move their objects in reset without mj_forward: before the fix the reset state and frame showed
+    the previous episode's layout (the drawer 6 cm away, the window half open) until the first step. A no-op step
+    must not move the scene, whichever layout came before."""
+    env = make_env(task, EnvConfig())
+    try:
+        for seed in (1000, 1001, 1002):
+            obs, info = env.reset(seed=seed)
+            after, *_ = env.step(np.zeros(env.action_dim, np.float32))
+            moved = np.abs(env.state[4:7] - info["state"][4:7]).max()
+            assert moved < 2e-3, f"{task} seed {seed}: the object jumped {moved:.3f} m on a no-op step"
+            assert np.abs(obs["image"].astype(int) - after["image"]).mean() < 1.0  # same scene, same frame
+    finally:
+        env.close()
+
+
 def test_expert_solves_and_success_ends_episode(drawer_env):
     drawer_env.reset(seed=3)
     for _ in range(drawer_env.max_steps):

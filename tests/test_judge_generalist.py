@@ -179,6 +179,32 @@ def test_judge_trains_on_a_learned_policys_own_rollouts(tiny_policy, labeled_dat
     assert info["episodes_by_behaviour"]["policy"] == 4 and "," in info["dataset"]
 
 
+
+def test_object_loss_teaches_the_judge_where_the_objects_are(labeled_data, pretrain_demos, tmp_path):
+    """--object_loss adds a head from each judged frame's features to the objects' positions (the simulator state
+    the labeled data recorded); its loss falls in training, the saved judge keeps the head and judges as any
+    other, and a judge without the head says so when asked for positions."""
+    import torch
+
+    from rawdream.cli import main
+    from rawdream.reward.generalist.model import GeneralistConfig, JudgeNet
+
+    out = tmp_path / "judge_obj"
+    args = ["train-judge", "--data", str(labeled_data), "--references", str(pretrain_demos), "--out", str(out)]
+    assert main([*args, "--preset", "tiny", "--split.targets=push", "--steps=60", "--object_loss=1"]) == 0
+    info = json.loads((out / "judge.json").read_text())
+    assert info["config"]["object_outputs"] == 6  # Meta-World: two objects' xyz
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    obj = [r["judge/object_loss"] for r in rows if "judge/object_loss" in r]
+    assert len(obj) == 6 and np.mean(obj[-2:]) < 0.7 * obj[0], obj
+    judge = make_judge(judge_config("generalist", path=str(out), reference=str(pretrain_demos)))
+    video = np.zeros((5, 64, 64, 3), np.uint8)
+    assert judge([video], ["reach the red goal"])[0].score is not None
+    plain = JudgeNet(GeneralistConfig(channels=(8, 8, 8), hidden=16, cond_dim=8, reference=False))
+    with pytest.raises(ValueError, match="no object head"):
+        plain(torch.zeros(1, 6, 64, 64, 3, dtype=torch.uint8), torch.zeros(1, 768), objects=True)
+
+
 def test_paper_table_tiny(tiny_policy, tiny_wm, tiny_judge, pretrain_demos, tmp_path):
     """The table from a main job's run directory (--run: its models where RunLayout keeps them)."""
     from rawdream.cli import main
