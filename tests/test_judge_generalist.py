@@ -179,7 +179,6 @@ def test_judge_trains_on_a_learned_policys_own_rollouts(tiny_policy, labeled_dat
     assert info["episodes_by_behaviour"]["policy"] == 4 and "," in info["dataset"]
 
 
-
 def test_object_loss_teaches_the_judge_where_the_objects_are(labeled_data, pretrain_demos, tmp_path):
     """--object_loss adds a head from each judged frame's features to the objects' positions (the simulator state
     the labeled data recorded); its loss falls in training, the saved judge keeps the head and judges as any
@@ -190,7 +189,15 @@ def test_object_loss_teaches_the_judge_where_the_objects_are(labeled_data, pretr
     from rawdream.reward.generalist.model import GeneralistConfig, JudgeNet
 
     out = tmp_path / "judge_obj"
-    args = ["train-judge", "--data", str(labeled_data), "--references", str(pretrain_demos), "--out", str(out)]
+    args = [
+        "train-judge",
+        "--data",
+        str(labeled_data),
+        "--references",
+        str(pretrain_demos),
+        "--out",
+        str(out),
+    ]
     assert main([*args, "--preset", "tiny", "--split.targets=push", "--steps=60", "--object_loss=1"]) == 0
     info = json.loads((out / "judge.json").read_text())
     assert info["config"]["object_outputs"] == 6  # Meta-World: two objects' xyz
