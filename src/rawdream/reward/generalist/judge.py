@@ -22,6 +22,13 @@ class GeneralistJudgeConfig(JudgeConfig):
     path: str = ""  # the directory `rawdream train-judge` wrote
     # demos dataset: a reference-conditioned judge sees each instruction beside a demo of its task
     reference: str = ""
+    # with a judge trained with --object_loss (an object head) and a reference: a success must also move the
+    # objects along the demonstration's motion by at least this fraction - the projection of the video's
+    # predicted object displacement (last frame - first) onto the demo's. 0: off. Why: RL against the judge
+    # alone found "hand where a success ends, object untouched" (docs/judges.md); the head reads the objects.
+    object_gate: float = 0.0
+    # the demo's predicted displacement (z-scored units) under which the gate stays open (objects that stay put)
+    object_gate_min: float = 0.5
 
 
 class GeneralistJudge:
@@ -48,32 +55,67 @@ class GeneralistJudge:
                     f"--judge.reference DEMOS_DIR (e.g. the target task's 1-shot demo dataset)"
                 )
             self.references = References.from_dataset(cfg.reference)
+        if cfg.object_gate > 0 and (self.model.object_head is None or self.references is None):
+            raise ValueError(
+                f"--judge.object_gate={cfg.object_gate} needs a judge with an object head and a reference (train "
+                f"it with --object_loss > 0; {path} has {'no object head' if self.model.object_head is None else 'no reference'}), "
+                f"or set --judge.object_gate=0"
+            )
 
     @torch.no_grad()
     def scores(self, videos, instructions) -> np.ndarray:
+        return self._scores(videos, instructions)[0]
+
+    @torch.no_grad()
+    def _scores(self, videos, instructions) -> tuple[np.ndarray, np.ndarray]:
+        """-> (success probabilities, object progress along the demo's motion; NaN where the gate is open)."""
         sel = self.model.cfg.frames
+        gate = self.cfg.object_gate > 0
         dev = next(self.model.parameters()).device  # inputs follow the model (``judge.model.to("cuda")``)
-        out = []
+        out, progress = [], []
         for k in range(0, len(videos), 128):
             clips = torch.from_numpy(np.stack([sel.select(v) for v in videos[k : k + 128]])).to(dev)
             texts = list(instructions[k : k + 128])
+            text = text_features(self.text, texts).to(dev)
             ref = None
             if self.references is not None:
                 ref = torch.from_numpy(self.references.for_instructions(texts)).to(dev)
-            logits = self.model(clips, text_features(self.text, texts).to(dev), ref)
+            if not gate:
+                logits = self.model(clips, text, ref)
+                progress.append(np.full(len(texts), np.nan))
+            else:
+                logits, objects = self.model(clips, text, ref, objects=True)
+                # the demo's own objects, read by the same head: its first frame, then its last
+                demo = torch.cat([ref[:, :1], ref[:, 1:].expand(-1, clips.shape[1] - 1, -1, -1, -1)], dim=1)
+                _, demo_objects = self.model(demo, text, ref, objects=True)
+                moved = (objects[:, -1] - objects[:, 0]).float().cpu().numpy()
+                wanted = (demo_objects[:, -1] - demo_objects[:, 0]).float().cpu().numpy()
+                norm = np.linalg.norm(wanted, axis=1)
+                along = (moved * wanted).sum(1) / np.maximum(norm, 1e-6) ** 2
+                progress.append(np.where(norm >= self.cfg.object_gate_min, along, np.nan))
             out.append(torch.sigmoid(logits.float().cpu() / self.temperature).numpy())
-        return np.concatenate(out) if out else np.zeros(0)
+        if not out:
+            return np.zeros(0), np.zeros(0)
+        return np.concatenate(out), np.concatenate(progress)
 
     def __call__(self, videos, instructions, **_: Any) -> list[Verdict]:
         if len(videos) != len(instructions):
             raise ValueError(f"{len(videos)} videos but {len(instructions)} instructions")
         t0 = time.perf_counter()
-        p = self.scores(videos, instructions)
+        p, progress = self._scores(videos, instructions)
         dt = (time.perf_counter() - t0) / max(len(p), 1)
-        return [
-            Verdict(success=bool(s >= self.cfg.threshold), score=float(s), raw=f"p={s:.3f}", latency=dt)
-            for s in p
-        ]
+        verdicts = []
+        for s, g in zip(p, progress):
+            if np.isnan(g) or g >= self.cfg.object_gate:
+                verdicts.append(
+                    Verdict(
+                        success=bool(s >= self.cfg.threshold), score=float(s), raw=f"p={s:.3f}", latency=dt
+                    )
+                )
+            else:  # the objects did not move the way the demonstration's did: a failure, whatever p says
+                raw = f"p={s:.3f}, object progress {g:.2f} < {self.cfg.object_gate}"
+                verdicts.append(Verdict(success=False, score=0.0, raw=raw, latency=dt))
+        return verdicts
 
 
 @register_judge("generalist", config=GeneralistJudgeConfig)
