@@ -179,7 +179,9 @@ def test_judge_trains_on_a_learned_policys_own_rollouts(tiny_policy, labeled_dat
     assert info["episodes_by_behaviour"]["policy"] == 4 and "," in info["dataset"]
 
 
-def test_object_loss_teaches_the_judge_where_the_objects_are(labeled_data, pretrain_demos, tmp_path):
+def test_object_loss_teaches_the_judge_where_the_objects_are(
+    labeled_data, pretrain_demos, tiny_judge, tmp_path
+):
     """--object_loss adds a head from each judged frame's features to the objects' positions (the simulator state
     the labeled data recorded); its loss falls in training, the saved judge keeps the head and judges as any
     other, and a judge without the head says so when asked for positions."""
@@ -207,6 +209,24 @@ def test_object_loss_teaches_the_judge_where_the_objects_are(labeled_data, pretr
     judge = make_judge(judge_config("generalist", path=str(out), reference=str(pretrain_demos)))
     video = np.zeros((5, 64, 64, 3), np.uint8)
     assert judge([video], ["reach the red goal"])[0].score is not None
+
+    # the object gate: the demo itself moves its objects all the way (progress 1) and keeps the judge's verdict;
+    # a video that stays on the demo's first frame moves nothing and is a failure whatever the judge's p
+    gated = make_judge(
+        judge_config(
+            "generalist", path=str(out), reference=str(pretrain_demos), object_gate=0.5, object_gate_min=0.0
+        )
+    )
+    first, last = gated.references.for_instructions(["close the drawer"])[0]
+    demo, still = np.stack([first] + [last] * 6), np.stack([first] * 7)
+    plain = judge([demo], ["close the drawer"])[0]
+    kept, stopped = gated([demo, still], ["close the drawer"] * 2)
+    assert kept.success == plain.success and kept.score == pytest.approx(plain.score)
+    assert stopped.success is False and stopped.score == 0.0 and "object progress 0.00" in stopped.raw
+    with pytest.raises(ValueError, match="object_gate=0.5 needs a judge with an object head"):
+        make_judge(
+            judge_config("generalist", path=str(tiny_judge), reference=str(pretrain_demos), object_gate=0.5)
+        )
     plain = JudgeNet(GeneralistConfig(channels=(8, 8, 8), hidden=16, cond_dim=8, reference=False))
     with pytest.raises(ValueError, match="no object head"):
         plain(torch.zeros(1, 6, 64, 64, 3, dtype=torch.uint8), torch.zeros(1, 768), objects=True)
