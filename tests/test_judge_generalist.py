@@ -179,9 +179,7 @@ def test_judge_trains_on_a_learned_policys_own_rollouts(tiny_policy, labeled_dat
     assert info["episodes_by_behaviour"]["policy"] == 4 and "," in info["dataset"]
 
 
-def test_object_loss_teaches_the_judge_where_the_objects_are(
-    labeled_data, pretrain_demos, tiny_judge, tmp_path
-):
+def test_object_loss_teaches_the_judge_where_the_objects_are(labeled_data, pretrain_demos, tmp_path):
     """--object_loss adds a head from each judged frame's features to the objects' positions (the simulator state
     the labeled data recorded); its loss falls in training, the saved judge keeps the head and judges as any
     other, and a judge without the head says so when asked for positions."""
@@ -223,13 +221,16 @@ def test_object_loss_teaches_the_judge_where_the_objects_are(
     kept, stopped = gated([demo, still], ["close the drawer"] * 2)
     assert kept.success == plain.success and kept.score == pytest.approx(plain.score)
     assert stopped.success is False and stopped.score == 0.0 and "object progress 0.00" in stopped.raw
+    headless = tmp_path / "judge_plain"
+    plain_args = [*args[:-1], str(headless), "--preset", "tiny", "--split.targets=push", "--steps=5"]
+    assert main([*plain_args, "--object_loss=0"]) == 0
     with pytest.raises(ValueError, match="object_gate=0.5 needs a judge with an object head"):
         make_judge(
-            judge_config("generalist", path=str(tiny_judge), reference=str(pretrain_demos), object_gate=0.5)
+            judge_config("generalist", path=str(headless), reference=str(pretrain_demos), object_gate=0.5)
         )
-    plain = JudgeNet(GeneralistConfig(channels=(8, 8, 8), hidden=16, cond_dim=8, reference=False))
+    net = JudgeNet(GeneralistConfig(channels=(8, 8, 8), hidden=16, cond_dim=8, reference=False))
     with pytest.raises(ValueError, match="no object head"):
-        plain(torch.zeros(1, 6, 64, 64, 3, dtype=torch.uint8), torch.zeros(1, 768), objects=True)
+        net(torch.zeros(1, 6, 64, 64, 3, dtype=torch.uint8), torch.zeros(1, 768), objects=True)
 
 
 def test_paper_table_tiny(tiny_policy, tiny_wm, tiny_judge, pretrain_demos, tmp_path):
