@@ -207,9 +207,8 @@ def _video_pool(cfg: TrainJudgeConfig, dss, rng, wm_path, dev, progress: bool) -
         for g, v in zip(mine, imagine_videos(wm, ds, np.asarray([origin[g][1] for g in mine]), progress)):
             replays[g] = v
     pool.videos += [replays[int(g)] for g in chosen]
-    pool.objects += [None] * len(
-        chosen
-    )  # the replay's own drawing is not labelled: only real frames teach it
+    # the replay's own drawing is not labelled: only real frames teach the object head
+    pool.objects += [None] * len(chosen)
     pool.tasks += [tasks[i] for i in chosen]
     pool.success = np.concatenate([pool.success, success[chosen]])
     pool.imagined = np.concatenate([pool.imagined, np.ones(len(chosen), bool)])
