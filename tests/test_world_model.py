@@ -465,3 +465,82 @@ def test_training_on_its_own_rollouts_replaces_the_context_by_imagination(play_d
     ]
     assert main(args) == 0
     assert load_world_model(out).info["final_metrics"]["steps"] == 20
+
+
+def test_the_object_head_reads_where_the_objects_are_and_its_prediction_reaches_the_frame():
+    """The object head must place objects from *where* things are in the context frames (a pooled mean would
+    lose it): here the chunk-end objects are the top-left quarter of the last context latent. With
+    object_target the denoiser is conditioned on them, so a different object position draws a different frame."""
+    torch.manual_seed(0)
+    cfg = {
+        **TINY,
+        "dynamics": {**TINY["dynamics"], "object_head": True, "object_target": True, "object_dim": 6},
+    }
+    model = WorldModel(build(WorldModelConfig, cfg))
+    assert model.has_objects and model.object_mean.shape == (6,)
+
+    def batch(seed):
+        b = _batch(model, b=64, seed=seed)
+        q = b["ctx"][:, -1, :, :4, :4].mean(dim=(2, 3)) * 4  # (B, C): the top-left quarter
+        b["objects_next"] = torch.cat([q[:, :3], -q[:, :3]], dim=1)
+        return b
+
+    test = batch(-1)
+    opt = torch.optim.Adam(model.dynamics.parameters(), lr=3e-3)
+    for step in range(200):
+        loss, metrics = model.training_loss(batch(step), torch.Generator().manual_seed(step))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert "dyn/objects" in metrics
+    with torch.no_grad():
+        args = (
+            test["ctx"],
+            test["anchor"],
+            test["actions"],
+            test["proprio"],
+            torch.zeros(64),
+            torch.zeros(64),
+        )
+        cache = model.dynamics.encode_context(*args)
+        err = float(((cache["objects"] - test["objects_next"]) ** 2).mean())
+        assert err < 0.5 * float(test["objects_next"].var()), err  # held-out rows: it reads, not memorises
+        z, tau = torch.randn_like(test["target"]), torch.full((64,), 0.5)
+        given = model.dynamics.encode_context(*args, objects_next=test["objects_next"])
+        moved = model.dynamics.encode_context(*args, objects_next=test["objects_next"] + 1.0)
+        d = (model.dynamics.denoise(z, tau, given) - model.dynamics.denoise(z, tau, moved)).abs().mean()
+        assert d > 1e-3, float(d)
+
+
+def test_an_object_head_fine_tunes_onto_a_world_model_without_one(play_data, tiny_wm, tmp_path, capsys):
+    """pretrain-wm --init adds an object head (privileged simulator state at training time only) to a trained
+    model and leaves everything else as it was; imagination then reports where the head puts the objects. The
+    model without a head still loads as before, and a head is never dropped silently."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "objects"
+    args = ["pretrain-wm", "--data", str(play_data), "--init", str(tiny_wm), "--preset", "tiny"]
+    head = ["--model.dynamics.object_head=true", "--model.dynamics.object_target=true"]
+    assert main([*args, "--out", str(out), *head]) == 0
+    model = load_world_model(out)
+    assert model.has_objects and model.cfg.dynamics.object_dim == 6  # two objects' xyz in Meta-World
+    assert (model.object_std > 1e-3).any()  # statistics measured on the play data
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("dyn/objects" in row for row in logged)
+    before = load_file(str(tiny_wm / "world_model.safetensors"))
+    after = load_file(str(out / "world_model.safetensors"))
+    assert set(after) - set(before) and all("object" in k for k in set(after) - set(before))
+    for k in before:
+        if k.startswith("ae.") or k in ("latent_mean", "latent_std", "delta_std", "proprio_mean"):
+            assert torch.equal(before[k], after[k]), k
+    frames = torch.zeros(2, 64, 64, 3, dtype=torch.uint8)
+    imagined = model.rollout(frames, torch.zeros(2, 4), torch.zeros(2, 3, 8, 4), seeds=[0, 1])
+    assert imagined["objects"].shape == (2, 3, 6) and torch.isfinite(imagined["objects"]).all()
+    assert "objects" not in load_world_model(tiny_wm).rollout(
+        frames, torch.zeros(2, 4), torch.zeros(2, 1, 8, 4), [0, 1]
+    )
+    # fine-tuning a model with a head without asking for it would drop the head: refused, with the fix
+    assert main([*args[:3], "--init", str(out), "--preset", "tiny", "--out", str(tmp_path / "x")]) != 0
+    assert (
+        "has an object head; fine-tune it with --model.dynamics.object_head=true" in capsys.readouterr().err
+    )

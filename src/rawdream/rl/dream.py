@@ -41,7 +41,7 @@ from rawdream.rl.rollouts import (
 )
 from rawdream.splits import SplitConfig
 from rawdream.training import MetricsLogger, load_checkpoint, resolve_device, save_checkpoint, set_threads
-from rawdream.world_model.model import SamplerConfig, overlay_sampler
+from rawdream.world_model.model import SamplerConfig, overlay_changed
 
 
 @dataclass
@@ -230,7 +230,7 @@ class Dreamer:
                 # the keys set here over the world model's own sampler, on a view of the model that shares its
                 # weights (the caller's model keeps its own); imagination workers copy the view
                 self.wm = world_model = world_model.with_sampler(
-                    overlay_sampler(world_model.cfg.sampler, cfg.sampler)
+                    overlay_changed(world_model.cfg.sampler, cfg.sampler)
                 )
             self.source = ImaginedRollouts(
                 imagination or backend.imagination(policy, world_model),

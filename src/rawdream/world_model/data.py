@@ -24,6 +24,8 @@ class Transitions:
     proprio_next: np.ndarray  # (M, P) at the target frame
     episode: np.ndarray  # (M,) episode index
     step: np.ndarray  # (M,) AR step of the target within its episode (1 = first chunk)
+    # (M, O) the objects' xyz at the target frame (simulator state; (M, 0) unless ``object_slots`` were asked)
+    objects_next: np.ndarray
 
     def __len__(self) -> int:
         return len(self.target)
@@ -32,7 +34,11 @@ class Transitions:
         return Transitions(**{k: getattr(self, k)[mask] for k in self.__dataclass_fields__})
 
 
-def build_transitions(ds: LeRobotDataset, chunk: int = 8, context: int = 2) -> Transitions:
+def build_transitions(
+    ds: LeRobotDataset, chunk: int = 8, context: int = 2, object_slots: tuple[tuple[int, int], ...] = ()
+) -> Transitions:
+    """``object_slots``: the ``(lo, hi)`` column ranges of ``observation.environment_state`` that hold the
+    objects' positions (the environment's ``object_state``), for a world model with an object head."""
     stride = ds.frame_stride
     if chunk % stride:
         raise DatasetError(f"{ds.root}: frame stride {stride} does not divide the action chunk {chunk}")
@@ -44,6 +50,15 @@ def build_transitions(ds: LeRobotDataset, chunk: int = 8, context: int = 2) -> T
         state = np.zeros((ds.num_frames, 1), np.float32)
     if state.ndim == 1:
         state = state[:, None]
+    objects = np.zeros((ds.num_frames, 0), np.float32)
+    if object_slots:
+        if "observation.environment_state" not in ds.features:
+            raise DatasetError(
+                f"{ds.root} has no observation.environment_state, which the world model's object head learns "
+                f"from: collect play with `rawdream collect play`, or set --model.dynamics.object_head=false"
+            )
+        env = ds.column("observation.environment_state").astype(np.float32)
+        objects = np.concatenate([env[:, lo:hi] for lo, hi in object_slots], axis=1)
     if stride > 1 and (actions.ndim != 3 or actions.shape[1] != stride):
         raise DatasetError(f"{ds.root}: frame_stride {stride} but action shape {actions.shape[1:]}")
     rows: dict[str, list] = {k: [] for k in Transitions.__dataclass_fields__}
@@ -60,6 +75,7 @@ def build_transitions(ds: LeRobotDataset, chunk: int = 8, context: int = 2) -> T
             rows["actions"].append(a)
             rows["proprio"].append(state[t])
             rows["proprio_next"].append(state[t + rpc])
+            rows["objects_next"].append(objects[t + rpc])
             rows["episode"].append(e)
             rows["step"].append((t - lo) // rpc + 1)
     if not rows["target"]:
@@ -79,4 +95,5 @@ def make_batch(tr: Transitions, latents: torch.Tensor, idx: np.ndarray, model) -
         "actions": model.norm_actions(arr(tr.actions[idx])),
         "proprio": model.norm_proprio(arr(tr.proprio[idx])),
         "proprio_next": model.norm_proprio(arr(tr.proprio_next[idx])),
+        **({"objects_next": model.norm_objects(arr(tr.objects_next[idx]))} if model.has_objects else {}),
     }

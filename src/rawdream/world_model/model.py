@@ -40,6 +40,10 @@ class FlowConfig:
     # frames, so in a rollout its own error feeds back and the imagined hand drifts; noised, it must place the
     # hand from the context frames too (0: off, the committed models' training)
     train_proprio_noise: float = 0.0
+    # with an object head (``dynamics.object_head``): its loss weight, and the noise on the teacher-forced
+    # chunk-end object positions the denoiser is conditioned on (``dynamics.object_target``; normalised units)
+    object_weight: float = 1.0
+    object_target_noise: float = 0.1
 
     # training-only settings: a fine-tune (``pretrain-wm --init``) may change them, the model's shape stays
     TRAINING_ONLY: ClassVar[tuple[str, ...]] = (
@@ -51,6 +55,8 @@ class FlowConfig:
         "proprio_target_noise",
         "proprio_weight",
         "train_proprio_noise",
+        "object_weight",
+        "object_target_noise",
     )
 
     def validate(self) -> None:
@@ -98,11 +104,6 @@ def overlay_changed(own, given, names: tuple[str, ...] | None = None):
     return replace(own, **changed)
 
 
-def overlay_sampler(own: SamplerConfig, given: SamplerConfig) -> SamplerConfig:
-    """``own`` with the sampler settings a run's ``--sampler.KEY`` changed."""
-    return overlay_changed(own, given)
-
-
 @dataclass
 class WorldModelConfig:
     image_size: int = 64
@@ -128,6 +129,14 @@ class WorldModel(nn.Module):
         self.register_buffer("proprio_std", torch.ones(self.cfg.dynamics.proprio_dim))
         self.register_buffer("action_mean", torch.zeros(self.cfg.dynamics.action_dim))
         self.register_buffer("action_std", torch.ones(self.cfg.dynamics.action_dim))
+        if self.has_objects:  # only then: the models saved before the object head load as they were
+            self.register_buffer("object_mean", torch.zeros(self.cfg.dynamics.object_dim))
+            self.register_buffer("object_std", torch.ones(self.cfg.dynamics.object_dim))
+
+    @property
+    def has_objects(self) -> bool:
+        """Whether the dynamics predict the objects' positions (an object head, trained on simulator state)."""
+        return self.cfg.dynamics.object_head and self.cfg.dynamics.object_dim > 0
 
     # -- normalisation --------------------------------------------------------------------------------------
     @property
@@ -157,6 +166,12 @@ class WorldModel(nn.Module):
     def denorm_proprio(self, p: torch.Tensor) -> torch.Tensor:
         return p * self.proprio_std + self.proprio_mean
 
+    def norm_objects(self, o: torch.Tensor) -> torch.Tensor:
+        return (o - self.object_mean) / self.object_std
+
+    def denorm_objects(self, o: torch.Tensor) -> torch.Tensor:
+        return o * self.object_std + self.object_mean
+
     def norm_actions(self, a: torch.Tensor) -> torch.Tensor:
         return (a.float() - self.action_mean) / self.action_std
 
@@ -165,7 +180,7 @@ class WorldModel(nn.Module):
         self, batch: dict[str, torch.Tensor], gen: torch.Generator
     ) -> tuple[torch.Tensor, dict]:
         """batch: ctx (B,K,C,h,w), anchor, target (B,C,h,w) normalised latents; actions (B,k,A);
-        proprio, proprio_next (B,P) normalised."""
+        proprio, proprio_next (B,P) normalised; with an object head, objects_next (B,O) normalised."""
         fcfg = self.cfg.flow
         ctx, anchor, target = batch["ctx"], batch["anchor"], batch["target"]
         b = target.shape[0]
@@ -186,6 +201,10 @@ class WorldModel(nn.Module):
         if fcfg.train_proprio_noise > 0:  # drawn only when on: the committed models' random streams stay
             p_level = rand(b, 1) * fcfg.train_proprio_noise
             p_in = p_in + p_level * randn(*p_in.shape)
+        objects = {}
+        if self.has_objects:
+            o = batch["objects_next"]
+            objects["objects_next"] = o + fcfg.object_target_noise * randn(*o.shape)
         cache = self.dynamics.encode_context(
             ctx_in,
             anchor_in,
@@ -194,6 +213,7 @@ class WorldModel(nn.Module):
             ctx_level,
             anchor_level,
             proprio_next=p_next,
+            **objects,
         )
         last = ctx[:, -1]
         x0 = (target - last) / self._shape(self.delta_std) if fcfg.predict_delta else target
@@ -211,7 +231,12 @@ class WorldModel(nn.Module):
         # from the (noised) input to the true chunk-end proprioception: the head learns to correct its input
         proprio_loss = ((cache["proprio_delta"] - (batch["proprio_next"] - p_in)) ** 2).mean()
         loss = frame_loss + fcfg.proprio_weight * proprio_loss
-        return loss, {"dyn/frame": frame_loss.item(), "dyn/proprio": proprio_loss.item()}
+        metrics = {"dyn/frame": frame_loss.item(), "dyn/proprio": proprio_loss.item()}
+        if self.has_objects:
+            object_loss = ((cache["objects"] - batch["objects_next"]) ** 2).mean()
+            loss = loss + fcfg.object_weight * object_loss
+            metrics["dyn/objects"] = object_loss.item()
+        return loss, metrics
 
     # -- sampling -------------------------------------------------------------------------------------------
     def _per_rollout_randn(self, gens: list[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
@@ -227,9 +252,11 @@ class WorldModel(nn.Module):
         s: int | list[int],
         gens: list[torch.Generator],
         sampler: SamplerConfig | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One AR step: normalised latents of the chunk-end frame and normalised proprioception. ``s``: the AR
-        step (1 = the first chunk), one for all rows or one per row."""
+        objects: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
+        """One AR step: normalised latents of the chunk-end frame and normalised proprioception (and, with
+        ``objects``, the object head's normalised chunk-end object positions, None without a head). ``s``: the
+        AR step (1 = the first chunk), one for all rows or one per row."""
         sc = sampler or self.cfg.sampler
         b = ctx.shape[0]
         lat = tuple(anchor.shape[1:])
@@ -252,6 +279,8 @@ class WorldModel(nn.Module):
             x0 = out if self.cfg.flow.prediction == "x" else z - t * out
             z = x0 if t_next == 0 else (t_next / t) * z + (1 - t_next / t) * x0
         nxt = ctx[:, -1] + z * self._shape(self.delta_std) if self.cfg.flow.predict_delta else z
+        if objects:
+            return nxt, proprio_n + cache["proprio_delta"], cache.get("objects")
         return nxt, proprio_n + cache["proprio_delta"]
 
     def with_sampler(self, sampler: SamplerConfig) -> WorldModel:
@@ -288,6 +317,7 @@ class WorldModel(nn.Module):
             "ctx": z0[:, None].repeat(1, k, 1, 1, 1),
             "latents": [z0],
             "proprio": [p],
+            "objects": [],
             "gens": gens,
             "s": 0,
         }
@@ -300,7 +330,7 @@ class WorldModel(nn.Module):
                 f"action chunks have shape {tuple(actions.shape[1:])}, this world model expects "
                 f"({self.cfg.dynamics.chunk}, {self.cfg.dynamics.action_dim}) per rollout"
             )
-        nxt, p = self.predict_next(
+        nxt, p, objects = self.predict_next(
             state["ctx"],
             state["anchor"],
             self.norm_actions(actions.to(self.device)),
@@ -308,10 +338,13 @@ class WorldModel(nn.Module):
             state["s"],
             state["gens"],
             sampler,
+            objects=True,
         )
         state["ctx"] = torch.cat([state["ctx"][:, 1:], nxt[:, None]], dim=1)
         state["latents"].append(nxt)
         state["proprio"].append(p)
+        if objects is not None:
+            state["objects"].append(objects)
 
     def finish(self, state: dict, decode: bool = True) -> dict[str, torch.Tensor]:
         lat = torch.stack(state["latents"], dim=1)
@@ -319,6 +352,8 @@ class WorldModel(nn.Module):
             "latents": lat.cpu(),
             "proprio": self.denorm_proprio(torch.stack(state["proprio"], dim=1)).cpu(),
         }
+        if state.get("objects"):  # (B, H, O): where the object head puts the objects at each chunk's end
+            out["objects"] = self.denorm_objects(torch.stack(state["objects"], dim=1)).cpu()
         if decode:
             b, t = lat.shape[:2]
             out["frames"] = self.decode(lat.flatten(0, 1)).view(b, t, *self._frame_shape())

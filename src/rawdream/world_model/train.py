@@ -21,6 +21,7 @@ from rawdream import seeds
 from rawdream.config import build, save_config, to_dict
 from rawdream.data.cache import frame_cache
 from rawdream.data.lerobot import LeRobotDataset
+from rawdream.envs.tasks import catalogue
 from rawdream.io import load_model, save_model
 from rawdream.nn import EMA, count_params
 from rawdream.splits import SplitConfig, check_task_agnostic, resolve_split, task_free_target_scenes
@@ -203,6 +204,13 @@ def set_statistics(
     acts = tr.actions.reshape(-1, tr.actions.shape[-1])
     model.action_mean.copy_(torch.as_tensor(acts.mean(0)))
     model.action_std.copy_(torch.as_tensor(acts.std(0)).clamp_min(1e-3))
+    set_object_statistics(model, tr)
+
+
+def set_object_statistics(model: WorldModel, tr: Transitions) -> None:
+    if model.has_objects:
+        model.object_mean.copy_(torch.as_tensor(tr.objects_next.mean(0)))
+        model.object_std.copy_(torch.as_tensor(tr.objects_next.std(0)).clamp_min(1e-3))
 
 
 def train_dynamics(
@@ -395,7 +403,14 @@ def pretrain_wm(
             f"frames are {frames.shape[1:3]}; the world model needs square frames divisible by "
             f"{cfg.model.autoencoder.factor}"
         )
-    tr_all = build_transitions(ds, cfg.model.dynamics.chunk, cfg.model.dynamics.context)
+    dcfg = cfg.model.dynamics
+    slots = catalogue(split.backend).object_state if dcfg.object_head else ()
+    if dcfg.object_head and not slots:
+        raise ValueError(
+            f"--model.dynamics.object_head: the {split.backend} tasks name no object state to learn from; "
+            f"set --model.dynamics.object_head=false"
+        )
+    tr_all = build_transitions(ds, dcfg.chunk, dcfg.context, slots)
     mcfg = build(
         WorldModelConfig,
         {
@@ -405,10 +420,12 @@ def pretrain_wm(
                 **to_dict(cfg.model.dynamics),
                 "action_dim": int(tr_all.actions.shape[-1]),
                 "proprio_dim": int(tr_all.proprio.shape[-1]),
+                "object_dim": int(tr_all.objects_next.shape[-1]),
             },
         },
     )
     torch.manual_seed(cfg.seed)
+    added_objects = False
     if init:
         model = load_world_model(init)
         _check_compatible(model.cfg, mcfg, init)
@@ -416,6 +433,26 @@ def pretrain_wm(
         mcfg = replace(
             model.cfg, flow=overlay_changed(model.cfg.flow, cfg.model.flow, FlowConfig.TRAINING_ONLY)
         )
+        if mcfg.dynamics.object_head != dcfg.object_head or (
+            dcfg.object_head and mcfg.dynamics.object_target != dcfg.object_target
+        ):
+            if mcfg.dynamics.object_head:
+                raise ValueError(
+                    f"--init {init} has an object head; fine-tune it with --model.dynamics.object_head=true "
+                    f"--model.dynamics.object_target={str(mcfg.dynamics.object_target).lower()}"
+                )
+            # the one shape change a fine-tune may make: an object head on a model without one, fresh weights
+            mcfg = replace(
+                mcfg,
+                dynamics=replace(
+                    mcfg.dynamics,
+                    object_head=True,
+                    object_target=dcfg.object_target,
+                    object_dim=int(tr_all.objects_next.shape[-1]),
+                ),
+            )
+            model = _with_object_head(model, mcfg)
+            added_objects = True
         model.cfg = mcfg
         model = model.to(resolve_device(cfg.device))
     else:
@@ -460,6 +497,8 @@ def pretrain_wm(
     raw = encode_all(model, frames, progress=progress)
     if not init:  # a fine-tuned model keeps the normalisation its dynamics learned under
         set_statistics(model, raw, tr, train_frames)
+    elif added_objects:
+        set_object_statistics(model, tr)
     mean, std = model.latent_mean.cpu().view(1, -1, 1, 1), model.latent_std.cpu().view(1, -1, 1, 1)
     latents = ((raw.float() - mean) / std).to(torch.float16)  # in CPU memory; batches move to the model
     del raw
@@ -499,6 +538,17 @@ def _check_compatible(have: WorldModelConfig, want: WorldModelConfig, init) -> N
             raise ValueError(
                 f"--init {init}: its {what} is {a} but this dataset's is {b}; fine-tune on matching data"
             )
+
+
+def _with_object_head(model: WorldModel, cfg: WorldModelConfig) -> WorldModel:
+    """``model`` with an object head (fresh weights) added; everything it had stays as it was."""
+    new = WorldModel(cfg)
+    missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any("object" not in k for k in missing):
+        raise RuntimeError(f"adding an object head changed more than the head: {missing} {unexpected}")
+    new.eval()
+    new.info = model.info  # type: ignore[attr-defined]
+    return new
 
 
 def save_world_model(model: WorldModel, out: str | Path, info: dict[str, Any]) -> Path:

@@ -98,7 +98,7 @@ class WanDenoiser(nn.Module):
                 rope_max_seq_len=64,
             )
         inner = self.wan.config.num_attention_heads * self.wan.config.attention_head_dim
-        self.cond = Conditioning(cfg)
+        self.cond = Conditioning(cfg)  # no object head: the pooled patch embedding knows little of where
         self.to_temb = nn.Linear(cfg.cond_dim, inner)  # actions -> every block's AdaLN, through the timestep
         nn.init.zeros_(self.to_temb.weight)
         nn.init.zeros_(self.to_temb.bias)

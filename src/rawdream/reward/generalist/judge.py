@@ -47,6 +47,7 @@ class GeneralistJudge:
         self.text = TextEncoder(meta.get("text_cache"))
         self.info = meta
         self.stats = {"abstains": 0}
+        self._demo_motions: dict[str, np.ndarray] = {}
         self.references = None
         if self.model.cfg.reference:
             if not cfg.reference:
@@ -85,11 +86,8 @@ class GeneralistJudge:
                 progress.append(np.full(len(texts), np.nan))
             else:
                 logits, objects = self.model(clips, text, ref, objects=True)
-                # the demo's own objects, read by the same head: its first frame, then its last
-                demo = torch.cat([ref[:, :1], ref[:, 1:].expand(-1, clips.shape[1] - 1, -1, -1, -1)], dim=1)
-                _, demo_objects = self.model(demo, text, ref, objects=True)
                 moved = (objects[:, -1] - objects[:, 0]).float().cpu().numpy()
-                wanted = (demo_objects[:, -1] - demo_objects[:, 0]).float().cpu().numpy()
+                wanted = np.stack([self._demo_motion(t, clips.shape[1]) for t in texts])
                 norm = np.linalg.norm(wanted, axis=1)
                 along = (moved * wanted).sum(1) / np.maximum(norm, 1e-6) ** 2
                 progress.append(np.where(norm >= self.cfg.object_gate_min, along, np.nan))
@@ -97,6 +95,20 @@ class GeneralistJudge:
         if not out:
             return np.zeros(0), np.zeros(0)
         return np.concatenate(out), np.concatenate(progress)
+
+    @torch.no_grad()
+    def _demo_motion(self, instruction: str, frames: int) -> np.ndarray:
+        """The demo's own object displacement (last frame - first), read by the same head; once per instruction
+        (the demo does not change during a run)."""
+        if instruction not in self._demo_motions:
+            dev = next(self.model.parameters()).device
+            text = text_features(self.text, [instruction]).to(dev)
+            ref = torch.from_numpy(self.references.for_instructions([instruction])).to(dev)
+            # the demo as a video: its first frame, then its last for the remaining frames
+            demo = torch.cat([ref[:, :1], ref[:, 1:].expand(-1, frames - 1, -1, -1, -1)], dim=1)
+            _, objects = self.model(demo, text, ref, objects=True)
+            self._demo_motions[instruction] = (objects[0, -1] - objects[0, 0]).float().cpu().numpy()
+        return self._demo_motions[instruction]
 
     def __call__(self, videos, instructions, **_: Any) -> list[Verdict]:
         if len(videos) != len(instructions):
