@@ -524,7 +524,14 @@ def test_an_object_head_fine_tunes_onto_a_world_model_without_one(play_data, tin
     assert main([*args, "--out", str(out), *head]) == 0
     model = load_world_model(out)
     assert model.has_objects and model.cfg.dynamics.object_dim == 6  # two objects' xyz in Meta-World
-    assert (model.object_std > 1e-3).any()  # statistics measured on the play data
+    # statistics measured on the play data (Meta-World's first object, state[4:7], where the chunks end)
+    from rawdream.data.lerobot import LeRobotDataset
+    from rawdream.world_model.data import build_transitions
+
+    tr = build_transitions(LeRobotDataset(play_data), 8, 2, ((4, 7), (11, 14)))
+    # (over the training episodes; all of them here, within a few millimetres)
+    np.testing.assert_allclose(model.object_mean[:3].numpy(), tr.objects_next[:, :3].mean(0), atol=0.02)
+    assert not torch.equal(model.object_std, torch.ones(6))
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("dyn/objects" in row for row in logged)
     before = load_file(str(tiny_wm / "world_model.safetensors"))
@@ -536,6 +543,17 @@ def test_an_object_head_fine_tunes_onto_a_world_model_without_one(play_data, tin
     frames = torch.zeros(2, 64, 64, 3, dtype=torch.uint8)
     imagined = model.rollout(frames, torch.zeros(2, 4), torch.zeros(2, 3, 8, 4), seeds=[0, 1])
     assert imagined["objects"].shape == (2, 3, 6) and torch.isfinite(imagined["objects"]).all()
+    # eval-wm --policy reads the head against the simulator: where the object really went, per rollout outcome
+    from rawdream.eval.imagination_transfer import _format_objects, object_tracking
+
+    pos = np.zeros((4, 4, 3), np.float32)
+    pos[:2, 1:, 1] = np.array([0.05, 0.1, 0.15])  # the two successes pull the object 15 cm along y
+    real = {"video": np.zeros((4, 4, 64, 64, 3), np.uint8), "proprio": np.zeros((4, 4, 4), np.float32)}
+    real |= {"actions": np.zeros((4, 3, 8, 4), np.float32), "object_position": pos}
+    track = object_tracking(model, real | {"success": np.array([True, True, False, False])}, [0, 1, 2, 3])
+    assert track["axis"] == 1 and len(track["error"]) == 3
+    assert track["real_displacement"] == {"success": pytest.approx(0.15), "failure": 0.0}
+    assert "on successes real 15.0" in _format_objects(track)
     assert "objects" not in load_world_model(tiny_wm).rollout(
         frames, torch.zeros(2, 4), torch.zeros(2, 1, 8, 4), [0, 1]
     )

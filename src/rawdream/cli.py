@@ -205,7 +205,8 @@ def _eval_wm(args, cfg) -> int:
     )
     _saved(cfg, args.out)
     print(format_report(report))
-    print(f"\nresults: {Path(args.out).resolve() / 'wm_eval.json'}; videos: {Path(args.out).resolve()}/*.mp4")
+    videos = f"; videos: {Path(args.out).resolve()}/*.mp4" if cfg.videos else ""
+    print(f"\nresults: {Path(args.out).resolve() / 'wm_eval.json'}{videos}")
     return 0
 
 

@@ -118,6 +118,43 @@ def hand_drift(world_model, real: dict[str, np.ndarray], noise_seeds: list[int])
     return res
 
 
+@torch.no_grad()
+def object_tracking(world_model, real: dict[str, np.ndarray], noise_seeds: list[int]) -> dict[str, Any]:
+    """Does the world model know where the policy's actions moved the object? For a model with an object head
+    (``--model.dynamics.object_head``): its main object (the first slot, the simulator's ``object_position``)
+    along the replay of the real actions against the real one - the error per AR step 1..H (metres), and along
+    the axis the object moves most, the final displacement on the rollouts that succeeded and on those that did
+    not, real and as the head has it, with their correlation. A model that moves the object as far on failures
+    as on successes draws successes that did not happen, whatever judge reads its frames."""
+    out = world_model.rollout(
+        torch.from_numpy(np.asarray(real["video"][:, 0], np.uint8)),
+        torch.from_numpy(np.asarray(real["proprio"][:, 0], np.float32)),
+        torch.from_numpy(np.asarray(real["actions"], np.float32)),
+        seeds=[int(s) for s in noise_seeds],
+        decode=False,
+    )
+    head = out["objects"][:, :, :3].numpy()  # (N, H, 3) at each chunk's end
+    pos = np.asarray(real["object_position"], np.float32)  # (N, H+1, 3)
+    success = np.asarray(real["success"], bool)
+    moved_real, moved_head = pos[:, -1] - pos[:, 0], head[:, -1] - pos[:, 0]
+    axis = int(np.argmax(np.abs(moved_real).mean(0)))
+
+    def split(d: np.ndarray) -> dict[str, float | None]:
+        return {
+            k: float(d[m, axis].mean()) if m.any() else None
+            for k, m in (("success", success), ("failure", ~success))
+        }
+
+    r, h = moved_real[:, axis], moved_head[:, axis]
+    return {
+        "error": np.linalg.norm(head - pos[:, 1:], axis=-1).mean(0).tolist(),
+        "axis": axis,
+        "real_displacement": split(moved_real),
+        "head_displacement": split(moved_head),
+        "correlation": float(np.corrcoef(r, h)[0, 1]) if r.std() > 0 and h.std() > 0 else None,
+    }
+
+
 def closed_loop(
     policy,
     world_model,
@@ -189,9 +226,24 @@ def format_transfer(rep: dict[str, Any]) -> str:
             else ""
         )
         + "\n"
-        f"  closed loop: the policy acting in imagination succeeds (actions replayed in the simulator) "
+        + (_format_objects(rep["object_tracking"]) if "object_tracking" in rep else "")
+        + f"  closed loop: the policy acting in imagination succeeds (actions replayed in the simulator) "
         f"{loop['imagined_policy_success_rate']:.2f} vs {loop['real_success_rate']:.2f} acting in the simulator; "
         f"per-state correlation {loop['per_state_correlation']:.2f}"
+    )
+
+
+def _format_objects(obj: dict[str, Any]) -> str:
+    def cm(v):
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    real, head = obj["real_displacement"], obj["head_displacement"]
+    corr = "-" if obj["correlation"] is None else f"{obj['correlation']:.2f}"
+    return (
+        f"  objects (the world model's object head): main object off by {cm(obj['error'][0])} cm after one chunk, "
+        f"{cm(obj['error'][-1])} cm after {len(obj['error'])}; moved (cm, axis {obj['axis']}) on successes real "
+        f"{cm(real['success'])} / head {cm(head['success'])}, on failures real {cm(real['failure'])} / head "
+        f"{cm(head['failure'])}; correlation {corr}\n"
     )
 
 
@@ -230,6 +282,11 @@ def imagination_transfer(
             cfg.temperature,
         ),
         "hand_drift": hand_drift(world_model, real, noise),
+        **(
+            {"object_tracking": object_tracking(world_model, real, noise)}
+            if getattr(world_model, "has_objects", False)
+            else {}
+        ),
         "closed_loop": closed_loop(
             policy, world_model, task, real, text, cfg.temperature, sampling, noise, cfg.env, cfg.workers
         ),

@@ -184,10 +184,11 @@ def evaluate_world_model(
             }
             report["tasks"][task] = {"group": group, **row}
             k = min(cfg.videos, len(eps))
-            side = np.concatenate([real[:k], fake[:k]], axis=3)  # (k, H+1, h, 2w, 3)
-            video = side.transpose(1, 0, 2, 3, 4).reshape(side.shape[1], -1, side.shape[3], 3)
-            write_preview(out / f"{task}_real_vs_imagined.mp4", video, fps=2, scale=3)
-            gif_rows.append(np.concatenate([real[0], fake[0]], axis=2))  # (H+1, h, 2w, 3)
+            if k:  # --videos=0: the numbers only
+                side = np.concatenate([real[:k], fake[:k]], axis=3)  # (k, H+1, h, 2w, 3)
+                video = side.transpose(1, 0, 2, 3, 4).reshape(side.shape[1], -1, side.shape[3], 3)
+                write_preview(out / f"{task}_real_vs_imagined.mp4", video, fps=2, scale=3)
+                gif_rows.append(np.concatenate([real[0], fake[0]], axis=2))  # (H+1, h, 2w, 3)
         report["groups"][group] = _group_mean(report["tasks"], group)
     if gif_rows:
         import imageio.v3 as iio

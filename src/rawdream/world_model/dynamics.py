@@ -50,6 +50,14 @@ class DynamicsConfig:
     # so every noise draw draws the objects where the head put them
     object_target: bool = False
     object_dim: int = 0  # 3 x objects; set from the data by pretrain-wm (0 without an object head)
+
+    def validate(self) -> None:
+        if self.object_target and not self.object_head:
+            raise ValueError(
+                "--model.dynamics.object_target=true conditions the frame on the object head's prediction: "
+                "add --model.dynamics.object_head=true"
+            )
+
     # U-Net
     channels: tuple[int, ...] = (64, 128, 128)  # per resolution level (16x16, 8x8, 4x4)
     blocks: int = 2  # ResBlocks per level on the way down (and up)
@@ -175,7 +183,9 @@ class UNetDenoiser(nn.Module):
         pooled = feats[-1].mean(dim=(2, 3))
         proprio_delta = self.proprio_head(torch.cat([pooled, cond], dim=1))
         cache = {"cond": cond, "feats": feats, "proprio_delta": proprio_delta}
-        spatial = F.adaptive_avg_pool2d(feats[-1], 4).flatten(1)
+        spatial = (
+            F.adaptive_avg_pool2d(feats[-1], 4).flatten(1) if self.cond.object_head is not None else None
+        )
         self.cond.target(cache, proprio, proprio_next, spatial, objects_next)
         return cache
 

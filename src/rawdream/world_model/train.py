@@ -533,6 +533,11 @@ def _check_compatible(have: WorldModelConfig, want: WorldModelConfig, init) -> N
         ("action dim", have.dynamics.action_dim, want.dynamics.action_dim),
         ("proprio dim", have.dynamics.proprio_dim, want.dynamics.proprio_dim),
         ("chunk", have.dynamics.chunk, want.dynamics.chunk),
+        *(
+            [("object dim", have.dynamics.object_dim, want.dynamics.object_dim)]
+            if have.dynamics.object_head and want.dynamics.object_head
+            else []
+        ),
     ]:
         if a != b:
             raise ValueError(

@@ -47,7 +47,7 @@ class GeneralistJudge:
         self.text = TextEncoder(meta.get("text_cache"))
         self.info = meta
         self.stats = {"abstains": 0}
-        self._demo_motions: dict[str, np.ndarray] = {}
+        self._demo_motions: dict[tuple[str, int], np.ndarray] = {}
         self.references = None
         if self.model.cfg.reference:
             if not cfg.reference:
@@ -100,15 +100,16 @@ class GeneralistJudge:
     def _demo_motion(self, instruction: str, frames: int) -> np.ndarray:
         """The demo's own object displacement (last frame - first), read by the same head; once per instruction
         (the demo does not change during a run)."""
-        if instruction not in self._demo_motions:
+        key = (instruction, frames)
+        if key not in self._demo_motions:
             dev = next(self.model.parameters()).device
             text = text_features(self.text, [instruction]).to(dev)
             ref = torch.from_numpy(self.references.for_instructions([instruction])).to(dev)
             # the demo as a video: its first frame, then its last for the remaining frames
             demo = torch.cat([ref[:, :1], ref[:, 1:].expand(-1, frames - 1, -1, -1, -1)], dim=1)
             _, objects = self.model(demo, text, ref, objects=True)
-            self._demo_motions[instruction] = (objects[0, -1] - objects[0, 0]).float().cpu().numpy()
-        return self._demo_motions[instruction]
+            self._demo_motions[key] = (objects[0, -1] - objects[0, 0]).float().cpu().numpy()
+        return self._demo_motions[key]
 
     def __call__(self, videos, instructions, **_: Any) -> list[Verdict]:
         if len(videos) != len(instructions):
