@@ -527,7 +527,6 @@ def test_an_object_head_fine_tunes_onto_a_world_model_without_one(play_data, tin
     # statistics measured on the play data (Meta-World's first object, state[4:7], where the chunks end)
     from rawdream.data.lerobot import LeRobotDataset
     from rawdream.world_model.data import build_transitions
-
     from rawdream.world_model.train import PretrainWMConfig, _split_episodes
 
     ds = LeRobotDataset(play_data)
