@@ -530,7 +530,8 @@ def test_an_object_head_fine_tunes_onto_a_world_model_without_one(play_data, tin
     from rawdream.world_model.train import PretrainWMConfig, _split_episodes
 
     ds = LeRobotDataset(play_data)
-    tr = build_transitions(ds, 8, 2, ((4, 7), (11, 14)))
+    state = ds.column("observation.environment_state")
+    tr = build_transitions(ds, 8, 2, np.concatenate([state[:, 4:7], state[:, 11:14]], axis=1))
     frac = load_preset("pretrain_wm", "tiny").get("val_fraction", PretrainWMConfig.val_fraction)
     train_eps, _ = _split_episodes(ds.num_episodes, frac, 0)  # the statistics come from the training episodes
     expected = tr.objects_next[np.isin(tr.episode, train_eps), :3].mean(0)

@@ -138,13 +138,14 @@ def bc_samples(ds: LeRobotDataset, episodes: list[int], chunk: int) -> BCSamples
     )
 
 
-def object_positions(ds: LeRobotDataset, backend: str) -> np.ndarray:
-    """(frames, 3 x objects) the objects' xyz per frame, from the simulator state the dataset recorded."""
+def object_positions(ds: LeRobotDataset, backend: str, off: str = "--object_loss=0") -> np.ndarray:
+    """(frames, 3 x objects) the objects' xyz per frame, from the simulator state the dataset recorded (the
+    privileged label of every object loss: policy, judge, world model); ``off`` names the flag that does without."""
     slots = catalogue(backend).object_state
     if "observation.environment_state" not in ds.features or not slots:
         raise DatasetError(
-            f"{ds.root} has no observation.environment_state with object positions ({backend}), which "
-            f"--object_loss needs: collect the demonstrations with `rawdream collect demos`, or set --object_loss=0"
+            f"{ds.root} has no observation.environment_state with object positions ({backend}), which an object "
+            f"loss needs: collect the data with `rawdream collect`, or set {off}"
         )
     state = ds.column("observation.environment_state").astype(np.float32)
     return np.concatenate([state[:, lo:hi] for lo, hi in slots], axis=1)

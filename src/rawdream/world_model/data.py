@@ -24,7 +24,7 @@ class Transitions:
     proprio_next: np.ndarray  # (M, P) at the target frame
     episode: np.ndarray  # (M,) episode index
     step: np.ndarray  # (M,) AR step of the target within its episode (1 = first chunk)
-    # (M, O) the objects' xyz at the target frame (simulator state; (M, 0) unless ``object_slots`` were asked)
+    # (M, O) the objects' xyz at the target frame (simulator state; (M, 0) unless ``objects`` were given)
     objects_next: np.ndarray
 
     def __len__(self) -> int:
@@ -35,10 +35,10 @@ class Transitions:
 
 
 def build_transitions(
-    ds: LeRobotDataset, chunk: int = 8, context: int = 2, object_slots: tuple[tuple[int, int], ...] = ()
+    ds: LeRobotDataset, chunk: int = 8, context: int = 2, objects: np.ndarray | None = None
 ) -> Transitions:
-    """``object_slots``: the ``(lo, hi)`` column ranges of ``observation.environment_state`` that hold the
-    objects' positions (the environment's ``object_state``), for a world model with an object head."""
+    """``objects``: (frames, O) the objects' positions per frame (``policy.train.object_positions``), for a world
+    model with an object head."""
     stride = ds.frame_stride
     if chunk % stride:
         raise DatasetError(f"{ds.root}: frame stride {stride} does not divide the action chunk {chunk}")
@@ -50,15 +50,8 @@ def build_transitions(
         state = np.zeros((ds.num_frames, 1), np.float32)
     if state.ndim == 1:
         state = state[:, None]
-    objects = np.zeros((ds.num_frames, 0), np.float32)
-    if object_slots:
-        if "observation.environment_state" not in ds.features:
-            raise DatasetError(
-                f"{ds.root} has no observation.environment_state, which the world model's object head learns "
-                f"from: collect play with `rawdream collect play`, or set --model.dynamics.object_head=false"
-            )
-        env = ds.column("observation.environment_state").astype(np.float32)
-        objects = np.concatenate([env[:, lo:hi] for lo, hi in object_slots], axis=1)
+    if objects is None:
+        objects = np.zeros((ds.num_frames, 0), np.float32)
     if stride > 1 and (actions.ndim != 3 or actions.shape[1] != stride):
         raise DatasetError(f"{ds.root}: frame_stride {stride} but action shape {actions.shape[1:]}")
     rows: dict[str, list] = {k: [] for k in Transitions.__dataclass_fields__}

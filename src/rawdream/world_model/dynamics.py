@@ -51,13 +51,6 @@ class DynamicsConfig:
     object_target: bool = False
     object_dim: int = 0  # 3 x objects; set from the data by pretrain-wm (0 without an object head)
 
-    def validate(self) -> None:
-        if self.object_target and not self.object_head:
-            raise ValueError(
-                "--model.dynamics.object_target=true conditions the frame on the object head's prediction: "
-                "add --model.dynamics.object_head=true"
-            )
-
     # U-Net
     channels: tuple[int, ...] = (64, 128, 128)  # per resolution level (16x16, 8x8, 4x4)
     blocks: int = 2  # ResBlocks per level on the way down (and up)
@@ -69,6 +62,13 @@ class DynamicsConfig:
     # Wan (arch=wan; width/depth/heads/patch above size a randomly initialised one): a local directory of public
     # Wan transformer weights (e.g. Wan2.1-T2V-1.3B-Diffusers) to start from instead
     pretrained: str = ""
+
+    def validate(self) -> None:
+        if self.object_target and not self.object_head:
+            raise ValueError(
+                "--model.dynamics.object_target=true conditions the frame on the object head's prediction: "
+                "add --model.dynamics.object_head=true"
+            )
 
 
 class Conditioning(nn.Module):

@@ -21,9 +21,9 @@ from rawdream import seeds
 from rawdream.config import build, save_config, to_dict
 from rawdream.data.cache import frame_cache
 from rawdream.data.lerobot import LeRobotDataset
-from rawdream.envs.tasks import catalogue
 from rawdream.io import load_model, save_model
 from rawdream.nn import EMA, count_params
+from rawdream.policy.train import object_positions
 from rawdream.splits import SplitConfig, check_task_agnostic, resolve_split, task_free_target_scenes
 from rawdream.training import (
     MetricsLogger,
@@ -404,13 +404,12 @@ def pretrain_wm(
             f"{cfg.model.autoencoder.factor}"
         )
     dcfg = cfg.model.dynamics
-    slots = catalogue(split.backend).object_state if dcfg.object_head else ()
-    if dcfg.object_head and not slots:
-        raise ValueError(
-            f"--model.dynamics.object_head: the {split.backend} tasks name no object state to learn from; "
-            f"set --model.dynamics.object_head=false"
-        )
-    tr_all = build_transitions(ds, dcfg.chunk, dcfg.context, slots)
+    objects = (
+        object_positions(ds, split.backend, off="--model.dynamics.object_head=false")
+        if dcfg.object_head
+        else None
+    )
+    tr_all = build_transitions(ds, dcfg.chunk, dcfg.context, objects)
     mcfg = build(
         WorldModelConfig,
         {
