@@ -271,7 +271,7 @@ def test_object_loss_teaches_the_vision_features_where_the_object_is(tmp_path):
 
     from rawdream.cli import main
     from rawdream.data.lerobot import LeRobotDataset
-    from rawdream.policy.train import object_positions
+    from rawdream.data.objects import object_positions
 
     data = tmp_path / "reach3"  # three layouts: the puck lies somewhere else in each
     assert main(["collect", "demos", "--task", "reach", "--out", str(data), "--preset", "tiny",

@@ -26,6 +26,7 @@ from rawdream import seeds
 from rawdream.config import build, save_config, to_dict
 from rawdream.data.cache import frame_cache
 from rawdream.data.lerobot import DatasetError, LeRobotDataset
+from rawdream.data.objects import object_positions
 from rawdream.envs.tasks import canonical_task, catalogue, paraphrases
 from rawdream.envs.tasks import tasks_of as tasks_of_backend
 from rawdream.nn import EMA, count_params
@@ -136,19 +137,6 @@ def bc_samples(ds: LeRobotDataset, episodes: list[int], chunk: int) -> BCSamples
         instruction=rows["instruction"],
         episode=np.asarray(rows["episode"]),
     )
-
-
-def object_positions(ds: LeRobotDataset, backend: str, off: str = "--object_loss=0") -> np.ndarray:
-    """(frames, 3 x objects) the objects' xyz per frame, from the simulator state the dataset recorded (the
-    privileged label of every object loss: policy, judge, world model); ``off`` names the flag that does without."""
-    slots = catalogue(backend).object_state
-    if "observation.environment_state" not in ds.features or not slots:
-        raise DatasetError(
-            f"{ds.root} has no observation.environment_state with object positions ({backend}), which an object "
-            f"loss needs: collect the data with `rawdream collect`, or set {off}"
-        )
-    state = ds.column("observation.environment_state").astype(np.float32)
-    return np.concatenate([state[:, lo:hi] for lo, hi in slots], axis=1)
 
 
 def random_shift(images: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:

@@ -37,7 +37,7 @@ class Transitions:
 def build_transitions(
     ds: LeRobotDataset, chunk: int = 8, context: int = 2, objects: np.ndarray | None = None
 ) -> Transitions:
-    """``objects``: (frames, O) the objects' positions per frame (``policy.train.object_positions``), for a world
+    """``objects``: (frames, O) the objects' positions per frame (``data.objects.object_positions``), for a world
     model with an object head."""
     stride = ds.frame_stride
     if chunk % stride:

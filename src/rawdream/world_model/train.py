@@ -21,9 +21,9 @@ from rawdream import seeds
 from rawdream.config import build, save_config, to_dict
 from rawdream.data.cache import frame_cache
 from rawdream.data.lerobot import LeRobotDataset
+from rawdream.data.objects import object_positions
 from rawdream.io import load_model, save_model
 from rawdream.nn import EMA, count_params
-from rawdream.policy.train import object_positions
 from rawdream.splits import SplitConfig, check_task_agnostic, resolve_split, task_free_target_scenes
 from rawdream.training import (
     MetricsLogger,

@@ -182,7 +182,7 @@ def _video_pool(cfg: TrainJudgeConfig, dss, rng, wm_path, dev, progress: bool) -
     train_eps = np.setdiff1d(np.arange(n), val_eps)
     objects: list[np.ndarray | None] = [None] * n
     if cfg.object_loss > 0:
-        from rawdream.policy.train import object_positions
+        from rawdream.data.objects import object_positions
 
         per_ds = [object_positions(ds, resolve_split(cfg.split).backend) for ds in dss]
         objects = [per_ds[k][slice(*dss[k].episode_bounds(i))] for k, i in origin]
