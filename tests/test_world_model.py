@@ -549,7 +549,7 @@ def test_an_object_head_fine_tunes_onto_a_world_model_without_one(play_data, tin
     imagined = model.rollout(frames, torch.zeros(2, 4), torch.zeros(2, 3, 8, 4), seeds=[0, 1])
     assert imagined["objects"].shape == (2, 3, 6) and torch.isfinite(imagined["objects"]).all()
     # eval-wm --policy reads the head against the simulator: where the object really went, per rollout outcome
-    from rawdream.eval.imagination_transfer import _format_objects, object_tracking
+    from rawdream.eval.imagination_transfer import _format_objects, object_tracking, replay
 
     pos = np.zeros((4, 4, 3), np.float32)
     pos[:2, 1:, 1] = np.array([0.05, 0.1, 0.15])  # the two successes pull the object 15 cm along y
@@ -559,6 +559,12 @@ def test_an_object_head_fine_tunes_onto_a_world_model_without_one(play_data, tin
     assert track["axis"] == 1 and len(track["error"]) == 3
     assert track["real_displacement"] == {"success": pytest.approx(0.15), "failure": 0.0}
     assert "on successes real 15.0" in _format_objects(track)
+    # the replay eval-wm imagines anyway hands its objects over: the same numbers without a second imagination
+    *_, head = replay(model, real, [0, 1, 2, 3], objects=True)
+    again = object_tracking(
+        model, real | {"success": np.array([True, True, False, False])}, [0, 1, 2, 3], head
+    )
+    assert again == track
     assert "objects" not in load_world_model(tiny_wm).rollout(
         frames, torch.zeros(2, 4), torch.zeros(2, 1, 8, 4), [0, 1]
     )

@@ -29,18 +29,27 @@ import torch.nn.functional as F
 
 
 @torch.no_grad()
-def replay(world_model, real: dict[str, np.ndarray], noise_seeds: list[int]) -> tuple[np.ndarray, np.ndarray]:
+def replay(world_model, real: dict[str, np.ndarray], noise_seeds: list[int], objects: bool = False) -> tuple:
     """The world model's replay of the real actions from the real first observation: frames (N, H+1, h, w, 3)
-    and proprioception (N, H+1, P), the first of each the real one."""
-    out = world_model.rollout(
+    and proprioception (N, H+1, P), the first of each the real one; with ``objects`` also where a model with an
+    object head puts the objects at each chunk's end (N, H, O), or None - the same pass, so
+    :func:`object_tracking` need not imagine the replay again."""
+    out = _imagine(world_model, real, noise_seeds, decode=True)
+    fake, fake_p = out["frames"].numpy(), out["proprio"].numpy()
+    fake[:, 0], fake_p[:, 0] = real["video"][:, 0], real["proprio"][:, 0]
+    if objects:
+        return fake, fake_p, (out["objects"].numpy() if "objects" in out else None)
+    return fake, fake_p
+
+
+def _imagine(world_model, real: dict[str, np.ndarray], noise_seeds: list[int], decode: bool) -> dict:
+    return world_model.rollout(
         torch.from_numpy(np.asarray(real["video"][:, 0], np.uint8)),
         torch.from_numpy(np.asarray(real["proprio"][:, 0], np.float32)),
         torch.from_numpy(np.asarray(real["actions"], np.float32)),
         seeds=[int(s) for s in noise_seeds],
+        decode=decode,
     )
-    fake, fake_p = out["frames"].numpy(), out["proprio"].numpy()
-    fake[:, 0], fake_p[:, 0] = real["video"][:, 0], real["proprio"][:, 0]
-    return fake, fake_p
 
 
 @torch.no_grad()
@@ -119,21 +128,19 @@ def hand_drift(world_model, real: dict[str, np.ndarray], noise_seeds: list[int])
 
 
 @torch.no_grad()
-def object_tracking(world_model, real: dict[str, np.ndarray], noise_seeds: list[int]) -> dict[str, Any]:
+def object_tracking(
+    world_model, real: dict[str, np.ndarray], noise_seeds: list[int], head: np.ndarray | None = None
+) -> dict[str, Any]:
     """Does the world model know where the policy's actions moved the object? For a model with an object head
     (``--model.dynamics.object_head``): its main object (the first slot, the simulator's ``object_position``)
     along the replay of the real actions against the real one - the error per AR step 1..H (metres), and along
     the axis the object moves most, the final displacement on the rollouts that succeeded and on those that did
     not, real and as the head has it, with their correlation. A model that moves the object as far on failures
-    as on successes draws successes that did not happen, whatever judge reads its frames."""
-    out = world_model.rollout(
-        torch.from_numpy(np.asarray(real["video"][:, 0], np.uint8)),
-        torch.from_numpy(np.asarray(real["proprio"][:, 0], np.float32)),
-        torch.from_numpy(np.asarray(real["actions"], np.float32)),
-        seeds=[int(s) for s in noise_seeds],
-        decode=False,
-    )
-    head = out["objects"][:, :, :3].numpy()  # (N, H, 3) at each chunk's end
+    as on successes draws successes that did not happen, whatever judge reads its frames. ``head``: the objects
+    of :func:`replay` with these ``noise_seeds``, if the caller has them."""
+    if head is None:
+        head = _imagine(world_model, real, noise_seeds, decode=False)["objects"].numpy()
+    head = head[:, :, :3]  # (N, H, 3) at each chunk's end
     pos = np.asarray(real["object_position"], np.float32)  # (N, H+1, 3)
     success = np.asarray(real["success"], bool)
     moved_real, moved_head = pos[:, -1] - pos[:, 0], head[:, -1] - pos[:, 0]
@@ -270,20 +277,23 @@ def imagination_transfer(
     text = instruction(task)
     noise = [seeds.stable_seed("imagination-transfer-noise", task, cfg.seed, i) for i in range(n)]
     sampling = [seeds.stable_seed("imagination-transfer-policy", task, cfg.seed, i) for i in range(n)]
+    head = None  # the object head's replay of these seeds, when this function imagines the replay itself
+    if imagined is None:
+        *imagined, head = replay(world_model, real, noise, objects=True)
     return {
         "task": task,
         "temperature": cfg.temperature,
         "horizon": cfg.horizon,
         "policy_view": policy_view(
             policy,
-            imagined if imagined is not None else replay(world_model, real, noise),
+            tuple(imagined),
             real,
             text,
             cfg.temperature,
         ),
         "hand_drift": hand_drift(world_model, real, noise),
         **(
-            {"object_tracking": object_tracking(world_model, real, noise)}
+            {"object_tracking": object_tracking(world_model, real, noise, head)}
             if getattr(world_model, "has_objects", False)
             else {}
         ),
