@@ -43,12 +43,13 @@ def replay(world_model, real: dict[str, np.ndarray], noise_seeds: list[int], obj
 
 
 def _imagine(world_model, real: dict[str, np.ndarray], noise_seeds: list[int], decode: bool) -> dict:
+    # only models with an object head are asked not to decode (any world model's rollout draws frames)
     return world_model.rollout(
         torch.from_numpy(np.asarray(real["video"][:, 0], np.uint8)),
         torch.from_numpy(np.asarray(real["proprio"][:, 0], np.float32)),
         torch.from_numpy(np.asarray(real["actions"], np.float32)),
         seeds=[int(s) for s in noise_seeds],
-        decode=decode,
+        **({} if decode else {"decode": False}),
     )
 
 
