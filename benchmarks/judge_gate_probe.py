@@ -106,13 +106,19 @@ def gate_rules(video: np.ndarray, demo: np.ndarray) -> dict[str, np.ndarray]:
     (today's gate); ``displacement``: one minus the distance between the two displacements, as a fraction of the
     demo's; ``end``: the same for where the objects end, absolute; ``either``: the better of the last two (a task
     whose goal is fixed in the scene ends where the demo ended, one whose goal moves with the object moves as the
-    demo's did)."""
+    demo's did); ``none``: no gate, the judge's verdict alone."""
     moved, wanted = video[:, 1] - video[:, 0], demo[:, 1] - demo[:, 0]
     norm = np.maximum(np.linalg.norm(wanted, axis=1), 1e-6)
     along = (moved * wanted).sum(1) / norm**2
     displacement = 1 - np.linalg.norm(moved - wanted, axis=1) / norm
     end = 1 - np.linalg.norm(video[:, 1] - demo[:, 1], axis=1) / norm
-    return {"along": along, "displacement": displacement, "end": end, "either": np.maximum(displacement, end)}
+    return {
+        "none": np.full(len(video), np.inf),  # the judge alone, the gate always open
+        "along": along,
+        "displacement": displacement,
+        "end": end,
+        "either": np.maximum(displacement, end),
+    }
 
 
 def rules(args) -> None:

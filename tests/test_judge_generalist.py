@@ -329,3 +329,23 @@ def test_mimic_negatives_follow_the_experts_path_displaced_and_keep_the_simulato
     assert 1 <= sum(s.behaviour == "mimic" for s in make_specs(cfg)) <= 10
     with pytest.raises(ValueError, match="frac_mimic=0.2 is for labeled judge data only"):
         build(CollectConfig, {"kind": "play", **mix})
+
+
+def test_a_judge_without_the_instruction_reads_only_the_video_and_the_reference():
+    import torch
+
+    from rawdream.policy.text import TEXT_DIM
+    from rawdream.reward.generalist.model import GeneralistConfig, JudgeNet
+
+    torch.manual_seed(0)
+    net = JudgeNet(GeneralistConfig(instruction=False)).eval()
+    for p in net.parameters():  # zero-initialised layers would hide what the condition reaches
+        torch.nn.init.normal_(p, std=0.05)
+    frames = torch.randint(0, 255, (2, 6, 64, 64, 3), dtype=torch.uint8)
+    ref = torch.randint(0, 255, (2, 2, 64, 64, 3), dtype=torch.uint8)
+    text_a, text_b = torch.randn(2, 2 * TEXT_DIM), torch.randn(2, 2 * TEXT_DIM)
+    with torch.no_grad():
+        assert torch.equal(net(frames, text_a, ref), net(frames, text_b, ref))
+        assert not torch.allclose(net(frames, text_a, ref), net(frames, text_a, ref.flip(0)))
+        net.cfg.instruction = True  # the same weights with the instruction shown do read it
+        assert not torch.allclose(net(frames, text_a, ref), net(frames, text_b, ref))

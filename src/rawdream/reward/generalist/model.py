@@ -24,6 +24,9 @@ class GeneralistConfig:
     # every frame judged): see :mod:`rawdream.reward.references`
     reference: bool = True
     blind: bool = False  # the task-blind control: neither the instruction nor the reference is shown
+    # show the instruction; false: judge by the reference demonstration alone. Why: a new task's instruction is
+    # words the judge never read among its 45 pretraining instructions, its demonstration is frames like any other
+    instruction: bool = True
     # size of an auxiliary head from each judged frame's features to the objects' positions in it (0: none); set
     # by train-judge --object_loss, which trains it on the simulator state so the features follow the objects
     object_outputs: int = 0
@@ -72,7 +75,7 @@ class JudgeNet(nn.Module):
         of a demonstration of the instructed task; for ``reference`` models) -> success logits (B,); with
         ``objects`` (training, models with an object head) also the objects' positions per frame (B, F, O)."""
         b, f = frames.shape[:2]
-        if self.cfg.blind:
+        if self.cfg.blind or not self.cfg.instruction:
             text = torch.zeros_like(text)
         cond = self.text(text)
         x = frames.float() / 127.5 - 1.0

@@ -136,6 +136,7 @@ def train_judge(
         "validation_own": val_own,
         "label_semantics": "success reached at any step",
         "blind": cfg.model.blind,
+        "instruction": cfg.model.instruction,
         "references": str(Path(references).resolve()) if refs is not None else None,
         "reference_tasks": refs.tasks if refs is not None else [],
         "seconds": time.time() - t0,
