@@ -41,6 +41,10 @@ def test_abstains_are_left_out_of_judge_metrics_and_counted():
         and m["a"]["confusion"] == {"tp": 1, "fp": 0, "fn": 0, "tn": 1}
     )
     assert m["b"]["abstains"] == 1 and m["b"]["confusion"] == {"tp": 0, "fp": 0, "fn": 1, "tn": 0}
+    # the metrics are of the verdicts, not of score >= 0.5: a judge calibrated per task says success at 0.3
+    calibrated = [Verdict(success=True, score=0.3), Verdict(success=False, score=0.1)]
+    m = judge_metrics(calibrated, ["a", "a"], np.array([1, 0]), ["a"], 0.5)["a"]
+    assert m["confusion"] == {"tp": 1, "fp": 0, "fn": 0, "tn": 1} and m["auroc"] == 1.0
 
 
 def test_calibration_holdout_keeps_both_outcomes_of_every_task():
@@ -349,3 +353,24 @@ def test_a_judge_without_the_instruction_reads_only_the_video_and_the_reference(
         assert not torch.allclose(net(frames, text_a, ref), net(frames, text_a, ref.flip(0)))
         net.cfg.instruction = True  # the same weights with the instruction shown do read it
         assert not torch.allclose(net(frames, text_a, ref), net(frames, text_b, ref))
+
+
+def test_demo_calibration_puts_the_threshold_between_the_demo_and_doing_nothing(tiny_judge, pretrain_demos):
+    cfg = judge_config("generalist", path=str(tiny_judge), reference=str(pretrain_demos), calibration="demo")
+    judge = make_judge(cfg)
+    text = "close the drawer"
+    demo = judge.references.videos["drawer-close"]
+    assert demo.ndim == 4 and len(demo) >= 2  # one frame per action chunk of the first demo
+    still = np.repeat(demo[:1], len(demo), axis=0)
+    p_demo, p_still = judge.scores([demo, still], [text, text])
+    thr = judge.threshold(text)
+    assert min(p_demo, p_still) <= thr <= max(p_demo, p_still)
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    assert logit(thr) == pytest.approx((logit(p_demo) + logit(p_still)) / 2, abs=1e-4)
+    verdicts = judge([demo, still], [text, text])
+    assert [v.success for v in verdicts] == [p_demo >= thr, p_still >= thr]
+    assert make_judge(
+        judge_config("generalist", path=str(tiny_judge), reference=str(pretrain_demos))
+    ).threshold(text) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="use fixed or demo"):
+        judge_config("generalist", path=str(tiny_judge), calibration="per-task")

@@ -38,6 +38,7 @@ def judge_metrics(
     at the default threshold)."""
     answered = np.array([v.success is not None for v in verdicts], bool)
     scores = np.array([(v.score if v.score is not None else float(bool(v.success))) for v in verdicts], float)
+    said_success = np.array([v.success is True for v in verdicts], bool)
     labels = np.asarray(labels, bool)
     per_task = {}
     for t in targets:
@@ -45,7 +46,8 @@ def judge_metrics(
         if not rows:
             continue
         ok = [k for k in rows if answered[k]]
-        per_task[t] = {**binary_metrics(scores[ok], labels[ok], threshold), "abstains": len(rows) - len(ok)}
+        metrics = binary_metrics(scores[ok], labels[ok], threshold, predicted=said_success[ok])
+        per_task[t] = {**metrics, "abstains": len(rows) - len(ok)}
     return per_task
 
 

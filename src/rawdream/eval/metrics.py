@@ -31,15 +31,19 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
-def binary_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:
-    """Precision/recall/F1 etc. of ``scores >= threshold``; with no decided verdict at all, every metric is
-    undefined (NaN), never 0 - a judge that answered nothing has no precision."""
+def binary_metrics(
+    scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5, predicted: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Precision/recall/F1 etc. of the judge's verdicts ``predicted`` (default: ``scores >= threshold``), AUROC
+    of ``scores``; with no decided verdict at all, every metric is undefined (NaN), never 0 - a judge that
+    answered nothing has no precision. Pass the verdicts when the judge places its own threshold (a gate, a
+    per-task calibration): the metrics then describe the verdicts RL is rewarded with."""
     labels = np.asarray(labels, bool)
     if len(labels) == 0:
         nan = float("nan")
         keys = ("base_rate", "auroc", "balanced_accuracy", "precision", "recall", "f1", "f1_always_success")
         return {"n": 0, **dict.fromkeys(keys, nan), "confusion": None}
-    pred = np.asarray(scores) >= threshold
+    pred = np.asarray(scores) >= threshold if predicted is None else np.asarray(predicted, bool)
     tp, fp = int((pred & labels).sum()), int((pred & ~labels).sum())
     fn, tn = int((~pred & labels).sum()), int((~pred & ~labels).sum())
     prec = tp / (tp + fp) if tp + fp else 0.0

@@ -101,8 +101,8 @@ def reward_fidelity(
         "temperature": cfg.temperature,
         "horizon": cfg.horizon,
         "real_success_rate": float(truth.mean()),
-        "judge_on_real": binary_metrics(s_real, truth, thr),
-        "judge_on_imagined": binary_metrics(s_im, truth, thr),
+        "judge_on_real": binary_metrics(s_real, truth, thr, predicted=y_real),
+        "judge_on_imagined": binary_metrics(s_im, truth, thr, predicted=y_im),
         # the verdict on imagined video against the verdict on the real video of the same actions: a world model
         # that hallucinates success (or hides it) shows here and in the judged rates, whatever the AUROCs say
         "verdict_agreement": {

@@ -20,6 +20,8 @@ import numpy as np
 
 from rawdream.envs.tasks import paraphrases
 
+CHUNK_STEPS = 8  # control steps per action chunk: imagined and policy videos hold one frame per chunk
+
 
 class MissingReferenceError(ValueError):
     """No reference demonstration for an instruction (or no usable demonstrations at all)."""
@@ -28,11 +30,16 @@ class MissingReferenceError(ValueError):
 class References:
     """task -> (K, 2, H, W, 3) uint8: first and last frame of each successful demonstration."""
 
-    def __init__(self, by_task: dict[str, np.ndarray], source: str = ""):
+    def __init__(
+        self, by_task: dict[str, np.ndarray], source: str = "", videos: dict[str, np.ndarray] | None = None
+    ):
         if not by_task:
             raise MissingReferenceError(f"no successful demonstrations in {source or 'the reference set'}")
         self.by_task = by_task
         self.source = source
+        # task -> (T, H, W, 3) the first reference's whole video, one frame per 8-step action chunk (as imagined
+        # and policy videos are): what a success of this task looks like to a judge, for calibrating on it
+        self.videos = videos or {}
         self._by_text = {p.lower(): t for t in by_task for p in paraphrases(t)}
 
     @classmethod
@@ -50,12 +57,17 @@ class References:
         frames = frame_cache(ds)
         ok = eps.get("rawdream/success", [True] * ds.num_episodes)
         by_task: dict[str, list[np.ndarray]] = {}
+        videos: dict[str, np.ndarray] = {}
+        every = max(1, CHUNK_STEPS // ds.frame_stride)  # dataset frames per action chunk
         for i, (task, success) in enumerate(zip(eps["rawdream/env_task"], ok)):
             if not success:
                 continue
             lo, hi = ds.episode_bounds(i)
             by_task.setdefault(str(task), []).append(np.stack([frames[lo], frames[hi - 1]]))
-        return cls({t: np.stack(v) for t, v in by_task.items()}, str(ds.root))
+            if str(task) not in videos:
+                idx = list(range(lo, hi, every))
+                videos[str(task)] = np.asarray(frames[idx + ([hi - 1] if idx[-1] != hi - 1 else [])])
+        return cls({t: np.stack(v) for t, v in by_task.items()}, str(ds.root), videos)
 
     @property
     def tasks(self) -> list[str]:

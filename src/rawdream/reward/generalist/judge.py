@@ -29,6 +29,16 @@ class GeneralistJudgeConfig(JudgeConfig):
     object_gate: float = 0.0
     # the demo's predicted displacement (z-scored units) under which the gate stays open (objects that stay put)
     object_gate_min: float = 0.5
+    # where a score becomes a success. "fixed": --judge.threshold for every task. "demo": per instruction, halfway
+    # (in logits) between the judge's score for the reference demonstration's own video (a success) and for its
+    # first frame held still (nothing done). Why: judges trained on pretraining tasks rank a new task's rollouts
+    # far better than they place a fixed threshold on it (docs/judges.md); its one demonstration is the only
+    # success of that task there is to calibrate on
+    calibration: str = "fixed"
+
+    def validate(self) -> None:
+        if self.calibration not in ("fixed", "demo"):
+            raise ValueError(f"--judge.calibration={self.calibration!r}: use fixed or demo")
 
 
 class GeneralistJudge:
@@ -48,6 +58,7 @@ class GeneralistJudge:
         self.info = meta
         self.stats = {"abstains": 0}
         self._demo_motions: dict[tuple[str, int], np.ndarray] = {}
+        self._thresholds: dict[str, float] = {}
         self.references = None
         if self.model.cfg.reference:
             if not cfg.reference:
@@ -56,6 +67,11 @@ class GeneralistJudge:
                     f"--judge.reference DEMOS_DIR (e.g. the target task's 1-shot demo dataset)"
                 )
             self.references = References.from_dataset(cfg.reference)
+        if cfg.calibration == "demo" and (self.references is None or not self.references.videos):
+            raise ValueError(
+                f"--judge.calibration=demo calibrates on the reference demonstration's video: {path} needs "
+                f"--judge.reference DEMOS_DIR (a reference-conditioned judge), or use --judge.calibration=fixed"
+            )
         if cfg.object_gate > 0 and (self.model.object_head is None or self.references is None):
             raise ValueError(
                 f"--judge.object_gate={cfg.object_gate} needs a judge with an object head and a reference (train "
@@ -111,6 +127,25 @@ class GeneralistJudge:
             self._demo_motions[key] = (objects[0, -1] - objects[0, 0]).float().cpu().numpy()
         return self._demo_motions[key]
 
+    @torch.no_grad()
+    def threshold(self, instruction: str) -> float:
+        """The score from which ``instruction``'s videos are successes (``--judge.calibration``)."""
+        if self.cfg.calibration == "fixed":
+            return self.cfg.threshold
+        task = self.references.task_of(instruction)
+        if task not in self._thresholds:
+            demo = self.references.videos[task]
+            still = np.repeat(demo[:1], len(demo), axis=0)
+            # the judge alone (no gate): the still video's objects do not move, so the gate would close on it
+            sel = self.model.cfg.frames
+            dev = next(self.model.parameters()).device
+            clips = torch.from_numpy(np.stack([sel.select(demo), sel.select(still)])).to(dev)
+            text = text_features(self.text, [instruction] * 2).to(dev)
+            ref = torch.from_numpy(self.references.for_instructions([instruction] * 2)).to(dev)
+            logits = self.model(clips, text, ref).float().cpu() / self.temperature
+            self._thresholds[task] = float(torch.sigmoid(logits.mean()))
+        return self._thresholds[task]
+
     def __call__(self, videos, instructions, **_: Any) -> list[Verdict]:
         if len(videos) != len(instructions):
             raise ValueError(f"{len(videos)} videos but {len(instructions)} instructions")
@@ -118,11 +153,11 @@ class GeneralistJudge:
         p, progress = self._scores(videos, instructions)
         dt = (time.perf_counter() - t0) / max(len(p), 1)
         verdicts = []
-        for s, g in zip(p, progress):
+        for s, g, text in zip(p, progress, instructions):
             if np.isnan(g) or g >= self.cfg.object_gate:
                 verdicts.append(
                     Verdict(
-                        success=bool(s >= self.cfg.threshold), score=float(s), raw=f"p={s:.3f}", latency=dt
+                        success=bool(s >= self.threshold(text)), score=float(s), raw=f"p={s:.3f}", latency=dt
                     )
                 )
             else:  # the objects did not move the way the demonstration's did: a failure, whatever p says
