@@ -86,17 +86,11 @@ class GeneralistJudge:
     @torch.no_grad()
     def _scores(self, videos, instructions) -> tuple[np.ndarray, np.ndarray]:
         """-> (success probabilities, object progress along the demo's motion; NaN where the gate is open)."""
-        sel = self.model.cfg.frames
         gate = self.cfg.object_gate > 0
-        dev = next(self.model.parameters()).device  # inputs follow the model (``judge.model.to("cuda")``)
         out, progress = [], []
         for k in range(0, len(videos), 128):
-            clips = torch.from_numpy(np.stack([sel.select(v) for v in videos[k : k + 128]])).to(dev)
             texts = list(instructions[k : k + 128])
-            text = text_features(self.text, texts).to(dev)
-            ref = None
-            if self.references is not None:
-                ref = torch.from_numpy(self.references.for_instructions(texts)).to(dev)
+            clips, text, ref = self._inputs(videos[k : k + 128], texts)
             if not gate:
                 logits = self.model(clips, text, ref)
                 progress.append(np.full(len(texts), np.nan))
@@ -111,6 +105,17 @@ class GeneralistJudge:
         if not out:
             return np.zeros(0), np.zeros(0)
         return np.concatenate(out), np.concatenate(progress)
+
+    def _inputs(self, videos, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The model's inputs for ``videos`` judged against ``texts``: the selected frames, the instruction's
+        features and (reference-conditioned judges) the reference, on the model's device."""
+        dev = next(self.model.parameters()).device  # inputs follow the model (``judge.model.to("cuda")``)
+        clips = torch.from_numpy(np.stack([self.model.cfg.frames.select(v) for v in videos])).to(dev)
+        text = text_features(self.text, texts).to(dev)
+        ref = None
+        if self.references is not None:
+            ref = torch.from_numpy(self.references.for_instructions(texts)).to(dev)
+        return clips, text, ref
 
     @torch.no_grad()
     def _demo_motion(self, instruction: str, frames: int) -> np.ndarray:
@@ -137,12 +142,9 @@ class GeneralistJudge:
             demo = self.references.videos[task]
             still = np.repeat(demo[:1], len(demo), axis=0)
             # the judge alone (no gate): the still video's objects do not move, so the gate would close on it
-            sel = self.model.cfg.frames
-            dev = next(self.model.parameters()).device
-            clips = torch.from_numpy(np.stack([sel.select(demo), sel.select(still)])).to(dev)
-            text = text_features(self.text, [instruction] * 2).to(dev)
-            ref = torch.from_numpy(self.references.for_instructions([instruction] * 2)).to(dev)
-            logits = self.model(clips, text, ref).float().cpu() / self.temperature
+            logits = (
+                self.model(*self._inputs([demo, still], [instruction] * 2)).float().cpu() / self.temperature
+            )
             self._thresholds[task] = float(torch.sigmoid(logits.mean()))
         return self._thresholds[task]
 
