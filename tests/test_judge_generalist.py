@@ -374,3 +374,32 @@ def test_demo_calibration_puts_the_threshold_between_the_demo_and_doing_nothing(
     ).threshold(text) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="use fixed or demo"):
         judge_config("generalist", path=str(tiny_judge), calibration="per-task")
+
+
+def test_demo_cut_stops_the_demo_part_way_and_holds_its_last_kept_frame():
+    from rawdream.reward.generalist.judge import demo_cut
+
+    demo = np.arange(9)[:, None, None, None] * np.ones((9, 2, 2, 3), dtype=np.uint8)
+    assert [int(f[0, 0, 0]) for f in demo_cut(demo, 0.0)] == [0] * 9  # the first frame held still
+    assert [int(f[0, 0, 0]) for f in demo_cut(demo, 0.5)] == [0, 1, 2, 3, 4, 4, 4, 4, 4]
+    assert demo_cut(demo, 0.99).shape == demo.shape
+
+
+def test_near_miss_calibration_anchors_on_the_demo_stopped_half_way(tiny_judge, pretrain_demos):
+    from rawdream.reward.generalist.judge import demo_cut
+
+    cfg = judge_config(
+        "generalist",
+        path=str(tiny_judge),
+        reference=str(pretrain_demos),
+        calibration="demo",
+        calibration_cut=0.5,
+    )
+    judge = make_judge(cfg)
+    text = "close the drawer"
+    demo = judge.references.videos["drawer-close"]
+    p_demo, p_half = judge.scores([demo, demo_cut(demo, 0.5)], [text, text])
+    logit = lambda p: np.log(p / (1 - p))  # noqa: E731
+    assert logit(judge.threshold(text)) == pytest.approx((logit(p_demo) + logit(p_half)) / 2, abs=1e-4)
+    with pytest.raises(ValueError, match="calibration_cut=1.0"):
+        judge_config("generalist", path=str(tiny_judge), calibration="demo", calibration_cut=1.0)

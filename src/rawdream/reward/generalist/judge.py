@@ -35,10 +35,19 @@ class GeneralistJudgeConfig(JudgeConfig):
     # far better than they place a fixed threshold on it (docs/judges.md); its one demonstration is the only
     # success of that task there is to calibrate on
     calibration: str = "fixed"
+    # "demo" calibration's negative anchor: the demo played to this fraction of its length, then its last kept
+    # frame held to the demo's length. 0: the first frame held still (nothing done); 0.5: a near-miss that stopped
+    # half-way - a harder negative where a task's failures also move things (stillness is too easy: sweep-into)
+    calibration_cut: float = 0.0
 
     def validate(self) -> None:
         if self.calibration not in ("fixed", "demo"):
             raise ValueError(f"--judge.calibration={self.calibration!r}: use fixed or demo")
+        if not 0.0 <= self.calibration_cut < 1.0:
+            raise ValueError(
+                f"--judge.calibration_cut={self.calibration_cut}: a fraction of the demo in [0, 1), e.g. 0 (its "
+                f"first frame held still) or 0.5 (stopped half-way)"
+            )
 
 
 class GeneralistJudge:
@@ -140,10 +149,10 @@ class GeneralistJudge:
         task = self.references.task_of(instruction)
         if task not in self._thresholds:
             demo = self.references.videos[task]
-            still = np.repeat(demo[:1], len(demo), axis=0)
+            cut = demo_cut(demo, self.cfg.calibration_cut)
             # the judge alone (no gate): the still video's objects do not move, so the gate would close on it
             logits = (
-                self.model(*self._inputs([demo, still], [instruction] * 2)).float().cpu() / self.temperature
+                self.model(*self._inputs([demo, cut], [instruction] * 2)).float().cpu() / self.temperature
             )
             self._thresholds[task] = float(torch.sigmoid(logits.mean()))
         return self._thresholds[task]
@@ -166,6 +175,13 @@ class GeneralistJudge:
                 raw = f"p={s:.3f}, object progress {g:.2f} < {self.cfg.object_gate}"
                 verdicts.append(Verdict(success=False, score=0.0, raw=raw, latency=dt))
         return verdicts
+
+
+def demo_cut(demo: np.ndarray, fraction: float) -> np.ndarray:
+    """``demo`` (T, ...) played to ``fraction`` of its length, then its last kept frame held: a video of the same
+    length that stopped part-way (fraction 0: the first frame held still)."""
+    keep = round(fraction * (len(demo) - 1)) + 1
+    return np.concatenate([demo[:keep], np.repeat(demo[keep - 1 : keep], len(demo) - keep, axis=0)])
 
 
 @register_judge("generalist", config=GeneralistJudgeConfig)
