@@ -45,6 +45,14 @@ def test_custom_split_is_honoured_by_collection():
         resolve_split(SplitConfig(name="libero-goal"))
 
 
+def test_second_named_split_holds_out_five_of_the_first_splits_pretraining_tasks():
+    first, second = resolve_split(), resolve_split(SplitConfig(name="metaworld-heldout5-b"))
+    assert len(second.targets) == 5 and set(second.targets) <= set(first.pretrain)
+    assert set(first.targets) <= set(second.pretrain) and len(second.pretrain) == 45
+    with pytest.raises(TargetTaskLeakError, match=second.targets[0]):
+        check_task_agnostic({"tasks": [second.targets[0], "reach"]}, second, "judge")
+
+
 def test_workspace_play_visits_target_scenes_task_free_and_unlabelled():
     """The default play protocol covers every scene; in a target's scene only task-free behaviours run, labels
     withheld; the pretraining scenes get exactly the episodes of the strict protocol (its numbers unchanged)."""
