@@ -403,3 +403,31 @@ def test_near_miss_calibration_anchors_on_the_demo_stopped_half_way(tiny_judge, 
     assert logit(judge.threshold(text)) == pytest.approx((logit(p_demo) + logit(p_half)) / 2, abs=1e-4)
     with pytest.raises(ValueError, match="calibration_cut=1.0"):
         judge_config("generalist", path=str(tiny_judge), calibration="demo", calibration_cut=1.0)
+
+
+def test_val_tasks_are_never_trained_on_and_are_scored_after_training(
+    labeled_data, pretrain_demos, tmp_path, capsys
+):
+    """--val_tasks holds a pretraining task out of training entirely (its videos, rows under its instruction) and
+    scores the judge on it afterwards - how a recipe does on a task it has never seen."""
+    from rawdream.cli import main
+    from rawdream.io import load_model
+
+    args = [
+        "train-judge",
+        "--data",
+        str(labeled_data),
+        "--references",
+        str(pretrain_demos),
+        "--preset",
+        "tiny",
+    ]
+    args += ["--split.targets=push", "--steps=20", "--batch=8"]
+    assert main([*args, "--out", str(tmp_path / "j"), "--val_tasks=[drawer-close]"]) == 0
+    meta = load_model(tmp_path / "j", "judge", "")[1]
+    assert meta["trained_on_tasks"] == ["reach"] and meta["held_out_tasks"] == ["drawer-close"]
+    real = meta["validation_tasks"]["real"]
+    assert set(real["per_task"]) == {"drawer-close"} and real["per_task"]["drawer-close"]["n"] > 0
+    assert 0.0 <= real["mean_task_auroc"] <= 1.0
+    assert main([*args, "--out", str(tmp_path / "k"), "--val_tasks=[push]"]) == 2
+    assert "--val_tasks push: not a pretraining task" in capsys.readouterr().err

@@ -69,6 +69,11 @@ class TrainJudgeConfig(TrainerSettings):
     # simulator state the dataset recorded (privileged labels, training only), so that the features follow the
     # objects and not only the hand - RL found a judge without it calling "hand where a success ends" a success
     object_loss: float = 0.0
+    # pretraining tasks held out of training entirely - no video of theirs, no row under their instruction or with
+    # their demo - and scored after training under their own instruction, real videos and (with --wm) their
+    # world-model replays: how the judge does on tasks it has never seen, as a target will be. Choose a recipe on
+    # these, never on the targets; the episode holdout (--val_fraction) only says how it does on tasks it knows
+    val_tasks: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -79,7 +84,11 @@ class VideoPool:
     tasks: list[str]  # the scene's task of each video
     success: np.ndarray  # (V,) bool
     imagined: np.ndarray  # (V,) bool
-    train: np.ndarray  # indices of training videos; the rest of the labelled ones calibrate the temperature
+    train: np.ndarray  # indices of training videos
+    holdout: np.ndarray  # indices of the labelled videos that calibrate the temperature
+    unseen: (
+        np.ndarray
+    )  # indices of the videos of --val_tasks (real, then their replays): scored, never trained on
     behaviours: list[str]  # of the labelled episodes (scripted variants, "policy", ...)
     objects: list[np.ndarray | None]  # per video its objects' xyz per frame (real videos, with --object_loss)
 
@@ -103,14 +112,17 @@ def train_judge(
     dev = resolve_device(cfg.device)
     paths = [Path(p) for p in (str(data).split(",") if isinstance(data, (str, Path)) else data) if str(p)]
     split = resolve_split(cfg.split)
+    held = _val_tasks(cfg, split)
     dss, refs = _checked_inputs(cfg, paths, split, references, log_fn)
     save_config(cfg, out)
     rng = np.random.default_rng(cfg.seed)  # one stream, drawn in this order: holdout, replays, examples
-    pool = _video_pool(cfg, dss, rng, wm_path, dev, progress)
+    pool = _video_pool(cfg, dss, rng, wm_path, dev, progress, held)
     clips = np.stack([cfg.model.frames.select(v) for v in pool.videos])  # (V, F, H, W, 3)
     objects = _object_clips(cfg, pool) if cfg.object_loss > 0 else None  # (V, F, O) z-scored, NaN: no label
     ex = _examples(pool, split, refs, rng, log_fn)
-    is_train = np.isin(ex.video, pool.train)
+    # a row of a training video under a held-out task's instruction ("another task") would show that task too
+    shows_unseen = np.array([t in held for t in ex.task], bool)
+    is_train = np.isin(ex.video, pool.train) & ~shows_unseen
     enc = TextEncoder()
     all_texts = sorted({p for t in split.pretrain for p in paraphrases(t)})
     enc(all_texts + sorted({verb_of(t) for t in all_texts}))
@@ -119,14 +131,24 @@ def train_judge(
     model = JudgeNet(model_cfg).to(dev)
     log = MetricsLogger(out)
     _fit(cfg, model, ex, clips, is_train, enc, refs, dev, log, pool, log_fn, progress, objects)
-    temperature, val, val_own = _calibrate(model, ex, clips, ~is_train, enc, refs, dev)
+    holdout = np.isin(ex.video, pool.holdout) & ~shows_unseen
+    temperature, val, val_own = _calibrate(model, ex, clips, holdout, enc, refs, dev)
     log.log(cfg.steps, {f"val/{k}": v for k, v in val.items() if isinstance(v, float)})
     log.log(cfg.steps, {f"val_own/{k}": v for k, v in val_own.items() if isinstance(v, float)})
+    unseen = _score_unseen_tasks(model, ex, clips, pool, temperature, enc, refs, dev) if held else None
+    if unseen is not None:
+        for kind, row in unseen.items():
+            log.log(cfg.steps, {f"val_tasks_{kind}/mean_task_auroc": row["mean_task_auroc"]})
+            log_fn(
+                f"[train-judge] held-out tasks, {kind} videos: mean per-task AUROC {row['mean_task_auroc']:.3f}: "
+                + ", ".join(f"{t} {m['auroc']:.2f}" for t, m in row["per_task"].items())
+            )
     log.close()
     n_real = int((~pool.imagined).sum())
     info = {
         "split": split.as_dict(),
-        "trained_on_tasks": sorted(set(pool.tasks[:n_real])),
+        "trained_on_tasks": sorted({pool.tasks[i] for i in pool.train if i < n_real}),
+        "held_out_tasks": sorted(held),
         "dataset": ",".join(str(p.resolve()) for p in paths),
         "episodes_by_behaviour": {b: pool.behaviours.count(b) for b in sorted(set(pool.behaviours))},
         "world_model": str(Path(wm_path).resolve()) if wm_path else None,
@@ -134,6 +156,7 @@ def train_judge(
         "temperature": temperature,
         "validation": val,
         "validation_own": val_own,
+        "validation_tasks": unseen,
         "label_semantics": "success reached at any step",
         "blind": cfg.model.blind,
         "instruction": cfg.model.instruction,
@@ -168,9 +191,12 @@ def _checked_inputs(cfg: TrainJudgeConfig, paths: list[Path], split, references,
     return dss, refs
 
 
-def _video_pool(cfg: TrainJudgeConfig, dss, rng, wm_path, dev, progress: bool) -> VideoPool:
+def _video_pool(
+    cfg: TrainJudgeConfig, dss, rng, wm_path, dev, progress: bool, held: frozenset[str] = frozenset()
+) -> VideoPool:
     """The labelled videos of every dataset, a stratified calibration holdout, and - with a world model - its
-    replays of the same actions for a fraction of the training episodes, labelled by the real replay."""
+    replays of the same actions for a fraction of the training episodes, labelled by the real replay. The videos of
+    the ``held`` tasks are set apart (``unseen``), with a replay of each of them."""
     bases = [labeled_videos(ds) for ds in dss]
     origin = [(k, i) for k, b in enumerate(bases) for i in range(len(b.task))]  # (dataset, episode)
     n = len(origin)
@@ -181,6 +207,9 @@ def _video_pool(cfg: TrainJudgeConfig, dss, rng, wm_path, dev, progress: bool) -
     ]
     val_eps = stratified_holdout(tasks, success, cfg.val_fraction, rng)
     train_eps = np.setdiff1d(np.arange(n), val_eps)
+    of_held = np.array([t in held for t in tasks], bool)
+    unseen_eps = np.nonzero(of_held)[0]  # drawn as above so that the other tasks' holdout is unchanged
+    train_eps, val_eps = train_eps[~of_held[train_eps]], val_eps[~of_held[val_eps]]
     objects: list[np.ndarray | None] = [None] * n
     if cfg.object_loss > 0:
         from rawdream.data.objects import object_positions
@@ -193,6 +222,8 @@ def _video_pool(cfg: TrainJudgeConfig, dss, rng, wm_path, dev, progress: bool) -
         success.copy(),
         np.zeros(n, bool),
         train_eps,
+        val_eps,
+        unseen_eps,
         behaviours,
         objects,
     )
@@ -202,6 +233,8 @@ def _video_pool(cfg: TrainJudgeConfig, dss, rng, wm_path, dev, progress: bool) -
 
     wm = load_world_model(wm_path).to(dev)
     chosen = np.sort(rng.choice(train_eps, size=int(len(train_eps) * cfg.imagined_fraction), replace=False))
+    n_train_replays = len(chosen)
+    chosen = np.concatenate([chosen, unseen_eps])  # every held-out task's episode is also scored as a replay
     replays: dict[int, np.ndarray] = {}
     for k, ds in enumerate(dss):
         mine = [int(g) for g in chosen if origin[g][0] == k]
@@ -213,7 +246,8 @@ def _video_pool(cfg: TrainJudgeConfig, dss, rng, wm_path, dev, progress: bool) -
     pool.tasks += [tasks[i] for i in chosen]
     pool.success = np.concatenate([pool.success, success[chosen]])
     pool.imagined = np.concatenate([pool.imagined, np.ones(len(chosen), bool)])
-    pool.train = np.concatenate([train_eps, np.arange(n, n + len(chosen))])
+    pool.train = np.concatenate([train_eps, np.arange(n, n + n_train_replays)])
+    pool.unseen = np.concatenate([unseen_eps, np.arange(n + n_train_replays, n + len(chosen))])
     return pool
 
 
@@ -336,25 +370,71 @@ def _calibrate(model, ex, clips, held_out, enc, refs, dev) -> tuple[float, dict,
     from rawdream.eval.metrics import binary_metrics
 
     va = np.nonzero(held_out)[0]
-    with torch.no_grad():
-        logits = torch.cat(
-            [
-                model(
-                    torch.from_numpy(clips[ex.video[rows]]).to(dev),
-                    text_features(enc, [task_instruction(ex.task[j]) for j in rows]).to(dev),
-                    None
-                    if refs is None
-                    else torch.from_numpy(np.stack([refs.get(ex.task[j]) for j in rows])).to(dev),
-                ).cpu()
-                for rows in (va[k : k + 256] for k in range(0, len(va), 256))
-            ]
-        )
+    logits = _logits(model, ex, clips, va, enc, refs, dev)
     labels = torch.from_numpy(ex.label[va])
     temperature = fit_temperature(logits, labels)
     probs = torch.sigmoid(logits / temperature).numpy()
     val = binary_metrics(probs, labels.numpy() > 0.5)
     own = np.array([ex.kind[j] == "own" for j in va], bool)
     return temperature, val, binary_metrics(probs[own], labels.numpy()[own] > 0.5)
+
+
+@torch.no_grad()
+def _logits(model, ex, clips, rows: np.ndarray, enc, refs, dev) -> torch.Tensor:
+    """The judge's logits for example ``rows`` under their canonical instruction and canonical reference."""
+    out = []
+    for k in range(0, len(rows), 256):
+        part = rows[k : k + 256]
+        out.append(
+            model(
+                torch.from_numpy(clips[ex.video[part]]).to(dev),
+                text_features(enc, [task_instruction(ex.task[j]) for j in part]).to(dev),
+                None
+                if refs is None
+                else torch.from_numpy(np.stack([refs.get(ex.task[j]) for j in part])).to(dev),
+            ).cpu()
+        )
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def _score_unseen_tasks(model, ex, clips, pool: VideoPool, temperature, enc, refs, dev) -> dict[str, Any]:
+    """The held-out tasks' videos under their own instruction: per task AUROC, judged (p >= 0.5) and true success
+    rates, for real videos and for the world model's replays."""
+    from rawdream.eval.metrics import auroc
+
+    out: dict[str, Any] = {}
+    for kind, imagined in (("real", False), ("imagined", True)):
+        vids = pool.unseen[pool.imagined[pool.unseen] == imagined]
+        rows = np.nonzero(np.isin(ex.video, vids) & np.array([k == "own" for k in ex.kind]))[0]
+        if len(rows) == 0:
+            continue
+        p = torch.sigmoid(_logits(model, ex, clips, rows, enc, refs, dev) / temperature).numpy()
+        truth = ex.label[rows] > 0.5
+        per_task = {}
+        for t in sorted({ex.task[j] for j in rows}):
+            m = np.array([ex.task[j] == t for j in rows])
+            per_task[t] = {
+                "n": int(m.sum()),
+                "auroc": auroc(p[m], truth[m]),
+                "judged": float((p[m] >= 0.5).mean()),
+                "true": float(truth[m].mean()),
+            }
+        aucs = [m["auroc"] for m in per_task.values() if not np.isnan(m["auroc"])]
+        out[kind] = {"mean_task_auroc": float(np.mean(aucs)) if aucs else float("nan"), "per_task": per_task}
+    return out
+
+
+def _val_tasks(cfg: TrainJudgeConfig, split) -> frozenset[str]:
+    from rawdream.envs.tasks import canonical_task
+
+    held = frozenset(canonical_task(t) for t in cfg.val_tasks)
+    wrong = sorted(t for t in held if t not in split.pretrain)
+    if wrong:
+        raise ValueError(
+            f"--val_tasks {', '.join(wrong)}: not a pretraining task of split {split.name} (targets are never "
+            f"judge data); name pretraining tasks that the data holds, e.g. --val_tasks=[{','.join(split.pretrain[:2])}]"
+        )
+    return held
 
 
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor) -> float:
