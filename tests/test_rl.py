@@ -341,6 +341,12 @@ def test_on_policy_reward_fidelity_is_exact_for_the_oracle(tiny_wm, tiny_policy)
         and loop["real_success_rate"] == rep["real_success_rate"]
     )
     assert "closed loop" in format_reward_fidelity(rep)
+    # the reward RL sees: the oracle replays the actions the policy took in imagination, so its verdicts on the
+    # closed-loop imagined rollouts are exactly the simulator's success of those actions
+    said = loop["judge"]
+    assert said["judged_success_rate"] == loop["imagined_policy_success_rate"]
+    assert said["confusion"]["fp"] == 0 and said["confusion"]["fn"] == 0
+    assert "the reward RL sees" in format_reward_fidelity(rep)
 
 
 def test_imagination_transfer_is_zero_for_an_exact_world_model(tiny_wm, tiny_policy):

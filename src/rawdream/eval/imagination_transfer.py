@@ -174,9 +174,13 @@ def closed_loop(
     noise_seeds: list[int],
     env_cfg,
     workers: int = 2,
+    judge_fn=None,
 ) -> dict[str, Any]:
     """The policy in imagination from the real rollouts' first observations; its actions replayed in the simulator
-    from the same seeded resets. Per-state success rates of both, where ``real["init_seed"]`` names the state."""
+    from the same seeded resets. Per-state success rates of both, where ``real["init_seed"]`` names the state.
+    ``judge_fn(videos, actions) -> verdicts``: also the judge's verdict on each imagined rollout against the
+    simulator's success of its actions - the reward RL in imagination is given, where the on-policy fidelity
+    judges replays of the policy's *real* actions."""
     from rawdream.reward.oracle import replay_success
     from rawdream.rl.imagination import imagine_rollouts
 
@@ -204,11 +208,26 @@ def closed_loop(
         if len(states) > 1 and per_real.std() > 0 and per_imag.std() > 0
         else float("nan")
     )
+    judged = {}
+    if judge_fn is not None:
+        from rawdream.eval.metrics import binary_metrics, cohen_kappa
+
+        said = judge_fn(list(buf["video"]), buf["actions"])
+        scores = np.array([v.score if v.score is not None else float(bool(v.success)) for v in said])
+        yes = np.array([v.success is True for v in said])
+        judged = {
+            "judge": {
+                "judged_success_rate": float(yes.mean()),
+                "kappa_with_replayed_success": cohen_kappa(yes, imagined),
+                **binary_metrics(scores, imagined, predicted=yes),
+            }
+        }
     return {
         "rollouts": n,
         "states": len(states),
         "real_success_rate": float(truth.mean()),
         "imagined_policy_success_rate": float(imagined.mean()),
+        **judged,
         # how the states rank: does imagination find the same layouts hard as the simulator does?
         "per_state_correlation": corr,
         "per_state_abs_gap": float(np.abs(per_real - per_imag).mean()),
@@ -238,6 +257,14 @@ def format_transfer(rep: dict[str, Any]) -> str:
         + f"  closed loop: the policy acting in imagination succeeds (actions replayed in the simulator) "
         f"{loop['imagined_policy_success_rate']:.2f} vs {loop['real_success_rate']:.2f} acting in the simulator; "
         f"per-state correlation {loop['per_state_correlation']:.2f}"
+        + (
+            f"\n  closed loop, the reward RL sees: the judge calls {loop['judge']['judged_success_rate']:.2f} of "
+            f"those imagined rollouts successes (their actions succeed {loop['imagined_policy_success_rate']:.2f} "
+            f"in the simulator); AUROC {loop['judge']['auroc']:.2f}, kappa "
+            f"{loop['judge']['kappa_with_replayed_success']:.2f}"
+            if "judge" in loop
+            else ""
+        )
     )
 
 
@@ -262,11 +289,12 @@ def imagination_transfer(
     cfg,
     real: dict[str, np.ndarray] | None = None,
     imagined: tuple[np.ndarray, np.ndarray] | None = None,
+    judge_fn=None,
 ) -> dict:
     """Both measures for one target task on the policy's own sampled rollouts from the RL initial states.
     ``cfg`` is a :class:`rawdream.eval.on_policy.RewardFidelityConfig`; ``real`` its rollouts and ``imagined``
     the world model's :func:`replay` of them, if the caller already has them (eval-judge's on-policy fidelity
-    does)."""
+    does, and passes its judge as ``judge_fn``: :func:`closed_loop`)."""
     from rawdream import seeds
     from rawdream.envs.tasks import canonical_task, instruction
     from rawdream.eval.on_policy import policy_rollouts
@@ -299,6 +327,16 @@ def imagination_transfer(
             else {}
         ),
         "closed_loop": closed_loop(
-            policy, world_model, task, real, text, cfg.temperature, sampling, noise, cfg.env, cfg.workers
+            policy,
+            world_model,
+            task,
+            real,
+            text,
+            cfg.temperature,
+            sampling,
+            noise,
+            cfg.env,
+            cfg.workers,
+            judge_fn,
         ),
     }

@@ -120,7 +120,19 @@ def reward_fidelity(
         "frames": frames_fidelity,
     }
     if cfg.transfer:
-        report["imagination_transfer"] = imagination_transfer(policy, world_model, task, cfg, real, first)
+
+        def closed_loop_verdicts(videos, actions) -> list:
+            # a privileged judge (the oracle) replays the actions the policy took in imagination, not the real ones
+            own = {**context, "actions": actions} if judge.privileged else {}
+            verdicts = judge(list(videos), text, **own)
+            check_abstains(
+                verdicts, judge_cfg, f"closed-loop fidelity of {task}", getattr(judge, "stats", None)
+            )
+            return verdicts
+
+        report["imagination_transfer"] = imagination_transfer(
+            policy, world_model, task, cfg, real, first, judge_fn=closed_loop_verdicts
+        )
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
