@@ -193,15 +193,7 @@ def test_object_loss_teaches_the_judge_where_the_objects_are(labeled_data, pretr
     from rawdream.reward.generalist.model import GeneralistConfig, JudgeNet
 
     out = tmp_path / "judge_obj"
-    args = [
-        "train-judge",
-        "--data",
-        str(labeled_data),
-        "--references",
-        str(pretrain_demos),
-        "--out",
-        str(out),
-    ]
+    args = [*_train_judge_args(labeled_data, pretrain_demos), "--out", str(out)]
     assert main([*args, "--preset", "tiny", "--split.targets=push", "--steps=60", "--object_loss=1"]) == 0
     info = json.loads((out / "judge.json").read_text())
     assert info["config"]["object_outputs"] == 6  # Meta-World: two objects' xyz
@@ -413,15 +405,7 @@ def test_val_tasks_are_never_trained_on_and_are_scored_after_training(
     from rawdream.cli import main
     from rawdream.io import load_model
 
-    args = [
-        "train-judge",
-        "--data",
-        str(labeled_data),
-        "--references",
-        str(pretrain_demos),
-        "--preset",
-        "tiny",
-    ]
+    args = [*_train_judge_args(labeled_data, pretrain_demos), "--preset", "tiny"]
     args += ["--split.targets=push", "--steps=20", "--batch=8"]
     assert main([*args, "--out", str(tmp_path / "j"), "--val_tasks=[drawer-close]"]) == 0
     meta = load_model(tmp_path / "j", "judge", "")[1]
@@ -431,3 +415,8 @@ def test_val_tasks_are_never_trained_on_and_are_scored_after_training(
     assert 0.0 <= real["mean_task_auroc"] <= 1.0
     assert main([*args, "--out", str(tmp_path / "k"), "--val_tasks=[push]"]) == 2
     assert "--val_tasks push: not a pretraining task" in capsys.readouterr().err
+
+
+def _train_judge_args(labeled_data, pretrain_demos) -> list[str]:
+    """`rawdream train-judge` on the shared labelled rollouts with their pretraining demos as references."""
+    return ["train-judge", "--data", str(labeled_data), "--references", str(pretrain_demos)]

@@ -210,11 +210,9 @@ def closed_loop(
     )
     judged = {}
     if judge_fn is not None:
-        from rawdream.eval.metrics import binary_metrics, cohen_kappa
+        from rawdream.eval.metrics import binary_metrics, cohen_kappa, verdict_arrays
 
-        said = judge_fn(list(buf["video"]), buf["actions"])
-        scores = np.array([v.score if v.score is not None else float(bool(v.success)) for v in said])
-        yes = np.array([v.success is True for v in said])
+        scores, yes = verdict_arrays(judge_fn(list(buf["video"]), buf["actions"]))
         judged = {
             "judge": {
                 "judged_success_rate": float(yes.mean()),

@@ -16,7 +16,7 @@ import numpy as np
 
 from rawdream import seeds
 from rawdream.config import save_config
-from rawdream.eval.metrics import auroc, binary_metrics, nanmean  # noqa: F401  (auroc re-exported)
+from rawdream.eval.metrics import auroc, binary_metrics, nanmean, verdict_arrays  # noqa: F401  (auroc re-exported)
 from rawdream.eval.on_policy import RewardFidelityConfig
 from rawdream.io import atomic_write_json, read_json
 from rawdream.reward.base import (
@@ -37,8 +37,7 @@ def judge_metrics(
     prediction: it is left out of the metrics and counted on its own (scoring it 0.5 would make it a "success"
     at the default threshold)."""
     answered = np.array([v.success is not None for v in verdicts], bool)
-    scores = np.array([(v.score if v.score is not None else float(bool(v.success))) for v in verdicts], float)
-    said_success = np.array([v.success is True for v in verdicts], bool)
+    scores, said_success = verdict_arrays(verdicts)
     labels = np.asarray(labels, bool)
     per_task = {}
     for t in targets:

@@ -31,6 +31,13 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
+def verdict_arrays(verdicts) -> tuple[np.ndarray, np.ndarray]:
+    """A judge's verdicts -> (scores, said success): the score where the judge gave one, else its 0/1 verdict;
+    an abstain (success None) is not a success."""
+    scores = np.array([v.score if v.score is not None else float(bool(v.success)) for v in verdicts], float)
+    return scores, np.array([v.success is True for v in verdicts], bool)
+
+
 def binary_metrics(
     scores: np.ndarray, labels: np.ndarray, threshold: float = 0.5, predicted: np.ndarray | None = None
 ) -> dict[str, Any]:

@@ -24,7 +24,7 @@ import numpy as np
 
 from rawdream import seeds
 from rawdream.envs.tasks import canonical_task, instruction
-from rawdream.eval.metrics import binary_metrics, cohen_kappa
+from rawdream.eval.metrics import binary_metrics, cohen_kappa, verdict_arrays
 from rawdream.eval.on_policy import RewardFidelityConfig, policy_rollouts
 from rawdream.io import atomic_write_json
 from rawdream.reward.base import JudgeConfig, check_abstains, make_judge, probe_judge
@@ -65,12 +65,8 @@ def reward_fidelity(
         check_abstains(verdicts, judge_cfg, f"on-policy fidelity of {task}", getattr(judge, "stats", None))
         return verdicts
 
-    def scores(verdicts) -> tuple[np.ndarray, np.ndarray]:
-        s = np.array([v.score if v.score is not None else float(bool(v.success)) for v in verdicts])
-        return s, np.array([v.success is True for v in verdicts])
-
-    s_real, y_real = scores(verdicts_of(real["video"]))
-    s_im, y_im = scores(verdicts_of(draws[0]))
+    s_real, y_real = verdict_arrays(verdicts_of(real["video"]))
+    s_im, y_im = verdict_arrays(verdicts_of(draws[0]))
     # the second draw is judged for every rollout (a measurement: flips of failures into successes show too);
     # DNV itself only consults it for the judged successes, as in RL
     second = verdicts_of(draws[1])

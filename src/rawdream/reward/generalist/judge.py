@@ -150,7 +150,8 @@ class GeneralistJudge:
         if task not in self._thresholds:
             demo = self.references.videos[task]
             cut = demo_cut(demo, self.cfg.calibration_cut)
-            # the judge alone (no gate): the still video's objects do not move, so the gate would close on it
+            # the judge alone (no gate): the anchor's objects stop part-way or never move, so the gate would close
+            # on it
             logits = (
                 self.model(*self._inputs([demo, cut], [instruction] * 2)).float().cpu() / self.temperature
             )

@@ -86,9 +86,8 @@ class VideoPool:
     imagined: np.ndarray  # (V,) bool
     train: np.ndarray  # indices of training videos
     holdout: np.ndarray  # indices of the labelled videos that calibrate the temperature
-    unseen: (
-        np.ndarray
-    )  # indices of the videos of --val_tasks (real, then their replays): scored, never trained on
+    # indices of the videos of --val_tasks (real, then their replays): scored after training, never trained on
+    unseen: np.ndarray
     behaviours: list[str]  # of the labelled episodes (scripted variants, "policy", ...)
     objects: list[np.ndarray | None]  # per video its objects' xyz per frame (real videos, with --object_loss)
 
