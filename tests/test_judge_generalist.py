@@ -183,6 +183,57 @@ def test_judge_trains_on_a_learned_policys_own_rollouts(tiny_policy, labeled_dat
     assert info["episodes_by_behaviour"]["policy"] == 4 and "," in info["dataset"]
 
 
+def test_closed_loop_imagined_policy_rollouts_are_labelled_by_the_simulator(
+    tiny_policy, labeled_data, tiny_wm, tmp_path
+):
+    """`collect policy --wm`: the policy acts in the world model from the real resets (as RL in imagination); the
+    video is the world model's (its first frame the real reset), the labels the simulator's replay of the imagined
+    actions; train-judge trains on them as imagined videos (no object labels, not replayed again)."""
+    from rawdream.cli import main
+    from rawdream.data.lerobot import DEFAULT_IMAGE_KEY, LeRobotDataset
+    from rawdream.envs.base import EnvConfig, make_env
+    from rawdream.reward.oracle import replay_success
+
+    out = tmp_path / "imagined"
+    argv = ["collect", "policy", "--policy", str(tiny_policy), "--wm", str(tiny_wm), "--preset", "tiny"]
+    assert main([*argv, "--exploration=chunk", "--episodes_per_task=3", "--out", str(out)]) == 0
+    ds = LeRobotDataset(out)
+    assert ds.manifest["behaviour"] == "policy_imagined" and ds.manifest["imagined"] is True
+    assert set(ds.episodes["rawdream/imagined"]) == {True} and ds.num_episodes == 6  # 2 tasks x 3
+    tasks, seeds = list(ds.episodes["rawdream/env_task"]), [int(s) for s in ds.episodes["rawdream/seed"]]
+    eps = [ds.episode(i) for i in range(ds.num_episodes)]
+    # one row per chunk (the last row is padding after the last frame); a chunk row holds its 8 actions
+    acts = np.stack([e.data["action"][:-1] for e in eps])
+    video = eps[0].frames[DEFAULT_IMAGE_KEY]
+    env_cfg = EnvConfig(image_size=video.shape[1], end_on_success=False)
+    replayed = [v.success for v in replay_success(tasks, seeds, acts, env_cfg, workers=0)]
+    assert replayed == [bool(x) for x in ds.episodes["rawdream/success"]]
+    env = make_env(tasks[0], env_cfg)
+    obs, info = env.reset(seeds[0])
+    assert np.abs(video[0].astype(int) - obs["image"].astype(int)).mean() < 3  # the real reset (codec aside)
+    # the recorded states are the replay's: stepping the stored actions from the reset reproduces them
+    states = eps[0].data["observation.environment_state"]
+    np.testing.assert_allclose(states[0], info["state"], atol=1e-5)
+    for h, chunk in enumerate(acts[0]):
+        for a in chunk:
+            *_, info = env.step(a, render=False)
+        np.testing.assert_allclose(states[h + 1], info["state"], atol=1e-4)
+    assert main([*argv, "--exploration=gauss", "--out", str(tmp_path / "x")]) == 2
+    judge = tmp_path / "judge"
+    args = ["train-judge", "--data", f"{labeled_data},{out}", "--wm", str(tiny_wm), "--out", str(judge)]
+    assert main([*args, "--preset", "tiny", "--model.reference=false", "--imagined_fraction=1"]) == 0
+    info = json.loads((judge / "judge.json").read_text())
+    assert info["episodes_by_behaviour"]["policy_imagined"] == 6
+    labelled = sum(info["episodes_by_behaviour"].values())
+    # every real training episode replayed once, the imagined ones counted as imagined and not replayed again
+    assert info["imagined_videos"] < labelled
+    # a task held out of training is scored on its closed-loop imagined rollouts apart from its replays
+    val = [*args[:-1], str(tmp_path / "v"), "--preset", "tiny", "--model.reference=false", "--steps=5"]
+    assert main([*val, f"--val_tasks=[{tasks[-1]}]"]) == 0
+    unseen = json.loads((tmp_path / "v" / "judge.json").read_text())["validation_tasks"]
+    assert unseen["closed_loop"]["per_task"][tasks[-1]]["n"] == 3 and "imagined" in unseen
+
+
 def test_object_loss_teaches_the_judge_where_the_objects_are(labeled_data, pretrain_demos, tmp_path):
     """--object_loss adds a head from each judged frame's features to the objects' positions (the simulator state
     the labeled data recorded); its loss falls in training, the saved judge keeps the head and judges as any

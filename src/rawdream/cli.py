@@ -164,12 +164,13 @@ def _collect(args, cfg) -> int:
 def _collect_policy(args, cfg) -> int:
     from rawdream.data.policy_rollouts import collect_policy_rollouts
 
-    rep = collect_policy_rollouts(cfg, args.policy, args.out)
+    rep = collect_policy_rollouts(cfg, args.policy, args.out, wm_path=args.wm)
     _saved(cfg, args.out)
     for task, rate in rep["success_rate"].items():
         print(f"{task:28s} success {rate:.2f}")
     print(
-        f"{rep['episodes']} policy rollouts in {args.out} (mean success {rep['mean_success_rate']:.2f}); "
+        f"{rep['episodes']} {'imagined ' if args.wm else ''}policy rollouts in {args.out} (mean success "
+        f"{rep['mean_success_rate']:.2f}{', of the imagined actions replayed' if args.wm else ''}); "
         f"{rep['new_episodes']} new in {rep['seconds']:.0f} s"
     )
     return 0
@@ -524,6 +525,12 @@ VERBS: tuple[Verb, ...] = (
                 stage="collect_policy",
                 args=(
                     inp("--policy", required=True, help="policy directory (the base policy)"),
+                    inp(
+                        "--wm",
+                        default=None,
+                        help="world model directory: the policy acts in it (closed loop, as in RL in imagination) "
+                        "and the simulator labels the imagined actions",
+                    ),
                     alias(
                         "--task",
                         key="tasks",

@@ -43,7 +43,8 @@ def labeled_videos(ds: LeRobotDataset) -> Videos:
         task=list(eps["rawdream/env_task"]),
         success=np.asarray(eps["rawdream/success"], bool),
         seed=list(eps["rawdream/seed"]),
-        imagined=np.zeros(n, bool),
+        # closed-loop imagination of a policy (`collect policy --wm`): drawn frames, labelled by the replay
+        imagined=np.asarray(eps.get("rawdream/imagined") or [False] * n, bool),
     )
 
 

@@ -143,10 +143,10 @@ def train_judge(
                 + ", ".join(f"{t} {m['auroc']:.2f}" for t, m in row["per_task"].items())
             )
     log.close()
-    n_real = int((~pool.imagined).sum())
+    n_labelled = len(pool.behaviours)  # the datasets' episodes come first, their replays after
     info = {
         "split": split.as_dict(),
-        "trained_on_tasks": sorted({pool.tasks[i] for i in pool.train if i < n_real}),
+        "trained_on_tasks": sorted({pool.tasks[i] for i in pool.train if i < n_labelled}),
         "held_out_tasks": sorted(held),
         "dataset": ",".join(str(p.resolve()) for p in paths),
         "episodes_by_behaviour": {b: pool.behaviours.count(b) for b in sorted(set(pool.behaviours))},
@@ -201,6 +201,7 @@ def _video_pool(
     n = len(origin)
     tasks = [bases[k].task[i] for k, i in origin]
     success = np.concatenate([b.success for b in bases])
+    drawn = np.concatenate([b.imagined for b in bases])  # closed-loop imagined episodes (collect policy --wm)
     behaviours = [
         str((dss[k].episodes.get("rawdream/behaviour") or ["?"] * dss[k].num_episodes)[i]) for k, i in origin
     ]
@@ -214,12 +215,16 @@ def _video_pool(
         from rawdream.data.objects import object_positions
 
         per_ds = [object_positions(ds, resolve_split(cfg.split).backend) for ds in dss]
-        objects = [per_ds[k][slice(*dss[k].episode_bounds(i))] for k, i in origin]
+        # only real frames teach the object head: an imagined episode's states are the replay's, not its drawing
+        objects = [
+            None if drawn[g] else per_ds[k][slice(*dss[k].episode_bounds(i))]
+            for g, (k, i) in enumerate(origin)
+        ]
     pool = VideoPool(
         [bases[k].video(i) for k, i in origin],
         list(tasks),
         success.copy(),
-        np.zeros(n, bool),
+        drawn.copy(),
         train_eps,
         val_eps,
         unseen_eps,
@@ -232,8 +237,11 @@ def _video_pool(
 
     wm = load_world_model(wm_path).to(dev)
     chosen = np.sort(rng.choice(train_eps, size=int(len(train_eps) * cfg.imagined_fraction), replace=False))
+    chosen = chosen[~drawn[chosen]]  # replays of real episodes only: an imagined one is drawn already
     n_train_replays = len(chosen)
-    chosen = np.concatenate([chosen, unseen_eps])  # every held-out task's episode is also scored as a replay
+    chosen = np.concatenate(
+        [chosen, unseen_eps[~drawn[unseen_eps]]]
+    )  # every held-out task's episode is also scored as a replay
     replays: dict[int, np.ndarray] = {}
     for k, ds in enumerate(dss):
         mine = [int(g) for g in chosen if origin[g][0] == k]
@@ -305,11 +313,14 @@ def _fit(
     pos = ex.label[tr_idx] > 0.5
     w = np.where(pos, 0.5 / max(pos.mean(), 1e-6), 0.5 / max(1 - pos.mean(), 1e-6))  # balanced classes
     w /= w.sum()
-    n_real = int((~pool.imagined).sum())
+    n_labelled = len(pool.behaviours)
+    drawn = pool.behaviours.count("policy_imagined")
     log_fn(
-        f"[train-judge] {n_real} labeled episodes of {len(set(pool.tasks[:n_real]))} pretraining tasks "
-        f"({pool.behaviours.count('policy')} of them a learned policy's rollouts; +{int(pool.imagined.sum())} "
-        f"imagined), {len(tr_idx)} training examples (positives {pos.mean():.2f}); "
+        f"[train-judge] {n_labelled} labeled episodes of {len(set(pool.tasks[:n_labelled]))} pretraining tasks "
+        f"({pool.behaviours.count('policy')} of them a learned policy's rollouts"
+        + (f", {drawn} its closed-loop imagined ones" if drawn else "")
+        + f"; +{len(pool.videos) - n_labelled} world-model replays), {len(tr_idx)} training examples "
+        f"(positives {pos.mean():.2f}); "
         f"{'BLIND control, ' if cfg.model.blind else ''}{count_params(model) / 1e6:.2f}M params"
     )
     bar = tqdm(total=cfg.steps, desc="train-judge", disable=not progress, dynamic_ncols=True)
@@ -398,12 +409,19 @@ def _logits(model, ex, clips, rows: np.ndarray, enc, refs, dev) -> torch.Tensor:
 
 def _score_unseen_tasks(model, ex, clips, pool: VideoPool, temperature, enc, refs, dev) -> dict[str, Any]:
     """The held-out tasks' videos under their own instruction: per task AUROC, judged (p >= 0.5) and true success
-    rates, for real videos and for the world model's replays."""
+    rates, for real videos, for the world model's replays of them and - where the data has them (`collect policy
+    --wm`) - for a policy's closed-loop imagined rollouts, the frames RL in imagination shows a judge."""
     from rawdream.eval.metrics import auroc
 
+    n_labelled = len(pool.behaviours)
+    labelled = np.arange(len(pool.videos)) < n_labelled
     out: dict[str, Any] = {}
-    for kind, imagined in (("real", False), ("imagined", True)):
-        vids = pool.unseen[pool.imagined[pool.unseen] == imagined]
+    for kind, mask in (
+        ("real", ~pool.imagined),
+        ("imagined", pool.imagined & ~labelled),
+        ("closed_loop", pool.imagined & labelled),
+    ):
+        vids = pool.unseen[mask[pool.unseen]]
         rows = np.nonzero(np.isin(ex.video, vids) & np.array([k == "own" for k in ex.kind]))[0]
         if len(rows) == 0:
             continue
