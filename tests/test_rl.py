@@ -2,6 +2,7 @@
 imagined environment with a known reward, a tiny end-to-end dream run, and exact resume."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -390,6 +391,11 @@ def test_imagination_transfer_is_zero_for_an_exact_world_model(tiny_wm, tiny_pol
     assert drift["own_hand"][0] == pytest.approx(drift["teacher_forced"][0])
     assert drift["own_hand"][1:] != drift["teacher_forced"][1:]
     assert "closed loop" in format_transfer(rep) and "its own hand estimate" in format_transfer(rep)
+    # --on_policy.exploration=chunk draws the rollouts as dream's recipe H does: other actions from the same seeds
+    chunked = policy_rollouts(policy, "reach", replace(cfg, exploration="chunk"))
+    assert not np.allclose(chunked["actions"], real["actions"])
+    with pytest.raises(ValueError, match="on_policy.exploration must be"):
+        replace(cfg, exploration="gauss").validate()
 
 
 class _ScoreOnPixels:

@@ -322,6 +322,35 @@ def test_id_ft_fine_tunes_the_pretrained_model_on_target_data_only_when_named(ti
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("dynamics."))
 
 
+def test_decoder_fine_tune_keeps_the_latent_space_and_weighs_the_foreground(play_data, tiny_wm, tmp_path):
+    """--decoder_steps with --init trains the decoder alone (with --ae_foreground_weight: errors on pixels off the
+    empty workspace weigh more): the encoder, the latent statistics and the dynamics stay the init's. Without
+    --init it is refused; the weights are 1 on the background and 1 + w where a frame leaves it."""
+    from safetensors.torch import load_file
+
+    from rawdream.world_model.train import foreground_weights
+
+    out = tmp_path / "dec"
+    args = ["pretrain-wm", "--data", str(play_data), "--preset", "tiny", "--dyn_steps=0", "--decoder_steps=6"]
+    assert main([*args, "--init", str(tiny_wm), "--ae_foreground_weight=10", "--out", str(out)]) == 0
+    before = load_file(str(tiny_wm / "world_model.safetensors"))
+    after = load_file(str(out / "world_model.safetensors"))
+    for k in before:
+        if k.startswith(("ae.encoder.", "dynamics.")) or k in ("latent_mean", "latent_std", "delta_std"):
+            assert torch.equal(before[k], after[k]), k
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("ae.decoder."))
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("decoder_ae/loss" in r for r in rows)
+    assert json.loads((out / "autoencoder.json").read_text())["decoder_steps"] == 6
+    assert main([*args, "--out", str(tmp_path / "refused")]) != 0  # a new autoencoder trains whole
+
+    background = torch.full((2, 2, 3), 100.0)
+    batch = torch.full((1, 2, 2, 3), 100, dtype=torch.uint8)
+    batch[0, 0, 1, 2] = 200  # one pixel off the background in one channel
+    w = foreground_weights(batch, background, weight=10.0, threshold=40.0)
+    assert w.shape == (1, 1, 2, 2) and w[0, 0, 0, 1] == 11.0 and w.sum() == 14.0
+
+
 def test_replay_fidelity_scores_the_object_region_against_copy_first_frame():
     """A perfect replay scores SSIM 1 everywhere; copy-the-first-frame loses where the object moved; the object
     region counts only rollouts whose object moved; a full mask gives the whole-frame SSIM, an empty one NaN."""

@@ -45,7 +45,6 @@ class PolicyRolloutsConfig:
         "batch": ">=1",
         "workers": (">=0", "0 or 1: in this process"),
         "episodes_per_file": ">=1",
-        "exploration": ("token|chunk|episode", "how action tokens are drawn (dream's --exploration)"),
     }
 
     split: SplitConfig = field(default_factory=SplitConfig)

@@ -175,6 +175,7 @@ def closed_loop(
     env_cfg,
     workers: int = 2,
     judge_fn=None,
+    noise: str = "token",
 ) -> dict[str, Any]:
     """The policy in imagination from the real rollouts' first observations; its actions replayed in the simulator
     from the same seeded resets. Per-state success rates of both, where ``real["init_seed"]`` names the state.
@@ -195,6 +196,7 @@ def closed_loop(
         temperature,
         policy_seeds,
         noise_seeds,
+        noise=noise,
     )
     init = [int(s) for s in real["init_seed"]]
     verdicts = replay_success([task] * n, init, buf["actions"], env_cfg, workers)
@@ -336,5 +338,6 @@ def imagination_transfer(
             cfg.env,
             cfg.workers,
             judge_fn,
+            cfg.exploration,
         ),
     }

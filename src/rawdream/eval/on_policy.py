@@ -35,6 +35,9 @@ class RewardFidelityConfig:
     rollouts_per_state: int = 4
     horizon: int = 16
     temperature: float = 1.0
+    # how the rollouts' action tokens are drawn, real and closed-loop imagined: "token" (independent) keeps the
+    # committed measurements comparable; "chunk" is how dream's recipe H draws them - the behaviour RL shows a judge
+    exploration: str = "token"
     workers: int = 2
     seed: int = 0
     moved_threshold: float = 0.02  # metres an object must have moved for the object-region metrics
@@ -44,6 +47,10 @@ class RewardFidelityConfig:
 
     def validate(self) -> None:
         refuse_episode_length(self.env, "the on-policy reward fidelity", "on_policy.")
+        if self.exploration not in ("token", "chunk", "episode"):
+            raise ValueError(
+                f"on_policy.exploration must be token, chunk or episode, got {self.exploration!r}"
+            )
 
 
 def policy_rollouts(policy, task: str, cfg: RewardFidelityConfig) -> dict[str, np.ndarray]:
@@ -67,6 +74,7 @@ def policy_rollouts(policy, task: str, cfg: RewardFidelityConfig) -> dict[str, n
             cfg.temperature,
             gen,
             end_at_success=False,
+            noise=cfg.exploration,
             objects=True,
         )
     return {

@@ -101,7 +101,11 @@ class Autoencoder(nn.Module):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.to_frames(self.decoder(z))
 
-    def loss(self, frames: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, frames: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """L1 + MSE reconstruction (+ the tiny KL); ``weight`` (B, 1, H, W) weighs each pixel's error (the
+        foreground weighting of ``PretrainWMConfig.ae_foreground_weight``); the logged l1/mse stay unweighted."""
         x = self.to_input(frames)
         mean, logvar = self.encoder(x)
         z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
@@ -109,5 +113,9 @@ class Autoencoder(nn.Module):
         l1 = F.l1_loss(rec, x)
         l2 = F.mse_loss(rec, x)
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
-        loss = l1 + l2 + self.cfg.kl_weight * kl
+        if weight is None:
+            loss = l1 + l2 + self.cfg.kl_weight * kl
+        else:
+            err = rec - x
+            loss = (err.abs() * weight).mean() + (err.pow(2) * weight).mean() + self.cfg.kl_weight * kl
         return loss, {"ae/l1": l1.item(), "ae/mse": l2.item(), "ae/kl": kl.item()}
