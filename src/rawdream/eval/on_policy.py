@@ -63,7 +63,14 @@ def policy_rollouts(policy, task: str, cfg: RewardFidelityConfig) -> dict[str, n
     init_seeds = [seeds.DREAM_INIT + i // cfg.rollouts_per_state for i in range(n)]
     env_cfg = replace(cfg.env, max_steps=cfg.horizon * policy.chunk, end_on_success=False)
     # one stream for the whole batch (the committed measurements were drawn so)
-    gen = torch.Generator().manual_seed(seeds.stable_seed("reward-fidelity", task, cfg.seed))
+    gen: torch.Generator | list[torch.Generator] = torch.Generator().manual_seed(
+        seeds.stable_seed("reward-fidelity", task, cfg.seed)
+    )
+    if cfg.exploration != "token":  # chunk and episode noise draw per rollout: one stream each
+        gen = [
+            torch.Generator().manual_seed(seeds.stable_seed("reward-fidelity", task, cfg.seed, i))
+            for i in range(n)
+        ]
     with make_vector_env(n, env_cfg, num_workers=cfg.workers) as venv:
         buf = simulate(
             policy,
