@@ -268,6 +268,11 @@ def test_online_baseline_counts_real_trajectories(tiny_policy, tmp_path):
     (row,) = json.loads((tmp_path / "t.json").read_text())["rows"]
     assert row["changed"]["env_mode"] == "sim" and row["changed"]["eval_start"] is True
     assert row["real_trajectories_rl"] == 8 and set(row["protocols"]) == {"practised", "new"}
+    # the reward RL followed, first and last iterations: here the simulator's success of the trained-on rollouts
+    train = [json.loads(x) for x in (tmp_path / "sim" / "metrics.jsonl").read_text().splitlines()]
+    rates = [r["judged_success_rate"] for r in train if r.get("stage") == "train"]
+    assert row["judged_reward"]["first"] == pytest.approx(np.mean(rates[:5]))
+    assert row["judged_reward"]["last"] == pytest.approx(np.mean(rates[-5:]))
     with pytest.raises(ValueError, match="eval_start"):
         from rawdream.experiment.rl_table import rl_table
 

@@ -308,6 +308,13 @@ def _dream(args, cfg) -> int:
         f"policy after RL ({info['env_mode']}, judge {info['judge']}): {Path(args.out).resolve()}; "
         f"{info['seconds'] / 60:.1f} min; real trajectories used by RL: {info['real_trajectories_rl']}"
     )
+    from rawdream.experiment.rl_table import judged_reward
+
+    if j := judged_reward(args.out):
+        print(
+            f"  judged success of the rollouts RL trained on: {j['first']:.2f} in the first {j['window']} "
+            f"iterations -> {j['last']:.2f} in the last {j['window']} (the reward RL followed; compare the real rates)"
+        )
     for layouts, d in info.get("paired", {}).items():
         print(
             f"  {layouts:9s} layouts: {d['before'] * 100:.1f}% -> {d['after'] * 100:.1f}% "

@@ -46,6 +46,25 @@ def changed_settings(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in _IGNORED and base.get(k) != v}
 
 
+def judged_reward(run: str | Path, window: int = 5) -> dict[str, float] | None:
+    """The judged success rate of the rollouts RL trained on, averaged over its first and its last ``window``
+    iterations (``metrics.jsonl``). Beside the real success before -> after it shows whether RL followed the
+    reward and whether the reward followed the real task: judged rising while real success stays put is a reward
+    being exploited (in imagination: by the judge's reading or by what the world model draws)."""
+    from rawdream.io import read_jsonl
+
+    path = Path(run) / "metrics.jsonl"
+    rows = [r for r in read_jsonl(path) if r.get("stage") == "train"] if path.exists() else []
+    rates = [float(r["judged_success_rate"]) for r in rows if "judged_success_rate" in r]
+    if not rates:
+        return None
+    return {
+        "first": float(sum(rates[:window]) / len(rates[:window])),
+        "last": float(sum(rates[-window:]) / len(rates[-window:])),
+        "window": window,
+    }
+
+
 def rl_table(runs: list[str | Path]) -> list[dict[str, Any]]:
     rows = []
     for run in runs:
@@ -72,6 +91,7 @@ def rl_table(runs: list[str | Path]) -> list[dict[str, Any]]:
                 "iterations": info["iterations"],
                 "real_trajectories_rl": info["real_trajectories_rl"],
                 "minutes": round(info["seconds"] / 60, 1),
+                "judged_reward": judged_reward(run),
                 "protocols": info["paired"],
             }
         )
@@ -87,10 +107,13 @@ def format_rl_table(rows: list[dict[str, Any]]) -> str:
             f"+{d['gained']}/-{d['lost']}, p={d['mcnemar_p']:.2g})"
         )
 
+    def judged(j):
+        return "" if not j else f"{j['first']:.2f} -> {j['last']:.2f}"
+
     lines = [
         "| run | task | lr | T | noise | filter | rounds | groups x size | layouts | iterations | real trajectories "
-        "| minutes | practised layouts | new layouts |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| minutes | judged reward, first -> last iterations | practised layouts | new layouts |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         c = r["recipe"]
@@ -98,7 +121,7 @@ def format_rl_table(rows: list[dict[str, Any]]) -> str:
             f"| {r['run']} | {r['task']} | {c['lr']:g} | {c['temperature']:g} | {c.get('exploration') or 'token'} | "
             f"{'yes' if c['drop_uninformative'] else 'no'} | {c['sample_rounds']} | {c['groups']} x "
             f"{c.get('group_size') or '?'} | {c['init_states']} | {c['iterations']} | {r['real_trajectories_rl']} | "
-            f"{r['minutes']} | "
+            f"{r['minutes']} | {judged(r.get('judged_reward'))} | "
             f"{cell(r['protocols'].get('practised'))} | {cell(r['protocols'].get('new'))} |"
         )
     return "\n".join(lines) + "\n"
