@@ -219,6 +219,9 @@ def test_closed_loop_imagined_policy_rollouts_are_labelled_by_the_simulator(
             *_, info = env.step(a, render=False)
         np.testing.assert_allclose(states[h + 1], info["state"], atol=1e-4)
     assert main([*argv, "--exploration=gauss", "--out", str(tmp_path / "x")]) == 2
+    # resuming into it without the world model would mix real rollouts into an imagined dataset: refused
+    plain = ["collect", "policy", "--policy", str(tiny_policy), "--preset", "tiny", "--episodes_per_task=4"]
+    assert main([*plain, "--out", str(out)]) == 2 and LeRobotDataset(out).num_episodes == 6
     judge = tmp_path / "judge"
     args = ["train-judge", "--data", f"{labeled_data},{out}", "--wm", str(tiny_wm), "--out", str(judge)]
     assert main([*args, "--preset", "tiny", "--model.reference=false", "--imagined_fraction=1"]) == 0

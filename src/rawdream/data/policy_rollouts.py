@@ -120,6 +120,11 @@ def collect_policy_rollouts(
         "collect_config": to_dict(cfg),
     }
     resume = (out / "meta" / "info.json").exists()
+    if resume and (had := LeRobotDataset(out).manifest.get("behaviour", "policy")) != behaviour:
+        raise ValueError(
+            f"{out} holds {had} rollouts; these would be {behaviour} ones - "
+            f"{'drop --wm' if wm is not None else 'pass the --wm it was collected with'} or choose another --out"
+        )
     writer = LeRobotWriter(
         out,
         fps=fps,
@@ -185,7 +190,8 @@ def collect_policy_rollouts(
                         "rawdream/env_task": task,
                         "rawdream/seed": seed,
                         "rawdream/behaviour": behaviour,
-                        "rawdream/imagined": wm is not None,
+                        # only on imagined episodes: a dataset collected before the flag existed resumes as it was
+                        **({"rawdream/imagined": True} if wm is not None else {}),
                         "rawdream/sigma": float(cfg.temperature),
                         "rawdream/success": bool(ok.any()),
                         "rawdream/labelled": True,
