@@ -22,7 +22,9 @@ def tiny_run(tmp_path_factory):
 def test_tiny_run_is_resumable_and_summarised(tiny_run, capsys):
     assert (tiny_run / "report.html").exists() and (tiny_run / "summary.json").exists()
     # the on-policy table carries whether the policy acts in imagination as in the simulator
-    assert "success acting in imagination" in (tiny_run / "report.html").read_text()
+    html = (tiny_run / "report.html").read_text()
+    assert "success acting in imagination" in html and "the reward RL sees" in html
+    assert "(kappa " in html  # the closed-loop judge cell is filled in, not left empty
     capsys.readouterr()
     assert main(["run", "--preset", "tiny", "--out", str(tiny_run)]) == 0  # every stage is up to date
     out = capsys.readouterr().out

@@ -200,7 +200,9 @@ def _on_policy_table(rep: dict[str, Any]) -> str:
         "same actions. Kappa: agreement of the verdicts on imagined vs real video beyond chance. A systematic "
         "hallucination shows as an imagined judged-success rate far from the real success rate. Acting in "
         "imagination: the policy's success when it acts on the world model's frames (its actions replayed in the "
-        "simulator) - far below the real success, RL in imagination trains a policy reality does not have. Policy "
+        "simulator) - far below the real success, RL in imagination trains a policy reality does not have; the judge's "
+        "verdict on those closed-loop rollouts is the reward RL in imagination is given (kappa: against the "
+        "simulator's success of the same imagined actions). Policy "
         "TV: how much its action distributions move on the imagined observation vs the real one (the first frame: "
         "a world model that draws nothing).</p>"
         + _table(
@@ -215,6 +217,7 @@ def _on_policy_table(rep: dict[str, Any]) -> str:
                 "judged success imagined",
                 "object SSIM last step (WM / copy)",
                 "success acting in imagination",
+                "judged acting in imagination (the reward RL sees)",
                 "policy TV (WM / first frame)",
             ],
             rows,
@@ -225,10 +228,14 @@ def _on_policy_table(rep: dict[str, Any]) -> str:
 def _transfer_cells(t: dict[str, Any] | None) -> list[str]:
     """The on-policy row's imagination-transfer cells (empty in reports measured without them)."""
     if not t:
-        return ["", ""]
-    view = t["policy_view"]
+        return ["", "", ""]
+    view, loop = t["policy_view"], t["closed_loop"]
+    judged = loop.get("judge") or {}
     return [
-        fmt(t["closed_loop"]["imagined_policy_success_rate"]),
+        fmt(loop["imagined_policy_success_rate"]),
+        f"{fmt(judged.get('judged_success_rate'))} (kappa {fmt(judged.get('kappa_with_replayed_success'))})"
+        if judged
+        else "",
         f"{fmt(float(np.mean(view['tv'][1:])))} / {fmt(float(np.mean(view['tv_copy'][1:])))}",
     ]
 
