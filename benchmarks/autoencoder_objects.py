@@ -63,6 +63,8 @@ def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
         mse = err.reshape(len(err), -1).mean(1)
     else:
         keep = mask.reshape(len(mask), -1).any(1)
+        if not keep.any():  # no object in view in any frame: nothing to score
+            return float("nan")
         mse = np.array([e[m].mean() for e, m in zip(err[keep], mask[keep])])
     return float(np.mean(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))))
 
@@ -99,14 +101,14 @@ def main() -> None:
         per_task[t] = row
     summary = {}
     for path in models:
-        small = [r[path]["object_psnr"] for r in per_task.values() if r["object_pixels"] < SMALL]
+        small = [r[path]["object_psnr"] for r in per_task.values() if 0 < r["object_pixels"] < SMALL]
         summary[path] = {
             "psnr": float(np.mean([r[path]["psnr"] for r in per_task.values()])),
-            "object_psnr": float(np.mean([r[path]["object_psnr"] for r in per_task.values()])),
+            "object_psnr": float(np.nanmean([r[path]["object_psnr"] for r in per_task.values()])),
             "object_psnr_small": float(np.mean(small)) if small else None,
             "object_psnr_targets": {t: r[path]["object_psnr"] for t, r in per_task.items() if r["target"]},
         }
-    n_small = sum(r["object_pixels"] < SMALL for r in per_task.values())
+    n_small = sum(0 < r["object_pixels"] < SMALL for r in per_task.values())
     print(
         f"{'world model':40s} {'PSNR':>6s} {'object':>7s} {'small (' + str(n_small) + ')':>10s}   targets (object)"
     )

@@ -1,6 +1,7 @@
 """The embedded generalist judge: counterfactual sibling labels, training, calibration, and the eval-judge table."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -222,6 +223,10 @@ def test_closed_loop_imagined_policy_rollouts_are_labelled_by_the_simulator(
     # resuming into it without the world model would mix real rollouts into an imagined dataset: refused
     plain = ["collect", "policy", "--policy", str(tiny_policy), "--preset", "tiny", "--episodes_per_task=4"]
     assert main([*plain, "--out", str(out)]) == 2 and LeRobotDataset(out).num_episodes == 6
+    # ... and so would imagining in another world model
+    other = tmp_path / "other_wm"
+    shutil.copytree(tiny_wm, other)
+    assert main([*argv[:5], str(other), *argv[6:], "--episodes_per_task=4", "--out", str(out)]) == 2
     judge = tmp_path / "judge"
     args = ["train-judge", "--data", f"{labeled_data},{out}", "--wm", str(tiny_wm), "--out", str(judge)]
     assert main([*args, "--preset", "tiny", "--model.reference=false", "--imagined_fraction=1"]) == 0

@@ -343,6 +343,18 @@ def test_decoder_fine_tune_keeps_the_latent_space_and_weighs_the_foreground(play
     assert any("decoder_ae/loss" in r for r in rows)
     assert json.loads((out / "autoencoder.json").read_text())["decoder_steps"] == 6
     assert main([*args, "--out", str(tmp_path / "refused")]) != 0  # a new autoencoder trains whole
+    # a foreground weight with --init but no decoder steps would train nothing: refused, not ignored
+    keep = [
+        "pretrain-wm",
+        "--data",
+        str(play_data),
+        "--preset",
+        "tiny",
+        "--dyn_steps=0",
+        "--init",
+        str(tiny_wm),
+    ]
+    assert main([*keep, "--ae_foreground_weight=10", "--out", str(tmp_path / "ignored")]) != 0
 
     background = torch.full((2, 2, 3), 100.0)
     batch = torch.full((1, 2, 2, 3), 100, dtype=torch.uint8)

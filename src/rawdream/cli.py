@@ -312,8 +312,8 @@ def _dream(args, cfg) -> int:
 
     if j := judged_reward(args.out):
         print(
-            f"  judged success of the rollouts RL trained on: {j['first']:.2f} in the first {j['window']} "
-            f"iterations -> {j['last']:.2f} in the last {j['window']} (the reward RL followed; compare the real rates)"
+            f"  success of the rollouts RL trained on, as its reward ({info['judge']}) said: {j['first']:.2f} in the "
+            f"first {j['window']} iterations -> {j['last']:.2f} in the last {j['window']} (compare the real rates)"
         )
     for layouts, d in info.get("paired", {}).items():
         print(

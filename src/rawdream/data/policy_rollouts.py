@@ -120,11 +120,18 @@ def collect_policy_rollouts(
         "collect_config": to_dict(cfg),
     }
     resume = (out / "meta" / "info.json").exists()
-    if resume and (had := LeRobotDataset(out).manifest.get("behaviour", "policy")) != behaviour:
-        raise ValueError(
-            f"{out} holds {had} rollouts; these would be {behaviour} ones - "
-            f"{'drop --wm' if wm is not None else 'pass the --wm it was collected with'} or choose another --out"
-        )
+    if resume:
+        had = LeRobotDataset(out).manifest
+        if had.get("behaviour", "policy") != behaviour:
+            raise ValueError(
+                f"{out} holds {had.get('behaviour', 'policy')} rollouts; these would be {behaviour} ones - "
+                f"{'drop --wm' if wm is not None else 'pass the --wm it was collected with'} or choose another --out"
+            )
+        if had.get("world_model") != manifest["world_model"]:
+            raise ValueError(
+                f"{out} was imagined in {had.get('world_model')}, not {manifest['world_model']}; resume with that "
+                f"--wm or choose another --out"
+            )
     writer = LeRobotWriter(
         out,
         fps=fps,

@@ -188,7 +188,9 @@ def train_autoencoder(
         idx = train_idx[torch.randint(len(train_idx), (cfg.ae_batch,), generator=g).numpy()]
         batch = torch.from_numpy(np.ascontiguousarray(frames[np.sort(idx)])).to(model.device)
         for group in opt.param_groups:
-            group["lr"] = cfg.ae_lr * lr_schedule(step, steps, warmup=min(200, max(1, steps // 10)))
+            # the autoencoder's warmup is the committed models' 200 steps; a short decoder fine-tune warms up a tenth
+            warmup = min(200, max(1, steps // 10)) if decoder_only else 200
+            group["lr"] = cfg.ae_lr * lr_schedule(step, steps, warmup=warmup)
         torch.manual_seed(seeds.step_seed(cfg.seed, step, seeds.STREAM_VAE_NOISE))
         weight = (
             None
@@ -528,6 +530,11 @@ def pretrain_wm(
         model.ae.load_state_dict(state)
         recon = meta["reconstruction"]
     elif init:  # fine-tuning keeps the pretrained encoder: the dynamics' latent space must not move
+        if cfg.ae_foreground_weight and not cfg.decoder_steps:
+            raise ValueError(
+                f"--ae_foreground_weight={cfg.ae_foreground_weight} with --init trains nothing without "
+                f"--decoder_steps (the init's autoencoder is kept); add --decoder_steps=N or drop the weight"
+            )
         recon = model.info["autoencoder_reconstruction"]
         if cfg.decoder_steps:  # ... but its decoder may learn to draw the latents better
             recon = train_autoencoder(
