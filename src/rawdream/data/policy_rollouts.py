@@ -32,6 +32,7 @@ from rawdream.data.lerobot import DEFAULT_IMAGE_KEY, LeRobotWriter
 from rawdream.data.video import VideoConfig
 from rawdream.envs.base import EnvConfig, refuse_episode_length
 from rawdream.envs.tasks import canonical_task, catalogue, instruction
+from rawdream.policy.base import check_exploration
 from rawdream.rl.rollouts import simulate
 from rawdream.splits import SplitConfig, TargetTaskLeakError, resolve_split
 
@@ -64,8 +65,7 @@ class PolicyRolloutsConfig:
 
     def validate(self) -> None:
         refuse_episode_length(self.env, "collect policy")
-        if self.exploration not in ("token", "chunk", "episode"):
-            raise ValueError(f"exploration must be token, chunk or episode, got {self.exploration!r}")
+        check_exploration(self.exploration)
 
     def resolved_tasks(self) -> list[str]:
         split = resolve_split(self.split)

@@ -16,6 +16,7 @@ import torch
 from rawdream import seeds
 from rawdream.envs.base import EnvConfig, refuse_episode_length
 from rawdream.envs.tasks import instruction
+from rawdream.policy.base import check_exploration
 
 
 @dataclass
@@ -47,10 +48,7 @@ class RewardFidelityConfig:
 
     def validate(self) -> None:
         refuse_episode_length(self.env, "the on-policy reward fidelity", "on_policy.")
-        if self.exploration not in ("token", "chunk", "episode"):
-            raise ValueError(
-                f"on_policy.exploration must be token, chunk or episode, got {self.exploration!r}"
-            )
+        check_exploration(self.exploration, "on_policy.exploration")
 
 
 def policy_rollouts(policy, task: str, cfg: RewardFidelityConfig) -> dict[str, np.ndarray]:

@@ -24,6 +24,14 @@ from rawdream.config import build, to_dict
 from rawdream.io import load_model, save_model
 from rawdream.registry import Registry
 
+# how a sampling policy draws its action tokens (``sample(noise=...)``): every config that takes one checks it here
+EXPLORATION_NOISES = ("token", "chunk", "episode")
+
+
+def check_exploration(value: str, flag: str = "exploration") -> None:
+    if value not in EXPLORATION_NOISES:
+        raise ValueError(f"{flag} must be token, chunk or episode, got {value!r}")
+
 
 @dataclass
 class PolicyConfig:

@@ -28,6 +28,7 @@ from rawdream.config import save_config
 from rawdream.distributed import LOCAL, Backend, RayConfig, open_backend
 from rawdream.envs.base import EnvConfig
 from rawdream.envs.tasks import canonical_task, instruction
+from rawdream.policy.base import check_exploration
 from rawdream.reward.base import JudgeConfig, check_abstains, judge_config, make_judge, probe_judge
 from rawdream.rl.dnv import Verification, verdict_score, verify
 from rawdream.rl.grpo import clipped_surrogate, group_advantages
@@ -149,8 +150,7 @@ class DreamConfig:
         bad = [x for x in self.eval_layouts if x not in seeds.LAYOUTS]
         if bad:
             raise ValueError(f"eval_layouts {bad}: choose from practised, new")
-        if self.exploration not in ("token", "chunk", "episode"):
-            raise ValueError(f"exploration must be token, chunk or episode, got {self.exploration!r}")
+        check_exploration(self.exploration)
         if self.sim_reward not in ("success", "judge"):
             raise ValueError(f"sim_reward must be success or judge, got {self.sim_reward!r}")
         if self.task:
