@@ -25,6 +25,16 @@ def test_tiny_run_is_resumable_and_summarised(tiny_run, capsys):
     html = (tiny_run / "report.html").read_text()
     assert "success acting in imagination" in html and "the reward RL sees" in html
     assert "(kappa " in html  # the closed-loop judge cell is filled in, not left empty
+    # the world model is pre-trained, then trained on with noise on its proprioception input; the judge also
+    # reads the base policy's closed-loop imagination on pretraining tasks
+    wm = json.loads((tiny_run / "wm/world_model.json").read_text())
+    assert Path(wm["init"]) == (tiny_run / "wm_pretrain").resolve()
+    assert "train_proprio_noise: 0.5" in (tiny_run / "wm/config.yaml").read_text()
+    judge = json.loads((tiny_run / "judge/judge.json").read_text())
+    assert (
+        judge["dataset"].endswith("data/imagined_rollouts")
+        and judge["episodes_by_behaviour"]["policy_imagined"]
+    )
     capsys.readouterr()
     assert main(["run", "--preset", "tiny", "--out", str(tiny_run)]) == 0  # every stage is up to date
     out = capsys.readouterr().out

@@ -191,6 +191,36 @@ def test_dual_noise_verification_redraws_judged_successes_and_flags_flips(tiny_d
     assert not buf["second"] and not buf["flipped"].any()
 
 
+def test_cross_model_verification_redraws_the_successes_in_the_second_world_model(tiny_dreamer, tiny_wm):
+    from rawdream.config import ConfigError, resolve
+    from rawdream.rl.dream import DreamConfig
+    from rawdream.world_model.train import load_world_model
+
+    judge = _CoinOnPixels()
+    plain = tiny_dreamer({"group_size": 8}, judge=judge)
+    same = tiny_dreamer({"group_size": 8}, judge=judge, verifier=load_world_model(tiny_wm))
+    other_wm = load_world_model(tiny_wm)
+    with torch.no_grad():  # a model trained apart: other weights, the same frames in and out
+        for p in other_wm.dynamics.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    other = tiny_dreamer({"group_size": 8}, judge=judge, verifier=other_wm)
+    bufs = [d.rollout_round(d.draw(0, states=[0, 1])) for d in (plain, same, other)]
+    for b in bufs[1:]:  # the first draw is the policy's world model's, whatever verifies it
+        assert np.array_equal(b["video"], bufs[0]["video"]) and np.array_equal(
+            b["success"], bufs[0]["success"]
+        )
+    assert bufs[0]["second"] and set(bufs[2]["second"]) == set(bufs[0]["second"])
+    for i, second in bufs[0]["second"].items():
+        assert np.array_equal(bufs[1]["second"][i], second)  # an identical verifier redraws identically
+        assert np.array_equal(bufs[2]["second"][i][0], second[0])  # the same real first frame ...
+        assert not np.array_equal(bufs[2]["second"][i], second)  # ... drawn on by the other model
+        assert bufs[2]["flipped"][i] == (not judge([bufs[2]["second"][i]], ["-"])[0].success)
+    with pytest.raises((ValueError, ConfigError), match="--dnv=true"):
+        resolve(
+            DreamConfig, "dream", "tiny", {"task": "reach", "dnv": False, "dnv_world_model": str(tiny_wm)}
+        )
+
+
 def test_tiny_dream_end_to_end_with_dnv_and_resume(tiny_wm, tiny_policy, tmp_path):
     from rawdream.cli import main
 

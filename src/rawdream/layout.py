@@ -22,10 +22,16 @@ class RunLayout:
     )
     LABELED: ClassVar[str] = "data/labeled"  # labelled pretraining-task videos: the judge's data
     POLICY_ROLLOUTS: ClassVar[str] = "data/policy_rollouts"  # the base policy's own rollouts, for the judge
+    # the base policy acting inside the world model on pretraining tasks (closed-loop imagination, labelled by a
+    # simulator replay of its actions), for the judge
+    IMAGINED_ROLLOUTS: ClassVar[str] = "data/imagined_rollouts"
     # models
     POLICY_BASE: ClassVar[str] = "policy_base"
     POLICY_SFT: ClassVar[str] = "policy_sft"
-    WM: ClassVar[str] = "wm"
+    WM: ClassVar[str] = "wm"  # the world model every later stage uses
+    WM_PRETRAIN: ClassVar[str] = (
+        "wm_pretrain"  # its pre-training, when the run fine-tunes it on (wm_finetune)
+    )
     JUDGE: ClassVar[str] = "judge"
     JUDGE_BLIND: ClassVar[str] = "judge_blind"  # the instruction-blind control
     # measurements

@@ -1,7 +1,8 @@
 """``rawdream run``: the whole RAW-Dream chain on the embedded default, stage after stage.
 
-collect (play, demos, target demo, labeled) -> pretrain WM -> train judge -> base policy -> 1-shot SFT ->
-evaluate SFT -> dream (RL in imagination) per target -> evaluate -> report.
+collect (target demo, play, demos, labeled) -> base policy -> 1-shot SFT -> the base policy's rollouts -> pretrain
+WM (and train it on: wm_finetune) -> the base policy's closed-loop imagination -> judge and its task-blind control ->
+evaluate WM, judges, base and SFT -> dream (RL in imagination) per target -> evaluate -> report.
 
 Each stage writes its outputs into its own folder of the run directory, and ``.stages/<stage>.json`` records the
 content hash of its resolved config and of its inputs' hashes. A stage is skipped when that record matches, and
@@ -52,7 +53,9 @@ SECTIONS = {
     "target_demos": "collect_demos",
     "labeled": "collect_labeled",
     "policy_rollouts": "collect_policy",
+    "imagined_rollouts": "collect_policy",
     "wm": "pretrain_wm",
+    "wm_finetune": "pretrain_wm",
     "judge": "train_judge",
     "base": "train_policy_base",
     "sft": "train_policy_sft",
@@ -73,7 +76,13 @@ class RunConfig:
     # the base policy's own rollouts on pretraining tasks: the judge learns what a learned policy's near-misses
     # look like (episodes_per_task=0: the judge sees scripted-expert variants only)
     policy_rollouts: PolicyRolloutsConfig = field(default_factory=PolicyRolloutsConfig)
+    # the base policy acting inside the trained world model on pretraining tasks, labelled by a simulator replay
+    # of its actions: the reward's input distribution in RL, which the judge must learn to read
+    imagined_rollouts: PolicyRolloutsConfig = field(default_factory=PolicyRolloutsConfig)
     wm: PretrainWMConfig = field(default_factory=PretrainWMConfig)
+    # a second phase of the world model's training (pretrain-wm --init): dyn_steps more dynamics steps on a fresh
+    # schedule, with the flow's training settings it changes (dyn_steps=0: none, the pre-trained model is used)
+    wm_finetune: PretrainWMConfig = field(default_factory=lambda: PretrainWMConfig(dyn_steps=0))
     judge: TrainJudgeConfig = field(default_factory=TrainJudgeConfig)
     base: TrainPolicyConfig = field(default_factory=TrainPolicyConfig)
     sft: TrainPolicyConfig = field(default_factory=lambda: TrainPolicyConfig(stage="sft"))
@@ -88,6 +97,7 @@ class RunConfig:
     judge_sees_policies: bool = (
         True  # train the judge on the base policy's rollouts too (data/policy_rollouts)
     )
+    judge_sees_imagination: bool = True  # ... and on its closed-loop imagination (data/imagined_rollouts)
 
 
 def resolve_run(preset: str | None, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -332,16 +342,38 @@ class MainJob:
             self.r.stage(L.POLICY_ROLLOUTS, cfg.policy_rollouts, [L.POLICY_BASE], rollouts_fn)
             self.judge_data.append(L / L.POLICY_ROLLOUTS)
 
-        def wm_fn(d):
-            s = pretrain_wm(cfg.wm, L / L.PLAY, d, progress=progress, log_fn=log)
-            return {
-                "variant": s["variant"],
-                "tasks": s["manifest"]["tasks"],
-                "reconstruction": s["autoencoder_reconstruction"],
-            }
+        def wm_fn(wcfg, init=None):
+            def fn(d):
+                s = pretrain_wm(wcfg, L / L.PLAY, d, progress=progress, log_fn=log, init=init)
+                return {
+                    "variant": s["variant"],
+                    "tasks": s["manifest"]["tasks"],
+                    "reconstruction": s["autoencoder_reconstruction"],
+                }
 
-        self.r.stage(L.WM, cfg.wm, [L.PLAY], wm_fn)
+            return fn
+
+        if (
+            cfg.wm_finetune.dyn_steps > 0
+        ):  # pre-train, then train the dynamics on (the folder L.WM is the result)
+            self.r.stage(L.WM_PRETRAIN, cfg.wm, [L.PLAY], wm_fn(cfg.wm))
+            self.r.stage(
+                L.WM, cfg.wm_finetune, [L.PLAY, L.WM_PRETRAIN], wm_fn(cfg.wm_finetune, L / L.WM_PRETRAIN)
+            )
+        else:
+            self.r.stage(L.WM, cfg.wm, [L.PLAY], wm_fn(cfg.wm))
         judge_deps = [L.LABELED, L.WM, L.DEMOS] + ([L.POLICY_ROLLOUTS] if cfg.judge_sees_policies else [])
+        if cfg.judge_sees_imagination:
+
+            def imagined_fn(d):
+                rep = collect_policy_rollouts(
+                    cfg.imagined_rollouts, L / L.POLICY_BASE, d, progress=progress, wm_path=L / L.WM
+                )
+                return {"episodes": rep["episodes"], "mean_success_rate": rep["mean_success_rate"]}
+
+            self.r.stage(L.IMAGINED_ROLLOUTS, cfg.imagined_rollouts, [L.POLICY_BASE, L.WM], imagined_fn)
+            self.judge_data.append(L / L.IMAGINED_ROLLOUTS)
+            judge_deps.append(L.IMAGINED_ROLLOUTS)
         self.r.stage(L.JUDGE, cfg.judge, judge_deps, lambda d: self._judge(cfg.judge, d))
         # the task-blind control: trained the same way with the instruction (and reference) hidden; it must do
         # clearly worse

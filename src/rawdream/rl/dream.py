@@ -125,6 +125,10 @@ class DreamConfig:
     # a redraw confirms a success when its judge score is >= this (judges with a score); 0: the judge's verdict,
     # i.e. the judge's own --judge.threshold
     dnv_threshold: float = 0.0
+    # a second world model (a folder) re-imagines the judged successes instead of this one under other noise: a
+    # hallucination that one model draws under any noise - what RL finds against a single model - must then be
+    # drawn by a model trained apart too (cross-model verification; "": the paper's second noise draw)
+    dnv_world_model: str = ""
     # the world model's sampler for this run's imagination, first draws and DNV's redraws alike
     # (``--sampler.steps=4``: Euler steps per imagined step): the keys that differ from SamplerConfig's defaults
     # replace the world model's own (model.sampler in its world_model.json); unset: the model's own
@@ -160,6 +164,11 @@ class DreamConfig:
                 f"groups={self.groups} initial states per iteration but only init_states={self.init_states} "
                 f"distinct ones; raise --init_states or lower --groups"
             )
+        if self.dnv_world_model and not (self.dnv and self.env_mode == "wm"):
+            raise ValueError(
+                f"--dnv_world_model={self.dnv_world_model} verifies imagined successes: it needs --dnv=true and "
+                f"--env_mode=wm"
+            )
         if min(self.groups, self.group_size, self.horizon, self.iterations, self.sample_rounds) < 1:
             raise ValueError(
                 "groups, group_size, horizon, iterations and sample_rounds must all be at least 1"
@@ -192,6 +201,7 @@ class Dreamer:
         log_fn=print,
         imagination=None,
         backend: Backend = LOCAL,
+        verifier=None,
     ):
         self.cfg = cfg
         self.task = canonical_task(cfg.task)
@@ -200,6 +210,9 @@ class Dreamer:
         self.wm = world_model
         self.log_fn = log_fn
         self.backend = backend  # where imagination, the judge and the simulators run: here, or on Ray workers
+        self.verifier = (
+            verifier  # the second world model of cross-model verification (--dnv_world_model), or None
+        )
         if cfg.env_mode == "wm" and world_model is None:
             raise ValueError("dream in imagination needs a world model (--wm DIR)")
         uses_judge = cfg.env_mode == "wm" or cfg.sim_reward == "judge"
@@ -359,11 +372,13 @@ class Dreamer:
             return Verification(flipped=np.zeros(len(success), bool))
 
         def reimagine(idx: np.ndarray, k: int) -> np.ndarray:
-            return self.source.redraw(draw, buf["actions"], idx, k)
+            return self.source.redraw(draw, buf["actions"], idx, k, world_model=self.verifier)
+
+        where = "second world model" if self.verifier is not None else "second noise draw"
 
         def judge_again(videos: np.ndarray, idx: np.ndarray, k: int) -> list:
             context = self._judge_context(draw, buf, idx)
-            return self._judge(list(videos), context, f"iteration {draw.it + 1}, second noise draw")
+            return self._judge(list(videos), context, f"iteration {draw.it + 1}, {where}")
 
         return verify(success, cfg.dnv_redraws, reimagine, judge_again, cfg.dnv_threshold)
 
@@ -539,7 +554,17 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn, backend:
         from rawdream.world_model.train import load_world_model
 
         wm = load_world_model(wm_path).to(dev) if wm_path else None
-    dreamer = Dreamer(cfg, policy, wm, init_from, log_fn, backend=backend)
+    verifier = None
+    if cfg.dnv_world_model:
+        from rawdream.world_model.train import load_world_model
+
+        verifier = load_world_model(cfg.dnv_world_model).to(dev).eval()
+        if wm is not None and verifier.cfg.image_size != wm.cfg.image_size:
+            raise ValueError(
+                f"--dnv_world_model {cfg.dnv_world_model} draws {verifier.cfg.image_size}px frames, the world "
+                f"model {wm_path} {wm.cfg.image_size}px; verify with a model of the same frame size"
+            )
+    dreamer = Dreamer(cfg, policy, wm, init_from, log_fn, backend=backend, verifier=verifier)
     meta = load_checkpoint(out / "ckpt", "dream", policy, dreamer.opt)
     start = meta["step"] if meta else 0
     dreamer.real_trajectories = int(meta.get("real_trajectories", 0)) if meta else 0
@@ -618,6 +643,7 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn, backend:
         "seconds": time.time() - t_start,
         "iterations": cfg.iterations,
         "dnv": cfg.dnv,
+        "dnv_world_model": str(Path(cfg.dnv_world_model).resolve()) if cfg.dnv_world_model else None,
         "paired": paired_with_start(out, cfg.eval_layouts),
     }
     save_policy(policy, out, info)

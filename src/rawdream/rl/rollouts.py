@@ -31,7 +31,7 @@ import torch
 from rawdream import seeds
 from rawdream.distributed import LOCAL, Backend
 from rawdream.envs.base import EnvConfig
-from rawdream.rl.imagination import collect_rollouts
+from rawdream.rl.imagination import collect_rollouts, reimagine
 
 
 @dataclass(frozen=True)
@@ -137,12 +137,17 @@ class ImaginedRollouts:
         buf["time"] = {"imagine": time.perf_counter() - t0}
         return buf
 
-    def redraw(self, draw: Draw, actions: np.ndarray, idx: np.ndarray, k: int) -> np.ndarray:
-        """Rollouts ``idx`` of ``draw`` again: the same first frames and actions under redraw ``k``'s noise."""
+    def redraw(
+        self, draw: Draw, actions: np.ndarray, idx: np.ndarray, k: int, world_model=None
+    ) -> np.ndarray:
+        """Rollouts ``idx`` of ``draw`` again: the same first frames and actions under redraw ``k``'s noise - in
+        the same world model, or in ``world_model`` (cross-model verification; in this process)."""
         redraw_seeds = [
             seeds.stable_seed("wm-noise-redraw", self.seed, draw.it, k, draw.offset + int(i)) for i in idx
         ]
         first, prop0 = self._first([draw.rows[i] for i in idx])
+        if world_model is not None:
+            return reimagine(world_model, first, prop0, actions[idx], redraw_seeds)
         return self.imagination.reimagine(first, prop0, actions[idx], redraw_seeds)
 
     def close(self) -> None:
