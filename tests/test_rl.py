@@ -256,6 +256,27 @@ def test_tiny_dream_end_to_end_with_dnv_and_resume(tiny_wm, tiny_policy, tmp_pat
         assert second_a[key] == second_b[key], key
 
 
+def test_dream_verifies_in_a_second_world_model_named_on_the_command_line(tiny_wm, tiny_policy, tmp_path):
+    from rawdream.cli import main
+
+    argv = [
+        "dream",
+        "--task",
+        "reach",
+        "--policy",
+        str(tiny_policy),
+        "--wm",
+        str(tiny_wm),
+        "--preset",
+        "tiny",
+    ]
+    argv += ["--split.targets=push", "--judge.backend=oracle", "--judge.allow_oracle=true", "--iterations=1"]
+    assert main([*argv, f"--dnv_world_model={tiny_wm}", "--out", str(tmp_path / "x")]) == 0
+    info = json.loads((tmp_path / "x" / "policy.json").read_text())
+    assert info["dnv"] and info["dnv_world_model"] == str(tiny_wm.resolve())
+    assert main([*argv, f"--dnv_world_model={tmp_path / 'nowhere'}", "--out", str(tmp_path / "y")]) != 0
+
+
 def test_online_baseline_counts_real_trajectories(tiny_policy, tmp_path):
     from rawdream.cli import main
 

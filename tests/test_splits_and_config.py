@@ -206,3 +206,54 @@ def test_configs_whose_episodes_are_a_horizon_refuse_an_env_step_limit():
     with pytest.raises(ValueError, match="set --on_policy.horizon instead"):
         build(EvalJudgeConfig, {"on_policy": {"env": {"max_steps": 64}}})
     assert build(DreamConfig, {"env": {"max_steps": 64}}).env.max_steps == 64
+
+
+def test_run_reads_its_trained_judge_through_the_readout_unless_a_section_sets_its_own(tmp_path):
+    from rawdream.pipeline import MainJob, preflight, resolve_run
+    from rawdream.splits import resolve_split
+
+    cfg = resolve_run("tiny", {"dream.judge.object_gate": 0.3})
+    job = MainJob(cfg, tmp_path / "run", False, print)
+    dream, evaluation = job._judge_section(cfg.dream.judge), job._judge_section(cfg.eval_judge.judge)
+    assert dream["object_gate"] == 0.3 and evaluation["object_gate"] == cfg.judge_readout.object_gate == 0.5
+    assert dream["calibration"] == evaluation["calibration"] == "demo"
+    assert dream["path"] == str(tmp_path / "run" / "judge") and dream["reference"].endswith("target_demos")
+    # a served VLM judge has no object gate: the read-out leaves it as configured
+    served = resolve_run(
+        "tiny", {"dream.judge.backend": "openai", "dream.judge.url": "http://127.0.0.1:9/v1"}
+    )
+    section = MainJob(served, tmp_path / "run", False, print)._judge_section(served.dream.judge)
+    assert "object_gate" not in section and section["url"] == "http://127.0.0.1:9/v1"
+    # a read-out the trained judge cannot give is refused before any stage runs
+    for overrides, fix in (
+        ({"judge.object_loss": 0.0}, "--judge.object_loss=1"),
+        ({"judge.model.reference": False}, "--judge.model.reference=false"),
+    ):
+        bad = resolve_run("tiny", overrides)
+        with pytest.raises(ValueError, match=fix):
+            preflight(bad, resolve_split(bad.split))
+    with pytest.raises(ConfigError, match="judge_readout"):
+        resolve_run("tiny", {"judge_readout.object_gate": 2.0})
+
+
+def test_the_run_fine_tunes_the_world_model_it_pre_trained():
+    from rawdream.pipeline import resolve_run
+
+    cfg = resolve_run("tiny", {"wm.seed": 7, "wm.model.dynamics.context": 3, "wm.dyn_batch": 4})
+    ft = cfg.wm_finetune
+    # the pre-training's shape, data windows, seed and validation episodes; its own steps and training noise
+    assert (ft.seed, ft.model.dynamics.context, ft.dyn_batch, ft.val_fraction) == (
+        7,
+        3,
+        4,
+        cfg.wm.val_fraction,
+    )
+    assert (
+        ft.dyn_steps == 10
+        and ft.model.flow.train_proprio_noise == 0.5 != cfg.wm.model.flow.train_proprio_noise
+    )
+    # the autoencoder is kept: the pre-training's weighting of it does not apply
+    assert cfg.wm.ae_foreground_weight == 10.0 and ft.ae_foreground_weight == 0.0
+    quick = resolve_run("quick")
+    assert (quick.wm.ae_steps, quick.wm.dyn_steps, quick.wm_finetune.dyn_steps) == (3000, 8000, 3000)
+    assert resolve_run("default").wm_finetune.dyn_steps == 0  # no fine-tune: stage wm is the pre-training

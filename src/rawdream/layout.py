@@ -33,7 +33,7 @@ class RunLayout:
         "wm_pretrain"  # its pre-training, when the run fine-tunes it on (wm_finetune)
     )
     JUDGE: ClassVar[str] = "judge"
-    JUDGE_BLIND: ClassVar[str] = "judge_blind"  # the instruction-blind control
+    JUDGE_BLIND: ClassVar[str] = "judge_blind"  # the task-blind control: neither instruction nor reference
     # measurements
     EVAL_WM: ClassVar[str] = "eval/wm"
     EVAL_JUDGE: ClassVar[str] = "eval/judge"

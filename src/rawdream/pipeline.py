@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from rawdream.config import (
     ConfigError,
@@ -41,6 +41,7 @@ from rawdream.eval.wm_fidelity import EvalWMConfig, evaluate_world_model
 from rawdream.io import atomic_write_json, read_json, redact_url
 from rawdream.layout import RunLayout
 from rawdream.policy.train import TrainPolicyConfig, load_policy, train_policy
+from rawdream.reward.base import judge_config
 from rawdream.reward.generalist import TrainJudgeConfig, train_judge
 from rawdream.rl.dream import DreamConfig, dream
 from rawdream.splits import SplitConfig, resolve_split
@@ -64,6 +65,23 @@ SECTIONS = {
     "eval_wm": "eval_wm",
     "eval_judge": "eval_judge",
 }
+
+
+@dataclass
+class JudgeReadout:
+    """How the run reads the generalist judge it trained, for RL and eval/judge alike (docs/judges.md): the object
+    gate and the demo-calibrated cut. A judge section that sets one of these itself (``--dream.judge.object_gate``)
+    keeps its own; a served or local VLM judge has none of them and is left as configured."""
+
+    RANGES: ClassVar[dict] = {"object_gate": "[0,1]", "calibration_cut": "[0,1)"}
+
+    object_gate: float = 0.0
+    calibration: str = "fixed"
+    calibration_cut: float = 0.0
+
+    def validate(self) -> None:
+        if self.calibration not in ("fixed", "demo"):
+            raise ValueError(f"--judge_readout.calibration={self.calibration!r}: use fixed or demo")
 
 
 @dataclass
@@ -98,6 +116,7 @@ class RunConfig:
         True  # train the judge on the base policy's rollouts too (data/policy_rollouts)
     )
     judge_sees_imagination: bool = True  # ... and on its closed-loop imagination (data/imagined_rollouts)
+    judge_readout: JudgeReadout = field(default_factory=JudgeReadout)
 
 
 def resolve_run(preset: str | None, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -118,6 +137,12 @@ def resolve_run(preset: str | None, overrides: dict[str, Any] | None = None) -> 
         )
     for section, stage in SECTIONS.items():
         base = load_preset(stage, stage_preset) if stage_preset in (presets_file().get(stage) or {}) else {}
+        if section == "wm_finetune":
+            # the fine-tune continues the pre-trained model: its shape, data windows, seed and validation episodes
+            # are the pre-training's (resolved just before), and the keys it names change the rest; the
+            # autoencoder is kept, so the pre-training's weighting of it does not apply
+            base = {k: v for k, v in data["wm"].items() if k != "split"}
+            base["ae_foreground_weight"] = 0.0
         sim = _simulator_overlay(_section_class(section), backend) if backend else {}
         data[section] = merge_dicts(
             merge_dicts(merge_dicts(base, sim), data.get(section) or {}), {"split": split} if split else {}
@@ -225,6 +250,18 @@ def preflight(cfg: RunConfig, split, log=print) -> None:
         raise ValueError(
             f"target_demos would collect no demonstration of {', '.join(missing)}, which the SFT stage needs; "
             f"leave --target_demos.tasks at 'targets' (or name every task of --sft.tasks)"
+        )
+    readout = cfg.judge_readout
+    if readout.object_gate > 0 and cfg.judge.object_loss <= 0:
+        raise ValueError(
+            f"--judge_readout.object_gate={readout.object_gate} reads the judge's object head, which "
+            f"--judge.object_loss={cfg.judge.object_loss} does not train; set --judge.object_loss=1 or "
+            f"--judge_readout.object_gate=0"
+        )
+    if readout.calibration == "demo" and not cfg.judge.model.reference:
+        raise ValueError(
+            "--judge_readout.calibration=demo places the threshold with the target's demonstration as reference, "
+            "which --judge.model.reference=false does not see; set one of them back"
         )
     for name, jcfg in (("dream", cfg.dream.judge), ("eval_judge", cfg.eval_judge.judge)):
         if jcfg.backend == "openai":
@@ -375,17 +412,24 @@ class MainJob:
             self.judge_data.append(L / L.IMAGINED_ROLLOUTS)
             judge_deps.append(L.IMAGINED_ROLLOUTS)
         self.r.stage(L.JUDGE, cfg.judge, judge_deps, lambda d: self._judge(cfg.judge, d))
-        # the task-blind control: trained the same way with the instruction (and reference) hidden; it must do
+        # the task-blind control: trained the same way with the instruction and the reference hidden; it must do
         # clearly worse
         blind_cfg = build(TrainJudgeConfig, merge_dicts(to_dict(cfg.judge), {"model": {"blind": True}}))
         self.r.stage(L.JUDGE_BLIND, blind_cfg, judge_deps, lambda d: self._judge(blind_cfg, d))
 
     def _judge_section(self, jcfg) -> dict[str, Any]:
         """A judge section as the stages get it: a generalist is the one this run trained (with the target demo as
-        reference when it compares with one); another backend (a served or local VLM) is left as configured."""
+        reference when it compares with one), read as ``judge_readout`` says where the section does not set its
+        own; another backend (a served or local VLM) is left as configured."""
         section = to_dict(jcfg)
         if jcfg.backend == "generalist":
-            section.update({"path": str(self.L / self.L.JUDGE), **self.reference})
+            default = judge_config("generalist")
+            readout = {
+                k: v
+                for k, v in to_dict(self.cfg.judge_readout).items()
+                if getattr(jcfg, k) == getattr(default, k)
+            }
+            section.update({"path": str(self.L / self.L.JUDGE), **self.reference, **readout})
         return section
 
     def _judge(self, jcfg: TrainJudgeConfig, d: Path) -> dict[str, Any]:
@@ -438,7 +482,7 @@ class MainJob:
         self.r.stage(L.EVAL_WM, cfg.eval_wm, [L.WM], eval_wm_fn)
         self.r.stage(
             L.EVAL_JUDGE,
-            cfg.eval_judge,
+            {**to_dict(cfg.eval_judge), "judge_readout": to_dict(cfg.judge_readout)},  # how the judge is read
             [L.JUDGE, L.JUDGE_BLIND, L.WM, L.TARGET_DEMOS, L.POLICY_SFT],
             eval_judge_fn,
         )
@@ -524,7 +568,11 @@ class MainJob:
         info = dream(dcfg, L / L.POLICY_SFT, d, wm_path=L / L.WM, progress=self.progress, log_fn=self.log)
         return {
             "task": dcfg.task,
-            **{k: v for k, v in info.items() if k in ("seconds", "iterations", "dnv", "judge")},
+            **{
+                k: v
+                for k, v in info.items()
+                if k in ("seconds", "iterations", "dnv", "dnv_world_model", "judge")
+            },
         }
 
 

@@ -126,8 +126,8 @@ def _judge_section(run: Path) -> str:
     rep = read_json(ev)
     parts = [
         "<h2>Judge accuracy on held-out tasks (ground truth: the simulator)</h2><p>Imagined rows: the world "
-        "model's replay of the same actions, scored against the real replay's success. The instruction-blind "
-        "control must do clearly worse. Paper anchor: zero-shot Qwen3-VL on LIBERO-Goal, F1 0.35 "
+        "model's replay of the same actions, scored against the real replay's success. The task-blind control "
+        "(neither instruction nor reference shown) must do clearly worse. Paper anchor: zero-shot Qwen3-VL on LIBERO-Goal, F1 0.35 "
         "(precision 0.61, recall 0.25).</p>"
     ]
     for name, res in rep["results"].items():
@@ -278,8 +278,8 @@ def _rl_section(run: Path) -> str:
         for f in files:
             gallery += _gallery(d.name, f)
     return (
-        f"<h2>RL in imagination</h2>{_png(fig)}<h3>Imagined rollouts (second noise draw beside verified "
-        f"successes)</h3><div class='grid'>{''.join(gallery)}</div>"
+        f"<h2>RL in imagination</h2>{_png(fig)}<h3>Imagined rollouts (the second draw beside verified "
+        f"successes: other noise, or the second world model of --dnv_world_model)</h3><div class='grid'>{''.join(gallery)}</div>"
     )
 
 

@@ -559,11 +559,15 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn, backend:
         from rawdream.world_model.train import load_world_model
 
         verifier = load_world_model(cfg.dnv_world_model).to(dev).eval()
-        if wm is not None and verifier.cfg.image_size != wm.cfg.image_size:
-            raise ValueError(
-                f"--dnv_world_model {cfg.dnv_world_model} draws {verifier.cfg.image_size}px frames, the world "
-                f"model {wm_path} {wm.cfg.image_size}px; verify with a model of the same frame size"
-            )
+        if cfg.sampler is not None:  # the run's sampler for every draw, the second model's too
+            verifier = verifier.with_sampler(overlay_changed(verifier.cfg.sampler, cfg.sampler))
+        if wm is not None:
+            mine, its = _interface(wm.cfg), _interface(verifier.cfg)
+            if mine != its:
+                raise ValueError(
+                    f"--dnv_world_model {cfg.dnv_world_model} takes {its}, the world model {wm_path} {mine}: it "
+                    f"cannot redraw the same actions from the same frames; verify with a model of the same interface"
+                )
     dreamer = Dreamer(cfg, policy, wm, init_from, log_fn, backend=backend, verifier=verifier)
     meta = load_checkpoint(out / "ckpt", "dream", policy, dreamer.opt)
     start = meta["step"] if meta else 0
@@ -649,6 +653,17 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn, backend:
     save_policy(policy, out, info)
     policy.cpu()
     return info
+
+
+def _interface(mcfg) -> dict[str, int]:
+    """What a world model takes and draws: two models with the same interface can redraw each other's rollouts."""
+    d = mcfg.dynamics
+    return {
+        "image_size": mcfg.image_size,
+        "chunk": d.chunk,
+        "action_dim": d.action_dim,
+        "proprio_dim": d.proprio_dim,
+    }
 
 
 def paired_with_start(out: Path, protocols: list[str]) -> dict[str, Any]:
