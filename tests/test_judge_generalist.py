@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from rawdream.eval.judge_accuracy import auroc, binary_metrics
 from rawdream.reward.base import FrameSelection, judge_config, make_judge
@@ -302,6 +303,8 @@ def test_paper_table_tiny(tiny_policy, tiny_wm, tiny_judge, pretrain_demos, tmp_
     ):
         (run / rel).parent.mkdir(parents=True, exist_ok=True)
         (run / rel).symlink_to(Path(target).resolve())
+    # the run read its judge through an object gate: the table's RL rows read it the same way
+    (run / "config.yaml").write_text("judge_readout: {object_gate: 0.5}\n")
     assert (
         main(["experiment", "paper-table", "--run", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
         == 2
@@ -339,6 +342,8 @@ def test_paper_table_tiny(tiny_policy, tiny_wm, tiny_judge, pretrain_demos, tmp_
     assert rows[("sft", "practised")]["tasks"]["reach"]["episodes"] == 2
     assert report["protocols"]["practised"]["layouts"] == "practised"
     assert set(report["dnv"]) == {"sim_judge", "rawdream", "rawdream_no_dnv"}
+    saved = yaml.safe_load((tmp_path / "pt" / "config.yaml").read_text())
+    assert saved["dream"]["judge"]["object_gate"] == 0.5
     md = (tmp_path / "pt" / "paper_table.md").read_text()
     assert "| 1-shot SFT | practised |" in md and "| 1-shot SFT | new |" in md
 

@@ -342,7 +342,18 @@ def _paper_table(args, cfg) -> int:
         judge = cfg.dream.judge
         if "reference" in {f.name for f in fields(judge)} and not judge.reference:
             judge = replace(judge, reference=str(run / run.TARGET_DEMOS))
-            cfg = replace(cfg, dream=replace(cfg.dream, judge=judge))
+        if judge.backend == "generalist" and (run / "config.yaml").exists():
+            # the judge read as the run read it (its judge_readout: object gate, demo cut), unless a flag says
+            import yaml
+
+            from rawdream.reward.base import judge_config
+
+            readout = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("judge_readout") or {}
+            default = judge_config("generalist")
+            judge = replace(
+                judge, **{k: v for k, v in readout.items() if getattr(judge, k) == getattr(default, k)}
+            )
+        cfg = replace(cfg, dream=replace(cfg.dream, judge=judge))
     if not args.sft:
         raise ValueError("paper-table needs the 1-shot SFT policy: --sft DIR, or --run RUN_DIR of a main job")
     report = run_paper_table(
