@@ -390,9 +390,8 @@ class MainJob:
 
             return fn
 
-        if (
-            cfg.wm_finetune.dyn_steps > 0
-        ):  # pre-train, then train the dynamics on (the folder L.WM is the result)
+        # pre-train, then train the dynamics on (the folder L.WM is the result either way)
+        if cfg.wm_finetune.dyn_steps > 0:
             self.r.stage(L.WM_PRETRAIN, cfg.wm, [L.PLAY], wm_fn(cfg.wm))
             self.r.stage(
                 L.WM, cfg.wm_finetune, [L.PLAY, L.WM_PRETRAIN], wm_fn(cfg.wm_finetune, L / L.WM_PRETRAIN)
