@@ -277,6 +277,29 @@ def test_dream_verifies_in_a_second_world_model_named_on_the_command_line(tiny_w
     assert main([*argv, f"--dnv_world_model={tmp_path / 'nowhere'}", "--out", str(tmp_path / "y")]) != 0
 
 
+def test_replay_diagnostic_says_how_often_kept_and_flipped_successes_are_real(tiny_dreamer):
+    from rawdream.rl.dream import DreamConfig, replay_diagnostics
+
+    # with the oracle judge the verdict is the replay: the diagnostic must agree with it rollout by rollout
+    dreamer = tiny_dreamer({"group_size": 4, "diagnose_replay": True, "dnv": False})
+    buf = dreamer.rollout_round(dreamer.draw(0, states=[0, 1]))
+    assert buf["replayed_success"].shape == buf["success"].shape
+    assert np.array_equal(buf["replayed_success"], buf["success"])
+    # by hand: 2 kept (1 real), 1 flipped (real), 2 judged failures (0 real), 1 abstain
+    hand = {
+        "replayed_success": np.array([1, 0, 1, 0, 0, 1], bool),
+        "success": np.array([1, 1, 1, 0, 0, 0], bool),
+        "flipped": np.array([0, 0, 1, 0, 0, 0], bool),
+        "abstain": np.array([0, 0, 0, 0, 0, 1], bool),
+    }
+    d = replay_diagnostics(hand)
+    assert d["diag/true_rate_kept"] == 0.5 and d["diag/true_rate_flipped"] == 1.0
+    assert d["diag/true_rate_judged_failure"] == 0.0 and d["diag/n_judged_failure"] == 2
+    assert d["diag/true_rate"] == 0.5
+    with pytest.raises(ValueError, match="env_mode=wm"):
+        resolve(DreamConfig, "dream", "tiny", {"task": "reach", "env_mode": "sim", "diagnose_replay": True})
+
+
 def test_online_baseline_counts_real_trajectories(tiny_policy, tmp_path):
     from rawdream.cli import main
 

@@ -129,6 +129,10 @@ class DreamConfig:
     # hallucination that one model draws under any noise - what RL finds against a single model - must then be
     # drawn by a model trained apart too (cross-model verification; "": the paper's second noise draw)
     dnv_world_model: str = ""
+    # a privileged diagnostic, never a reward: replay every imagined rollout's actions in the simulator from its
+    # initial state and log how often the judged successes that verification kept and flipped, and the judged
+    # failures, truly succeed (diag/* in metrics.jsonl) - what DNV removes and keeps. Costs a replay per rollout.
+    diagnose_replay: bool = False
     # the world model's sampler for this run's imagination, first draws and DNV's redraws alike
     # (``--sampler.steps=4``: Euler steps per imagined step): the keys that differ from SamplerConfig's defaults
     # replace the world model's own (model.sampler in its world_model.json); unset: the model's own
@@ -169,6 +173,8 @@ class DreamConfig:
                 f"--dnv_world_model={self.dnv_world_model} verifies imagined successes: it needs --dnv=true and "
                 f"--env_mode=wm"
             )
+        if self.diagnose_replay and self.env_mode != "wm":
+            raise ValueError("--diagnose_replay replays imagined rollouts: it needs --env_mode=wm")
         if min(self.groups, self.group_size, self.horizon, self.iterations, self.sample_rounds) < 1:
             raise ValueError(
                 "groups, group_size, horizon, iterations and sample_rounds must all be at least 1"
@@ -314,6 +320,8 @@ class Dreamer:
         t0 = time.perf_counter()
         ver = self.verify_rollouts(draw, buf, success)
         t_verify = time.perf_counter() - t0
+        if cfg.diagnose_replay:
+            buf["replayed_success"] = self.replayed_success(draw, buf)
         reward = success.astype(np.float32)
         if cfg.reward == "score":  # a verified success is scored by the mean over its noise draws
             reward = np.array(
@@ -331,6 +339,19 @@ class Dreamer:
             }
         )
         return buf
+
+    def replayed_success(self, draw: Draw, buf: dict[str, Any]) -> np.ndarray:
+        """The simulator's success for each imagined rollout's actions, replayed from its initial state (the
+        --diagnose_replay diagnostic; nothing the policy is trained on reads it)."""
+        from rawdream.reward.oracle import replay_success
+
+        seeds_ = [self.init[s]["seed"] for s in draw.rows]
+        if any(s is None for s in seeds_):
+            raise ValueError("--diagnose_replay replays in the simulator: it needs simulator initial states")
+        verdicts = replay_success(
+            [self.task] * len(seeds_), seeds_, buf["actions"], self.cfg.env, self.cfg.workers, self.backend
+        )
+        return np.array([v.success is True for v in verdicts])
 
     # -- 2. judge -----------------------------------------------------------------------------------------
     def judge_rollouts(self, draw: Draw, buf: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -477,6 +498,7 @@ class Dreamer:
             "reward_mean": float(buf["reward"].mean()),
             "judged_success_rate": float(buf["success"].mean()),
             **({"true_success_rate": float(buf["true_success"].mean())} if "true_success" in buf else {}),
+            **(replay_diagnostics(buf) if "replayed_success" in buf else {}),
             "reliable_fraction": float(reliable.mean()),
             "dnv_flip_rate": float(buf["flipped"].sum() / max(buf["success"].sum(), 1)),
             "dnv_flips": float(buf["flipped"].sum()),
@@ -493,6 +515,23 @@ class Dreamer:
 
     def close(self) -> None:
         self.source.close()
+
+
+def replay_diagnostics(buf: dict[str, Any]) -> dict[str, float]:
+    """How often each kind of imagined rollout truly succeeds (its actions replayed in the simulator): judged
+    successes that verification kept and that it flipped, and judged failures (NaN where there are none), with
+    the counts."""
+    true, success, flipped = buf["replayed_success"], buf["success"], buf["flipped"]
+    kinds = {
+        "kept": success & ~flipped,
+        "flipped": flipped,
+        "judged_failure": ~success & ~buf["abstain"],
+    }
+    out = {"diag/true_rate": float(true.mean())}
+    for name, sel in kinds.items():
+        out[f"diag/true_rate_{name}"] = float(true[sel].mean()) if sel.any() else float("nan")
+        out[f"diag/n_{name}"] = float(sel.sum())
+    return out
 
 
 def save_gallery(

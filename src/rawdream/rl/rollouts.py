@@ -344,7 +344,7 @@ def merge_rollouts(bufs: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("images", "proprio", "tokens", "logp", "alive"):
         parts = [pad(b[key]) for b in bufs]
         out[key] = torch.cat(parts, 1) if isinstance(parts[0], torch.Tensor) else np.concatenate(parts, 1)
-    for key in ("success", "reward", "abstain", "flipped", "scores", "true_success"):
+    for key in ("success", "reward", "abstain", "flipped", "scores", "true_success", "replayed_success"):
         if key in bufs[0]:
             out[key] = np.concatenate([b[key] for b in bufs])
     out["video"] = None if bufs[0].get("video") is None else np.concatenate([b["video"] for b in bufs])
