@@ -221,10 +221,9 @@ def test_cross_model_verification_redraws_the_successes_in_the_second_world_mode
         )
 
 
-def test_tiny_dream_end_to_end_with_dnv_and_resume(tiny_wm, tiny_policy, tmp_path):
-    from rawdream.cli import main
-
-    base = [
+def _oracle_dream(tiny_policy, tiny_wm) -> list[str]:
+    """`rawdream dream` on the tiny models, task reach (the split's target is push), rewarded by the oracle."""
+    argv = [
         "dream",
         "--task",
         "reach",
@@ -234,9 +233,15 @@ def test_tiny_dream_end_to_end_with_dnv_and_resume(tiny_wm, tiny_policy, tmp_pat
         str(tiny_wm),
         "--preset",
         "tiny",
-        "--split.targets=push",
-        "--judge.backend=oracle",
-        "--judge.allow_oracle=true",
+    ]
+    return [*argv, "--split.targets=push", "--judge.backend=oracle", "--judge.allow_oracle=true"]
+
+
+def test_tiny_dream_end_to_end_with_dnv_and_resume(tiny_wm, tiny_policy, tmp_path):
+    from rawdream.cli import main
+
+    base = [
+        *_oracle_dream(tiny_policy, tiny_wm),
         "--drop_uninformative=false",  # every iteration updates, even if no tiny rollout succeeds
     ]
     assert main([*base, "--out", str(tmp_path / "a")]) == 0
@@ -259,18 +264,7 @@ def test_tiny_dream_end_to_end_with_dnv_and_resume(tiny_wm, tiny_policy, tmp_pat
 def test_dream_verifies_in_a_second_world_model_named_on_the_command_line(tiny_wm, tiny_policy, tmp_path):
     from rawdream.cli import main
 
-    argv = [
-        "dream",
-        "--task",
-        "reach",
-        "--policy",
-        str(tiny_policy),
-        "--wm",
-        str(tiny_wm),
-        "--preset",
-        "tiny",
-    ]
-    argv += ["--split.targets=push", "--judge.backend=oracle", "--judge.allow_oracle=true", "--iterations=1"]
+    argv = [*_oracle_dream(tiny_policy, tiny_wm), "--iterations=1"]
     assert main([*argv, f"--dnv_world_model={tiny_wm}", "--out", str(tmp_path / "x")]) == 0
     info = json.loads((tmp_path / "x" / "policy.json").read_text())
     assert info["dnv"] and info["dnv_world_model"] == str(tiny_wm.resolve())

@@ -346,13 +346,10 @@ def _paper_table(args, cfg) -> int:
             # the judge read as the run read it (its judge_readout: object gate, demo cut), unless a flag says
             import yaml
 
-            from rawdream.reward.base import judge_config
+            from rawdream.pipeline import readout_settings
 
             readout = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("judge_readout") or {}
-            default = judge_config("generalist")
-            judge = replace(
-                judge, **{k: v for k, v in readout.items() if getattr(judge, k) == getattr(default, k)}
-            )
+            judge = replace(judge, **readout_settings(judge, readout))
         cfg = replace(cfg, dream=replace(cfg.dream, judge=judge))
     if not args.sft:
         raise ValueError("paper-table needs the 1-shot SFT policy: --sft DIR, or --run RUN_DIR of a main job")

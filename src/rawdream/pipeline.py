@@ -84,6 +84,13 @@ class JudgeReadout:
             raise ValueError(f"--judge_readout.calibration={self.calibration!r}: use fixed or demo")
 
 
+def readout_settings(jcfg, readout: dict[str, Any]) -> dict[str, Any]:
+    """The read-out settings (``JudgeReadout``'s keys) a generalist judge section takes: those it does not set
+    itself (still at the generalist's defaults); a flag on the section wins."""
+    default = judge_config("generalist")
+    return {k: v for k, v in readout.items() if getattr(jcfg, k) == getattr(default, k)}
+
+
 @dataclass
 class RunConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -422,12 +429,7 @@ class MainJob:
         own; another backend (a served or local VLM) is left as configured."""
         section = to_dict(jcfg)
         if jcfg.backend == "generalist":
-            default = judge_config("generalist")
-            readout = {
-                k: v
-                for k, v in to_dict(self.cfg.judge_readout).items()
-                if getattr(jcfg, k) == getattr(default, k)
-            }
+            readout = readout_settings(jcfg, to_dict(self.cfg.judge_readout))
             section.update({"path": str(self.L / self.L.JUDGE), **self.reference, **readout})
         return section
 
