@@ -161,7 +161,8 @@ def test_the_entropy_term_raises_entropy_and_the_kl_term_pulls_back_to_the_refer
                 return float((cur.exp() * (cur - ref)).sum(-1).mean())
 
         k0 = kl()
-        d, _ = _update(dreamer, buf, zero, every, kl_coef=1.0)
+        d, stats = _update(dreamer, buf, zero, every, kl_coef=1.0)
+        assert stats["kl_ref"] > 0  # the drift from the reference is logged (metrics.jsonl kl_ref)
         with torch.no_grad():
             torch.nn.utils.vector_to_parameters(
                 torch.nn.utils.parameters_to_vector(model.parameters()) + d, model.parameters()

@@ -428,6 +428,7 @@ class Dreamer:
             "approx_kl": 0.0,
             "entropy": 0.0,
             "grad_norm": 0.0,
+            "kl_ref": 0.0,  # KL(policy || starting policy) per action token, with kl_coef > 0
             "updates": 0,
         }
         if len(idx) == 0:  # no rollout carried an advantage: no update, and no loss/entropy to report
@@ -476,6 +477,7 @@ class Dreamer:
                         .mean()
                     )
                     loss = loss + cfg.kl_coef * kl
+                    stats["kl_ref"] += kl.item()
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 gn = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), 1.0)
@@ -486,7 +488,7 @@ class Dreamer:
                 stats["entropy"] += ent.mean().item()
                 stats["grad_norm"] += float(gn)
                 stats["updates"] += 1
-        for key in ("loss", "clip_frac", "approx_kl", "entropy", "grad_norm"):
+        for key in ("loss", "clip_frac", "approx_kl", "entropy", "grad_norm", "kl_ref"):
             stats[key] /= max(stats["updates"], 1)
         return stats
 
