@@ -484,3 +484,47 @@ def test_val_tasks_are_never_trained_on_and_are_scored_after_training(
 def _train_judge_args(labeled_data, pretrain_demos) -> list[str]:
     """`rawdream train-judge` on the shared labelled rollouts with their pretraining demos as references."""
     return ["train-judge", "--data", str(labeled_data), "--references", str(pretrain_demos)]
+
+
+def test_an_ensemble_of_judges_calls_a_success_only_where_every_member_does(tiny_judge, pretrain_demos, tmp_path):
+    import torch
+
+    from rawdream.io import load_model, save_model
+    from rawdream.reward.generalist.judge import EnsembleJudge
+
+    # a second judge "trained apart": the same model with perturbed weights
+    other = tmp_path / "judge_b"
+    _, meta, weights = load_model(tiny_judge, "judge", "")
+    g = torch.Generator().manual_seed(0)
+    for k, w in weights.items():
+        if w.is_floating_point() and w.numel() > 1:
+            weights[k] = w + 0.3 * w.std() * torch.randn(w.shape, generator=g)
+    other.mkdir()
+    save_model(other, "judge", weights, {k: v for k, v in meta.items() if k != "files"})
+
+    settings = {"reference": str(pretrain_demos), "calibration": "demo"}
+    members = [make_judge(judge_config("generalist", path=str(p), **settings)) for p in (tiny_judge, other)]
+    ensemble = make_judge(judge_config("generalist", path=f"{tiny_judge}, {other}", **settings))
+    assert isinstance(ensemble, EnsembleJudge) and len(ensemble.members) == 2
+    rng = np.random.default_rng(0)
+    videos = [rng.integers(0, 255, (9, 64, 64, 3), dtype=np.uint8) for _ in range(12)]
+    videos += [members[0].references.videos["drawer-close"]] * 2
+    texts = ["close the drawer", "reach the red goal"] * 7
+    votes = [m(videos, texts) for m in members]
+    verdicts = ensemble(videos, texts)
+    assert [v.success for v in verdicts] == [a.success and b.success for a, b in zip(*votes)]
+    assert [v.score for v in verdicts] == [min(a.score, b.score) for a, b in zip(*votes)]
+    assert any(a.success != b.success for a, b in zip(*votes)), "the members must disagree for the test to bite"
+    np.testing.assert_allclose(ensemble.scores(videos, texts), [v.score for v in verdicts], rtol=1e-6)
+    # "mean": one judge whose score and threshold are the members' means
+    mean = make_judge(judge_config("generalist", path=f"{tiny_judge},{other}", ensemble="mean", **settings))
+    p = np.mean([m.scores(videos, texts) for m in members], axis=0)
+    thr = [np.mean([m.threshold(t) for m in members]) for t in texts]
+    verdicts = mean(videos, texts)
+    np.testing.assert_allclose([v.score for v in verdicts], p, rtol=1e-6)
+    assert [v.success for v in verdicts] == [bool(a >= b) for a, b in zip(p, thr)]
+    with pytest.raises(ValueError, match="use all or mean"):
+        judge_config("generalist", path=str(tiny_judge), ensemble="vote")
+    # one judge listed twice is that judge
+    twice = make_judge(judge_config("generalist", path=f"{tiny_judge},{tiny_judge}", **settings))
+    assert [v.success for v in twice(videos, texts)] == [v.success for v in votes[0]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,13 @@ from rawdream.reward.references import References
 
 @dataclass
 class GeneralistJudgeConfig(JudgeConfig):
-    path: str = ""  # the directory `rawdream train-judge` wrote
+    # the directory `rawdream train-judge` wrote; several, comma-separated (judges trained apart, e.g. --seed=1):
+    # an ensemble whose verdict is a success only where every member's is (EnsembleJudge)
+    path: str = ""
+    # how an ensemble (several paths) decides: "all" - a success only where every member calls one (each with its
+    # own gate and threshold; score: the lowest); "mean" - one judge whose score, object progress and threshold
+    # are the members' means
+    ensemble: str = "all"
     # demos dataset: a reference-conditioned judge sees each instruction beside a demo of its task
     reference: str = ""
     # with a judge trained with --object_loss (an object head) and a reference: a success must also move the
@@ -41,6 +48,8 @@ class GeneralistJudgeConfig(JudgeConfig):
     calibration_cut: float = 0.0
 
     def validate(self) -> None:
+        if self.ensemble not in ("all", "mean"):
+            raise ValueError(f"--judge.ensemble={self.ensemble!r}: use all or mean")
         if self.calibration not in ("fixed", "demo"):
             raise ValueError(f"--judge.calibration={self.calibration!r}: use fixed or demo")
         if not 0.0 <= self.calibration_cut < 1.0:
@@ -164,18 +173,67 @@ class GeneralistJudge:
         t0 = time.perf_counter()
         p, progress = self._scores(videos, instructions)
         dt = (time.perf_counter() - t0) / max(len(p), 1)
-        verdicts = []
-        for s, g, text in zip(p, progress, instructions):
-            if np.isnan(g) or g >= self.cfg.object_gate:
-                verdicts.append(
-                    Verdict(
-                        success=bool(s >= self.threshold(text)), score=float(s), raw=f"p={s:.3f}", latency=dt
-                    )
+        return [
+            gated_verdict(s, g, self.threshold(t), self.cfg.object_gate, dt)
+            for s, g, t in zip(p, progress, instructions)
+        ]
+
+
+def gated_verdict(p: float, progress: float, threshold: float, gate: float, latency: float) -> Verdict:
+    """A success where the score reaches the threshold and the object gate is open (``progress`` NaN: no gate)."""
+    if np.isnan(progress) or progress >= gate:
+        return Verdict(success=bool(p >= threshold), score=float(p), raw=f"p={p:.3f}", latency=latency)
+    # the objects did not move the way the demonstration's did: a failure, whatever p says
+    raw = f"p={p:.3f}, object progress {progress:.2f} < {gate}"
+    return Verdict(success=False, score=0.0, raw=raw, latency=latency)
+
+
+class EnsembleJudge:
+    """Generalist judges trained apart (``--judge.path=A,B``: other seeds, other data) read the same videos.
+    ``--judge.ensemble=all``: a success must be one for every member, each with its own object gate and
+    threshold, and the score is the members' lowest; ``mean``: the members' mean score, object progress and
+    threshold make one judge. Why: two trainings of one recipe on the same data read the SFT policy's closed-loop
+    drawer-open imagination at AUROC 0.86 and 0.66 (docs/judges.md) - one judge's training luck decides the
+    reward, and RL climbs whatever that one judge accepts wrongly."""
+
+    name = "generalist"
+    privileged = False
+
+    def __init__(self, cfg: GeneralistJudgeConfig, paths: list[str]):
+        self.cfg = cfg
+        self.members = [GeneralistJudge(dataclasses.replace(cfg, path=p)) for p in paths]
+        self.stats = {"abstains": 0}
+
+    def scores(self, videos, instructions) -> np.ndarray:
+        each = [m.scores(videos, instructions) for m in self.members]
+        return np.min(each, axis=0) if self.cfg.ensemble == "all" else np.mean(each, axis=0)
+
+    def __call__(self, videos, instructions, **_: Any) -> list[Verdict]:
+        if self.cfg.ensemble == "all":
+            return [
+                Verdict(
+                    success=all(v.success for v in votes),
+                    score=min(v.score for v in votes),
+                    raw=" | ".join(v.raw for v in votes),
+                    latency=sum(v.latency for v in votes),
                 )
-            else:  # the objects did not move the way the demonstration's did: a failure, whatever p says
-                raw = f"p={s:.3f}, object progress {g:.2f} < {self.cfg.object_gate}"
-                verdicts.append(Verdict(success=False, score=0.0, raw=raw, latency=dt))
-        return verdicts
+                for votes in zip(*(m(videos, instructions) for m in self.members))
+            ]
+        t0 = time.perf_counter()
+        p, progress = zip(*(m._scores(videos, instructions) for m in self.members))
+        p, progress = np.mean(p, axis=0), np.stack(progress)
+        # the members that read the demo as moving the objects gate (NaN: one whose head sees the demo's objects
+        # stay put); where none does, the gate is open
+        read = ~np.isnan(progress)
+        progress = np.where(
+            read.any(0), np.where(read, progress, 0).sum(0) / np.maximum(read.sum(0), 1), np.nan
+        )
+        dt = (time.perf_counter() - t0) / max(len(p), 1)
+        gate = self.cfg.object_gate
+        return [
+            gated_verdict(s, g, float(np.mean([m.threshold(t) for m in self.members])), gate, dt)
+            for s, g, t in zip(p, progress, instructions)
+        ]
 
 
 def demo_cut(demo: np.ndarray, fraction: float) -> np.ndarray:
@@ -186,5 +244,6 @@ def demo_cut(demo: np.ndarray, fraction: float) -> np.ndarray:
 
 
 @register_judge("generalist", config=GeneralistJudgeConfig)
-def _make(cfg: GeneralistJudgeConfig) -> GeneralistJudge:
-    return GeneralistJudge(cfg)
+def _make(cfg: GeneralistJudgeConfig) -> GeneralistJudge | EnsembleJudge:
+    paths = [p.strip() for p in cfg.path.split(",") if p.strip()]
+    return EnsembleJudge(cfg, paths) if len(paths) > 1 else GeneralistJudge(cfg)
