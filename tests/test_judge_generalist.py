@@ -486,7 +486,9 @@ def _train_judge_args(labeled_data, pretrain_demos) -> list[str]:
     return ["train-judge", "--data", str(labeled_data), "--references", str(pretrain_demos)]
 
 
-def test_an_ensemble_of_judges_calls_a_success_only_where_every_member_does(tiny_judge, pretrain_demos, tmp_path):
+def test_an_ensemble_of_judges_calls_a_success_only_where_every_member_does(
+    tiny_judge, pretrain_demos, tmp_path
+):
     import torch
 
     from rawdream.io import load_model, save_model
@@ -514,7 +516,9 @@ def test_an_ensemble_of_judges_calls_a_success_only_where_every_member_does(tiny
     verdicts = ensemble(videos, texts)
     assert [v.success for v in verdicts] == [a.success and b.success for a, b in zip(*votes)]
     assert [v.score for v in verdicts] == [min(a.score, b.score) for a, b in zip(*votes)]
-    assert any(a.success != b.success for a, b in zip(*votes)), "the members must disagree for the test to bite"
+    assert any(a.success != b.success for a, b in zip(*votes)), (
+        "the members must disagree for the test to bite"
+    )
     np.testing.assert_allclose(ensemble.scores(videos, texts), [v.score for v in verdicts], rtol=1e-6)
     # "mean": one judge whose score and threshold are the members' means
     mean = make_judge(judge_config("generalist", path=f"{tiny_judge},{other}", ensemble="mean", **settings))
