@@ -138,7 +138,8 @@ def test_the_entropy_term_raises_entropy_and_the_kl_term_pulls_back_to_the_refer
     zero, every = np.zeros(8), np.ones(8, bool)  # zero advantages: only the regularisers move the policy
     weights, opt_state = copy.deepcopy(model.state_dict()), copy.deepcopy(dreamer.opt.state_dict())
     h0 = entropy()
-    d, _ = _update(dreamer, buf, zero, every, entropy_coef=1.0)
+    d, stats = _update(dreamer, buf, zero, every, entropy_coef=1.0)
+    assert "kl_ref" not in stats  # no reference policy, no KL to report
     with torch.no_grad():
         torch.nn.utils.vector_to_parameters(
             torch.nn.utils.parameters_to_vector(model.parameters()) + d, model.parameters()

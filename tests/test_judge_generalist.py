@@ -532,3 +532,34 @@ def test_an_ensemble_of_judges_calls_a_success_only_where_every_member_does(
     # one judge listed twice is that judge
     twice = make_judge(judge_config("generalist", path=f"{tiny_judge},{tiny_judge}", **settings))
     assert [v.success for v in twice(videos, texts)] == [v.success for v in votes[0]]
+
+
+@pytest.mark.parametrize(
+    "rule, success, score",
+    [("all", [False, False, True], [0.0, 0.0, 0.7]), ("mean", [True, False, True], [0.8, 0.0, 0.8])],
+)
+def test_an_ensembles_object_gate(tiny_judge, pretrain_demos, monkeypatch, rule, success, score):
+    import dataclasses
+
+    from rawdream.reward.generalist.judge import mean_progress
+
+    # the mean over the members that gate; open (NaN) where none does
+    prog = np.array([[0.2, np.nan, np.nan, 0.9], [0.8, 0.1, np.nan, np.nan]])
+    np.testing.assert_allclose(mean_progress(prog), [0.5, 0.1, np.nan, 0.9])
+    # two members with fixed scores and object progress (the tiny judge has no object head to gate with)
+    cfg = judge_config(
+        "generalist", path=f"{tiny_judge},{tiny_judge}", reference=str(pretrain_demos), ensemble=rule
+    )
+    ensemble = make_judge(cfg)
+    gated = dataclasses.replace(ensemble.cfg, object_gate=0.5)
+    ensemble.cfg = gated
+    fixed = [([0.9, 0.9, 0.9], [0.2, np.nan, 0.7]), ([0.7, 0.7, 0.7], [0.8, 0.1, 0.6])]
+    for member, (p, g) in zip(ensemble.members, fixed):
+        member.cfg = gated
+        monkeypatch.setattr(member, "_scores", lambda v, t, p=p, g=g: (np.array(p), np.array(g)))
+    video = np.zeros((9, 64, 64, 3), np.uint8)
+    verdicts = ensemble([video] * 3, ["close the drawer"] * 3)
+    assert [v.success for v in verdicts] == success
+    np.testing.assert_allclose([v.score for v in verdicts], score)
+    with pytest.raises(ValueError, match="2 videos but 1 instructions"):
+        ensemble([video] * 2, ["close the drawer"])

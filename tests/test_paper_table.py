@@ -205,3 +205,18 @@ def test_eval_wm_with_a_policy_measures_imagination_transfer_and_tabulates_it(ti
     assert main(["eval-wm", "--wm", str(tiny_wm), "--out", str(tmp_path / "plain"), "--preset", "tiny"]) == 0
     with pytest.raises(ValueError, match="eval-wm --policy"):
         transfer_table([tmp_path / "plain"])
+
+
+def test_a_rows_generalist_judge_keeps_the_sections_read_out():
+    from rawdream.config import build
+    from rawdream.experiment.paper_table import PaperTableConfig, _row_config
+
+    judge = {"backend": "generalist", "object_gate": 0.5, "calibration": "demo", "calibration_cut": 0.75}
+    cfg = build(PaperTableConfig, {"dream": {"judge": {**judge, "ensemble": "mean"}}})
+    row = _row_config(cfg, "rawdream_dnv", "drawer-open", 0, "runs/x/judge")
+    assert row.judge.path == "runs/x/judge"
+    assert (row.judge.object_gate, row.judge.calibration, row.judge.calibration_cut) == (0.5, "demo", 0.75)
+    assert row.judge.ensemble == "mean"
+    # another backend's section gives the generalist only the shared settings
+    served = build(PaperTableConfig, {"dream": {"judge": {"backend": "openai", "url": "http://x:1/v1"}}})
+    assert _row_config(served, "rawdream_dnv", "drawer-open", 0, "runs/x/judge").judge.object_gate == 0.0

@@ -200,9 +200,11 @@ def _row_config(
     base = to_dict(cfg.dream)
     base.update({"task": task, "seed": seed, "split": to_dict(cfg.split)})
     judge_cfg = dict(base["judge"])
-    if judge:  # the generalist trained at `judge`, keeping the section's shared settings and reference
-        keep = (*SHARED_SETTINGS, "reference")
-        judge_cfg = {k: v for k, v in judge_cfg.items() if k in keep}
+    if judge:  # the generalist trained at `judge`: a generalist section keeps its read-out (gate, threshold,
+        # ensemble rule); another backend's section only its shared settings and reference
+        if judge_cfg.get("backend") != "generalist":
+            keep = (*SHARED_SETTINGS, "reference")
+            judge_cfg = {k: v for k, v in judge_cfg.items() if k in keep}
         judge_cfg.update({"backend": "generalist", "path": str(judge)})
     if row.startswith("online"):
         iters = cfg.online_short_iterations if row == "online_short" else cfg.online_long_iterations

@@ -428,7 +428,7 @@ class Dreamer:
             "approx_kl": 0.0,
             "entropy": 0.0,
             "grad_norm": 0.0,
-            "kl_ref": 0.0,  # KL(policy || starting policy) per action token, with kl_coef > 0
+            **({"kl_ref": 0.0} if self.ref is not None else {}),  # KL(policy || starting policy) per token
             "updates": 0,
         }
         if len(idx) == 0:  # no rollout carried an advantage: no update, and no loss/entropy to report
@@ -489,7 +489,8 @@ class Dreamer:
                 stats["grad_norm"] += float(gn)
                 stats["updates"] += 1
         for key in ("loss", "clip_frac", "approx_kl", "entropy", "grad_norm", "kl_ref"):
-            stats[key] /= max(stats["updates"], 1)
+            if key in stats:
+                stats[key] /= max(stats["updates"], 1)
         return stats
 
     def metrics(

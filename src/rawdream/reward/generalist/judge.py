@@ -20,8 +20,8 @@ from rawdream.reward.references import References
 
 @dataclass
 class GeneralistJudgeConfig(JudgeConfig):
-    # the directory `rawdream train-judge` wrote; several, comma-separated (judges trained apart, e.g. --seed=1):
-    # an ensemble whose verdict is a success only where every member's is (EnsembleJudge)
+    # the directory `rawdream train-judge` wrote; several, comma-separated (judges trained apart, e.g. --seed=1),
+    # make an ensemble (EnsembleJudge; see ``ensemble``)
     path: str = ""
     # how an ensemble (several paths) decides: "all" - a success only where every member calls one (each with its
     # own gate and threshold; score: the lowest); "mean" - one judge whose score, object progress and threshold
@@ -179,6 +179,14 @@ class GeneralistJudge:
         ]
 
 
+def mean_progress(progress: np.ndarray) -> np.ndarray:
+    """(members, N) object progress -> (N,): the mean over the members that gate (NaN: a member whose head reads
+    the demo's objects as staying put); NaN - the gate open - where none does."""
+    read = ~np.isnan(progress)
+    total = np.where(read, progress, 0.0).sum(0)
+    return np.where(read.any(0), total / np.maximum(read.sum(0), 1), np.nan)
+
+
 def gated_verdict(p: float, progress: float, threshold: float, gate: float, latency: float) -> Verdict:
     """A success where the score reaches the threshold and the object gate is open (``progress`` NaN: no gate)."""
     if np.isnan(progress) or progress >= gate:
@@ -209,6 +217,8 @@ class EnsembleJudge:
         return np.min(each, axis=0) if self.cfg.ensemble == "all" else np.mean(each, axis=0)
 
     def __call__(self, videos, instructions, **_: Any) -> list[Verdict]:
+        if len(videos) != len(instructions):
+            raise ValueError(f"{len(videos)} videos but {len(instructions)} instructions")
         if self.cfg.ensemble == "all":
             return [
                 Verdict(
@@ -222,12 +232,7 @@ class EnsembleJudge:
         t0 = time.perf_counter()
         p, progress = zip(*(m._scores(videos, instructions) for m in self.members))
         p, progress = np.mean(p, axis=0), np.stack(progress)
-        # the members that read the demo as moving the objects gate (NaN: one whose head sees the demo's objects
-        # stay put); where none does, the gate is open
-        read = ~np.isnan(progress)
-        progress = np.where(
-            read.any(0), np.where(read, progress, 0).sum(0) / np.maximum(read.sum(0), 1), np.nan
-        )
+        progress = mean_progress(progress)
         dt = (time.perf_counter() - t0) / max(len(p), 1)
         gate = self.cfg.object_gate
         return [
@@ -246,4 +251,6 @@ def demo_cut(demo: np.ndarray, fraction: float) -> np.ndarray:
 @register_judge("generalist", config=GeneralistJudgeConfig)
 def _make(cfg: GeneralistJudgeConfig) -> GeneralistJudge | EnsembleJudge:
     paths = [p.strip() for p in cfg.path.split(",") if p.strip()]
-    return EnsembleJudge(cfg, paths) if len(paths) > 1 else GeneralistJudge(cfg)
+    if len(paths) > 1:
+        return EnsembleJudge(cfg, paths)
+    return GeneralistJudge(dataclasses.replace(cfg, path=paths[0]) if paths else cfg)
