@@ -53,6 +53,30 @@ def test_tiny_run_is_resumable_and_summarised(tiny_run, capsys):
     assert "practised" in out and "new" in out
 
 
+def test_judge_candidates_add_a_check_and_the_run_goes_on_with_its_pick(tiny_run, tmp_path, capsys):
+    run = tmp_path / "tiny"
+    shutil.copytree(tiny_run, run)
+    capsys.readouterr()
+    assert main(["run", "--preset", "tiny", "--out", str(run), "--judge_candidates=2"]) == 0
+    out = capsys.readouterr().out
+    # the first judge, the data and the models are the run's own; one more judge (seed 1) and the check are new
+    assert "judge                    up to date" in out and "wm                       up to date" in out
+    assert "judge_candidates/seed1   running" in out and "judge_check              running" in out
+    summary = json.loads((run / "summary.json").read_text())
+    check = summary["judge_check"]
+    assert [r["judge"] for r in check["rows"]] == ["judge", "judge_candidates/seed1"]
+    for r in check["rows"]:  # RL from the base policy against each judge, on the pretraining task reach
+        cfg = (run / "judge_check" / r["judge"] / "reach" / "config.yaml").read_text()
+        assert str(run / r["judge"]) in cfg and str(run / "data/demos") in cfg
+    # the targets' RL and eval/judge read the pick
+    dream_cfg = (run / "dream/sweep-into/config.yaml").read_text()
+    assert f"path: {run / check['selected']}" in dream_cfg
+    assert "judge check (RL in imagination on reach" in out and f"RL used {check['selected']}" in out
+    # unchanged config: nothing runs again, the pick included
+    assert main(["run", "--preset", "tiny", "--out", str(run), "--judge_candidates=2"]) == 0
+    assert " running " not in capsys.readouterr().out
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_report_loads_in_headless_chromium(tiny_run):
     from playwright.sync_api import sync_playwright

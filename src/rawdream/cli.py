@@ -368,6 +368,61 @@ def _paper_table(args, cfg) -> int:
     return 0
 
 
+def _judge_check(args, cfg) -> int:
+    from dataclasses import replace
+
+    from rawdream.config import to_dict
+    from rawdream.experiment.judge_check import run_judge_check
+    from rawdream.layout import RunLayout
+
+    judges = [j for j in (args.judges or "").split(",") if j]
+    if args.run:  # a main job's models: its base policy, world model, pretraining demos and read-out
+        run = RunLayout(Path(args.run))
+        if not (run / run.POLICY_BASE).exists():
+            raise FileNotFoundError(
+                f"--run {args.run}: no {run.POLICY_BASE}/ in it; run `rawdream run --out {args.run}`"
+            )
+        args.policy = args.policy or str(run / run.POLICY_BASE)
+        args.wm = args.wm or str(run / run.WM)
+        candidates = sorted(str(p) for p in (run / run.JUDGE_CANDIDATES).glob("*"))
+        judges = judges or [str(run / run.JUDGE), *candidates]
+        judge = cfg.dream.judge
+        if not judge.reference:
+            judge = replace(judge, reference=str(run / run.DEMOS))
+        if (run / "config.yaml").exists():
+            import yaml
+
+            from rawdream.pipeline import readout_settings
+
+            readout = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("judge_readout") or {}
+            judge = replace(judge, **readout_settings(judge, readout))
+        cfg = replace(cfg, dream=replace(cfg.dream, judge=judge))
+    missing = [f for f, v in (("--policy", args.policy), ("--wm", args.wm), ("--judges", judges)) if not v]
+    if missing:
+        raise ValueError(f"judge-check needs {', '.join(missing)} (or --run RUN_DIR of a main job)")
+    if not cfg.dream.judge.reference:
+        raise ValueError(
+            "judge-check reads each judge against a demonstration of the check task: --reference DEMOS "
+            "(pretraining-task demos, e.g. runs/quick/data/demos)"
+        )
+    names = _judge_names(judges)
+    report = run_judge_check(
+        cfg, dict(zip(names, judges)), to_dict(cfg.dream.judge), args.policy, args.wm, args.out, progress=True
+    )
+    print((Path(args.out) / "judge_check.md").read_text(), end="")
+    print(f"results: {Path(args.out).resolve() / 'judge_check.json'}; picked {report['selected_path']}")
+    return 0
+
+
+def _judge_names(paths: list[str]) -> list[str]:
+    """Short unique names for judge folders: the folder name, with its parent's where two share one."""
+    for depth in range(1, 8):
+        names = ["__".join(Path(p).resolve().parts[-depth:]) for p in paths]
+        if len(set(names)) == len(names):
+            return names
+    raise ValueError(f"--judges names the same folder twice: {paths}")
+
+
 def _table(rows: list, fmt, json_path: str | None) -> int:
     """A results table: markdown on stdout and, with --json, the rows as the file a README table quotes."""
     from rawdream.io import atomic_write_json
@@ -822,6 +877,32 @@ VERBS: tuple[Verb, ...] = (
                         help="output directory (paper_table.md / .json); re-running resumes",
                     ),
                     inp("--preset", default=None, help="tiny | quick | ladder | default"),
+                ),
+            ),
+            Verb(
+                "judge-check",
+                "RL in imagination against each candidate judge on pretraining tasks, scored by the simulator: "
+                "the judge whose reward RL can follow",
+                _judge_check,
+                config="rawdream.experiment.judge_check:JudgeCheckConfig",
+                stage="judge_check",
+                args=(
+                    inp(
+                        "--run",
+                        default=None,
+                        help="a `rawdream run` directory: --policy, --wm, --judges and --reference default to its "
+                        "policy_base, wm, judge (and judge_candidates/*) and data/demos, read as it reads its judge",
+                    ),
+                    inp("--judges", default=None, help="comma-separated generalist judge directories"),
+                    inp("--policy", default=None, help="the base policy RL starts from (not the SFT policy)"),
+                    inp("--wm", default=None, help="world model directory"),
+                    alias(
+                        "--reference",
+                        key="dream.judge.reference",
+                        default=None,
+                        help="demos of the check tasks (pretraining demos), shown to reference judges",
+                    ),
+                    OUT,
                 ),
             ),
             Verb(

@@ -34,6 +34,10 @@ class RunLayout:
     )
     JUDGE: ClassVar[str] = "judge"
     JUDGE_BLIND: ClassVar[str] = "judge_blind"  # the task-blind control: neither instruction nor reference
+    # more judges of the same recipe, other training seeds (judge_candidates > 1), and the RL check that picks
+    # the one the run's RL uses (experiment/judge_check.py): judge_check/judge_check.json names it
+    JUDGE_CANDIDATES: ClassVar[str] = "judge_candidates"
+    JUDGE_CHECK: ClassVar[str] = "judge_check"
     # measurements
     EVAL_WM: ClassVar[str] = "eval/wm"
     EVAL_JUDGE: ClassVar[str] = "eval/judge"

@@ -38,6 +38,7 @@ from rawdream.envs.tasks import catalogue
 from rawdream.eval.judge_accuracy import EvalJudgeConfig, evaluate_judges
 from rawdream.eval.success import EvalPolicyConfig, evaluate_policy
 from rawdream.eval.wm_fidelity import EvalWMConfig, evaluate_world_model
+from rawdream.experiment.judge_check import JudgeCheckConfig, run_judge_check
 from rawdream.io import atomic_write_json, read_json, redact_url
 from rawdream.layout import RunLayout
 from rawdream.policy.train import TrainPolicyConfig, load_policy, train_policy
@@ -64,6 +65,7 @@ SECTIONS = {
     "dream": "dream",
     "eval_wm": "eval_wm",
     "eval_judge": "eval_judge",
+    "judge_check": "judge_check",
 }
 
 
@@ -124,6 +126,15 @@ class RunConfig:
     )
     judge_sees_imagination: bool = True  # ... and on its closed-loop imagination (data/imagined_rollouts)
     judge_readout: JudgeReadout = field(default_factory=JudgeReadout)
+    # judges of the same recipe trained with seeds judge.seed + 0..K-1; with K > 1 a short RL check on pretraining
+    # tasks (judge_check, simulator-scored, no target data) picks the one the run's RL and eval/judge use: one
+    # training seed decided RAW-Dream's outcome (docs/judges.md). 1: the one judge, no check
+    judge_candidates: int = 1
+    judge_check: JudgeCheckConfig = field(default_factory=JudgeCheckConfig)
+
+    def validate(self) -> None:
+        if self.judge_candidates < 1:
+            raise ValueError(f"--judge_candidates={self.judge_candidates}: at least 1 (1: no judge check)")
 
 
 def resolve_run(preset: str | None, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -270,6 +281,19 @@ def preflight(cfg: RunConfig, split, log=print) -> None:
             "--judge_readout.calibration=demo places the threshold with the target's demonstration as reference, "
             "which --judge.model.reference=false does not see; set one of them back"
         )
+    if cfg.judge_candidates > 1:
+        if cfg.dream.judge.backend != "generalist":
+            raise ValueError(
+                f"--judge_candidates={cfg.judge_candidates} picks among the generalist judges this run trains, but "
+                f"RL is rewarded by --dream.judge.backend={cfg.dream.judge.backend}; set --judge_candidates=1"
+            )
+        demo_tasks = set(cfg.demos.resolved_tasks())
+        unseen = [t for t in cfg.judge_check.tasks if canonical_task(t) not in demo_tasks]
+        if unseen and cfg.judge.model.reference:
+            raise ValueError(
+                f"--judge_check.tasks {', '.join(unseen)}: no pretraining demonstration to show the judge as "
+                f"reference (--demos.tasks); check on tasks the demos cover"
+            )
     for name, jcfg in (("dream", cfg.dream.judge), ("eval_judge", cfg.eval_judge.judge)):
         if jcfg.backend == "openai":
             log(f"[run] checking the {name} judge at {jcfg.url and redact_url(jcfg.url)} ...")
@@ -299,6 +323,9 @@ class MainJob:
         # the trained judge, when it compares with a demonstration, sees the target task's one demo (the SFT demo)
         # as reference; a served or local VLM judge gets one only if its section names it (--dream.judge.reference)
         self.reference = {"reference": str(self.L / self.L.TARGET_DEMOS)} if cfg.judge.model.reference else {}
+        # the judge RL and eval/judge read, and the stages its choice depends on (the check's pick, with K > 1)
+        self.judge_dir = self.L / self.L.JUDGE
+        self.judge_deps = [self.L.JUDGE]
 
     def run(self) -> dict[str, Any]:
         cfg, L, split = self.cfg, self.L, self.split
@@ -329,6 +356,9 @@ class MainJob:
             "stages": [s.__dict__ for s in self.r.results],
             "guarantee": task_agnostic_table(L),
             "play_protocol": play_protocol(L),
+            "judge_check": read_json(L / L.JUDGE_CHECK / "judge_check.json")
+            if cfg.judge_candidates > 1
+            else None,
         }
         atomic_write_json(L.summary, summary)
         if cfg.report:
@@ -422,6 +452,52 @@ class MainJob:
         # clearly worse
         blind_cfg = build(TrainJudgeConfig, merge_dicts(to_dict(cfg.judge), {"model": {"blind": True}}))
         self.r.stage(L.JUDGE_BLIND, blind_cfg, judge_deps, lambda d: self._judge(blind_cfg, d))
+        if cfg.judge_candidates > 1:
+            self.check_judges(judge_deps)
+
+    def check_judges(self, judge_deps: list[str]) -> None:
+        """More judges of the run's recipe (other training seeds), then RL against each on pretraining tasks in
+        the world model, scored by the simulator: the run goes on with the judge whose reward RL could follow."""
+        cfg, L = self.cfg, self.L
+        names = [L.JUDGE]
+        for k in range(1, cfg.judge_candidates):
+            name = f"{L.JUDGE_CANDIDATES}/seed{cfg.judge.seed + k}"
+            jcfg = build(TrainJudgeConfig, merge_dicts(to_dict(cfg.judge), {"seed": cfg.judge.seed + k}))
+            self.r.stage(name, jcfg, judge_deps, lambda d, c=jcfg: self._judge(c, d))
+            names.append(name)
+        # read as the targets' RL reads its judge, a pretraining demonstration of the check task as reference
+        section = to_dict(cfg.judge_check.dream.judge)
+        section.update(readout_settings(cfg.judge_check.dream.judge, to_dict(cfg.judge_readout)))
+        if cfg.judge.model.reference:
+            section["reference"] = str(L / L.DEMOS)
+
+        def check_fn(d):
+            rep = run_judge_check(
+                cfg.judge_check,
+                {n: L / n for n in names},
+                section,
+                L / L.POLICY_BASE,
+                L / L.WM,
+                d,
+                progress=self.progress,
+                log=self.log,
+            )
+            self.log("[run] judge check:\n" + (d / "judge_check.md").read_text())
+            return {
+                "selected": rep["selected"],
+                "selected_gains": rep["selected_gains"],
+                "scores": {r["judge"]: r["score"] for r in rep["rows"]},
+                "tasks": rep["tasks"],
+            }
+
+        picked = self.r.stage(
+            L.JUDGE_CHECK,
+            {"check": to_dict(cfg.judge_check), "judge": section},
+            [*names, L.WM, L.POLICY_BASE, L.DEMOS],
+            check_fn,
+        )
+        self.judge_dir = L / picked["selected"]
+        self.judge_deps = [L.JUDGE_CHECK, picked["selected"]]
 
     def _judge_section(self, jcfg) -> dict[str, Any]:
         """A judge section as the stages get it: a generalist is the one this run trained (with the target demo as
@@ -430,7 +506,7 @@ class MainJob:
         section = to_dict(jcfg)
         if jcfg.backend == "generalist":
             readout = readout_settings(jcfg, to_dict(self.cfg.judge_readout))
-            section.update({"path": str(self.L / self.L.JUDGE), **self.reference, **readout})
+            section.update({"path": str(self.judge_dir), **self.reference, **readout})
         return section
 
     def _judge(self, jcfg: TrainJudgeConfig, d: Path) -> dict[str, Any]:
@@ -484,7 +560,7 @@ class MainJob:
         self.r.stage(
             L.EVAL_JUDGE,
             {**to_dict(cfg.eval_judge), "judge_readout": to_dict(cfg.judge_readout)},  # how the judge is read
-            [L.JUDGE, L.JUDGE_BLIND, L.WM, L.TARGET_DEMOS, L.POLICY_SFT],
+            [*self.judge_deps, L.JUDGE_BLIND, L.WM, L.TARGET_DEMOS, L.POLICY_SFT],
             eval_judge_fn,
         )
 
@@ -550,7 +626,7 @@ class MainJob:
             self.r.stage(
                 L.dream(task),
                 dcfg,
-                [L.POLICY_SFT, L.WM, L.JUDGE, L.TARGET_DEMOS],
+                [L.POLICY_SFT, L.WM, *self.judge_deps, L.TARGET_DEMOS],
                 lambda d, c=dcfg: self._dream(c, d),
             )
             for p, c in eval_cfgs.items():
@@ -653,6 +729,18 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"\nbase policy on {base['tasks']} pretraining tasks: "
             f"{base['mean_success_rate'] * 100:.1f}% [{lo * 100:.1f}, {hi * 100:.1f}] "
             f"({base['pooled']['episodes']} episodes)"
+        )
+    check = summary.get("judge_check")
+    if check:
+        scores = ", ".join(f"{r['judge']} {r['score']:+d}" for r in check["rows"])
+        how = (
+            "raised real success there"
+            if check["selected_gains"]
+            else "the least harmful; none raised real success"
+        )
+        lines.append(
+            f"\njudge check (RL in imagination on {', '.join(check['tasks'])}, episodes gained - lost): {scores}; "
+            f"RL used {check['selected']} ({how})"
         )
     lines.append("\ntime per stage:")
     for s in summary["stages"]:

@@ -1,0 +1,93 @@
+"""The judge check: RL in imagination against each candidate judge on pretraining tasks, scored by the simulator,
+picks the judge a run's RL uses (experiment/judge_check.py)."""
+
+import json
+import shutil
+
+import pytest
+
+from rawdream.cli import main
+from rawdream.experiment.judge_check import format_judge_check, score_judges
+
+
+def _cell(before, after, gained, lost):
+    return {
+        "before": before,
+        "after": after,
+        "episodes": 16,
+        "gained": gained,
+        "lost": lost,
+        "mcnemar_p": 1.0,
+    }
+
+
+def test_the_pick_is_the_judge_whose_rl_gained_most_each_protocol_counted_apart():
+    runs = {
+        "collapses": {  # RL exploits it: real success falls on both tasks
+            "coffee-pull": {"practised": _cell(0.4, 0.0, 0, 6), "new": _cell(0.4, 0.1, 1, 6)},
+            "door-open": {"practised": _cell(1.0, 0.1, 0, 14), "new": _cell(1.0, 0.2, 0, 13)},
+        },
+        "holds": {
+            "coffee-pull": {"practised": _cell(0.4, 0.5, 3, 1), "new": _cell(0.4, 0.75, 6, 0)},
+            "door-open": {"practised": _cell(1.0, 0.9, 0, 2), "new": _cell(1.0, 1.0, 0, 0)},
+        },
+    }
+    paths = {"collapses": "/j/a", "holds": "/j/b"}
+    rep = score_judges(runs, paths, ["coffee-pull", "door-open"])
+    assert rep["selected"] == "holds" and rep["selected_path"] == "/j/b" and rep["selected_gains"]
+    rows = {r["judge"]: r for r in rep["rows"]}
+    # each protocol pooled over the tasks on its own, never mixed; the score sums their nets
+    assert rows["holds"]["pooled"]["practised"] == {"gained": 3, "lost": 3, "mcnemar_p": 1.0}
+    assert rows["holds"]["pooled"]["new"]["gained"] == 6 and rows["holds"]["pooled"]["new"]["lost"] == 0
+    assert rows["holds"]["score"] == 6 and rows["collapses"]["score"] == 1 - 39
+    assert rows["collapses"]["pooled"]["practised"]["mcnemar_p"] < 0.001
+    md = format_judge_check(rep)
+    assert "holds (picked)" in md and "raised real success" in md
+
+
+def test_with_no_judge_gaining_the_pick_is_the_least_harmful_and_says_so():
+    lose = {"t": {"practised": _cell(0.5, 0.4, 0, 2), "new": _cell(0.5, 0.4, 1, 2)}}
+    worse = {"t": {"practised": _cell(0.5, 0.1, 0, 7), "new": _cell(0.5, 0.4, 0, 2)}}
+    same = {"t": {"practised": _cell(0.5, 0.4, 0, 2), "new": _cell(0.5, 0.4, 1, 2)}}
+    rep = score_judges({"a": worse, "b": lose, "c": same}, {"a": "A", "b": "B", "c": "C"}, ["t"])
+    assert rep["selected"] == "b" and not rep["selected_gains"]  # ties go to the earlier candidate
+    assert "least harmful" in format_judge_check(rep)
+    with pytest.raises(ValueError, match="no check run on u"):
+        score_judges({"a": worse}, {"a": "A"}, ["t", "u"])
+
+
+def test_judge_check_runs_rl_per_judge_and_task_and_resumes(
+    tiny_policy, tiny_wm, tiny_judge, pretrain_demos, tmp_path, capsys
+):
+    other = tmp_path / "other" / "judge"  # a second candidate: the same weights in another folder
+    shutil.copytree(tiny_judge, other)
+    out = tmp_path / "check"
+    args = ["experiment", "judge-check", "--judges", f"{tiny_judge},{other}", "--policy", str(tiny_policy)]
+    args += ["--wm", str(tiny_wm), "--reference", str(pretrain_demos), "--out", str(out)]
+    args += ["--preset", "tiny", "--split.targets=push"]
+    assert main(args) == 0
+    rep = json.loads((out / "judge_check.json").read_text())
+    assert [r["path"] for r in rep["rows"]] == [str(tiny_judge), str(other)]
+    for r in rep["rows"]:
+        cell = r["tasks"]["reach"]
+        assert set(cell) == {"practised", "new"} and cell["practised"]["episodes"] == 1
+        assert (out / r["judge"] / "reach" / "policy.json").exists()
+        cfg = (out / r["judge"] / "reach" / "config.yaml").read_text()
+        assert r["path"] in cfg and str(pretrain_demos) in cfg  # this judge, a pretraining demo as reference
+    # equal weights, equal RL streams: equal scores, and the tie goes to the first candidate
+    assert rep["rows"][0]["score"] == rep["rows"][1]["score"] and rep["selected_path"] == str(tiny_judge)
+    assert "picked" in capsys.readouterr().out
+    assert main(args) == 0  # every run is on disk: nothing runs again
+    assert "RL against judge" not in capsys.readouterr().out
+
+
+def test_judge_check_refuses_a_target_task_and_a_missing_reference(
+    tiny_policy, tiny_wm, tiny_judge, tmp_path, capsys
+):
+    base = ["experiment", "judge-check", "--judges", str(tiny_judge), "--policy", str(tiny_policy)]
+    base += ["--wm", str(tiny_wm), "--out", str(tmp_path / "c"), "--preset", "tiny", "--split.targets=push"]
+    assert main([*base, "--tasks=[push]", "--reference", str(tmp_path)]) == 2
+    assert "judge-check tasks push: not pretraining tasks" in capsys.readouterr().err
+    assert main(base) == 2
+    assert "--reference DEMOS" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()  # refused before anything was written
