@@ -72,6 +72,7 @@ def test_judge_candidates_add_a_check_and_the_run_goes_on_with_its_pick(tiny_run
     dream_cfg = (run / "dream/sweep-into/config.yaml").read_text()
     assert f"path: {run / check['selected']}" in dream_cfg
     assert "judge check (RL in imagination on reach" in out and f"RL used {check['selected']}" in out
+    assert "Judge check: which judge can RL follow?" in (run / "report.html").read_text()
     # unchanged config: nothing runs again, the pick included
     assert main(["run", "--preset", "tiny", "--out", str(run), "--judge_candidates=2"]) == 0
     assert " running " not in capsys.readouterr().out

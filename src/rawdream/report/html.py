@@ -172,6 +172,37 @@ def _judge_section(run: Path) -> str:
     return "".join(parts)
 
 
+def _judge_check_section(summary: dict[str, Any]) -> str:
+    """With judge_candidates > 1: RL in imagination against each judge on pretraining tasks, and the pick."""
+    check = summary.get("judge_check")
+    if not check:
+        return ""
+    rows = []
+    for r in check["rows"]:
+        cells = [r["judge"] + (" (picked)" if r["judge"] == check["selected"] else "")]
+        for t in check["tasks"]:
+            for p in ("practised", "new"):
+                c = r["tasks"][t].get(p)
+                cells.append(
+                    f"{c['before'] * 100:.1f} -> {c['after'] * 100:.1f}% (+{c['gained']} / -{c['lost']})"
+                    if c
+                    else ""
+                )
+        rows.append([*cells, f"{r['score']:+d}"])
+    header = ["judge", *[f"{t}, {p} layouts" for t in check["tasks"] for p in ("practised", "new")], "score"]
+    verdict = (
+        "RL against it raised real success there"
+        if check["selected_gains"]
+        else "the least harmful: RL against no candidate raised real success there"
+    )
+    return (
+        "<h2>Judge check: which judge can RL follow?</h2><p>Judges of the same recipe, other training seeds; RL "
+        "in the world model against each, from the base policy, on pretraining tasks the simulator scores (no "
+        "target data). Score: episodes gained minus lost, both protocols. The run's RL used "
+        f"<b>{html.escape(check['selected'])}</b> ({verdict}).</p>" + _table(header, rows)
+    )
+
+
 def _on_policy_table(rep: dict[str, Any]) -> str:
     """The reward RL actually sees: the judge on the SFT policy's own rollouts, real and imagined."""
     on = (rep.get("on_policy") or {}).get("tasks") or {}
@@ -345,7 +376,7 @@ def write_report(run: str | Path) -> Path:
             f"{base['mean_success_rate'] * 100:.1f}% [{lo * 100:.1f}, {hi * 100:.1f}], "
             f"{base['pooled']['episodes']} episodes.</p>"
         )
-    parts += [_wm_section(run), _judge_section(run), _rl_section(run)]
+    parts += [_wm_section(run), _judge_section(run), _judge_check_section(summary), _rl_section(run)]
     if summary.get("stages"):
         parts.append(
             "<h2>Stages</h2>"
