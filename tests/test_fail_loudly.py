@@ -385,6 +385,15 @@ def test_run_checks_what_its_stages_need_before_it_starts(tmp_path, capsys):
     assert main([*argv, "--dream.judge.retries=0", "--dream.judge.timeout=0.5", "--out", str(out)]) == 2
     _one_line_error(capsys, "does not answer")
     assert not out.exists()
+    # the judge check scores pretraining tasks only, with a demonstration to show the judge
+    check = ["run", "--preset", "tiny", "--judge_candidates=2", "--out", str(out)]
+    assert main([*check, "--judge_check.tasks=[sweep-into]"]) == 2
+    _one_line_error(capsys, "judge-check tasks sweep-into: not pretraining tasks", "--judge_check.tasks=[")
+    assert main([*check, "--judge_check.tasks=[push]"]) == 2
+    _one_line_error(capsys, "--judge_check.tasks push: no pretraining demonstration")
+    assert main(["run", "--preset", "tiny", "--judge_candidates=0", "--out", str(out)]) == 2
+    _one_line_error(capsys, "--judge_candidates=0: at least 1")
+    assert not out.exists()
 
 
 def test_info_verify_finds_a_damaged_dataset(play_data, tmp_path, capsys):

@@ -79,6 +79,11 @@ def test_judge_check_runs_rl_per_judge_and_task_and_resumes(
     assert "picked" in capsys.readouterr().out
     assert main(args) == 0  # every run is on disk: nothing runs again
     assert "RL against judge" not in capsys.readouterr().out
+    # a changed check never reads the old runs as its own
+    assert main([*args, "--iterations=2"]) == 2
+    assert (
+        "holds a finished check run with other settings (eval_every, iterations)" in capsys.readouterr().err
+    )
 
 
 def test_judge_check_refuses_a_target_task_and_a_missing_reference(

@@ -53,7 +53,23 @@ def test_tiny_run_is_resumable_and_summarised(tiny_run, capsys):
     assert "practised" in out and "new" in out
 
 
-def test_judge_candidates_add_a_check_and_the_run_goes_on_with_its_pick(tiny_run, tmp_path, capsys):
+def test_judge_candidates_add_a_check_and_the_run_goes_on_with_its_pick(
+    tiny_run, tmp_path, capsys, monkeypatch
+):
+    import rawdream.pipeline as pipeline
+    from rawdream.io import atomic_write_json
+
+    real_check = pipeline.run_judge_check
+
+    def check_picking_the_second(cfg, judges, section, policy, wm, out, **kw):
+        # the tiny judges tie (the first would be kept): make the pick the second, so the wiring of a pick that is
+        # not the run's own judge is what the later stages are checked against
+        rep = real_check(cfg, judges, section, policy, wm, out, **kw)
+        rep.update(selected="judge_candidates/seed1", selected_path=str(judges["judge_candidates/seed1"]))
+        atomic_write_json(out / "judge_check.json", rep)
+        return rep
+
+    monkeypatch.setattr(pipeline, "run_judge_check", check_picking_the_second)
     run = tmp_path / "tiny"
     shutil.copytree(tiny_run, run)
     capsys.readouterr()
@@ -62,18 +78,21 @@ def test_judge_candidates_add_a_check_and_the_run_goes_on_with_its_pick(tiny_run
     # the first judge, the data and the models are the run's own; one more judge (seed 1) and the check are new
     assert "judge                    up to date" in out and "wm                       up to date" in out
     assert "judge_candidates/seed1   running" in out and "judge_check              running" in out
+    assert "eval/judge               running" in out and "dream/sweep-into         running" in out
     summary = json.loads((run / "summary.json").read_text())
     check = summary["judge_check"]
     assert [r["judge"] for r in check["rows"]] == ["judge", "judge_candidates/seed1"]
     for r in check["rows"]:  # RL from the base policy against each judge, on the pretraining task reach
         cfg = (run / "judge_check" / r["judge"] / "reach" / "config.yaml").read_text()
-        assert str(run / r["judge"]) in cfg and str(run / "data/demos") in cfg
-    # the targets' RL and eval/judge read the pick
+        assert f"path: {run / r['judge']}\n" in cfg and f"reference: {run / 'data/demos'}\n" in cfg
+    # the targets' RL reads the pick, with the target's demonstration as reference
     dream_cfg = (run / "dream/sweep-into/config.yaml").read_text()
-    assert f"path: {run / check['selected']}" in dream_cfg
-    assert "judge check (RL in imagination on reach" in out and f"RL used {check['selected']}" in out
+    assert f"path: {run / 'judge_candidates/seed1'}\n" in dream_cfg
+    assert f"reference: {run / 'data/target_demos'}\n" in dream_cfg
+    assert "RL used judge_candidates/seed1" in out
     assert "Judge check: which judge can RL follow?" in (run / "report.html").read_text()
-    # unchanged config: nothing runs again, the pick included
+    # unchanged config: nothing runs again, the pick included (read back from the check's record)
+    monkeypatch.setattr(pipeline, "run_judge_check", real_check)
     assert main(["run", "--preset", "tiny", "--out", str(run), "--judge_candidates=2"]) == 0
     assert " running " not in capsys.readouterr().out
 

@@ -384,7 +384,9 @@ def _judge_check(args, cfg) -> int:
             )
         args.policy = args.policy or str(run / run.POLICY_BASE)
         args.wm = args.wm or str(run / run.WM)
-        candidates = sorted(str(p) for p in (run / run.JUDGE_CANDIDATES).glob("*"))
+        # the run's trained candidates (a finished judge has its judge.json), in seed order as the run checks them
+        done = [p for p in (run / run.JUDGE_CANDIDATES).glob("seed*") if (p / "judge.json").exists()]
+        candidates = [str(p) for p in sorted(done, key=lambda p: int(p.name.removeprefix("seed")))]
         judges = judges or [str(run / run.JUDGE), *candidates]
         judge = cfg.dream.judge
         if not judge.reference:
@@ -392,10 +394,14 @@ def _judge_check(args, cfg) -> int:
         if (run / "config.yaml").exists():
             import yaml
 
+            from rawdream.config import build
             from rawdream.pipeline import readout_settings
+            from rawdream.splits import SplitConfig
 
-            readout = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("judge_readout") or {}
-            judge = replace(judge, **readout_settings(judge, readout))
+            saved = yaml.safe_load((run / "config.yaml").read_text()) or {}
+            judge = replace(judge, **readout_settings(judge, saved.get("judge_readout") or {}))
+            if saved.get("split"):  # the run's split: its targets are never check tasks
+                cfg = replace(cfg, split=build(SplitConfig, saved["split"]))
         cfg = replace(cfg, dream=replace(cfg.dream, judge=judge))
     missing = [f for f, v in (("--policy", args.policy), ("--wm", args.wm), ("--judges", judges)) if not v]
     if missing:

@@ -1,8 +1,9 @@
 """``rawdream run``: the whole RAW-Dream chain on the embedded default, stage after stage.
 
 collect (target demo, play, demos, labeled) -> base policy -> 1-shot SFT -> the base policy's rollouts -> pretrain
-WM (and train it on: wm_finetune) -> the base policy's closed-loop imagination -> judge and its task-blind control ->
-evaluate WM, judges, base and SFT -> dream (RL in imagination) per target -> evaluate -> report.
+WM (and train it on: wm_finetune) -> the base policy's closed-loop imagination -> judge and its task-blind control
+(with --judge_candidates=K: K-1 more judge seeds and the RL check on pretraining tasks that picks one) -> evaluate
+WM, judges, base and SFT -> dream (RL in imagination) per target -> evaluate -> report.
 
 Each stage writes its outputs into its own folder of the run directory, and ``.stages/<stage>.json`` records the
 content hash of its resolved config and of its inputs' hashes. A stage is skipped when that record matches, and
@@ -128,7 +129,8 @@ class RunConfig:
     judge_readout: JudgeReadout = field(default_factory=JudgeReadout)
     # judges of the same recipe trained with seeds judge.seed + 0..K-1; with K > 1 a short RL check on pretraining
     # tasks (judge_check, simulator-scored, no target data) picks the one the run's RL and eval/judge use: one
-    # training seed decided RAW-Dream's outcome (docs/judges.md). 1: the one judge, no check
+    # training seed decided RAW-Dream's outcome (docs/judges.md). 1: the one judge, no check. The check's RL is
+    # the run's own --dream recipe and read-out at judge_check's size (tasks, iterations, layouts, episodes)
     judge_candidates: int = 1
     judge_check: JudgeCheckConfig = field(default_factory=JudgeCheckConfig)
 
@@ -287,6 +289,8 @@ def preflight(cfg: RunConfig, split, log=print) -> None:
                 f"--judge_candidates={cfg.judge_candidates} picks among the generalist judges this run trains, but "
                 f"RL is rewarded by --dream.judge.backend={cfg.dream.judge.backend}; set --judge_candidates=1"
             )
+        check = build(JudgeCheckConfig, {**to_dict(cfg.judge_check), "dream": to_dict(cfg.dream)})
+        check.check_tasks("--judge_check.tasks")
         demo_tasks = set(cfg.demos.resolved_tasks())
         unseen = [t for t in cfg.judge_check.tasks if canonical_task(t) not in demo_tasks]
         if unseen and cfg.judge.model.reference:
@@ -465,15 +469,17 @@ class MainJob:
             jcfg = build(TrainJudgeConfig, merge_dicts(to_dict(cfg.judge), {"seed": cfg.judge.seed + k}))
             self.r.stage(name, jcfg, judge_deps, lambda d, c=jcfg: self._judge(c, d))
             names.append(name)
-        # read as the targets' RL reads its judge, a pretraining demonstration of the check task as reference
-        section = to_dict(cfg.judge_check.dream.judge)
-        section.update(readout_settings(cfg.judge_check.dream.judge, to_dict(cfg.judge_readout)))
+        # RL as the targets' RL runs (the run's dream recipe) and reads its judge (its read-out), with a
+        # pretraining demonstration of the check task as reference
+        check_cfg = build(JudgeCheckConfig, {**to_dict(cfg.judge_check), "dream": to_dict(cfg.dream)})
+        section = to_dict(cfg.dream.judge)
+        section.update(readout_settings(cfg.dream.judge, to_dict(cfg.judge_readout)))
         if cfg.judge.model.reference:
             section["reference"] = str(L / L.DEMOS)
 
         def check_fn(d):
             rep = run_judge_check(
-                cfg.judge_check,
+                check_cfg,
                 {n: L / n for n in names},
                 section,
                 L / L.POLICY_BASE,
@@ -492,12 +498,13 @@ class MainJob:
 
         picked = self.r.stage(
             L.JUDGE_CHECK,
-            {"check": to_dict(cfg.judge_check), "judge": section},
+            {"check": to_dict(check_cfg), "judge": section},
             [*names, L.WM, L.POLICY_BASE, L.DEMOS],
             check_fn,
         )
+        # the later stages depend on the pick alone: another check that picks the same judge reruns nothing
         self.judge_dir = L / picked["selected"]
-        self.judge_deps = [L.JUDGE_CHECK, picked["selected"]]
+        self.judge_deps = [picked["selected"]]
 
     def _judge_section(self, jcfg) -> dict[str, Any]:
         """A judge section as the stages get it: a generalist is the one this run trained (with the target demo as

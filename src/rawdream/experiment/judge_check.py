@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from rawdream.config import build, save_config, to_dict
 from rawdream.io import atomic_write_json, atomic_write_text, read_json
@@ -33,49 +33,69 @@ from rawdream.splits import SplitConfig, resolve_split
 PROTOCOLS = ("practised", "new")
 
 
-def _check_dream() -> DreamConfig:
-    # the measured check (results/judge_seeds/): 40 iterations, 16 episodes per protocol, no DNV
-    return DreamConfig(
-        init_states=32, iterations=40, eval_every=40, eval_episodes=16, eval_start=True, dnv=False
-    )
-
-
 @dataclass
 class JudgeCheckConfig:
+    RANGES: ClassVar[dict] = {"iterations": ">=1", "init_states": ">=1", "eval_episodes": ">=1"}
+
     split: SplitConfig = field(default_factory=SplitConfig)
-    # pretraining tasks the simulator scores: coffee-pull has room to rise (the base succeeds 30-40%), door-open
-    # room to fall (100%) - the two on which 3 of 3 judges' checks agreed with their target runs
-    tasks: list[str] = field(default_factory=lambda: ["coffee-pull", "door-open"])
-    dream: DreamConfig = field(default_factory=_check_dream)
+    # pretraining tasks the simulator scores (the presets name them: one with room to rise, one to fall)
+    tasks: list[str] = field(default_factory=list)
+    # the check's size (the measured one, results/judge_seeds/: 40 iterations, 16 episodes per protocol); every
+    # other RL setting is the recipe's (``dream``: in a run, the run's own --dream section, DNV included)
+    iterations: int = 40
+    init_states: int = 32
+    eval_episodes: int = 16
+    dream: DreamConfig = field(default_factory=DreamConfig)
 
     def validate(self) -> None:
-        if not self.tasks:
-            raise ValueError("judge-check needs at least one check task: --tasks=[coffee-pull,door-open]")
-        split = resolve_split(self.split)
-        from rawdream.envs.tasks import canonical_task
-
-        wrong = [t for t in self.tasks if canonical_task(t) not in split.pretrain]
-        if wrong:
-            raise ValueError(
-                f"judge-check tasks {', '.join(wrong)}: not pretraining tasks of split {split.name} (a target "
-                f"task is never scored for a choice made before it is named); e.g. --tasks=[coffee-pull,door-open]"
-            )
         if self.dream.env_mode != "wm":
             raise ValueError(
                 f"judge-check runs RL in imagination (--dream.env_mode=wm), got {self.dream.env_mode!r}"
             )
-        if not (self.dream.eval_start and self.dream.eval_every):
+        if self.dream.judge.backend != "generalist":
             raise ValueError(
-                "judge-check scores each judge by the paired change in real success: it needs "
-                "--dream.eval_start=true and --dream.eval_every > 0"
+                f"judge-check compares generalist judges (folders), got --dream.judge.backend="
+                f"{self.dream.judge.backend}; drop the flag"
+            )
+        if not self.dream.eval_layouts:
+            raise ValueError(
+                "judge-check scores the paired change in real success per protocol: leave --dream.eval_layouts "
+                "at [practised,new]"
+            )
+
+    def check_tasks(self, flag: str = "--tasks") -> None:
+        """The check tasks must be pretraining tasks of the split: a target is never scored for a choice made
+        before it is named. (Not in ``validate``: a run's section is checked only when the run checks judges.)"""
+        from rawdream.envs.tasks import canonical_task
+
+        split = resolve_split(self.split)
+        example = f"{flag}=[{','.join(split.pretrain[:2])}]"
+        if not self.tasks:
+            raise ValueError(f"judge-check needs at least one check task, a pretraining task: e.g. {example}")
+        wrong = [t for t in self.tasks if canonical_task(t) not in split.pretrain]
+        if wrong:
+            raise ValueError(
+                f"judge-check tasks {', '.join(wrong)}: not pretraining tasks of split {split.name} (a target task is "
+                f"never scored for a choice made before it is named); name pretraining tasks, e.g. {example}"
             )
 
 
 def check_dream_config(cfg: JudgeCheckConfig, task: str, judge: dict[str, Any]) -> DreamConfig:
-    """The check's RL run of one judge on one task: the check's dream settings, the judge section given."""
+    """The check's RL run of one judge on one task: the recipe's settings at the check's size, evaluated before
+    and after (paired), the judge section given."""
     return build(
         DreamConfig,
-        {**to_dict(cfg.dream), "task": task, "split": to_dict(cfg.split), "judge": judge},
+        {
+            **to_dict(cfg.dream),
+            "task": task,
+            "split": to_dict(cfg.split),
+            "judge": judge,
+            "iterations": cfg.iterations,
+            "eval_every": cfg.iterations,
+            "init_states": cfg.init_states,
+            "eval_episodes": cfg.eval_episodes,
+            "eval_start": True,
+        },
     )
 
 
@@ -94,6 +114,7 @@ def run_judge_check(
     A finished (judge, task) run on disk is not run again; a killed one resumes (``dream`` checkpoints)."""
     if len(judges) < 1:
         raise ValueError("judge-check needs at least one judge: --judges A,B")
+    cfg.check_tasks()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
@@ -101,11 +122,15 @@ def run_judge_check(
     for name, path in judges.items():
         for task in cfg.tasks:
             d = out / name / task
-            if not (d / "policy.json").exists():
+            dcfg = check_dream_config(
+                cfg, task, {**judge_section, "backend": "generalist", "path": str(path)}
+            )
+            if (d / "policy.json").exists():
+                _same_run(d, dcfg)
+            else:
                 log(f"[judge-check] RL against judge {name} on {task}")
-                section = {**judge_section, "backend": "generalist", "path": str(path)}
                 dream(
-                    check_dream_config(cfg, task, section),
+                    dcfg,
                     policy,
                     d,
                     wm_path=wm,
@@ -117,6 +142,20 @@ def run_judge_check(
     atomic_write_json(out / "judge_check.json", report)
     atomic_write_text(out / "judge_check.md", format_judge_check(report))
     return report
+
+
+def _same_run(d: Path, dcfg: DreamConfig) -> None:
+    """A finished check run is reused only if it ran these settings (a changed check must not read old runs)."""
+    import yaml
+
+    saved = yaml.safe_load((d / "config.yaml").read_text()) or {}
+    saved.pop("config_type", None)
+    if saved != to_dict(dcfg):
+        changed = sorted(k for k in set(saved) | set(to_dict(dcfg)) if saved.get(k) != to_dict(dcfg).get(k))
+        raise ValueError(
+            f"{d} holds a finished check run with other settings ({', '.join(changed)}); use another --out or "
+            f"delete that folder"
+        )
 
 
 def score_judges(
