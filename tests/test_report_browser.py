@@ -65,7 +65,11 @@ def test_judge_candidates_add_a_check_and_the_run_goes_on_with_its_pick(
         # the tiny judges tie (the first would be kept): make the pick the second, so the wiring of a pick that is
         # not the run's own judge is what the later stages are checked against
         rep = real_check(cfg, judges, section, policy, wm, out, **kw)
-        rep.update(selected="judge_candidates/seed1", selected_path=str(judges["judge_candidates/seed1"]))
+        rep.update(
+            selected="judge_candidates/seed1",
+            selected_path=str(judges["judge_candidates/seed1"]),
+            selected_gains=True,
+        )
         atomic_write_json(out / "judge_check.json", rep)
         return rep
 
@@ -89,12 +93,57 @@ def test_judge_candidates_add_a_check_and_the_run_goes_on_with_its_pick(
     dream_cfg = (run / "dream/sweep-into/config.yaml").read_text()
     assert f"path: {run / 'judge_candidates/seed1'}\n" in dream_cfg
     assert f"reference: {run / 'data/target_demos'}\n" in dream_cfg
-    assert "RL used judge_candidates/seed1" in out
+    assert "picked judge_candidates/seed1" in out and "RL in imagination skipped" not in out
     assert "Judge check: which judge can RL follow?" in (run / "report.html").read_text()
     # unchanged config: nothing runs again, the pick included (read back from the check's record)
     monkeypatch.setattr(pipeline, "run_judge_check", real_check)
     assert main(["run", "--preset", "tiny", "--out", str(run), "--judge_candidates=2"]) == 0
     assert " running " not in capsys.readouterr().out
+
+
+def test_a_judge_check_that_no_judge_passes_keeps_the_sft_policy(tiny_run, tmp_path, capsys, monkeypatch):
+    import rawdream.pipeline as pipeline
+    from rawdream.io import atomic_write_json
+
+    real_check = pipeline.run_judge_check
+
+    def check_failing_all(cfg, judges, section, policy, wm, out, **kw):
+        rep = real_check(cfg, judges, section, policy, wm, out, **kw)
+        rep["selected_gains"] = False  # as if RL against every candidate had lowered real success
+        atomic_write_json(out / "judge_check.json", rep)
+        return rep
+
+    monkeypatch.setattr(pipeline, "run_judge_check", check_failing_all)
+    run = tmp_path / "tiny"
+    shutil.copytree(tiny_run, run)
+    shutil.rmtree(run / "dream")
+    capsys.readouterr()
+    assert main(["run", "--preset", "tiny", "--out", str(run), "--judge_candidates=2"]) == 0
+    out = capsys.readouterr().out
+    assert "RL in imagination skipped: RL against no judge candidate raised real success" in out
+    assert not (run / "dream").exists()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["rl_skipped"] and all(not p["after"] for p in summary["protocols"].values())
+    assert "sweep-into" in summary["protocols"]["new"]["before"]  # the SFT policy is still evaluated
+    html = (run / "report.html").read_text()
+    assert "RL in imagination skipped" in html and "not run" in html
+    # --judge_check.abstain=false runs RL with the least harmful judge, without redoing the check
+    assert (
+        main(
+            [
+                "run",
+                "--preset",
+                "tiny",
+                "--out",
+                str(run),
+                "--judge_candidates=2",
+                "--judge_check.abstain=false",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "judge_check              up to date" in out and "dream/sweep-into         running" in out
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")

@@ -330,6 +330,9 @@ class MainJob:
         # the judge RL and eval/judge read, and the stages its choice depends on (the check's pick, with K > 1)
         self.judge_dir = self.L / self.L.JUDGE
         self.judge_deps = [self.L.JUDGE]
+        self.rl_skipped: str | None = (
+            None  # why RL on the targets did not run (the judge check), if it did not
+        )
 
     def run(self) -> dict[str, Any]:
         cfg, L, split = self.cfg, self.L, self.split
@@ -363,6 +366,7 @@ class MainJob:
             "judge_check": read_json(L / L.JUDGE_CHECK / "judge_check.json")
             if cfg.judge_candidates > 1
             else None,
+            "rl_skipped": self.rl_skipped,
         }
         atomic_write_json(L.summary, summary)
         if cfg.report:
@@ -498,13 +502,20 @@ class MainJob:
 
         picked = self.r.stage(
             L.JUDGE_CHECK,
-            {"check": to_dict(check_cfg), "judge": section},
+            # abstain decides what follows the check, not the check: toggling it must not rerun the check
+            {"check": {k: v for k, v in to_dict(check_cfg).items() if k != "abstain"}, "judge": section},
             [*names, L.WM, L.POLICY_BASE, L.DEMOS],
             check_fn,
         )
         # the later stages depend on the pick alone: another check that picks the same judge reruns nothing
         self.judge_dir = L / picked["selected"]
         self.judge_deps = [picked["selected"]]
+        if cfg.judge_check.abstain and not picked["selected_gains"]:
+            self.rl_skipped = (
+                "RL against no judge candidate raised real success on the check tasks "
+                f"({', '.join(picked['tasks'])}): the SFT policy stands (--judge_check.abstain=false runs RL with "
+                f"the least harmful, {picked['selected']})"
+            )
 
     def _judge_section(self, jcfg) -> dict[str, Any]:
         """A judge section as the stages get it: a generalist is the one this run trained (with the target demo as
@@ -621,6 +632,9 @@ class MainJob:
             for p, c in eval_cfgs.items()
         }
         after: dict[str, dict] = {p: {} for p in eval_cfgs}
+        if self.rl_skipped:
+            self.log(f"[run] RL in imagination skipped: {self.rl_skipped}")
+            return eval_cfgs, before, after
         for task in cfg.dream_tasks or split.targets:
             dcfg = build(
                 DreamConfig,
@@ -747,8 +761,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
         lines.append(
             f"\njudge check (RL in imagination on {', '.join(check['tasks'])}, episodes gained - lost): {scores}; "
-            f"RL used {check['selected']} ({how})"
+            f"picked {check['selected']} ({how})"
         )
+    if summary.get("rl_skipped"):
+        lines.append(f"RL in imagination skipped: {summary['rl_skipped']}")
     lines.append("\ntime per stage:")
     for s in summary["stages"]:
         took = "skipped (up to date)" if s["skipped"] else f"{s['seconds'] / 60:.1f} min"

@@ -46,6 +46,9 @@ class JudgeCheckConfig:
     init_states: int = 32
     eval_episodes: int = 16
     dream: DreamConfig = field(default_factory=DreamConfig)
+    # rawdream run: when RL against no candidate raised real success on the check tasks, skip RL on the targets
+    # and keep the SFT policy (the summary says why) rather than train against a reward RL is known to exploit
+    abstain: bool = True
 
     def validate(self) -> None:
         if self.dream.env_mode != "wm":

@@ -195,11 +195,14 @@ def _judge_check_section(summary: dict[str, Any]) -> str:
         if check["selected_gains"]
         else "the least harmful: RL against no candidate raised real success there"
     )
+    skipped = summary.get("rl_skipped")
     return (
         "<h2>Judge check: which judge can RL follow?</h2><p>Judges of the same recipe, other training seeds; RL "
         "in the world model against each, from the base policy, on pretraining tasks the simulator scores (no "
-        "target data). Score: episodes gained minus lost, both protocols. The run's RL used "
-        f"<b>{html.escape(check['selected'])}</b> ({verdict}).</p>" + _table(header, rows)
+        "target data). Score: episodes gained minus lost, both protocols. The pick: "
+        f"<b>{html.escape(check['selected'])}</b> ({verdict}).</p>"
+        + _table(header, rows)
+        + ("<p><b>RL in imagination skipped:</b> " + html.escape(skipped) + "</p>" if skipped else "")
     )
 
 
