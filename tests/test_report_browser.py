@@ -115,18 +115,18 @@ def test_a_judge_check_that_no_judge_passes_keeps_the_sft_policy(tiny_run, tmp_p
 
     monkeypatch.setattr(pipeline, "run_judge_check", check_failing_all)
     run = tmp_path / "tiny"
-    shutil.copytree(tiny_run, run)
-    shutil.rmtree(run / "dream")
+    shutil.copytree(tiny_run, run)  # with the tiny run's own dream/ left on disk
     capsys.readouterr()
     assert main(["run", "--preset", "tiny", "--out", str(run), "--judge_candidates=2"]) == 0
     out = capsys.readouterr().out
     assert "RL in imagination skipped: RL against no judge candidate raised real success" in out
-    assert not (run / "dream").exists()
+    assert " dream/" not in out and "sweep-into" in out and "not run" in out  # the SFT rate that stands
     summary = json.loads((run / "summary.json").read_text())
     assert summary["rl_skipped"] and all(not p["after"] for p in summary["protocols"].values())
     assert "sweep-into" in summary["protocols"]["new"]["before"]  # the SFT policy is still evaluated
     html = (run / "report.html").read_text()
     assert "RL in imagination skipped" in html and "not run" in html
+    assert "<h2>RL in imagination</h2>" not in html  # the earlier run's dream/ is not this run's RL
     # --judge_check.abstain=false runs RL with the least harmful judge, without redoing the check
     assert (
         main(

@@ -727,8 +727,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{'paired difference [95% CI]':>28s} {'McNemar p':>9s}",
     ]
     for layouts, prot in summary["protocols"].items():
-        for task, after in prot["after"].items():
-            b = prot["before"].get(task, {})
+        # the tasks RL ran on; with RL skipped, every target's SFT rate (the policy that stands)
+        tasks = prot["after"] or (prot["before"] if summary.get("rl_skipped") else {})
+        for task in tasks:
+            after, b = prot["after"].get(task), prot["before"].get(task, {})
             d = prot.get("paired", {}).get(task)
             diff = (
                 f"{d['difference'] * 100:+5.1f} [{d['ci95'][0] * 100:+.1f},{d['ci95'][1] * 100:+.1f}]"
@@ -737,7 +739,8 @@ def format_summary(summary: dict[str, Any]) -> str:
             )
             p = f"{d['mcnemar_p']:.3f}" if d else ""
             lines.append(
-                f"{task:16s} {layouts:>9s} {_rate(b) if b else '':>22s} {_rate(after):>26s} {diff:>28s} {p:>9s}"
+                f"{task:16s} {layouts:>9s} {_rate(b) if b else '':>22s} "
+                f"{_rate(after) if after else 'not run':>26s} {diff:>28s} {p:>9s}"
             )
     lines.append(
         "layouts: practised = the initial states RL trained from; new = evaluation seeds disjoint from all "

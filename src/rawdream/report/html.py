@@ -274,14 +274,18 @@ def _transfer_cells(t: dict[str, Any] | None) -> list[str]:
     ]
 
 
-def _rl_section(run: Path) -> str:
+def _rl_section(run: Path, summary: dict[str, Any]) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # the RL this run did (its summary's evaluated tasks): a dream folder left by an earlier run is not shown
+    ran = {t for prot in summary.get("protocols", {}).values() for t in prot.get("after", {})}
     runs = sorted(
-        p for p in (RunLayout(run) / RunLayout.dream("")).glob("*") if (p / "metrics.jsonl").exists()
+        p
+        for p in (RunLayout(run) / RunLayout.dream("")).glob("*")
+        if (p / "metrics.jsonl").exists() and (not summary.get("protocols") or p.name in ran)
     )
     if not runs:
         return ""
@@ -379,7 +383,7 @@ def write_report(run: str | Path) -> Path:
             f"{base['mean_success_rate'] * 100:.1f}% [{lo * 100:.1f}, {hi * 100:.1f}], "
             f"{base['pooled']['episodes']} episodes.</p>"
         )
-    parts += [_wm_section(run), _judge_section(run), _judge_check_section(summary), _rl_section(run)]
+    parts += [_wm_section(run), _judge_section(run), _judge_check_section(summary), _rl_section(run, summary)]
     if summary.get("stages"):
         parts.append(
             "<h2>Stages</h2>"
