@@ -86,6 +86,7 @@ class LoopbackVLM:
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                self._active = True
                 with outer._lock:
                     outer.active += 1
                     outer.max_active = max(outer.max_active, outer.active)
@@ -145,11 +146,19 @@ class LoopbackVLM:
                         },
                     )
                 finally:
+                    self._done()
+
+            def _done(self):
+                # a request stops counting as active before its answer is written: once the client has the answer
+                # it may send its next request, which must not find this one still counted (a false overlap)
+                if getattr(self, "_active", False):
+                    self._active = False
                     with outer._lock:
                         outer.active -= 1
 
             def _send(self, code, obj):
                 data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
+                self._done()
                 try:
                     self.send_response(code)
                     self.send_header("Content-Type", "application/json")
