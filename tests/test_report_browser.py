@@ -128,20 +128,8 @@ def test_a_judge_check_that_no_judge_passes_keeps_the_sft_policy(tiny_run, tmp_p
     assert "RL in imagination skipped" in html and "not run" in html
     assert "<h2>RL in imagination</h2>" not in html  # the earlier run's dream/ is not this run's RL
     # --judge_check.abstain=false runs RL with the least harmful judge, without redoing the check
-    assert (
-        main(
-            [
-                "run",
-                "--preset",
-                "tiny",
-                "--out",
-                str(run),
-                "--judge_candidates=2",
-                "--judge_check.abstain=false",
-            ]
-        )
-        == 0
-    )
+    argv = ["run", "--preset", "tiny", "--out", str(run), "--judge_candidates=2"]
+    assert main([*argv, "--judge_check.abstain=false"]) == 0
     out = capsys.readouterr().out
     assert "judge_check              up to date" in out and "dream/sweep-into         running" in out
 

@@ -325,7 +325,7 @@ def _dream(args, cfg) -> int:
 
 
 def _paper_table(args, cfg) -> int:
-    from dataclasses import fields, replace
+    from dataclasses import replace
 
     from rawdream.experiment.paper_table import run_paper_table
     from rawdream.layout import RunLayout
@@ -339,17 +339,7 @@ def _paper_table(args, cfg) -> int:
         args.sft = args.sft or str(run / run.POLICY_SFT)
         args.wm = args.wm or str(run / run.WM)
         args.judge_path = args.judge_path or str(run / run.JUDGE)
-        judge = cfg.dream.judge
-        if "reference" in {f.name for f in fields(judge)} and not judge.reference:
-            judge = replace(judge, reference=str(run / run.TARGET_DEMOS))
-        if judge.backend == "generalist" and (run / "config.yaml").exists():
-            # the judge read as the run read it (its judge_readout: object gate, demo cut), unless a flag says
-            import yaml
-
-            from rawdream.pipeline import readout_settings
-
-            readout = (yaml.safe_load((run / "config.yaml").read_text()) or {}).get("judge_readout") or {}
-            judge = replace(judge, **readout_settings(judge, readout))
+        judge = _judge_as_the_run_reads_it(cfg.dream.judge, run, run.TARGET_DEMOS)
         cfg = replace(cfg, dream=replace(cfg.dream, judge=judge))
     if not args.sft:
         raise ValueError("paper-table needs the 1-shot SFT policy: --sft DIR, or --run RUN_DIR of a main job")
@@ -366,6 +356,28 @@ def _paper_table(args, cfg) -> int:
     print((Path(args.out) / "paper_table.md").read_text())
     print(f"results: {Path(args.out).resolve() / 'paper_table.json'}; {len(report['table'])} rows")
     return 0
+
+
+def _run_config(run) -> dict[str, Any]:
+    """A main job's saved config (config.yaml), or {} when it has none."""
+    import yaml
+
+    path = run / "config.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+
+def _judge_as_the_run_reads_it(judge, run, reference: str):
+    """A judge section as a main job reads its judge: the run's ``reference`` dataset unless one is given, and a
+    generalist through the run's judge_readout (object gate, demo cut) unless a flag set them."""
+    from dataclasses import fields, replace
+
+    from rawdream.pipeline import readout_settings
+
+    if "reference" in {f.name for f in fields(judge)} and not judge.reference:
+        judge = replace(judge, reference=str(run / reference))
+    if judge.backend == "generalist":
+        judge = replace(judge, **readout_settings(judge, _run_config(run).get("judge_readout") or {}))
+    return judge
 
 
 def _judge_check(args, cfg) -> int:
@@ -388,20 +400,13 @@ def _judge_check(args, cfg) -> int:
         done = [p for p in (run / run.JUDGE_CANDIDATES).glob("seed*") if (p / "judge.json").exists()]
         candidates = [str(p) for p in sorted(done, key=lambda p: int(p.name.removeprefix("seed")))]
         judges = judges or [str(run / run.JUDGE), *candidates]
-        judge = cfg.dream.judge
-        if not judge.reference:
-            judge = replace(judge, reference=str(run / run.DEMOS))
-        if (run / "config.yaml").exists():
-            import yaml
-
+        judge = _judge_as_the_run_reads_it(cfg.dream.judge, run, run.DEMOS)
+        saved = _run_config(run)
+        if saved.get("split"):  # the run's split: its targets are never check tasks
             from rawdream.config import build
-            from rawdream.pipeline import readout_settings
             from rawdream.splits import SplitConfig
 
-            saved = yaml.safe_load((run / "config.yaml").read_text()) or {}
-            judge = replace(judge, **readout_settings(judge, saved.get("judge_readout") or {}))
-            if saved.get("split"):  # the run's split: its targets are never check tasks
-                cfg = replace(cfg, split=build(SplitConfig, saved["split"]))
+            cfg = replace(cfg, split=build(SplitConfig, saved["split"]))
         cfg = replace(cfg, dream=replace(cfg.dream, judge=judge))
     missing = [f for f, v in (("--policy", args.policy), ("--wm", args.wm), ("--judges", judges)) if not v]
     if missing:

@@ -251,6 +251,11 @@ class Runner:
         return summary
 
 
+def check_config(cfg: RunConfig) -> JudgeCheckConfig:
+    """The run's judge check: its judge_check section's size and tasks, the run's own --dream recipe."""
+    return build(JudgeCheckConfig, {**to_dict(cfg.judge_check), "dream": to_dict(cfg.dream)})
+
+
 def preflight(cfg: RunConfig, split, log=print) -> None:
     """What the stages will need, checked before any of them starts: RL tasks that are targets of the split,
     demonstrations of exactly the split's targets, and any judge outside this process answering a real request."""
@@ -289,8 +294,7 @@ def preflight(cfg: RunConfig, split, log=print) -> None:
                 f"--judge_candidates={cfg.judge_candidates} picks among the generalist judges this run trains, but "
                 f"RL is rewarded by --dream.judge.backend={cfg.dream.judge.backend}; set --judge_candidates=1"
             )
-        check = build(JudgeCheckConfig, {**to_dict(cfg.judge_check), "dream": to_dict(cfg.dream)})
-        check.check_tasks("--judge_check.tasks")
+        check_config(cfg).check_tasks("--judge_check.tasks")
         demo_tasks = set(cfg.demos.resolved_tasks())
         unseen = [t for t in cfg.judge_check.tasks if canonical_task(t) not in demo_tasks]
         if unseen and cfg.judge.model.reference:
@@ -475,7 +479,7 @@ class MainJob:
             names.append(name)
         # RL as the targets' RL runs (the run's dream recipe) and reads its judge (its read-out), with a
         # pretraining demonstration of the check task as reference
-        check_cfg = build(JudgeCheckConfig, {**to_dict(cfg.judge_check), "dream": to_dict(cfg.dream)})
+        check_cfg = check_config(cfg)
         section = to_dict(cfg.dream.judge)
         section.update(readout_settings(cfg.dream.judge, to_dict(cfg.judge_readout)))
         if cfg.judge.model.reference:

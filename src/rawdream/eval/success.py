@@ -90,6 +90,12 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def mcnemar_p(gained: int, lost: int) -> float:
+    """Exact two-sided McNemar test on the discordant pairs (gained: failed before, solved after; lost: the reverse)."""
+    n, k = gained + lost, min(gained, lost)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+
+
 def paired_difference(before: list[dict], after: list[dict], resamples: int = 10_000) -> dict[str, Any]:
     """Success of ``after`` minus ``before`` on the same evaluation episodes (same seeds): the paired view is far
     tighter than two independent intervals. 95% interval by a seeded bootstrap over episodes; the exact McNemar
@@ -103,8 +109,7 @@ def paired_difference(before: list[dict], after: list[dict], resamples: int = 10
     rng = np.random.default_rng(seeds.BOOTSTRAP)
     means = x[rng.integers(0, len(x), size=(resamples, len(x)))].mean(1)
     gained, lost = int((x > 0).sum()), int((x < 0).sum())
-    k, n = min(gained, lost), gained + lost
-    p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
+    p = mcnemar_p(gained, lost)
     return {
         "difference": float(x.mean()),
         "ci95": [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))],

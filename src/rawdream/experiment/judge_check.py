@@ -20,12 +20,12 @@ still may not.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from rawdream.config import build, save_config, to_dict
+from rawdream.eval.success import mcnemar_p
 from rawdream.io import atomic_write_json, atomic_write_text, read_json
 from rawdream.rl.dream import DreamConfig, dream
 from rawdream.splits import SplitConfig, resolve_split
@@ -178,7 +178,7 @@ def score_judges(
             if cells:
                 gained = sum(c["gained"] for c in cells)
                 lost = sum(c["lost"] for c in cells)
-                net[p] = {"gained": gained, "lost": lost, "mcnemar_p": _mcnemar(gained, lost)}
+                net[p] = {"gained": gained, "lost": lost, "mcnemar_p": mcnemar_p(gained, lost)}
         rows.append(
             {
                 "judge": name,
@@ -198,11 +198,6 @@ def score_judges(
         # the pick may only be the least harmful: the summary says so rather than call it a gain
         "selected_gains": best["score"] > 0,
     }
-
-
-def _mcnemar(gained: int, lost: int) -> float:
-    n, k = gained + lost, min(gained, lost)
-    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
 
 
 def format_judge_check(report: dict[str, Any]) -> str:
