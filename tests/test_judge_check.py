@@ -96,3 +96,98 @@ def test_judge_check_refuses_a_target_task_and_a_missing_reference(
     assert main(base) == 2
     assert "--reference DEMOS" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()  # refused before anything was written
+
+
+def test_the_per_target_check_runs_on_each_targets_scene_family_and_keeps_rl_where_it_did_no_harm():
+    from rawdream.experiment.judge_check import family_tasks, score_targets
+    from rawdream.splits import SplitConfig, resolve_split
+
+    # the catalogue's scene families, their pretraining members only (a target never checks on a target)
+    fam = family_tasks(resolve_split(SplitConfig()))
+    assert fam["drawer-open"] == ["drawer-close"] and fam["lever-pull"] == ["dial-turn"]
+    assert fam["door-close"] == ["door-open", "door-lock", "door-unlock"]
+    assert fam["sweep-into"] == ["hand-insert", "pick-out-of-hole", "sweep"]
+    assert family_tasks(resolve_split(SplitConfig()), ["shelf-place"]) == {
+        "shelf-place": ["bin-picking", "box-close"]
+    }
+    runs = {
+        "drawer-close": {
+            "practised": _cell(1.0, 1.0, 0, 0),
+            "new": _cell(1.0, 1.0, 0, 0),
+        },  # saturated: no harm
+        "door-open": {"practised": _cell(1.0, 0.9, 0, 2), "new": _cell(1.0, 1.0, 0, 0)},
+        "door-lock": {"practised": _cell(0.3, 0.4, 2, 1), "new": _cell(0.3, 0.3, 0, 0)},
+    }
+    rep = score_targets(
+        runs, {"drawer-open": ["drawer-close"], "door-close": ["door-open", "door-lock"], "x": []}
+    )
+    assert rep["drawer-open"]["rl"] and rep["drawer-open"]["score"] == 0
+    # summed over the family's tasks and both protocols: +2 / -3 lowered real success, so no RL on the target
+    assert (rep["door-close"]["gained"], rep["door-close"]["lost"], rep["door-close"]["rl"]) == (2, 3, False)
+    assert "lowered real success" in rep["door-close"]["why"]
+    assert not rep["x"]["rl"] and "no pretraining task shares its scene" in rep["x"]["why"]
+    check = score_judges({"j": {}}, {"j": "J"}, [])  # no check tasks: the one judge, nothing to pick by
+    assert check["selected"] == "j" and check["selected_gains"] is None
+    md = format_judge_check({**check, "targets": rep})
+    assert "no check tasks: judge j" in md
+    assert "| door-close | door-open 100.0 -> 90.0% (+0 / -2) / 100.0 -> 100.0% (+0 / -0); door-lock" in md
+    assert md.count("skipped") == 2 and md.count("goes ahead") == 1
+
+
+def test_judge_check_per_target_runs_the_family_of_each_target(
+    tiny_policy, tiny_wm, tiny_judge, pretrain_demos, tmp_path, capsys
+):
+    out = tmp_path / "check"
+    args = ["experiment", "judge-check", "--judges", str(tiny_judge), "--policy", str(tiny_policy)]
+    args += ["--wm", str(tiny_wm), "--reference", str(pretrain_demos), "--out", str(out), "--preset", "tiny"]
+    args += ["--split.targets=drawer-open", "--tasks=[]", "--per_target=true"]
+    assert main(args) == 0
+    rep = json.loads((out / "judge_check.json").read_text())
+    target = rep["targets"]["drawer-open"]
+    assert target["tasks"] == ["drawer-close"] and set(target["runs"]["drawer-close"]) == {"practised", "new"}
+    cell = target["runs"]["drawer-close"]
+    assert target["gained"] == cell["practised"]["gained"] + cell["new"]["gained"]
+    assert target["rl"] == (target["gained"] >= target["lost"])
+    assert (out / "judge" / "drawer-close" / "policy.json").exists() and not (
+        out / "judge" / "reach"
+    ).exists()
+    assert "per target, RL against judge on the target's scene family" in capsys.readouterr().out
+    # several judges need check tasks to pick one by
+    other = tmp_path / "other" / "judge"
+    shutil.copytree(tiny_judge, other)
+    assert main([*args, "--judges", f"{tiny_judge},{other}"]) == 2
+    assert "needs check tasks to pick one by" in capsys.readouterr().err
+
+
+def test_the_runs_pooled_result_counts_a_skipped_target_as_unchanged(tmp_path):
+    from rawdream.layout import RunLayout
+    from rawdream.pipeline import format_summary, pooled_results
+
+    def write(rel, tasks):  # task -> successes per episode, as eval-policy writes them
+        d = tmp_path / rel
+        d.mkdir(parents=True, exist_ok=True)
+        res = {
+            t: {"episode_results": [{"episode": i, "success": bool(x)} for i, x in enumerate(v)]}
+            for t, v in tasks.items()
+        }
+        (d / "eval.json").write_text(json.dumps({"tasks": res}))
+
+    run = RunLayout(tmp_path)
+    sft = {"a": [0, 0, 0, 1], "b": [1, 1, 0, 0]}
+    write(run.eval_sft("new"), sft)
+    write(
+        run.eval_dream("a", "new"), {"a": [1, 1, 1, 1]}
+    )  # RL ran on a: +3 / -0; b skipped: its SFT episodes
+    pooled = pooled_results(run, ["a", "b"], ["a"], "new")
+    assert (pooled["gained"], pooled["lost"], pooled["episodes"]) == (3, 0, 8)
+    assert pooled["difference"] == 3 / 8 and pooled["tasks"] == ["a", "b"]
+    assert pooled_results(run, ["a"], ["a"], "new") is None  # one task: its own row says it
+    before = {t: {"success_rate": 0.25, "ci95": [0, 1], "episodes": 4} for t in sft}
+    summary = {
+        "protocols": {"new": {"before": before, "after": {"a": before["a"]}, "paired": {}, "pooled": pooled}},
+        "rl_skipped_targets": {"b": "why"},
+        "stages": [],
+        "guarantee": {},
+    }
+    text = format_summary(summary)
+    assert "skipped (check): SFT" in text and "all targets" in text and "+3 / -0 episodes" in text

@@ -120,7 +120,7 @@ def test_a_judge_check_that_no_judge_passes_keeps_the_sft_policy(tiny_run, tmp_p
     assert main(["run", "--preset", "tiny", "--out", str(run), "--judge_candidates=2"]) == 0
     out = capsys.readouterr().out
     assert "RL in imagination skipped: RL against no judge candidate raised real success" in out
-    assert " dream/" not in out and "sweep-into" in out and "not run" in out  # the SFT rate that stands
+    assert " dream/" not in out and "skipped (check): SFT" in out  # the SFT rate that stands
     summary = json.loads((run / "summary.json").read_text())
     assert summary["rl_skipped"] and all(not p["after"] for p in summary["protocols"].values())
     assert "sweep-into" in summary["protocols"]["new"]["before"]  # the SFT policy is still evaluated
@@ -129,6 +129,63 @@ def test_a_judge_check_that_no_judge_passes_keeps_the_sft_policy(tiny_run, tmp_p
     assert "<h2>RL in imagination</h2>" not in html  # the earlier run's dream/ is not this run's RL
     # --judge_check.abstain=false runs RL with the least harmful judge, without redoing the check
     argv = ["run", "--preset", "tiny", "--out", str(run), "--judge_candidates=2"]
+    assert main([*argv, "--judge_check.abstain=false"]) == 0
+    out = capsys.readouterr().out
+    assert "judge_check              up to date" in out and "dream/sweep-into         running" in out
+
+
+def test_the_per_target_check_skips_rl_on_a_target_whose_scene_family_lost(
+    tiny_run, tmp_path, capsys, monkeypatch
+):
+    import rawdream.experiment.judge_check as judge_check
+    import rawdream.pipeline as pipeline
+
+    run = tmp_path / "tiny"
+    shutil.copytree(tiny_run, run)
+    capsys.readouterr()
+    argv = [
+        "run",
+        "--preset",
+        "tiny",
+        "--out",
+        str(run),
+        "--judge_check.per_target=true",
+        "--judge_check.tasks=[]",
+    ]
+    # sweep-into's scene family (hand-insert, pick-out-of-hole, sweep) has no demonstration in the tiny run's demos
+    # to show the judge as reference: refused before any stage runs
+    assert main(argv) == 2
+    assert "judge check tasks hand-insert, pick-out-of-hole, sweep" in capsys.readouterr().err
+
+    def family(split, targets=None):  # the tiny run's demos cover reach: let it stand in for the family
+        return {t: ["reach"] for t in targets or split.targets}
+
+    real_score = judge_check.score_targets
+
+    def lost_on_the_family(runs, families):  # as if RL against the judge had lowered real success on reach
+        rep = real_score(runs, families)
+        for v in rep.values():
+            v.update(
+                lost=v["gained"] + 1, rl=False, why="RL against the judge on reach: lowered real success"
+            )
+        return rep
+
+    monkeypatch.setattr(judge_check, "family_tasks", family)
+    monkeypatch.setattr(pipeline, "family_tasks", family)
+    monkeypatch.setattr(judge_check, "score_targets", lost_on_the_family)
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "judge_check              running" in out and " dream/" not in out
+    assert "RL in imagination on sweep-into skipped, the SFT policy stands" in out
+    assert "skipped (check): SFT" in out
+    # the check ran RL from the base policy against the run's own judge on the family's task, and nothing else
+    assert (run / "judge_check/judge/reach/policy.json").exists()
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["rl_skipped_targets"]) == {"sweep-into"} and not summary["rl_skipped"]
+    assert all(not p["after"] and p["pooled"] is None for p in summary["protocols"].values())
+    html = (run / "report.html").read_text()
+    assert "RL skipped (judge check): SFT" in html and "RL on its scene family" in html
+    # --judge_check.abstain=false: RL on the target after all, the check not redone
     assert main([*argv, "--judge_check.abstain=false"]) == 0
     out = capsys.readouterr().out
     assert "judge_check              up to date" in out and "dream/sweep-into         running" in out

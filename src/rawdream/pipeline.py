@@ -2,7 +2,8 @@
 
 collect (target demo, play, demos, labeled) -> base policy -> 1-shot SFT -> the base policy's rollouts -> pretrain
 WM (and train it on: wm_finetune) -> the base policy's closed-loop imagination -> judge and its task-blind control
-(with --judge_candidates=K: K-1 more judge seeds and the RL check on pretraining tasks that picks one) -> evaluate
+(with --judge_candidates=K: K-1 more judge seeds and the RL check on pretraining tasks that picks one; with
+--judge_check.per_target=true the picked judge is also checked on each target's scene family) -> evaluate
 WM, judges, base and SFT -> dream (RL in imagination) per target -> evaluate -> report.
 
 Each stage writes its outputs into its own folder of the run directory, and ``.stages/<stage>.json`` records the
@@ -39,7 +40,7 @@ from rawdream.envs.tasks import catalogue
 from rawdream.eval.judge_accuracy import EvalJudgeConfig, evaluate_judges
 from rawdream.eval.success import EvalPolicyConfig, evaluate_policy
 from rawdream.eval.wm_fidelity import EvalWMConfig, evaluate_world_model
-from rawdream.experiment.judge_check import JudgeCheckConfig, run_judge_check
+from rawdream.experiment.judge_check import JudgeCheckConfig, family_tasks, run_judge_check
 from rawdream.io import atomic_write_json, read_json, redact_url
 from rawdream.layout import RunLayout
 from rawdream.policy.train import TrainPolicyConfig, load_policy, train_policy
@@ -251,9 +252,17 @@ class Runner:
         return summary
 
 
+def checks_judges(cfg: RunConfig) -> bool:
+    """Whether the run has a judge_check stage: candidates to pick among, or the per-target check."""
+    return cfg.judge_candidates > 1 or cfg.judge_check.per_target
+
+
 def check_config(cfg: RunConfig) -> JudgeCheckConfig:
     """The run's judge check: its judge_check section's size and tasks, the run's own --dream recipe."""
-    return build(JudgeCheckConfig, {**to_dict(cfg.judge_check), "dream": to_dict(cfg.dream)})
+    return build(
+        JudgeCheckConfig,
+        {**to_dict(cfg.judge_check), "split": to_dict(cfg.split), "dream": to_dict(cfg.dream)},
+    )
 
 
 def preflight(cfg: RunConfig, split, log=print) -> None:
@@ -288,19 +297,27 @@ def preflight(cfg: RunConfig, split, log=print) -> None:
             "--judge_readout.calibration=demo places the threshold with the target's demonstration as reference, "
             "which --judge.model.reference=false does not see; set one of them back"
         )
-    if cfg.judge_candidates > 1:
+    if checks_judges(cfg):
+        flag = (
+            f"--judge_candidates={cfg.judge_candidates}"
+            if cfg.judge_candidates > 1
+            else "--judge_check.per_target=true"
+        )
         if cfg.dream.judge.backend != "generalist":
             raise ValueError(
-                f"--judge_candidates={cfg.judge_candidates} picks among the generalist judges this run trains, but "
-                f"RL is rewarded by --dream.judge.backend={cfg.dream.judge.backend}; set --judge_candidates=1"
+                f"{flag} checks the generalist judges this run trains, but RL is rewarded by "
+                f"--dream.judge.backend={cfg.dream.judge.backend}; drop {flag}"
             )
         check_config(cfg).check_tasks("--judge_check.tasks")
         demo_tasks = set(cfg.demos.resolved_tasks())
-        unseen = [t for t in cfg.judge_check.tasks if canonical_task(t) not in demo_tasks]
+        family = family_tasks(split, cfg.dream_tasks or None) if cfg.judge_check.per_target else {}
+        needed = dict.fromkeys([*cfg.judge_check.tasks, *(t for fam in family.values() for t in fam)])
+        unseen = [t for t in needed if canonical_task(t) not in demo_tasks]
         if unseen and cfg.judge.model.reference:
             raise ValueError(
-                f"--judge_check.tasks {', '.join(unseen)}: no pretraining demonstration to show the judge as "
-                f"reference (--demos.tasks); check on tasks the demos cover"
+                f"judge check tasks {', '.join(unseen)} (--judge_check.tasks, or the targets' scene families with "
+                f"--judge_check.per_target): no pretraining demonstration to show the judge as reference "
+                f"(--demos.tasks); check on tasks the demos cover"
             )
     for name, jcfg in (("dream", cfg.dream.judge), ("eval_judge", cfg.eval_judge.judge)):
         if jcfg.backend == "openai":
@@ -337,6 +354,7 @@ class MainJob:
         self.rl_skipped: str | None = (
             None  # why RL on the targets did not run (the judge check), if it did not
         )
+        self.skipped_targets: dict[str, str] = {}  # target -> why RL on it did not run (the per-target check)
 
     def run(self) -> dict[str, Any]:
         cfg, L, split = self.cfg, self.L, self.split
@@ -359,6 +377,9 @@ class MainJob:
                     "before": before[p],
                     "after": after[p],
                     "paired": paired_results(L, list(after[p]), p),
+                    # the run's outcome over every target it decided on: RL's policy where RL ran, the SFT policy
+                    # where the check skipped RL (unchanged episodes), one paired test
+                    "pooled": pooled_results(L, [*after[p], *self.skipped_targets], list(after[p]), p),
                     "episodes": eval_cfgs[p].episodes,
                 }
                 for p in eval_cfgs
@@ -367,10 +388,9 @@ class MainJob:
             "stages": [s.__dict__ for s in self.r.results],
             "guarantee": task_agnostic_table(L),
             "play_protocol": play_protocol(L),
-            "judge_check": read_json(L / L.JUDGE_CHECK / "judge_check.json")
-            if cfg.judge_candidates > 1
-            else None,
+            "judge_check": read_json(L / L.JUDGE_CHECK / "judge_check.json") if checks_judges(cfg) else None,
             "rl_skipped": self.rl_skipped,
+            "rl_skipped_targets": self.skipped_targets,
         }
         atomic_write_json(L.summary, summary)
         if cfg.report:
@@ -464,7 +484,7 @@ class MainJob:
         # clearly worse
         blind_cfg = build(TrainJudgeConfig, merge_dicts(to_dict(cfg.judge), {"model": {"blind": True}}))
         self.r.stage(L.JUDGE_BLIND, blind_cfg, judge_deps, lambda d: self._judge(blind_cfg, d))
-        if cfg.judge_candidates > 1:
+        if checks_judges(cfg):
             self.check_judges(judge_deps)
 
     def check_judges(self, judge_deps: list[str]) -> None:
@@ -495,6 +515,7 @@ class MainJob:
                 d,
                 progress=self.progress,
                 log=self.log,
+                targets=cfg.dream_tasks or None,
             )
             self.log("[run] judge check:\n" + (d / "judge_check.md").read_text())
             return {
@@ -502,19 +523,27 @@ class MainJob:
                 "selected_gains": rep["selected_gains"],
                 "scores": {r["judge"]: r["score"] for r in rep["rows"]},
                 "tasks": rep["tasks"],
+                "targets": {t: {"rl": v["rl"], "why": v["why"]} for t, v in rep.get("targets", {}).items()},
             }
 
         picked = self.r.stage(
             L.JUDGE_CHECK,
             # abstain decides what follows the check, not the check: toggling it must not rerun the check
-            {"check": {k: v for k, v in to_dict(check_cfg).items() if k != "abstain"}, "judge": section},
+            {
+                "check": {k: v for k, v in to_dict(check_cfg).items() if k != "abstain"},
+                "judge": section,
+                # the targets whose scene families the per-target check runs on
+                **({"targets": cfg.dream_tasks or list(self.split.targets)} if check_cfg.per_target else {}),
+            },
             [*names, L.WM, L.POLICY_BASE, L.DEMOS],
             check_fn,
         )
         # the later stages depend on the pick alone: another check that picks the same judge reruns nothing
         self.judge_dir = L / picked["selected"]
         self.judge_deps = [picked["selected"]]
-        if cfg.judge_check.abstain and not picked["selected_gains"]:
+        if cfg.judge_check.abstain:
+            self.skipped_targets = {t: v["why"] for t, v in picked.get("targets", {}).items() if not v["rl"]}
+        if cfg.judge_check.abstain and picked["tasks"] and not picked["selected_gains"]:
             self.rl_skipped = (
                 "RL against no judge candidate raised real success on the check tasks "
                 f"({', '.join(picked['tasks'])}): the SFT policy stands (--judge_check.abstain=false runs RL with "
@@ -640,6 +669,11 @@ class MainJob:
             self.log(f"[run] RL in imagination skipped: {self.rl_skipped}")
             return eval_cfgs, before, after
         for task in cfg.dream_tasks or split.targets:
+            if task in self.skipped_targets:
+                self.log(
+                    f"[run] RL in imagination on {task} skipped, the SFT policy stands: {self.skipped_targets[task]}"
+                )
+                continue
             dcfg = build(
                 DreamConfig,
                 {
@@ -690,6 +724,28 @@ def paired_results(run: RunLayout, tasks: list[str], protocol: str = "new") -> d
     return res
 
 
+def pooled_results(
+    run: RunLayout, tasks: list[str], rl_tasks: list[str], protocol: str
+) -> dict[str, Any] | None:
+    """After minus 1-shot SFT pooled over ``tasks`` (episodes keyed by task), the policy after RL for
+    ``rl_tasks`` and the SFT policy for the rest (RL skipped there); None with fewer than two tasks."""
+    from rawdream.eval.success import paired_difference
+
+    if len(tasks) < 2:
+        return None
+    sft = read_json(run / f"{run.eval_sft(protocol)}/eval.json")["tasks"]
+    before, after = [], []
+    for task in tasks:
+        mine = sft[task]["episode_results"]
+        if task in rl_tasks:
+            mine = read_json(run / f"{run.eval_dream(task, protocol)}/eval.json")["tasks"][task][
+                "episode_results"
+            ]
+        before += [{**e, "episode": (task, e["episode"])} for e in sft[task]["episode_results"]]
+        after += [{**e, "episode": (task, e["episode"])} for e in mine]
+    return {"tasks": list(tasks), **paired_difference(before, after)}
+
+
 def task_agnostic_table(run: RunLayout) -> dict[str, Any]:
     """Which tasks each component was trained on, read back from the artefacts themselves."""
     rows = {}
@@ -724,6 +780,10 @@ def _rate(m: dict[str, Any]) -> str:
     return f"{m['success_rate'] * 100:5.1f}% [{m['ci95'][0] * 100:4.1f},{m['ci95'][1] * 100:5.1f}]"
 
 
+def _diff(d: dict[str, Any]) -> str:
+    return f"{d['difference'] * 100:+5.1f} [{d['ci95'][0] * 100:+.1f},{d['ci95'][1] * 100:+.1f}]"
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     lines = [
         "",
@@ -731,20 +791,27 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{'paired difference [95% CI]':>28s} {'McNemar p':>9s}",
     ]
     for layouts, prot in summary["protocols"].items():
-        # the tasks RL ran on; with RL skipped, every target's SFT rate (the policy that stands)
-        tasks = prot["after"] or (prot["before"] if summary.get("rl_skipped") else {})
+        # the tasks RL ran on, and the targets where it was skipped (the SFT policy stands there)
+        skipped = summary.get("rl_skipped_targets") or {}
+        if summary.get("rl_skipped"):
+            skipped = dict.fromkeys(prot["before"], "judge check")
+        tasks = [t for t in prot["before"] if t in prot["after"] or t in skipped]
         for task in tasks:
             after, b = prot["after"].get(task), prot["before"].get(task, {})
             d = prot.get("paired", {}).get(task)
-            diff = (
-                f"{d['difference'] * 100:+5.1f} [{d['ci95'][0] * 100:+.1f},{d['ci95'][1] * 100:+.1f}]"
-                if d
-                else ""
-            )
+            diff = _diff(d) if d else ""
             p = f"{d['mcnemar_p']:.3f}" if d else ""
             lines.append(
                 f"{task:16s} {layouts:>9s} {_rate(b) if b else '':>22s} "
-                f"{_rate(after) if after else 'not run':>26s} {diff:>28s} {p:>9s}"
+                f"{_rate(after) if after else ('skipped (check): SFT' if task in skipped else 'not run'):>26s} "
+                f"{diff:>28s} {p:>9s}"
+            )
+        pooled = prot.get("pooled")
+        if pooled:
+            moved = f"+{pooled['gained']} / -{pooled['lost']} episodes"
+            lines.append(
+                f"{'all targets':16s} {layouts:>9s} {'':>22s} {moved:>26s} {_diff(pooled):>28s} "
+                f"{pooled['mcnemar_p']:>9.3f}"
             )
     lines.append(
         "layouts: practised = the initial states RL trained from; new = evaluation seeds disjoint from all "
@@ -759,7 +826,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"({base['pooled']['episodes']} episodes)"
         )
     check = summary.get("judge_check")
-    if check:
+    if check and check["tasks"]:
         scores = ", ".join(f"{r['judge']} {r['score']:+d}" for r in check["rows"])
         how = (
             "raised real success there"
@@ -772,6 +839,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
     if summary.get("rl_skipped"):
         lines.append(f"RL in imagination skipped: {summary['rl_skipped']}")
+    for task, t in ((check or {}).get("targets") or {}).items():
+        skipped = task in (summary.get("rl_skipped_targets") or {})
+        went = "RL skipped, the SFT policy stands" if skipped else "RL went ahead"
+        lines.append(f"per-target check, {task}: {t['why']}; {went}")
     lines.append("\ntime per stage:")
     for s in summary["stages"]:
         took = "skipped (up to date)" if s["skipped"] else f"{s['seconds'] / 60:.1f} min"

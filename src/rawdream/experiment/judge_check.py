@@ -16,6 +16,14 @@ own); the pick is the highest score, ties going to the earlier candidate (the ru
 The check tasks are pretraining tasks, and so part of every candidate's training data: the check says which judge
 RL can follow on tasks it knows - a judge that collapses there will not hold on a new task; one that holds there
 still may not.
+
+Per target (``--per_target=true``): what RL exploits is the target's own (the judge that passed the check above
+lost sweep-into, lever-pull and door-close, results/judge_check/), so the picked judge is also checked on each
+target's scene family - the pretraining tasks that share the target's scene and objects (the catalogue's
+``scene_families``: drawer-close for drawer-open, door-open/lock/unlock for door-close, ...) - and RL on a target
+goes ahead only where RL against the judge did not lower real success on them (gained - lost >= 0, summed over
+the family's tasks and both protocols). A target with no pretraining sibling has nothing to be checked on, and
+RL there does not go ahead.
 """
 
 from __future__ import annotations
@@ -49,6 +57,9 @@ class JudgeCheckConfig:
     # rawdream run: when RL against no candidate raised real success on the check tasks, skip RL on the targets
     # and keep the SFT policy (the summary says why) rather than train against a reward RL is known to exploit
     abstain: bool = True
+    # also check the picked judge on each target's scene family and keep RL to the targets where it did no harm
+    # there (module docstring); with it, ``tasks`` may be empty (no pick among candidates: the first judge)
+    per_target: bool = False
 
     def validate(self) -> None:
         if self.dream.env_mode != "wm":
@@ -73,7 +84,7 @@ class JudgeCheckConfig:
 
         split = resolve_split(self.split)
         example = f"{flag}=[{','.join(split.pretrain[:2])}]"
-        if not self.tasks:
+        if not self.tasks and not self.per_target:
             raise ValueError(f"judge-check needs at least one check task, a pretraining task: e.g. {example}")
         wrong = [t for t in self.tasks if canonical_task(t) not in split.pretrain]
         if wrong:
@@ -81,6 +92,13 @@ class JudgeCheckConfig:
                 f"judge-check tasks {', '.join(wrong)}: not pretraining tasks of split {split.name} (a target task is "
                 f"never scored for a choice made before it is named); name pretraining tasks, e.g. {example}"
             )
+
+
+def family_tasks(split, targets: list[str] | None = None) -> dict[str, list[str]]:
+    """Target -> the pretraining tasks of its scene family (the per-target check's tasks; may be empty)."""
+    from rawdream.reward.siblings import siblings
+
+    return {t: siblings(t, split) for t in (targets or split.targets)}
 
 
 def check_dream_config(cfg: JudgeCheckConfig, task: str, judge: dict[str, Any]) -> DreamConfig:
@@ -111,37 +129,52 @@ def run_judge_check(
     out: str | Path,
     progress: bool = True,
     log=print,
+    targets: list[str] | None = None,
 ) -> dict[str, Any]:
     """RL against each judge of ``judges`` (name -> folder) on each check task from ``policy`` in ``wm``;
     ``judge_section`` is how every judge is read (backend generalist, reference demos, gate, calibration).
+    With ``cfg.per_target``, the picked judge on the scene family of each of ``targets`` (default: the split's).
     A finished (judge, task) run on disk is not run again; a killed one resumes (``dream`` checkpoints)."""
     if len(judges) < 1:
         raise ValueError("judge-check needs at least one judge: --judges A,B")
+    if not cfg.tasks and len(judges) > 1:
+        raise ValueError(
+            f"judge-check of {len(judges)} judges needs check tasks to pick one by: --tasks=[coffee-pull,door-open]"
+        )
     cfg.check_tasks()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
     runs: dict[str, dict[str, Any]] = {}
+
+    def check(name: str, path: str | Path, task: str) -> None:
+        """RL against judge ``name`` on ``task``, or the finished run of it on disk (``out/name/task``)."""
+        d = out / name / task
+        dcfg = check_dream_config(cfg, task, {**judge_section, "backend": "generalist", "path": str(path)})
+        if (d / "policy.json").exists():
+            _same_run(d, dcfg)
+        else:
+            log(f"[judge-check] RL against judge {name} on {task}")
+            dream(
+                dcfg,
+                policy,
+                d,
+                wm_path=wm,
+                progress=progress,
+                log_fn=log,
+            )
+        runs.setdefault(name, {})[task] = read_json(d / "policy.json")["paired"]
+
     for name, path in judges.items():
         for task in cfg.tasks:
-            d = out / name / task
-            dcfg = check_dream_config(
-                cfg, task, {**judge_section, "backend": "generalist", "path": str(path)}
-            )
-            if (d / "policy.json").exists():
-                _same_run(d, dcfg)
-            else:
-                log(f"[judge-check] RL against judge {name} on {task}")
-                dream(
-                    dcfg,
-                    policy,
-                    d,
-                    wm_path=wm,
-                    progress=progress,
-                    log_fn=log,
-                )
-            runs.setdefault(name, {})[task] = read_json(d / "policy.json")["paired"]
+            check(name, path, task)
     report = score_judges(runs, {n: str(p) for n, p in judges.items()}, cfg.tasks)
+    if cfg.per_target:
+        picked, path = report["selected"], judges[report["selected"]]
+        families = family_tasks(resolve_split(cfg.split), targets)
+        for task in dict.fromkeys(t for fam in families.values() for t in fam):  # a shared task runs once
+            check(picked, path, task)
+        report["targets"] = score_targets(runs[picked], families)
     atomic_write_json(out / "judge_check.json", report)
     atomic_write_text(out / "judge_check.md", format_judge_check(report))
     return report
@@ -168,7 +201,7 @@ def score_judges(
     lost episodes, summed over tasks and protocols; the pick is the highest (ties: the earlier judge)."""
     rows = []
     for name in paths:  # candidates' order: ties go to the earlier one
-        per_task = runs[name]
+        per_task = runs.get(name, {})
         missing = [t for t in tasks if t not in per_task]
         if missing:
             raise ValueError(f"judge {name}: no check run on {', '.join(missing)}")
@@ -196,8 +229,37 @@ def score_judges(
         "selected_path": best["path"],
         "selected_score": best["score"],
         # the pick may only be the least harmful: the summary says so rather than call it a gain
-        "selected_gains": best["score"] > 0,
+        "selected_gains": best["score"] > 0 if tasks else None,  # None: no check tasks, nothing to pick by
     }
+
+
+def score_targets(runs: dict[str, dict[str, Any]], families: dict[str, list[str]]) -> dict[str, Any]:
+    """``runs[task][protocol]`` -> the picked judge's check runs; per target, gained - lost over its family's
+    tasks and both protocols, and whether RL on the target goes ahead (it has a family, and gained >= lost)."""
+    out = {}
+    for target, fam in families.items():
+        cells = [runs[t][p] for t in fam for p in PROTOCOLS if p in runs[t]]
+        gained, lost = sum(c["gained"] for c in cells), sum(c["lost"] for c in cells)
+        out[target] = {
+            "tasks": list(fam),
+            "runs": {t: runs[t] for t in fam},  # per task and protocol: the paired before / after
+            "gained": gained,
+            "lost": lost,
+            "score": gained - lost,
+            "mcnemar_p": mcnemar_p(gained, lost),
+            "rl": bool(fam) and gained >= lost,
+            "why": (
+                "no pretraining task shares its scene: nothing to check RL against the judge on"
+                if not fam
+                else f"RL against the judge on {', '.join(fam)}: +{gained} / -{lost} episodes"
+                + (" (no harm)" if gained >= lost else " (lowered real success)")
+            ),
+        }
+    return out
+
+
+def _cell(c: dict[str, Any] | None) -> str:
+    return f"{c['before'] * 100:.1f} -> {c['after'] * 100:.1f}% (+{c['gained']} / -{c['lost']})" if c else "-"
 
 
 def format_judge_check(report: dict[str, Any]) -> str:
@@ -214,12 +276,7 @@ def format_judge_check(report: dict[str, Any]) -> str:
         cells = [r["judge"] + (" (picked)" if r["judge"] == report["selected"] else "")]
         for t in tasks:
             for p in PROTOCOLS:
-                c = r["tasks"][t].get(p)
-                cells.append(
-                    f"{c['before'] * 100:.1f} -> {c['after'] * 100:.1f}% (+{c['gained']} / -{c['lost']})"
-                    if c
-                    else "-"
-                )
+                cells.append(_cell(r["tasks"][t].get(p)))
         for p in PROTOCOLS:
             v = r["pooled"].get(p)
             cells.append(f"+{v['gained']} / -{v['lost']} (p {v['mcnemar_p']:.2g})" if v else "-")
@@ -231,4 +288,21 @@ def format_judge_check(report: dict[str, Any]) -> str:
         else f"picked {report['selected']}, the least harmful: RL against no candidate raised real success on the "
         f"check tasks (best {report['selected_score']:+d} episodes)"
     )
-    return "\n".join(lines) + "\n\n" + verdict + "\n"
+    text = (
+        "\n".join(lines) + "\n\n" + verdict + "\n"
+        if tasks
+        else f"no check tasks: judge {report['selected']}\n"
+    )
+    if "targets" in report:
+        text += f"\nper target, RL against {report['selected']} on the target's scene family:\n\n"
+        text += "| target | RL on the family's pretraining tasks (practised / new) | gained / lost | RL on the target |\n"
+        text += "|---|---|---|---|\n"
+        for target, v in report["targets"].items():
+            runs = "; ".join(
+                f"{t} " + " / ".join(_cell(v["runs"][t].get(p)) for p in PROTOCOLS) for t in v["tasks"]
+            )
+            text += (
+                f"| {target} | {runs or '-'} | +{v['gained']} / -{v['lost']} | "
+                f"{'goes ahead' if v['rl'] else 'skipped'} |\n"
+            )
+    return text

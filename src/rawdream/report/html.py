@@ -60,8 +60,9 @@ def _pct(m: dict[str, Any]) -> str:
 
 def _results(summary: dict[str, Any]) -> str:
     rows = []
+    skipped = set(summary.get("rl_skipped_targets") or {})
     for layouts, prot in summary.get("protocols", {}).items():
-        rows += _result_rows(prot, layouts)
+        rows += _result_rows(prot, layouts, skipped)
     return _table(
         [
             "task",
@@ -74,18 +75,32 @@ def _results(summary: dict[str, Any]) -> str:
     )
 
 
-def _result_rows(prot: dict[str, Any], layouts: str) -> list[list[str]]:
+def _paired(d: dict[str, Any]) -> str:
+    return (
+        f"{d['difference'] * 100:+.1f} [{d['ci95'][0] * 100:+.1f}, {d['ci95'][1] * 100:+.1f}] "
+        f"(+{d['gained']} / -{d['lost']} episodes, McNemar p={d['mcnemar_p']:.3f})"
+    )
+
+
+def _result_rows(prot: dict[str, Any], layouts: str, skipped: set[str] = frozenset()) -> list[list[str]]:
     rows = []
     for task, before in prot.get("before", {}).items():
         after = prot.get("after", {}).get(task)
         d = prot.get("paired", {}).get(task)
-        diff = (
-            f"{d['difference'] * 100:+.1f} [{d['ci95'][0] * 100:+.1f}, {d['ci95'][1] * 100:+.1f}] "
-            f"(+{d['gained']} / -{d['lost']} episodes, McNemar p={d['mcnemar_p']:.3f})"
-            if d
-            else ""
+        diff = _paired(d) if d else ""
+        ran = _pct(after) if after else ("RL skipped (judge check): SFT" if task in skipped else "not run")
+        rows.append([task, layouts, _pct(before), ran, diff])
+    d = prot.get("pooled")
+    if d:
+        rows.append(
+            [
+                f"all {len(d['tasks'])} targets",
+                layouts,
+                "",
+                "RL's policy where it ran, SFT where skipped",
+                _paired(d),
+            ]
         )
-        rows.append([task, layouts, _pct(before), _pct(after) if after else "not run", diff])
     return rows
 
 
@@ -173,37 +188,68 @@ def _judge_section(run: Path) -> str:
 
 
 def _judge_check_section(summary: dict[str, Any]) -> str:
-    """With judge_candidates > 1: RL in imagination against each judge on pretraining tasks, and the pick."""
+    """With judge_candidates > 1: RL in imagination against each judge on pretraining tasks, and the pick; with
+    judge_check.per_target: RL against the picked judge on each target's scene family, and where RL went ahead."""
     check = summary.get("judge_check")
     if not check:
         return ""
-    rows = []
-    for r in check["rows"]:
-        cells = [r["judge"] + (" (picked)" if r["judge"] == check["selected"] else "")]
-        for t in check["tasks"]:
-            for p in ("practised", "new"):
-                c = r["tasks"][t].get(p)
-                cells.append(
-                    f"{c['before'] * 100:.1f} -> {c['after'] * 100:.1f}% (+{c['gained']} / -{c['lost']})"
-                    if c
-                    else ""
-                )
-        rows.append([*cells, f"{r['score']:+d}"])
-    header = ["judge", *[f"{t}, {p} layouts" for t in check["tasks"] for p in ("practised", "new")], "score"]
-    verdict = (
-        "RL against it raised real success there"
-        if check["selected_gains"]
-        else "the least harmful: RL against no candidate raised real success there"
-    )
+    parts = ["<h2>Judge check: which judge can RL follow?</h2>"]
+    if check["tasks"]:
+        rows = []
+        for r in check["rows"]:
+            cells = [r["judge"] + (" (picked)" if r["judge"] == check["selected"] else "")]
+            cells += [_check_cell(r["tasks"][t].get(p)) for t in check["tasks"] for p in ("practised", "new")]
+            rows.append([*cells, f"{r['score']:+d}"])
+        header = [
+            "judge",
+            *[f"{t}, {p} layouts" for t in check["tasks"] for p in ("practised", "new")],
+            "score",
+        ]
+        verdict = (
+            "RL against it raised real success there"
+            if check["selected_gains"]
+            else "the least harmful: RL against no candidate raised real success there"
+        )
+        parts.append(
+            "<p>Judges of the same recipe, other training seeds; RL in the world model against each, from the base "
+            "policy, on pretraining tasks the simulator scores (no target data). Score: episodes gained minus lost, "
+            f"both protocols. The pick: <b>{html.escape(check['selected'])}</b> ({verdict}).</p>"
+            + _table(header, rows)
+        )
     skipped = summary.get("rl_skipped")
-    return (
-        "<h2>Judge check: which judge can RL follow?</h2><p>Judges of the same recipe, other training seeds; RL "
-        "in the world model against each, from the base policy, on pretraining tasks the simulator scores (no "
-        "target data). Score: episodes gained minus lost, both protocols. The pick: "
-        f"<b>{html.escape(check['selected'])}</b> ({verdict}).</p>"
-        + _table(header, rows)
-        + ("<p><b>RL in imagination skipped:</b> " + html.escape(skipped) + "</p>" if skipped else "")
-    )
+    if skipped:
+        parts.append("<p><b>RL in imagination skipped:</b> " + html.escape(skipped) + "</p>")
+    targets = check.get("targets") or {}
+    if targets:
+        off = summary.get("rl_skipped_targets") or {}
+        rows = [
+            [
+                t,
+                "; ".join(
+                    f"{task}: "
+                    + " / ".join(_check_cell(v["runs"][task].get(p)) for p in ("practised", "new"))
+                    for task in v["tasks"]
+                )
+                or "-",
+                f"+{v['gained']} / -{v['lost']}",
+                "skipped: the SFT policy stands" if t in off else "went ahead",
+            ]
+            for t, v in targets.items()
+        ]
+        parts.append(
+            f"<p>Per target: RL against {html.escape(check['selected'])} on the pretraining tasks that share the "
+            "target's scene (practised / new layouts); RL on the target goes ahead only where it did not lower real "
+            "success there.</p>"
+            + _table(
+                ["target", "RL on its scene family's pretraining tasks", "gained / lost", "RL on the target"],
+                rows,
+            )
+        )
+    return "".join(parts)
+
+
+def _check_cell(c: dict[str, Any] | None) -> str:
+    return f"{c['before'] * 100:.1f} -> {c['after'] * 100:.1f}% (+{c['gained']} / -{c['lost']})" if c else ""
 
 
 def _on_policy_table(rep: dict[str, Any]) -> str:
