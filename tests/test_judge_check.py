@@ -191,3 +191,46 @@ def test_the_runs_pooled_result_counts_a_skipped_target_as_unchanged(tmp_path):
     }
     text = format_summary(summary)
     assert "skipped (check): SFT" in text and "all targets" in text and "+3 / -0 episodes" in text
+
+
+def test_rl_table_pools_its_rows_and_counts_targets_the_check_skipped_as_unchanged(tmp_path):
+    from rawdream.experiment.rl_table import format_pooled, pooled, skipped_by_check
+
+    def row(task, practised, new):
+        return {"task": task, "protocols": {"practised": practised, "new": new}}
+
+    rows = [
+        row("drawer-open", _cell(0.375, 0.5625, 6, 0), _cell(0.4, 0.65, 8, 0)),
+        row("sweep-into", _cell(0.5, 0.34, 0, 5), _cell(0.28, 0.31, 1, 0)),
+    ]
+    for r in rows:
+        for c in r["protocols"].values():
+            c["episodes"] = 32
+    every = pooled(rows)
+    assert (every["practised"]["gained"], every["practised"]["lost"], every["practised"]["episodes"]) == (
+        6,
+        5,
+        64,
+    )
+    check = tmp_path / "judge_check.json"
+    check.write_text(
+        json.dumps(
+            {
+                "targets": {
+                    "sweep-into": {"rl": False, "why": "lost"},
+                    "drawer-open": {"rl": True, "why": "ok"},
+                }
+            }
+        )
+    )
+    skipped = skipped_by_check(check)
+    assert skipped == {"sweep-into": "lost"}
+    as_decided = pooled(rows, skipped)
+    # the skipped target's episodes stay in the pool, none gained or lost: only drawer-open's move
+    d = as_decided["practised"]
+    assert (d["gained"], d["lost"], d["episodes"], d["skipped_tasks"]) == (6, 0, 64, ["sweep-into"])
+    assert d["difference"] == 6 / 64 and d["mcnemar_p"] == pytest.approx(2 / 2**6)
+    assert "RL skipped by the check on sweep-into" in format_pooled(as_decided)
+    check.write_text(json.dumps({"rows": []}))
+    with pytest.raises(ValueError, match="--per_target=true"):
+        skipped_by_check(check)

@@ -445,9 +445,25 @@ def _table(rows: list, fmt, json_path: str | None) -> int:
 
 
 def _rl_table(args, _cfg) -> int:
-    from rawdream.experiment.rl_table import format_rl_table, rl_table
+    from rawdream.experiment.rl_table import (
+        format_pooled,
+        format_rl_table,
+        pooled,
+        rl_table,
+        skipped_by_check,
+    )
+    from rawdream.io import atomic_write_json
 
-    return _table(rl_table(args.runs), format_rl_table, args.json)
+    rows = rl_table(args.runs)
+    skipped = skipped_by_check(args.check) if args.check else {}
+    pool = pooled(rows, skipped) if len(rows) > 1 else {}
+    if args.json:
+        atomic_write_json(
+            args.json, {"rows": rows, **({"pooled": pool} if pool else {}), "check_skipped": skipped}
+        )
+    text = format_rl_table(rows) + (format_pooled(pool) if pool else "")
+    print(text, end="")
+    return 0
 
 
 def _fidelity_table(args, _cfg) -> int:
@@ -923,6 +939,12 @@ VERBS: tuple[Verb, ...] = (
                 preset=None,
                 args=(
                     inp("runs", nargs="+", help="dream output directories"),
+                    inp(
+                        "--check",
+                        default=None,
+                        help="a per-target judge check's judge_check.json: the rows of targets it kept RL away "
+                        "from count as unchanged in the pooled line (the SFT policy stands there)",
+                    ),
                     TABLE_JSON,
                 ),
             ),

@@ -98,6 +98,57 @@ def rl_table(runs: list[str | Path]) -> list[dict[str, Any]]:
     return rows
 
 
+def pooled(rows: list[dict[str, Any]], skipped: dict[str, str] | None = None) -> dict[str, Any]:
+    """Per protocol, the rows' paired results pooled: episodes gained and lost summed over the rows, one McNemar
+    test. ``skipped`` (task -> why, a per-target judge check's verdicts) counts those rows as unchanged - the SFT
+    policy stands where the check kept RL away, so their episodes stay in, none gained or lost."""
+    from rawdream.eval.success import mcnemar_p
+
+    skipped = skipped or {}
+    out = {}
+    for p in ("practised", "new"):
+        cells = [(r["task"], r["protocols"][p]) for r in rows if p in r["protocols"]]
+        if not cells:
+            continue
+        kept = [c for task, c in cells if task not in skipped]
+        episodes = sum(c["episodes"] for _, c in cells)
+        gained, lost = sum(c["gained"] for c in kept), sum(c["lost"] for c in kept)
+        out[p] = {
+            "rows": len(cells),
+            "skipped_tasks": sorted({task for task, _ in cells if task in skipped}),
+            "episodes": episodes,
+            "before": sum(c["before"] * c["episodes"] for _, c in cells) / episodes,
+            "difference": (gained - lost) / episodes,
+            "gained": gained,
+            "lost": lost,
+            "mcnemar_p": mcnemar_p(gained, lost),
+        }
+    return out
+
+
+def skipped_by_check(check_json: str | Path) -> dict[str, str]:
+    """The targets a per-target judge check (``judge-check --per_target=true``) kept RL away from."""
+    rep = read_json(check_json)
+    if "targets" not in rep:
+        raise ValueError(f"{check_json}: no per-target verdicts; run judge-check with --per_target=true")
+    return {t: v["why"] for t, v in rep["targets"].items() if not v["rl"]}
+
+
+def format_pooled(pool: dict[str, Any]) -> str:
+    parts = []
+    for p, d in pool.items():
+        skip = (
+            f"; RL skipped by the check on {', '.join(d['skipped_tasks'])}: unchanged"
+            if d["skipped_tasks"]
+            else ""
+        )
+        parts.append(
+            f"{p} layouts {d['difference'] * 100:+.1f} points (+{d['gained']} / -{d['lost']} episodes of "
+            f"{d['episodes']}, McNemar p={d['mcnemar_p']:.2g}{skip})"
+        )
+    return f"\npooled over the {max(d['rows'] for d in pool.values())} rows: " + "; ".join(parts) + "\n"
+
+
 def format_rl_table(rows: list[dict[str, Any]]) -> str:
     def cell(d):
         if not d:
