@@ -125,7 +125,7 @@ def test_a_judge_check_that_no_judge_passes_keeps_the_sft_policy(tiny_run, tmp_p
     assert summary["rl_skipped"] and all(not p["after"] for p in summary["protocols"].values())
     assert "sweep-into" in summary["protocols"]["new"]["before"]  # the SFT policy is still evaluated
     html = (run / "report.html").read_text()
-    assert "RL in imagination skipped" in html and "not run" in html
+    assert "RL in imagination skipped" in html and "RL skipped (judge check): SFT" in html
     assert "<h2>RL in imagination</h2>" not in html  # the earlier run's dream/ is not this run's RL
     # --judge_check.abstain=false runs RL with the least harmful judge, without redoing the check
     argv = ["run", "--preset", "tiny", "--out", str(run), "--judge_candidates=2"]
@@ -166,7 +166,10 @@ def test_the_per_target_check_skips_rl_on_a_target_whose_scene_family_lost(
         rep = real_score(runs, families)
         for v in rep.values():
             v.update(
-                lost=v["gained"] + 1, rl=False, why="RL against the judge on reach: lowered real success"
+                lost=v["gained"] + 1,
+                score=-1,
+                rl=False,
+                why="RL against the judge on reach lowered real success",
             )
         return rep
 
@@ -178,8 +181,12 @@ def test_the_per_target_check_skips_rl_on_a_target_whose_scene_family_lost(
     assert "judge_check              running" in out and " dream/" not in out
     assert "RL in imagination on sweep-into skipped, the SFT policy stands" in out
     assert "skipped (check): SFT" in out
+    assert (
+        "per-target check, sweep-into: RL against the judge on reach lowered real success; RL skipped" in out
+    )
     # the check ran RL from the base policy against the run's own judge on the family's task, and nothing else
-    assert (run / "judge_check/judge/reach/policy.json").exists()
+    assert [d.name for d in (run / "judge_check").iterdir() if d.is_dir()] == ["judge"]
+    assert [d.name for d in (run / "judge_check/judge").iterdir()] == ["reach"]
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["rl_skipped_targets"]) == {"sweep-into"} and not summary["rl_skipped"]
     assert all(not p["after"] and p["pooled"] is None for p in summary["protocols"].values())
@@ -189,6 +196,26 @@ def test_the_per_target_check_skips_rl_on_a_target_whose_scene_family_lost(
     assert main([*argv, "--judge_check.abstain=false"]) == 0
     out = capsys.readouterr().out
     assert "judge_check              up to date" in out and "dream/sweep-into         running" in out
+    # a run-wide check task on which no judge gained: RL skipped on every target, whatever the family said
+    real_check = pipeline.run_judge_check
+
+    def no_gain(cfg, judges, section, policy, wm, out, **kw):
+        rep = real_check(cfg, judges, section, policy, wm, out, **kw)
+        rep["selected_gains"] = False
+        return rep
+
+    monkeypatch.setattr(pipeline, "run_judge_check", no_gain)
+    monkeypatch.setattr(judge_check, "score_targets", real_score)
+    assert main([*argv, "--judge_check.tasks=[reach]"]) == 0
+    out = capsys.readouterr().out
+    assert "RL in imagination skipped: RL against no judge candidate raised real success" in out
+    assert (
+        "per-target check, sweep-into: RL against the judge on reach " in out
+        and "; RL skipped, the SFT" in out
+    )
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["rl_skipped_targets"]) == {"sweep-into"} and summary["rl_skipped"]
+    assert all(not p["after"] and p["pooled"] is None for p in summary["protocols"].values())
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")

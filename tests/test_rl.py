@@ -341,6 +341,15 @@ def test_online_baseline_counts_real_trajectories(tiny_policy, tmp_path):
     rates = [r["judged_success_rate"] for r in train if r.get("stage") == "train"]
     assert row["judged_reward"]["first"] == pytest.approx(np.mean(rates[:5]))
     assert row["judged_reward"]["last"] == pytest.approx(np.mean(rates[-5:]))
+    # a per-target judge check that kept RL away from this task: the row says so; one row has nothing to pool
+    check = tmp_path / "judge_check.json"
+    check.write_text(json.dumps({"targets": {"reach": {"rl": False, "why": "lowered real success"}}}))
+    assert (
+        main(["experiment", "rl-table", str(tmp_path / "sim"), "--check", str(check), "--json", str(check)])
+        == 0
+    )
+    table = json.loads(check.read_text())
+    assert table["check_skipped"] == {"reach": "lowered real success"} and "pooled" not in table
     with pytest.raises(ValueError, match="eval_start"):
         from rawdream.experiment.rl_table import rl_table
 

@@ -434,36 +434,25 @@ def _judge_names(paths: list[str]) -> list[str]:
     raise ValueError(f"--judges names the same folder twice: {paths}")
 
 
-def _table(rows: list, fmt, json_path: str | None) -> int:
-    """A results table: markdown on stdout and, with --json, the rows as the file a README table quotes."""
+def _table(rows: list, fmt, json_path: str | None, extra: dict | None = None) -> int:
+    """A results table: markdown on stdout and, with --json, the rows (and ``extra``) as the file a README table
+    quotes."""
     from rawdream.io import atomic_write_json
 
     if json_path:
-        atomic_write_json(json_path, {"rows": rows})
+        atomic_write_json(json_path, {"rows": rows, **(extra or {})})
     print(fmt(rows), end="")
     return 0
 
 
 def _rl_table(args, _cfg) -> int:
-    from rawdream.experiment.rl_table import (
-        format_pooled,
-        format_rl_table,
-        pooled,
-        rl_table,
-        skipped_by_check,
-    )
-    from rawdream.io import atomic_write_json
+    from rawdream.experiment.rl_table import format_rl_table, pooled, rl_table, skipped_by_check
 
     rows = rl_table(args.runs)
     skipped = skipped_by_check(args.check) if args.check else {}
-    pool = pooled(rows, skipped) if len(rows) > 1 else {}
-    if args.json:
-        atomic_write_json(
-            args.json, {"rows": rows, **({"pooled": pool} if pool else {}), "check_skipped": skipped}
-        )
-    text = format_rl_table(rows) + (format_pooled(pool) if pool else "")
-    print(text, end="")
-    return 0
+    pool = pooled(rows, skipped)
+    extra = {**({"pooled": pool} if pool else {}), **({"check_skipped": skipped} if args.check else {})}
+    return _table(rows, lambda r: format_rl_table(r, pool, skipped), args.json, extra)
 
 
 def _fidelity_table(args, _cfg) -> int:

@@ -40,7 +40,7 @@ from rawdream.envs.tasks import catalogue
 from rawdream.eval.judge_accuracy import EvalJudgeConfig, evaluate_judges
 from rawdream.eval.success import EvalPolicyConfig, evaluate_policy
 from rawdream.eval.wm_fidelity import EvalWMConfig, evaluate_world_model
-from rawdream.experiment.judge_check import JudgeCheckConfig, family_tasks, run_judge_check
+from rawdream.experiment.judge_check import JudgeCheckConfig, family_tasks, family_union, run_judge_check
 from rawdream.io import atomic_write_json, read_json, redact_url
 from rawdream.layout import RunLayout
 from rawdream.policy.train import TrainPolicyConfig, load_policy, train_policy
@@ -308,10 +308,10 @@ def preflight(cfg: RunConfig, split, log=print) -> None:
                 f"{flag} checks the generalist judges this run trains, but RL is rewarded by "
                 f"--dream.judge.backend={cfg.dream.judge.backend}; drop {flag}"
             )
-        check_config(cfg).check_tasks("--judge_check.tasks")
+        check_config(cfg).check_tasks("--judge_check.tasks", judges=cfg.judge_candidates)
         demo_tasks = set(cfg.demos.resolved_tasks())
         family = family_tasks(split, cfg.dream_tasks or None) if cfg.judge_check.per_target else {}
-        needed = dict.fromkeys([*cfg.judge_check.tasks, *(t for fam in family.values() for t in fam)])
+        needed = dict.fromkeys([*cfg.judge_check.tasks, *family_union(family)])
         unseen = [t for t in needed if canonical_task(t) not in demo_tasks]
         if unseen and cfg.judge.model.reference:
             raise ValueError(
@@ -378,8 +378,10 @@ class MainJob:
                     "after": after[p],
                     "paired": paired_results(L, list(after[p]), p),
                     # the run's outcome over every target it decided on: RL's policy where RL ran, the SFT policy
-                    # where the check skipped RL (unchanged episodes), one paired test
-                    "pooled": pooled_results(L, [*after[p], *self.skipped_targets], list(after[p]), p),
+                    # where the per-target check skipped RL (unchanged episodes), one paired test
+                    "pooled": None
+                    if self.rl_skipped
+                    else pooled_results(L, [*after[p], *self.skipped_targets], list(after[p]), p),
                     "episodes": eval_cfgs[p].episodes,
                 }
                 for p in eval_cfgs
@@ -390,7 +392,12 @@ class MainJob:
             "play_protocol": play_protocol(L),
             "judge_check": read_json(L / L.JUDGE_CHECK / "judge_check.json") if checks_judges(cfg) else None,
             "rl_skipped": self.rl_skipped,
-            "rl_skipped_targets": self.skipped_targets,
+            # target -> why RL did not run on it: every target RL was to run on when the whole run abstained
+            "rl_skipped_targets": (
+                dict.fromkeys(cfg.dream_tasks or split.targets, "judge check: " + self.rl_skipped)
+                if self.rl_skipped
+                else self.skipped_targets
+            ),
         }
         atomic_write_json(L.summary, summary)
         if cfg.report:
@@ -530,7 +537,12 @@ class MainJob:
             L.JUDGE_CHECK,
             # abstain decides what follows the check, not the check: toggling it must not rerun the check
             {
-                "check": {k: v for k, v in to_dict(check_cfg).items() if k != "abstain"},
+                # (per_target only when on: the runs before it existed keep their hash)
+                "check": {
+                    k: v
+                    for k, v in to_dict(check_cfg).items()
+                    if k != "abstain" and not (k == "per_target" and not v)
+                },
                 "judge": section,
                 # the targets whose scene families the per-target check runs on
                 **({"targets": cfg.dream_tasks or list(self.split.targets)} if check_cfg.per_target else {}),
@@ -791,10 +803,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{'paired difference [95% CI]':>28s} {'McNemar p':>9s}",
     ]
     for layouts, prot in summary["protocols"].items():
-        # the tasks RL ran on, and the targets where it was skipped (the SFT policy stands there)
+        # the tasks RL ran on, and the targets where the judge check skipped it (the SFT policy stands there)
         skipped = summary.get("rl_skipped_targets") or {}
-        if summary.get("rl_skipped"):
-            skipped = dict.fromkeys(prot["before"], "judge check")
         tasks = [t for t in prot["before"] if t in prot["after"] or t in skipped]
         for task in tasks:
             after, b = prot["after"].get(task), prot["before"].get(task, {})
@@ -810,7 +820,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         if pooled:
             moved = f"+{pooled['gained']} / -{pooled['lost']} episodes"
             lines.append(
-                f"{'all targets':16s} {layouts:>9s} {'':>22s} {moved:>26s} {_diff(pooled):>28s} "
+                f"{'all ' + str(len(pooled['tasks'])) + ' targets':16s} {layouts:>9s} {'':>22s} {moved:>26s} {_diff(pooled):>28s} "
                 f"{pooled['mcnemar_p']:>9.3f}"
             )
     lines.append(

@@ -96,6 +96,20 @@ def mcnemar_p(gained: int, lost: int) -> float:
     return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n) if n else 1.0
 
 
+def pool_paired(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """Paired results (each with ``gained`` and ``lost`` episodes) pooled: the discordant episodes summed, one exact
+    McNemar test on them."""
+    gained, lost = sum(c["gained"] for c in cells), sum(c["lost"] for c in cells)
+    return {"gained": gained, "lost": lost, "mcnemar_p": mcnemar_p(gained, lost)}
+
+
+def before_after(c: dict[str, Any] | None, empty: str = "-") -> str:
+    """One paired result as a table cell: ``37.5 -> 56.2% (+6 / -0)``."""
+    return (
+        f"{c['before'] * 100:.1f} -> {c['after'] * 100:.1f}% (+{c['gained']} / -{c['lost']})" if c else empty
+    )
+
+
 def paired_difference(before: list[dict], after: list[dict], resamples: int = 10_000) -> dict[str, Any]:
     """Success of ``after`` minus ``before`` on the same evaluation episodes (same seeds): the paired view is far
     tighter than two independent intervals. 95% interval by a seeded bootstrap over episodes; the exact McNemar

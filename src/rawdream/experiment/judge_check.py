@@ -21,9 +21,11 @@ Per target (``--per_target=true``): what RL exploits is the target's own (the ju
 lost sweep-into, lever-pull and door-close, results/judge_check/), so the picked judge is also checked on each
 target's scene family - the pretraining tasks that share the target's scene and objects (the catalogue's
 ``scene_families``: drawer-close for drawer-open, door-open/lock/unlock for door-close, ...) - and RL on a target
-goes ahead only where RL against the judge did not lower real success on them (gained - lost >= 0, summed over
-the family's tasks and both protocols). A target with no pretraining sibling has nothing to be checked on, and
-RL there does not go ahead.
+goes ahead only where RL against the judge did not lower real success on them (gained >= lost, summed over the
+family's tasks and both protocols; no significance test: one lost episode more than gained stops it). A family on
+which no episode changed (a task the base already solves, or one the judge gives no signal on) is no evidence
+either way and does not stop RL. A target with no pretraining sibling has nothing to be checked on, and RL there
+does not go ahead.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rawdream.config import build, save_config, to_dict
-from rawdream.eval.success import mcnemar_p
+from rawdream.eval.success import before_after, pool_paired
 from rawdream.io import atomic_write_json, atomic_write_text, read_json
 from rawdream.rl.dream import DreamConfig, dream
 from rawdream.splits import SplitConfig, resolve_split
@@ -57,8 +59,9 @@ class JudgeCheckConfig:
     # rawdream run: when RL against no candidate raised real success on the check tasks, skip RL on the targets
     # and keep the SFT policy (the summary says why) rather than train against a reward RL is known to exploit
     abstain: bool = True
-    # also check the picked judge on each target's scene family and keep RL to the targets where it did no harm
-    # there (module docstring); with it, ``tasks`` may be empty (no pick among candidates: the first judge)
+    # also check the picked judge on each target's scene family and keep RL to the targets where RL against it did
+    # not lower real success there (module docstring); with it and one judge, ``tasks`` may be empty (no pick, and
+    # no run-wide abstain). With abstain=false the family runs are still made and reported, and RL runs everywhere
     per_target: bool = False
 
     def validate(self) -> None:
@@ -77,13 +80,17 @@ class JudgeCheckConfig:
                 "at [practised,new]"
             )
 
-    def check_tasks(self, flag: str = "--tasks") -> None:
+    def check_tasks(self, flag: str = "--tasks", judges: int = 1) -> None:
         """The check tasks must be pretraining tasks of the split: a target is never scored for a choice made
         before it is named. (Not in ``validate``: a run's section is checked only when the run checks judges.)"""
         from rawdream.envs.tasks import canonical_task
 
         split = resolve_split(self.split)
         example = f"{flag}=[{','.join(split.pretrain[:2])}]"
+        if not self.tasks and judges > 1:
+            raise ValueError(
+                f"judge-check of {judges} judges needs check tasks to pick one by: e.g. {example}"
+            )
         if not self.tasks and not self.per_target:
             raise ValueError(f"judge-check needs at least one check task, a pretraining task: e.g. {example}")
         wrong = [t for t in self.tasks if canonical_task(t) not in split.pretrain]
@@ -99,6 +106,11 @@ def family_tasks(split, targets: list[str] | None = None) -> dict[str, list[str]
     from rawdream.reward.siblings import siblings
 
     return {t: siblings(t, split) for t in (targets or split.targets)}
+
+
+def family_union(families: dict[str, list[str]]) -> list[str]:
+    """Every family's tasks once, in order (a task shared by two targets' families runs once)."""
+    return list(dict.fromkeys(t for fam in families.values() for t in fam))
 
 
 def check_dream_config(cfg: JudgeCheckConfig, task: str, judge: dict[str, Any]) -> DreamConfig:
@@ -137,11 +149,7 @@ def run_judge_check(
     A finished (judge, task) run on disk is not run again; a killed one resumes (``dream`` checkpoints)."""
     if len(judges) < 1:
         raise ValueError("judge-check needs at least one judge: --judges A,B")
-    if not cfg.tasks and len(judges) > 1:
-        raise ValueError(
-            f"judge-check of {len(judges)} judges needs check tasks to pick one by: --tasks=[coffee-pull,door-open]"
-        )
-    cfg.check_tasks()
+    cfg.check_tasks(judges=len(judges))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
@@ -172,7 +180,7 @@ def run_judge_check(
     if cfg.per_target:
         picked, path = report["selected"], judges[report["selected"]]
         families = family_tasks(resolve_split(cfg.split), targets)
-        for task in dict.fromkeys(t for fam in families.values() for t in fam):  # a shared task runs once
+        for task in family_union(families):
             check(picked, path, task)
         report["targets"] = score_targets(runs[picked], families)
     atomic_write_json(out / "judge_check.json", report)
@@ -209,9 +217,7 @@ def score_judges(
         for p in PROTOCOLS:
             cells = [per_task[t][p] for t in tasks if p in per_task[t]]
             if cells:
-                gained = sum(c["gained"] for c in cells)
-                lost = sum(c["lost"] for c in cells)
-                net[p] = {"gained": gained, "lost": lost, "mcnemar_p": mcnemar_p(gained, lost)}
+                net[p] = pool_paired(cells)
         rows.append(
             {
                 "judge": name,
@@ -238,28 +244,26 @@ def score_targets(runs: dict[str, dict[str, Any]], families: dict[str, list[str]
     tasks and both protocols, and whether RL on the target goes ahead (it has a family, and gained >= lost)."""
     out = {}
     for target, fam in families.items():
-        cells = [runs[t][p] for t in fam for p in PROTOCOLS if p in runs[t]]
-        gained, lost = sum(c["gained"] for c in cells), sum(c["lost"] for c in cells)
+        pool = pool_paired([runs[t][p] for t in fam for p in PROTOCOLS if p in runs[t]])
+        gained, lost = pool["gained"], pool["lost"]
+        if not fam:
+            why = "no pretraining task shares its scene: nothing to check RL against the judge on"
+        elif gained < lost:
+            why = f"RL against the judge on {', '.join(fam)} lowered real success (+{gained} / -{lost} episodes)"
+        else:  # 0 / 0 is no evidence either way (e.g. a family the base already solves): it does not stop RL
+            why = (
+                f"RL against the judge on {', '.join(fam)} did not lower real success (+{gained} / -{lost} episodes"
+                + (", none changed)" if gained == lost == 0 else ")")
+            )
         out[target] = {
             "tasks": list(fam),
             "runs": {t: runs[t] for t in fam},  # per task and protocol: the paired before / after
-            "gained": gained,
-            "lost": lost,
+            **pool,
             "score": gained - lost,
-            "mcnemar_p": mcnemar_p(gained, lost),
             "rl": bool(fam) and gained >= lost,
-            "why": (
-                "no pretraining task shares its scene: nothing to check RL against the judge on"
-                if not fam
-                else f"RL against the judge on {', '.join(fam)}: +{gained} / -{lost} episodes"
-                + (" (no harm)" if gained >= lost else " (lowered real success)")
-            ),
+            "why": why,
         }
     return out
-
-
-def _cell(c: dict[str, Any] | None) -> str:
-    return f"{c['before'] * 100:.1f} -> {c['after'] * 100:.1f}% (+{c['gained']} / -{c['lost']})" if c else "-"
 
 
 def format_judge_check(report: dict[str, Any]) -> str:
@@ -276,7 +280,7 @@ def format_judge_check(report: dict[str, Any]) -> str:
         cells = [r["judge"] + (" (picked)" if r["judge"] == report["selected"] else "")]
         for t in tasks:
             for p in PROTOCOLS:
-                cells.append(_cell(r["tasks"][t].get(p)))
+                cells.append(before_after(r["tasks"][t].get(p)))
         for p in PROTOCOLS:
             v = r["pooled"].get(p)
             cells.append(f"+{v['gained']} / -{v['lost']} (p {v['mcnemar_p']:.2g})" if v else "-")
@@ -299,7 +303,7 @@ def format_judge_check(report: dict[str, Any]) -> str:
         text += "|---|---|---|---|\n"
         for target, v in report["targets"].items():
             runs = "; ".join(
-                f"{t} " + " / ".join(_cell(v["runs"][t].get(p)) for p in PROTOCOLS) for t in v["tasks"]
+                f"{t} " + " / ".join(before_after(v["runs"][t].get(p)) for p in PROTOCOLS) for t in v["tasks"]
             )
             text += (
                 f"| {target} | {runs or '-'} | +{v['gained']} / -{v['lost']} | "

@@ -99,29 +99,30 @@ def rl_table(runs: list[str | Path]) -> list[dict[str, Any]]:
 
 
 def pooled(rows: list[dict[str, Any]], skipped: dict[str, str] | None = None) -> dict[str, Any]:
-    """Per protocol, the rows' paired results pooled: episodes gained and lost summed over the rows, one McNemar
-    test. ``skipped`` (task -> why, a per-target judge check's verdicts) counts those rows as unchanged - the SFT
-    policy stands where the check kept RL away, so their episodes stay in, none gained or lost."""
-    from rawdream.eval.success import mcnemar_p
+    """Per protocol, the rows' paired results pooled - one row per task (rows that share a task compare recipes on
+    the same episodes: nothing to pool, ``{}``): episodes gained and lost summed, one McNemar test. ``skipped``
+    (task -> why, a per-target judge check's verdicts) counts those rows as unchanged - the SFT policy stands where
+    the check kept RL away, so their episodes stay in, none gained or lost."""
+    from rawdream.eval.success import pool_paired
 
+    tasks = [r["task"] for r in rows]
+    if len(rows) < 2 or len(set(tasks)) < len(tasks):
+        return {}
     skipped = skipped or {}
     out = {}
     for p in ("practised", "new"):
         cells = [(r["task"], r["protocols"][p]) for r in rows if p in r["protocols"]]
         if not cells:
             continue
-        kept = [c for task, c in cells if task not in skipped]
         episodes = sum(c["episodes"] for _, c in cells)
-        gained, lost = sum(c["gained"] for c in kept), sum(c["lost"] for c in kept)
+        pool = pool_paired([c for task, c in cells if task not in skipped])
         out[p] = {
             "rows": len(cells),
-            "skipped_tasks": sorted({task for task, _ in cells if task in skipped}),
+            "skipped_tasks": sorted(task for task, _ in cells if task in skipped),
             "episodes": episodes,
             "before": sum(c["before"] * c["episodes"] for _, c in cells) / episodes,
-            "difference": (gained - lost) / episodes,
-            "gained": gained,
-            "lost": lost,
-            "mcnemar_p": mcnemar_p(gained, lost),
+            "difference": (pool["gained"] - pool["lost"]) / episodes,
+            **pool,
         }
     return out
 
@@ -149,7 +150,9 @@ def format_pooled(pool: dict[str, Any]) -> str:
     return f"\npooled over the {max(d['rows'] for d in pool.values())} rows: " + "; ".join(parts) + "\n"
 
 
-def format_rl_table(rows: list[dict[str, Any]]) -> str:
+def format_rl_table(
+    rows: list[dict[str, Any]], pool: dict[str, Any] | None = None, skipped: dict[str, str] | None = None
+) -> str:
     def cell(d):
         if not d:
             return ""
@@ -169,10 +172,16 @@ def format_rl_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         c = r["recipe"]
         lines.append(
-            f"| {r['run']} | {r['task']} | {c['lr']:g} | {c['temperature']:g} | {c.get('exploration') or 'token'} | "
+            f"| {r['run']}{' (RL skipped by the check: SFT stands)' if r['task'] in (skipped or {}) else ''} | "
+            f"{r['task']} | {c['lr']:g} | {c['temperature']:g} | {c.get('exploration') or 'token'} | "
             f"{'yes' if c['drop_uninformative'] else 'no'} | {c['sample_rounds']} | {c['groups']} x "
             f"{c.get('group_size') or '?'} | {c['init_states']} | {c['iterations']} | {r['real_trajectories_rl']} | "
             f"{r['minutes']} | {judged(r.get('judged_reward'))} | "
             f"{cell(r['protocols'].get('practised'))} | {cell(r['protocols'].get('new'))} |"
         )
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if pool:
+        text += format_pooled(pool)
+    elif len(rows) > 1:
+        text += "\n(no pooled line: rows share a task - they compare recipes on the same episodes)\n"
+    return text

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from rawdream.eval.metrics import fmt
+from rawdream.eval.success import before_after
 from rawdream.io import atomic_write_text, read_json, read_jsonl
 from rawdream.layout import RunLayout
 
@@ -198,7 +199,9 @@ def _judge_check_section(summary: dict[str, Any]) -> str:
         rows = []
         for r in check["rows"]:
             cells = [r["judge"] + (" (picked)" if r["judge"] == check["selected"] else "")]
-            cells += [_check_cell(r["tasks"][t].get(p)) for t in check["tasks"] for p in ("practised", "new")]
+            cells += [
+                before_after(r["tasks"][t].get(p)) for t in check["tasks"] for p in ("practised", "new")
+            ]
             rows.append([*cells, f"{r['score']:+d}"])
         header = [
             "judge",
@@ -227,7 +230,7 @@ def _judge_check_section(summary: dict[str, Any]) -> str:
                 t,
                 "; ".join(
                     f"{task}: "
-                    + " / ".join(_check_cell(v["runs"][task].get(p)) for p in ("practised", "new"))
+                    + " / ".join(before_after(v["runs"][task].get(p)) for p in ("practised", "new"))
                     for task in v["tasks"]
                 )
                 or "-",
@@ -246,10 +249,6 @@ def _judge_check_section(summary: dict[str, Any]) -> str:
             )
         )
     return "".join(parts)
-
-
-def _check_cell(c: dict[str, Any] | None) -> str:
-    return f"{c['before'] * 100:.1f} -> {c['after'] * 100:.1f}% (+{c['gained']} / -{c['lost']})" if c else ""
 
 
 def _on_policy_table(rep: dict[str, Any]) -> str:
