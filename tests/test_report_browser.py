@@ -155,7 +155,10 @@ def test_the_per_target_check_skips_rl_on_a_target_whose_scene_family_lost(
     # sweep-into's scene family (hand-insert, pick-out-of-hole, sweep) has no demonstration in the tiny run's demos
     # to show the judge as reference: refused before any stage runs
     assert main(argv) == 2
-    assert "judge check tasks hand-insert, pick-out-of-hole, sweep" in capsys.readouterr().err
+    assert (
+        "scene families (--judge_check.per_target) hand-insert, pick-out-of-hole, sweep: no pretraining"
+        in (capsys.readouterr().err)
+    )
 
     def family(split, targets=None):  # the tiny run's demos cover reach: let it stand in for the family
         return {t: ["reach"] for t in targets or split.targets}

@@ -311,14 +311,16 @@ def preflight(cfg: RunConfig, split, log=print) -> None:
         check_config(cfg).check_tasks("--judge_check.tasks", judges=cfg.judge_candidates)
         demo_tasks = set(cfg.demos.resolved_tasks())
         family = family_tasks(split, cfg.dream_tasks or None) if cfg.judge_check.per_target else {}
-        needed = dict.fromkeys([*cfg.judge_check.tasks, *family_union(family)])
-        unseen = [t for t in needed if canonical_task(t) not in demo_tasks]
-        if unseen and cfg.judge.model.reference:
-            raise ValueError(
-                f"judge check tasks {', '.join(unseen)} (--judge_check.tasks, or the targets' scene families with "
-                f"--judge_check.per_target): no pretraining demonstration to show the judge as reference "
-                f"(--demos.tasks); check on tasks the demos cover"
-            )
+        for flag, tasks in (
+            ("--judge_check.tasks", cfg.judge_check.tasks),
+            ("the targets' scene families (--judge_check.per_target)", family_union(family)),
+        ):
+            unseen = [t for t in tasks if canonical_task(t) not in demo_tasks]
+            if unseen and cfg.judge.model.reference:
+                raise ValueError(
+                    f"{flag} {', '.join(unseen)}: no pretraining demonstration to show the judge as reference "
+                    f"(--demos.tasks); check on tasks the demos cover"
+                )
     for name, jcfg in (("dream", cfg.dream.judge), ("eval_judge", cfg.eval_judge.judge)):
         if jcfg.backend == "openai":
             log(f"[run] checking the {name} judge at {jcfg.url and redact_url(jcfg.url)} ...")
