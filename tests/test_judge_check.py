@@ -5,6 +5,7 @@ import json
 import shutil
 
 import pytest
+import yaml
 
 from rawdream.cli import main
 from rawdream.experiment.judge_check import format_judge_check, score_judges
@@ -235,3 +236,68 @@ def test_rl_table_pools_its_rows_and_counts_targets_the_check_skipped_as_unchang
     check.write_text(json.dumps({"rows": []}))
     with pytest.raises(ValueError, match="--per_target=true"):
         skipped_by_check(check)
+
+
+def test_hardening_retrains_the_judge_on_its_check_runs_exploits_and_checks_again(
+    tiny_policy, tiny_wm, tiny_judge, pretrain_demos, tmp_path, capsys, monkeypatch
+):
+    import rawdream.experiment.judge_check as judge_check
+    from rawdream.data.lerobot import LeRobotDataset
+
+    real_score = judge_check.score_targets
+    calls = []
+
+    def lost_first(runs, families):  # as if RL against the first judge had lowered success on the family
+        rep = real_score(runs, families)
+        if not calls:
+            for v in rep.values():
+                v.update(lost=v["gained"] + 1, score=-1, rl=False, why="lowered real success")
+        calls.append(rep)
+        return rep
+
+    monkeypatch.setattr(judge_check, "score_targets", lost_first)
+    out = tmp_path / "check"
+    args = ["experiment", "judge-check", "--judges", str(tiny_judge), "--policy", str(tiny_policy)]
+    args += ["--wm", str(tiny_wm), "--reference", str(pretrain_demos), "--out", str(out), "--preset", "tiny"]
+    args += ["--split.targets=drawer-open", "--tasks=[]", "--per_target=true"]
+    assert main([*args, "--harden_rounds=2", "--harden_episodes=2"]) == 0
+    rep = json.loads((out / "judge_check.json").read_text())
+    # one round: the retrained judge passed, so no second round
+    assert [r["round"] for r in rep["hardening"]] == [1] and not (out / "hardened2").exists()
+    r = rep["hardening"][0]
+    assert r["from"] == str(tiny_judge) and rep["targets_judge"] == r["judge"] == str(out / "hardened1/judge")
+    assert not r["targets_before"]["drawer-open"]["rl"] and rep["targets"]["drawer-open"]["rl"]
+    # the exploits: the check run's policy acting in the world model on its (pretraining) task, simulator-labelled
+    ds = LeRobotDataset(out / "hardened1/exploits/drawer-close")
+    assert ds.num_episodes == 2 and ds.manifest["imagined"]
+    assert ds.manifest["policy"] == str((out / "judge/drawer-close").resolve())
+    assert set(ds.episodes["rawdream/env_task"]) == {"drawer-close"}
+    # the judge retrained by its own recipe on its own data plus the exploits
+    old = json.loads((tiny_judge / "judge.json").read_text())
+    new = json.loads((out / "hardened1/judge/judge.json").read_text())
+    assert new["dataset"].split(",") == [
+        *old["dataset"].split(","),
+        str(out / "hardened1/exploits/drawer-close"),
+    ]
+    assert (out / "hardened1/judge/config.yaml").read_text() == (tiny_judge / "config.yaml").read_text()
+    # ... and checked again from the base policy, RL reading the retrained judge
+    assert str(out / "hardened1/judge") in (out / "hardened1/drawer-close/config.yaml").read_text()
+    md = capsys.readouterr().out
+    assert "hardening round 1:" in md and "(before hardening)" in md and "| drawer-open |" in md
+    # resumes: nothing collected, trained or run again
+    calls.clear()
+    mtime = (out / "hardened1/judge/judge.json").stat().st_mtime
+    assert main([*args, "--harden_rounds=2", "--harden_episodes=2"]) == 0
+    assert "[judge-check] RL against" not in capsys.readouterr().out
+    assert (out / "hardened1/judge/judge.json").stat().st_mtime == mtime
+    assert LeRobotDataset(out / "hardened1/exploits/drawer-close").num_episodes == 2
+    # the re-check drew other RL streams than the run whose exploits the judge was shown
+    seed = yaml.safe_load((out / "judge/drawer-close/config.yaml").read_text())["seed"]
+    assert yaml.safe_load((out / "hardened1/drawer-close/config.yaml").read_text())["seed"] == seed + 1
+    # a round made from other inputs is never reused as this one
+    calls.clear()
+    assert main([*args, "--harden_rounds=1", "--harden_episodes=3"]) == 2
+    assert "holds a hardening round made from other inputs" in capsys.readouterr().err
+    # hardening needs the per-target check
+    assert main([*args, "--per_target=false", "--tasks=[reach]", "--harden_rounds=1"]) == 2
+    assert "--harden_rounds=1 hardens the judge on the per-target check's exploits" in capsys.readouterr().err

@@ -221,6 +221,49 @@ def test_the_per_target_check_skips_rl_on_a_target_whose_scene_family_lost(
     assert all(not p["after"] and p["pooled"] is None for p in summary["protocols"].values())
 
 
+def test_a_hardened_judge_that_passes_the_family_check_is_the_one_the_targets_rl_reads(
+    tiny_run, tmp_path, capsys, monkeypatch
+):
+    import rawdream.experiment.judge_check as judge_check
+    import rawdream.pipeline as pipeline
+
+    run = tmp_path / "tiny"
+    shutil.copytree(tiny_run, run)
+
+    def family(split, targets=None):  # the tiny run's demos cover reach: let it stand in for the family
+        return {t: ["reach"] for t in targets or split.targets}
+
+    real_score = judge_check.score_targets
+    calls = []
+
+    def lost_first(runs, families):  # the run's judge lowered success on the family; its hardened one did not
+        rep = real_score(runs, families)
+        if not calls:
+            for v in rep.values():
+                v.update(lost=v["gained"] + 1, score=-1, rl=False, why="lowered real success")
+        calls.append(rep)
+        return rep
+
+    monkeypatch.setattr(judge_check, "family_tasks", family)
+    monkeypatch.setattr(pipeline, "family_tasks", family)
+    monkeypatch.setattr(judge_check, "score_targets", lost_first)
+    argv = ["run", "--preset", "tiny", "--out", str(run), "--judge_check.per_target=true"]
+    argv += ["--judge_check.tasks=[]", "--judge_check.harden_rounds=1", "--judge_check.harden_episodes=2"]
+    capsys.readouterr()
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    hardened = run / "judge_check/hardened1/judge"
+    assert (hardened / "judge.json").exists() and (run / "judge_check/hardened1/reach/policy.json").exists()
+    # the target's RL and the closed-loop judge evaluation read the hardened judge
+    assert f"path: {hardened}\n" in (run / "dream/sweep-into/config.yaml").read_text()
+    assert "dream/sweep-into         running" in out and "RL skipped" not in out
+    assert f"judge hardening round 1: retrained on its check runs' exploits -> {hardened}" in out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["judge_check"]["hardening"][0]["judge"] == str(hardened)
+    assert not summary["rl_skipped_targets"]
+    assert "hardened in 1 round(s)" in (run / "report.html").read_text()
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
 def test_report_loads_in_headless_chromium(tiny_run):
     from playwright.sync_api import sync_playwright

@@ -614,3 +614,34 @@ def test_an_object_head_fine_tunes_onto_a_world_model_without_one(play_data, tin
     assert (
         "has an object head; fine-tune it with --model.dynamics.object_head=true" in capsys.readouterr().err
     )
+
+
+def test_pretrain_wm_trains_on_several_datasets_as_one_and_guards_each(
+    play_data, labeled_data, target_data, tmp_path
+):
+    """Play plus policy rollouts on pretraining tasks (``--data A,B``): one model, transitions of both with frame
+    and episode indices that point into the concatenated frames; a target-task dataset among them is refused."""
+    from rawdream.data.cache import frame_cache
+    from rawdream.data.lerobot import LeRobotDataset
+    from rawdream.world_model.data import build_transitions, concat_transitions
+
+    a, b = LeRobotDataset(play_data), LeRobotDataset(labeled_data)
+    ta, tb = build_transitions(a), build_transitions(b)
+    tr = concat_transitions([ta, tb], [a.num_frames, b.num_frames], [a.num_episodes, b.num_episodes])
+    assert len(tr) == len(ta) + len(tb)
+    frames = np.concatenate([frame_cache(a), frame_cache(b)])
+    k = len(ta)  # the first transition of the second dataset reads its own frames, episode and actions
+    assert np.array_equal(frames[tr.target[k]], frame_cache(b)[tb.target[0]])
+    assert np.array_equal(frames[tr.ctx[k]], frame_cache(b)[tb.ctx[0]])
+    assert tr.episode[k] == a.num_episodes + tb.episode[0] and np.array_equal(tr.actions[k], tb.actions[0])
+    out = tmp_path / "wm"
+    args = ["pretrain-wm", "--data", f"{play_data},{labeled_data}", "--out", str(out), "--preset", "tiny"]
+    assert main(args) == 0
+    info = load_world_model(out).info
+    assert (
+        info["dataset"] == f"{play_data.resolve()},{labeled_data.resolve()}" and len(info["manifests"]) == 2
+    )
+    assert set(info["manifest"]["tasks"]) == {"drawer-close", "reach"} and info["target_tasks_in_data"] == []
+    bad = ["pretrain-wm", "--data", f"{play_data},{target_data}", "--out", str(tmp_path / "bad")]
+    assert main([*bad, "--preset", "tiny"]) == 2
+    assert not (tmp_path / "bad" / "world_model.json").exists()

@@ -421,7 +421,10 @@ def _judge_check(args, cfg) -> int:
         cfg, dict(zip(names, judges)), to_dict(cfg.dream.judge), args.policy, args.wm, args.out, progress=True
     )
     print((Path(args.out) / "judge_check.md").read_text(), end="")
-    print(f"results: {Path(args.out).resolve() / 'judge_check.json'}; picked {report['selected_path']}")
+    picked = f"picked {report['selected_path']}"
+    if report.get("hardening"):  # the targets' RL is to read the hardened judge, not the pick
+        picked += f", hardened: {report['targets_judge']}"
+    print(f"results: {Path(args.out).resolve() / 'judge_check.json'}; {picked}")
     return 0
 
 
@@ -640,7 +643,8 @@ VERBS: tuple[Verb, ...] = (
             inp(
                 "--data",
                 required=True,
-                help="play dataset directory (LeRobot v3: ours or any with video + actions)",
+                help="play dataset directory (LeRobot v3: ours or any with video + actions); several "
+                "comma-separated train as one (e.g. play plus policy rollouts on pretraining tasks)",
             ),
             inp("--out", required=True, help="output directory; re-running resumes from its checkpoints"),
             inp(

@@ -390,7 +390,7 @@ class MainJob:
             },
             "base_on_pretraining_tasks": base_eval,
             "stages": [s.__dict__ for s in self.r.results],
-            "guarantee": task_agnostic_table(L),
+            "guarantee": task_agnostic_table(L, self.judge_dir),
             "play_protocol": play_protocol(L),
             "judge_check": read_json(L / L.JUDGE_CHECK / "judge_check.json") if checks_judges(cfg) else None,
             "rl_skipped": self.rl_skipped,
@@ -533,6 +533,8 @@ class MainJob:
                 "scores": {r["judge"]: r["score"] for r in rep["rows"]},
                 "tasks": rep["tasks"],
                 "targets": {t: {"rl": v["rl"], "why": v["why"]} for t, v in rep.get("targets", {}).items()},
+                # the last hardening round's folder in this stage (its judge/ is the one the targets' RL reads)
+                "hardened": rep["hardening"][-1]["name"] if rep.get("hardening") else None,
             }
 
         picked = self.r.stage(
@@ -543,7 +545,9 @@ class MainJob:
                 "check": {
                     k: v
                     for k, v in to_dict(check_cfg).items()
-                    if k != "abstain" and not (k == "per_target" and not v)
+                    if k != "abstain"
+                    and not (k == "per_target" and not v)
+                    and not (k in ("harden_rounds", "harden_episodes") and not check_cfg.harden_rounds)
                 },
                 "judge": section,
                 # the targets whose scene families the per-target check runs on
@@ -555,6 +559,9 @@ class MainJob:
         # the later stages depend on the pick alone: another check that picks the same judge reruns nothing
         self.judge_dir = L / picked["selected"]
         self.judge_deps = [picked["selected"]]
+        if picked.get("hardened"):  # the per-target check hardened the pick: the targets read its last round
+            self.judge_dir = L / L.JUDGE_CHECK / picked["hardened"] / "judge"
+            self.judge_deps = [L.JUDGE_CHECK]
         if cfg.judge_check.abstain:
             self.skipped_targets = {t: v["why"] for t, v in picked.get("targets", {}).items() if not v["rl"]}
         if cfg.judge_check.abstain and picked["tasks"] and not picked["selected_gains"]:
@@ -760,12 +767,13 @@ def pooled_results(
     return {"tasks": list(tasks), **paired_difference(before, after)}
 
 
-def task_agnostic_table(run: RunLayout) -> dict[str, Any]:
-    """Which tasks each component was trained on, read back from the artefacts themselves."""
+def task_agnostic_table(run: RunLayout, judge: Path | None = None) -> dict[str, Any]:
+    """Which tasks each component was trained on, read back from the artefacts themselves (``judge``: the judge
+    RL read - a picked candidate or a hardened judge - when not the run's own)."""
     rows = {}
     for name, p, key in [
         ("world model", run.world_model_info, ("manifest", "tasks")),
-        ("judge", run.judge_info, ("trained_on_tasks",)),
+        ("judge", Path(judge) / "judge.json" if judge else run.judge_info, ("trained_on_tasks",)),
         ("base policy", run.policy_info(run.POLICY_BASE), ("tasks",)),
         ("SFT policy", run.policy_info(run.POLICY_SFT), ("tasks",)),
     ]:
@@ -851,6 +859,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
     if summary.get("rl_skipped"):
         lines.append(f"RL in imagination skipped: {summary['rl_skipped']}")
+    for r in (check or {}).get("hardening") or []:
+        lines.append(
+            f"judge hardening round {r['round']}: retrained on its check runs' exploits -> {r['judge']}"
+        )
     for task, t in ((check or {}).get("targets") or {}).items():
         skipped = task in (summary.get("rl_skipped_targets") or {})
         went = "RL skipped, the SFT policy stands" if skipped else "RL went ahead"

@@ -26,6 +26,15 @@ family's tasks and both protocols; no significance test: one lost episode more t
 which no episode changed (a task the base already solves, or one the judge gives no signal on) is no evidence
 either way and does not stop RL. A target with no pretraining sibling has nothing to be checked on, and RL there
 does not go ahead.
+
+Hardening (``--harden_rounds=N``, with ``--per_target=true``): a check run that lowered real success left behind a
+policy that does exactly what the judge mistakes for success in that scene - its exploit. When the per-target
+check stops RL on a target, each family check run's policy acts in the world model on its task (imagined rollouts,
+as RL's; the simulator replays the imagined actions and labels them: pretraining tasks only, no target data), the
+judge is retrained by its own recipe and seed on its own training data plus those rollouts, and the per-target
+check runs again with the retrained judge from the base policy - RL may find a new exploit, and the check would
+show it. Up to N rounds, each adding the previous round's exploits (``OUT/hardenedK/``: ``exploits/TASK`` the new
+data, ``judge/`` the judge, ``TASK/`` its check runs). The targets' RL uses the last round's judge and verdicts.
 """
 
 from __future__ import annotations
@@ -45,7 +54,13 @@ PROTOCOLS = ("practised", "new")
 
 @dataclass
 class JudgeCheckConfig:
-    RANGES: ClassVar[dict] = {"iterations": ">=1", "init_states": ">=1", "eval_episodes": ">=1"}
+    RANGES: ClassVar[dict] = {
+        "iterations": ">=1",
+        "init_states": ">=1",
+        "eval_episodes": ">=1",
+        "harden_rounds": ">=0",
+        "harden_episodes": ">=1",
+    }
 
     split: SplitConfig = field(default_factory=SplitConfig)
     # pretraining tasks the simulator scores (the presets name them: one with room to rise, one to fall)
@@ -63,6 +78,10 @@ class JudgeCheckConfig:
     # not lower real success there (module docstring); with it and one judge, ``tasks`` may be empty (no pick, and
     # no run-wide abstain). With abstain=false the family runs are still made and reported, and RL runs everywhere
     per_target: bool = False
+    # rounds of hardening the judge on its own check runs' exploits while the per-target check skips a target that
+    # has a family (module docstring; needs per_target and a judge trained by ``train-judge``); 0: none
+    harden_rounds: int = 0
+    harden_episodes: int = 32  # imagined rollouts of each family check run's policy per round
 
     def validate(self) -> None:
         if self.dream.env_mode != "wm":
@@ -78,6 +97,11 @@ class JudgeCheckConfig:
             raise ValueError(
                 "judge-check scores the paired change in real success per protocol: leave --dream.eval_layouts "
                 "at [practised,new]"
+            )
+        if self.harden_rounds and not self.per_target:
+            raise ValueError(
+                f"--harden_rounds={self.harden_rounds} hardens the judge on the per-target check's exploits: add "
+                "--per_target=true"
             )
 
     def check_tasks(self, flag: str = "--tasks", judges: int = 1) -> None:
@@ -155,10 +179,19 @@ def run_judge_check(
     save_config(cfg, out)
     runs: dict[str, dict[str, Any]] = {}
 
-    def check(name: str, path: str | Path, task: str) -> None:
+    if cfg.harden_rounds:  # refused before hours of check runs, not after them
+        for path in judges.values():
+            if not read_json(Path(path) / "judge.json").get("dataset"):
+                raise ValueError(
+                    f"judge {path}: its judge.json names no training data to retrain it on; harden a judge "
+                    "trained by `rawdream train-judge`, or set harden_rounds=0"
+                )
+
+    def check(name: str, path: str | Path, task: str, seed_offset: int = 0) -> None:
         """RL against judge ``name`` on ``task``, or the finished run of it on disk (``out/name/task``)."""
         d = out / name / task
         dcfg = check_dream_config(cfg, task, {**judge_section, "backend": "generalist", "path": str(path)})
+        dcfg.seed += seed_offset
         if (d / "policy.json").exists():
             _same_run(d, dcfg)
         else:
@@ -183,9 +216,107 @@ def run_judge_check(
         for task in family_union(families):
             check(picked, path, task)
         report["targets"] = score_targets(runs[picked], families)
+        report["hardening"] = []
+        report["targets_judge"] = str(path)
+        for k in range(1, cfg.harden_rounds + 1):
+            if all(v["rl"] for v in report["targets"].values() if v["tasks"]):
+                break  # every target that can be checked passed: nothing left to harden against
+            if cfg.abstain and report["tasks"] and not report["selected_gains"]:
+                break  # the run-wide check already keeps RL off every target
+            name = f"hardened{k}"
+            source = report["hardening"][-1]["judge"] if report["hardening"] else str(path)
+            source_runs = out / (f"hardened{k - 1}" if k > 1 else picked)
+            log(f"[judge-check] hardening round {k}: the judge on its check runs' exploits")
+            new = harden_judge(
+                cfg, source, source_runs, family_union(families), wm, out / name, k, progress, log
+            )
+            # the re-check's RL draws other streams than the runs whose exploits the judge was just shown
+            for task in family_union(families):
+                check(name, new["judge"], task, seed_offset=k)
+            before, report["targets"] = report["targets"], score_targets(runs[name], families)
+            report["hardening"].append(
+                {"round": k, "name": name, **new, "targets_before": before, "targets": report["targets"]}
+            )
+            report["targets_judge"] = new["judge"]  # the targets' RL reads the last round's judge
     atomic_write_json(out / "judge_check.json", report)
     atomic_write_text(out / "judge_check.md", format_judge_check(report))
     return report
+
+
+def harden_judge(
+    cfg: JudgeCheckConfig,
+    judge: str | Path,
+    check_runs: Path,
+    tasks: list[str],
+    wm: str | Path,
+    out: Path,
+    seed: int = 0,
+    progress: bool = True,
+    log=print,
+) -> dict[str, Any]:
+    """One hardening round (module docstring): the imagined rollouts of each check run's policy
+    (``check_runs/TASK``) on its task in ``wm``, labelled by the simulator, then ``judge`` retrained by its recipe
+    on its training data plus them, into ``out/judge``. Resumes: finished collections and a finished judge are
+    kept. Returns the new judge's folder, the data added and the exploits' replayed success per task."""
+    from rawdream.config import load_config
+    from rawdream.data.policy_rollouts import PolicyRolloutsConfig, collect_policy_rollouts
+    from rawdream.envs.base import EnvConfig
+    from rawdream.io import file_sha256
+    from rawdream.reward.generalist import TrainJudgeConfig, train_judge
+
+    judge = Path(judge)
+    info = read_json(judge / "judge.json")
+    # a round is reused only if made from these inputs: the judge, each check run's policy, the collection
+    inputs = {
+        "judge": str(judge),
+        "judge_files": info.get("files"),
+        "policies": {t: file_sha256(check_runs / t / "policy.safetensors") for t in tasks},
+        "episodes": cfg.harden_episodes,
+        "seed": seed,
+        "rollouts": {k: to_dict(cfg.dream)[k] for k in ("horizon", "temperature", "exploration", "env")},
+    }
+    record = out / "harden.json"
+    if record.exists() and read_json(record) != inputs:
+        raise ValueError(
+            f"{out} holds a hardening round made from other inputs (judge, check runs or rollout settings); use "
+            "another --out or delete that folder"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(record, inputs)
+    exploits, success = [], {}
+    for task in tasks:
+        d = out / "exploits" / task
+        pcfg = build(
+            PolicyRolloutsConfig,
+            {
+                "split": to_dict(cfg.split),
+                # the RL horizon sets the episode length (collect policy refuses a longer simulator episode)
+                "env": {**to_dict(cfg.dream.env), "max_steps": EnvConfig().max_steps},
+                "tasks": [task],
+                "episodes_per_task": cfg.harden_episodes,
+                # as the check's RL drew its rollouts
+                "horizon": cfg.dream.horizon,
+                "temperature": cfg.dream.temperature,
+                "exploration": cfg.dream.exploration,
+                "workers": cfg.dream.workers,
+                "seed": seed,  # each round's sampling streams its own (the layouts are collect policy's)
+            },
+        )
+        rep = collect_policy_rollouts(pcfg, check_runs / task, d, progress=progress, wm_path=wm)
+        exploits.append(str(d))
+        success[task] = rep["success_rate"].get(task)
+    new = out / "judge"
+    if not (new / "judge.json").exists():
+        train_judge(
+            load_config(TrainJudgeConfig, judge / "config.yaml"),
+            ",".join([*str(info["dataset"]).split(","), *exploits]),
+            new,
+            wm_path=info.get("world_model"),
+            progress=progress,
+            log_fn=log,
+            references=info.get("references"),
+        )
+    return {"judge": str(new), "from": str(judge), "exploits": exploits, "exploit_success": success}
 
 
 def _same_run(d: Path, dcfg: DreamConfig) -> None:
@@ -298,15 +429,28 @@ def format_judge_check(report: dict[str, Any]) -> str:
         else f"no check tasks: judge {report['selected']}\n"
     )
     if "targets" in report:
-        text += f"\nper target, RL against {report['selected']} on the target's scene family:\n\n"
-        text += "| target | RL on the family's pretraining tasks (practised / new) | gained / lost | RL on the target |\n"
-        text += "|---|---|---|---|\n"
-        for target, v in report["targets"].items():
-            runs = "; ".join(
-                f"{t} " + " / ".join(before_after(v["runs"][t].get(p)) for p in PROTOCOLS) for t in v["tasks"]
-            )
+        rounds = report.get("hardening") or []
+        first = rounds[0]["targets_before"] if rounds else report["targets"]
+        text += _targets_table(report["selected"], first, final=not rounds)
+        for r in rounds:
+            added = ", ".join(f"{t} {v:.2f}" if v is not None else t for t, v in r["exploit_success"].items())
             text += (
-                f"| {target} | {runs or '-'} | +{v['gained']} / -{v['lost']} | "
-                f"{'goes ahead' if v['rl'] else 'skipped'} |\n"
+                f"\nhardening round {r['round']}: {r['from']} retrained with the imagined rollouts of its check runs' "
+                f"policies added (simulator-replayed success: {added}) -> {r['judge']}\n"
             )
+            text += _targets_table(r["name"], r["targets"], final=r is rounds[-1])
+    return text
+
+
+def _targets_table(judge: str, targets: dict[str, Any], final: bool) -> str:
+    head = f"\nper target, RL against {judge} on the target's scene family"
+    text = head + (":\n\n" if final else " (before hardening):\n\n")
+    text += "| target | RL on the family's pretraining tasks (practised / new) | gained / lost | RL on the target |\n"
+    text += "|---|---|---|---|\n"
+    for target, v in targets.items():
+        runs = "; ".join(
+            f"{t} " + " / ".join(before_after(v["runs"][t].get(p)) for p in PROTOCOLS) for t in v["tasks"]
+        )
+        verdict = ("goes ahead" if v["rl"] else "skipped") if final else ("passed" if v["rl"] else "failed")
+        text += f"| {target} | {runs or '-'} | +{v['gained']} / -{v['lost']} | {verdict} |\n"
     return text

@@ -239,10 +239,24 @@ def _judge_check_section(summary: dict[str, Any]) -> str:
             ]
             for t, v in targets.items()
         ]
+        rounds = check.get("hardening") or []
+        judge = html.escape(rounds[-1]["name"] if rounds else check["selected"])
+        hardened = (
+            f" {judge} ({html.escape(rounds[-1]['judge'])}) is {html.escape(check['selected'])} hardened in "
+            f"{len(rounds)} round(s): retrained with the imagined rollouts of its check runs' policies (labelled by "
+            "the simulator) added, and checked again with other RL streams. Before hardening: "
+            + "; ".join(
+                f"{html.escape(t)} {'passed' if v['rl'] else 'failed'} (+{v['gained']} / -{v['lost']})"
+                for t, v in rounds[0]["targets_before"].items()
+            )
+            + "."
+            if rounds
+            else ""
+        )
         parts.append(
-            f"<p>Per target: RL against {html.escape(check['selected'])} on the pretraining tasks that share the "
+            f"<p>Per target: RL against {judge} on the pretraining tasks that share the "
             "target's scene (practised / new layouts); RL on the target goes ahead only where it did not lower real "
-            "success there.</p>"
+            f"success there.{hardened}</p>"
             + _table(
                 ["target", "RL on its scene family's pretraining tasks", "gained / lost", "RL on the target"],
                 rows,

@@ -76,6 +76,23 @@ def build_transitions(
     return Transitions(**{k: np.asarray(v) for k, v in rows.items()})
 
 
+def concat_transitions(parts: list[Transitions], frames: list[int], episodes: list[int]) -> Transitions:
+    """Transitions of several datasets as one: frame and episode indices shifted past the datasets before (whose
+    frame and episode counts are ``frames`` and ``episodes``), in the order their frames are concatenated."""
+    if len(parts) == 1:
+        return parts[0]
+    f0, e0 = np.cumsum([0, *frames[:-1]]), np.cumsum([0, *episodes[:-1]])
+    shift = {"ctx": f0, "anchor": f0, "target": f0, "episode": e0}
+    return Transitions(
+        **{
+            k: np.concatenate(
+                [getattr(p, k) + shift[k][i] if k in shift else getattr(p, k) for i, p in enumerate(parts)]
+            )
+            for k in Transitions.__dataclass_fields__
+        }
+    )
+
+
 def make_batch(tr: Transitions, latents: torch.Tensor, idx: np.ndarray, model) -> dict[str, torch.Tensor]:
     """Gather a training batch (normalised latents and proprio) for transitions ``idx``."""
     dev = model.device  # latents stay in CPU memory; a batch moves to the model

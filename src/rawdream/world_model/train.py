@@ -35,7 +35,7 @@ from rawdream.training import (
     set_threads,
     step_generator,
 )
-from rawdream.world_model.data import Transitions, build_transitions, make_batch
+from rawdream.world_model.data import Transitions, build_transitions, concat_transitions, make_batch
 from rawdream.world_model.model import (
     FlowConfig,
     WorldModel,
@@ -141,8 +141,13 @@ def _split_episodes(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-def _frame_indices(ds: LeRobotDataset, episodes: np.ndarray) -> np.ndarray:
-    return np.concatenate([np.arange(*ds.episode_bounds(int(e))) for e in episodes])
+def _bounds(ds: LeRobotDataset, offset: int = 0) -> list[tuple[int, int]]:
+    """Each episode's frame range in ``ds``, shifted by ``offset`` (its first frame among concatenated datasets)."""
+    return [(lo + offset, hi + offset) for lo, hi in (ds.episode_bounds(e) for e in range(ds.num_episodes))]
+
+
+def _frame_indices(bounds: list[tuple[int, int]], episodes: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.arange(*bounds[int(e)]) for e in episodes])
 
 
 class _Budget:
@@ -431,26 +436,39 @@ def pretrain_wm(
     log_fn=print,
     init: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Train a world model on ``data``; with ``init``, fine-tune that world model instead (the paper's ID-FT
-    variant: the pretrained autoencoder and latent statistics are kept, only the dynamics train on)."""
+    """Train a world model on ``data`` (one dataset, or several comma-separated: e.g. play plus policy rollouts
+    on pretraining tasks, each guarded on its own); with ``init``, fine-tune that world model instead (the paper's
+    ID-FT variant: the pretrained autoencoder and latent statistics are kept, only the dynamics train on)."""
     t_start = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     set_threads(cfg.threads)
-    ds = LeRobotDataset(data)
+    paths = [p for p in str(data).split(",") if p]
+    dss = [LeRobotDataset(p) for p in paths]
     split = resolve_split(cfg.split)
-    # the workspace play protocol: target scenes with task-free behaviour only are part of the workspace
-    free_scenes = task_free_target_scenes(ds.manifest, split, ds.episodes)
-    leaked = check_task_agnostic(
-        ds.manifest,
-        split,
-        "world model",
-        None if cfg.variant == "zero-shot" else cfg.variant,
-        task_free_play=free_scenes,
-    )
+    free_scenes: list[str] = []
+    leaked: list[str] = []
+    for ds in dss:
+        # the workspace play protocol: target scenes with task-free behaviour only are part of the workspace
+        free = task_free_target_scenes(ds.manifest, split, ds.episodes)
+        leaked += check_task_agnostic(
+            ds.manifest,
+            split,
+            "world model",
+            None if cfg.variant == "zero-shot" else cfg.variant,
+            task_free_play=free,
+        )
+        free_scenes += free
+    free_scenes, leaked = sorted(set(free_scenes)), sorted(set(leaked))
     save_config(cfg, out)
-    key = ds.default_image_key()
-    frames = frame_cache(ds, key, progress=progress)
+    keys = [ds.default_image_key() for ds in dss]
+    parts = [frame_cache(ds, k, progress=progress) for ds, k in zip(dss, keys)]
+    if len({p.shape[1:] for p in parts}) > 1:
+        raise ValueError(
+            f"the datasets' frames differ in size ({', '.join(f'{d}: {p.shape[1:3]}' for d, p in zip(paths, parts))}); "
+            "train on datasets of one image size"
+        )
+    frames = parts[0] if len(parts) == 1 else np.concatenate(parts)
     size = frames.shape[1]
     if frames.shape[1] != frames.shape[2] or size % cfg.model.autoencoder.factor:
         raise ValueError(
@@ -458,12 +476,19 @@ def pretrain_wm(
             f"{cfg.model.autoencoder.factor}"
         )
     dcfg = cfg.model.dynamics
-    objects = (
-        object_positions(ds, split.backend, off="--model.dynamics.object_head=false")
-        if dcfg.object_head
-        else None
-    )
-    tr_all = build_transitions(ds, dcfg.chunk, dcfg.context, objects)
+    trs = [
+        build_transitions(
+            ds,
+            dcfg.chunk,
+            dcfg.context,
+            object_positions(ds, split.backend, off="--model.dynamics.object_head=false")
+            if dcfg.object_head
+            else None,
+        )
+        for ds in dss
+    ]
+    tr_all = concat_transitions(trs, [ds.num_frames for ds in dss], [ds.num_episodes for ds in dss])
+    bounds = [b for ds, f0 in zip(dss, np.cumsum([0] + [d.num_frames for d in dss])) for b in _bounds(ds, f0)]
     mcfg = build(
         WorldModelConfig,
         {
@@ -510,14 +535,15 @@ def pretrain_wm(
         model = model.to(resolve_device(cfg.device))
     else:
         model = WorldModel(mcfg).to(resolve_device(cfg.device))
-    train_eps, val_eps = _split_episodes(ds.num_episodes, cfg.val_fraction, cfg.seed)
-    train_frames, val_frames = _frame_indices(ds, train_eps), _frame_indices(ds, val_eps)
+    train_eps, val_eps = _split_episodes(len(bounds), cfg.val_fraction, cfg.seed)
+    train_frames, val_frames = _frame_indices(bounds, train_eps), _frame_indices(bounds, val_eps)
     tr = tr_all.subset(np.isin(tr_all.episode, train_eps))
     val_tr = tr_all.subset(np.isin(tr_all.episode, val_eps))
     log = MetricsLogger(out)
+    tasks = list(dict.fromkeys(t for ds in dss for t in ds.manifest.get("tasks", [])))
     log_fn(
-        f"[pretrain-wm] {ds.num_episodes} episodes ({len(train_eps)} train / {len(val_eps)} val), "
-        f"{len(tr)} transitions, tasks: {len(ds.manifest['tasks'])}; variant {cfg.variant}; "
+        f"[pretrain-wm] {len(bounds)} episodes ({len(train_eps)} train / {len(val_eps)} val), "
+        f"{len(tr)} transitions, tasks: {len(tasks)}; variant {cfg.variant}; "
         f"autoencoder {count_params(model.ae) / 1e6:.2f}M, {cfg.model.dynamics.arch} "
         f"{count_params(model.dynamics) / 1e6:.2f}M params"
     )
@@ -580,8 +606,15 @@ def pretrain_wm(
     summary = {
         "variant": cfg.variant,
         "init": str(Path(init).resolve()) if init else None,
-        "dataset": str(Path(data).resolve()),
-        "manifest": {k: v for k, v in ds.manifest.items() if k != "collect_config"},
+        "dataset": ",".join(str(Path(p).resolve()) for p in paths),
+        # the first dataset's manifest, with the tasks of all (what the guarantee table reads); each one's in
+        # "manifests"
+        "manifest": {**{k: v for k, v in dss[0].manifest.items() if k != "collect_config"}, "tasks": tasks},
+        **(
+            {"manifests": [{k: v for k, v in d.manifest.items() if k != "collect_config"} for d in dss]}
+            if len(dss) > 1
+            else {}
+        ),
         "target_tasks_in_data": leaked,
         # workspace: play covered the target scenes too (task-free, unlabelled); pretraining: it did not
         "play_protocol": {
