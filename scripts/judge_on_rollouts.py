@@ -1,0 +1,62 @@
+"""How a judge reads labelled rollouts: judged vs simulator success per task, and how many failures it calls
+successes (the judge read as RL reads it: object gate 0.5, the demonstration-calibrated cut 0.75).
+
+    python scripts/judge_on_rollouts.py JUDGE[,JUDGE...] TASK[,TASK...] DATA_ROOT [OUT.json]
+
+DATA_ROOT/TASK is a dataset of `rawdream collect policy` (with --wm: imagined video, labelled by the simulator's
+replay of the imagined actions); the reference demonstrations are runs/quick/data/demos (the main job's).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from rawdream.data.lerobot import DEFAULT_IMAGE_KEY, LeRobotDataset
+from rawdream.envs.tasks import instruction
+from rawdream.reward.base import judge_config, make_judge
+
+
+def main(judges: str, tasks: str, root: str, out: str | None = None) -> None:
+    rows = []
+    for path in judges.split(","):
+        judge = make_judge(
+            judge_config(
+                "generalist",
+                path=path,
+                reference="runs/quick/data/demos",
+                object_gate=0.5,
+                calibration="demo",
+                calibration_cut=0.75,
+            ),
+            purpose="reward",
+        )
+        for task in tasks.split(","):
+            ds = LeRobotDataset(f"{root}/{task}")
+            videos = [ds.decode_episode_frames(i, DEFAULT_IMAGE_KEY) for i in range(ds.num_episodes)]
+            true = np.array(ds.episodes["rawdream/success"], bool)
+            judged = np.array([v.success for v in judge(videos, [instruction(task)] * len(videos))], bool)
+            row = {
+                "judge": path,
+                "task": task,
+                "data": f"{root}/{task}",
+                "episodes": len(videos),
+                "true_rate": float(true.mean()),
+                "judged_rate": float(judged.mean()),
+                "judged_success_of_failures": float(judged[~true].mean()) if (~true).any() else None,
+            }
+            rows.append(row)
+            print(
+                f"{path:28s} {task:16s} true {row['true_rate']:.2f} judged {row['judged_rate']:.2f} "
+                f"failures judged successes {row['judged_success_of_failures']}",
+                flush=True,
+            )
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        text = {"command": "python scripts/judge_on_rollouts.py " + " ".join(sys.argv[1:]), "rows": rows}
+        Path(out).write_text(json.dumps(text, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
