@@ -16,6 +16,27 @@ def drawer_env():
 
 
 @pytest.fixture
+def family_lost_first(monkeypatch):
+    """The per-target check's first verdicts say RL lowered real success on every family (so a hardening round
+    runs); later verdicts are the real ones. Returns the list of verdicts scored so far (clear it to start over)."""
+    import rawdream.experiment.judge_check as judge_check
+
+    real_score = judge_check.score_targets
+    calls = []
+
+    def lost_first(runs, families):
+        rep = real_score(runs, families)
+        if not calls:
+            for v in rep.values():
+                v.update(lost=v["gained"] + 1, score=-1, rl=False, why="lowered real success")
+        calls.append(rep)
+        return rep
+
+    monkeypatch.setattr(judge_check, "score_targets", lost_first)
+    return calls
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(0)
 

@@ -239,23 +239,11 @@ def test_rl_table_pools_its_rows_and_counts_targets_the_check_skipped_as_unchang
 
 
 def test_hardening_retrains_the_judge_on_its_check_runs_exploits_and_checks_again(
-    tiny_policy, tiny_wm, tiny_judge, pretrain_demos, tmp_path, capsys, monkeypatch
+    tiny_policy, tiny_wm, tiny_judge, pretrain_demos, tmp_path, capsys, family_lost_first
 ):
-    import rawdream.experiment.judge_check as judge_check
     from rawdream.data.lerobot import LeRobotDataset
 
-    real_score = judge_check.score_targets
-    calls = []
-
-    def lost_first(runs, families):  # as if RL against the first judge had lowered success on the family
-        rep = real_score(runs, families)
-        if not calls:
-            for v in rep.values():
-                v.update(lost=v["gained"] + 1, score=-1, rl=False, why="lowered real success")
-        calls.append(rep)
-        return rep
-
-    monkeypatch.setattr(judge_check, "score_targets", lost_first)
+    calls = family_lost_first  # as if RL against the first judge had lowered success on the family
     out = tmp_path / "check"
     args = ["experiment", "judge-check", "--judges", str(tiny_judge), "--policy", str(tiny_policy)]
     args += ["--wm", str(tiny_wm), "--reference", str(pretrain_demos), "--out", str(out), "--preset", "tiny"]

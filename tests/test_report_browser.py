@@ -222,8 +222,9 @@ def test_the_per_target_check_skips_rl_on_a_target_whose_scene_family_lost(
 
 
 def test_a_hardened_judge_that_passes_the_family_check_is_the_one_the_targets_rl_reads(
-    tiny_run, tmp_path, capsys, monkeypatch
+    tiny_run, tmp_path, capsys, monkeypatch, family_lost_first
 ):
+    # the run's judge lowered success on the family; its hardened one did not
     import rawdream.experiment.judge_check as judge_check
     import rawdream.pipeline as pipeline
 
@@ -233,20 +234,8 @@ def test_a_hardened_judge_that_passes_the_family_check_is_the_one_the_targets_rl
     def family(split, targets=None):  # the tiny run's demos cover reach: let it stand in for the family
         return {t: ["reach"] for t in targets or split.targets}
 
-    real_score = judge_check.score_targets
-    calls = []
-
-    def lost_first(runs, families):  # the run's judge lowered success on the family; its hardened one did not
-        rep = real_score(runs, families)
-        if not calls:
-            for v in rep.values():
-                v.update(lost=v["gained"] + 1, score=-1, rl=False, why="lowered real success")
-        calls.append(rep)
-        return rep
-
     monkeypatch.setattr(judge_check, "family_tasks", family)
     monkeypatch.setattr(pipeline, "family_tasks", family)
-    monkeypatch.setattr(judge_check, "score_targets", lost_first)
     argv = ["run", "--preset", "tiny", "--out", str(run), "--judge_check.per_target=true"]
     argv += ["--judge_check.tasks=[]", "--judge_check.harden_rounds=1", "--judge_check.harden_episodes=2"]
     capsys.readouterr()

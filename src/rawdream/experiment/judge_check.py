@@ -273,7 +273,11 @@ def harden_judge(
         "policies": {t: file_sha256(check_runs / t / "policy.safetensors") for t in tasks},
         "episodes": cfg.harden_episodes,
         "seed": seed,
-        "rollouts": {k: to_dict(cfg.dream)[k] for k in ("horizon", "temperature", "exploration", "env")},
+        "rollouts": {
+            k: v
+            for k, v in to_dict(cfg.dream).items()
+            if k in ("horizon", "temperature", "exploration", "env")
+        },
     }
     record = out / "harden.json"
     if record.exists() and read_json(record) != inputs:
