@@ -1,10 +1,16 @@
-"""What the object gate reads vs what the objects did: per rollout, the judge's object-head progress along the
-demonstration's object motion (the gate's input, 1 = as far as the demo) against the same progress computed from
-the simulator's recorded object positions.
+"""What an object head reads vs what the objects did, on labelled real rollouts.
 
-    python scripts/object_progress.py JUDGE TASK[,TASK...] DATA_ROOT [OUT.json]
+Per rollout: the head's progress along the demonstration's object motion (the object gate's input, 1 = as far as
+the demo) against the same progress from the simulator's recorded object positions; and, over all judged frames,
+what the head's first object follows - the correlation of its xyz with the first object's true xyz and with the
+hand's (a head that reads the hand for the object says so here, on any data).
 
-DATA_ROOT/TASK: a `rawdream collect policy` dataset (real video); references: runs/quick/data/demos.
+    python scripts/object_progress.py READER TASK[,TASK...] DATA_ROOT [OUT.json]
+
+READER: a judge directory (`rawdream train-judge --object_loss`: its head, read exactly as the gate reads it) or a
+policy directory (`rawdream train-policy --object_loss`: its vision features' head, one frame at a time, at the
+judge's frames). DATA_ROOT/TASK: a `rawdream collect policy` dataset (real video); references:
+runs/quick/data/demos.
 """
 
 import json
@@ -12,26 +18,76 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from rawdream.data.lerobot import DEFAULT_IMAGE_KEY, LeRobotDataset
 from rawdream.data.objects import object_positions
 from rawdream.envs.tasks import instruction
-from rawdream.reward.base import judge_config, make_judge
+from rawdream.reward.base import FrameSelection, judge_config, make_judge
 
 DEMOS = "runs/quick/data/demos"
 
 
-def main(judge_path: str, tasks: str, root: str, out: str | None = None) -> None:
-    judge = make_judge(
-        judge_config(
+class JudgeHead:
+    """A judge's object head, as its gate reads it: (videos, task) -> per video the head's outputs per judged
+    frame, and the gate's progress."""
+
+    def __init__(self, path: str):
+        cfg = judge_config(
             "generalist",
-            path=judge_path,
+            path=path,
             reference=DEMOS,
             object_gate=0.5,
             calibration="demo",
             calibration_cut=0.75,
-        ),
-        purpose="reward",
+        )
+        self.judge = make_judge(cfg, purpose="reward")
+        self.frames = self.judge.model.cfg.frames
+
+    @torch.no_grad()
+    def read(self, videos, task):
+        clips, text, ref = self.judge._inputs(videos, [instruction(task)] * len(videos))
+        _, objects = self.judge.model(clips, text, ref, objects=True)
+        _, progress = self.judge._scores(videos, [instruction(task)] * len(videos))
+        return objects.float().numpy(), progress
+
+
+class PolicyHead:
+    """A policy's object head on its vision features (no proprioception), frame by frame; progress along the
+    demo's first-to-last-frame reading, as the gate computes it."""
+
+    def __init__(self, path: str):
+        from rawdream.policy.base import load_policy
+
+        self.policy = load_policy(path)
+        self.model = self.policy.model.eval()
+        self.frames = FrameSelection(middle=4)  # the judge's frames, so both readers see the same moments
+        self.demos = LeRobotDataset(DEMOS)
+
+    @torch.no_grad()
+    def _heads(self, frames, task):
+        text = torch.from_numpy(self.policy.text_encoder([instruction(task)] * len(frames)))
+        return self.model.object_head(
+            self.model.vision(torch.from_numpy(np.asarray(frames)), self.model.text(text))
+        )
+
+    def read(self, videos, task):
+        ep = list(self.demos.episodes["rawdream/env_task"]).index(task)
+        demo = self.demos.decode_episode_frames(ep, DEFAULT_IMAGE_KEY)
+        d = self._heads([demo[0], demo[-1]], task).numpy()
+        want = d[1] - d[0]
+        objects = np.stack([self._heads(self.frames.select(v), task).numpy() for v in videos])
+        progress = (objects[:, -1] - objects[:, 0]) @ want / max(float(want @ want), 1e-12)
+        return objects, progress
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> list[float]:
+    return [round(float(np.corrcoef(a[:, k], b[:, k])[0, 1]), 3) for k in range(a.shape[1])]
+
+
+def main(reader_path: str, tasks: str, root: str, out: str | None = None) -> None:
+    reader = (
+        JudgeHead(reader_path) if (Path(reader_path) / "judge.json").exists() else PolicyHead(reader_path)
     )
     demos = LeRobotDataset(DEMOS)
     demo_pos = object_positions(demos, "metaworld")
@@ -42,14 +98,20 @@ def main(judge_path: str, tasks: str, root: str, out: str | None = None) -> None
         want = demo_pos[hi - 1] - demo_pos[lo]
         ds = LeRobotDataset(f"{root}/{task}")
         pos = object_positions(ds, "metaworld")
+        hand = ds.column("observation.state").astype(np.float32)[:, :3]
         true = np.array(ds.episodes["rawdream/success"], bool)
         videos = [ds.decode_episode_frames(i, DEFAULT_IMAGE_KEY) for i in range(ds.num_episodes)]
-        _, read = judge._scores(videos, [instruction(task)] * len(videos))  # the gate's input
-        moved = []
+        heads, read = reader.read(videos, task)
+        moved, true_first, true_hand = [], [], []
         for i in range(ds.num_episodes):
             a, b = ds.episode_bounds(i)
             moved.append(float(((pos[b - 1] - pos[a]) * want).sum() / (want**2).sum()))
+            idx = a + np.asarray(reader.frames.indices(b - a))
+            true_first.append(pos[idx, :3])
+            true_hand.append(hand[idx])
         moved = np.array(moved)
+        first_read = heads[..., :3].reshape(-1, 3)
+        ok = ~np.isnan(read)
         row = {
             "task": task,
             "episodes": len(videos),
@@ -58,13 +120,19 @@ def main(judge_path: str, tasks: str, root: str, out: str | None = None) -> None
             "true_progress_failures": float(moved[~true].mean()) if (~true).any() else None,
             "head_progress_successes": float(np.nanmean(read[true])) if true.any() else None,
             "true_progress_successes": float(moved[true].mean()) if true.any() else None,
+            # per rollout: does the head's reading follow the objects' (all rollouts, where the gate reads)
+            "correlation": float(np.corrcoef(read[ok], moved[ok])[0, 1]) if ok.sum() > 2 else None,
+            "mean_abs_error": float(np.abs(read[ok] - moved[ok]).mean()) if ok.any() else None,
+            # per judged frame: what the head's first object follows, x / y / z
+            "first_object_corr_with_object_xyz": _corr(first_read, np.concatenate(true_first)),
+            "first_object_corr_with_hand_xyz": _corr(first_read, np.concatenate(true_hand)),
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
     if out:
         text = {
             "command": "python scripts/object_progress.py " + " ".join(sys.argv[1:]),
-            "judge": judge_path,
+            "reader": reader_path,
             "rows": rows,
         }
         Path(out).write_text(json.dumps(text, indent=1) + "\n")

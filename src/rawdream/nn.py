@@ -13,6 +13,18 @@ def group_norm(ch: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(8, ch), ch)
 
 
+class SpatialSoftmax(nn.Module):
+    """Expected (x, y) image coordinates of each channel's softmax: one keypoint per channel. Why: a global
+    mean/max pool keeps what a feature map shows and drops where; keypoints keep where (Levine et al. 2016)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        att = F.softmax(x.flatten(2), dim=-1).view(b, c, h, w)
+        ys = torch.linspace(-1, 1, h, device=x.device)
+        xs = torch.linspace(-1, 1, w, device=x.device)
+        return torch.cat([(att.sum(2) * xs).sum(-1), (att.sum(3) * ys).sum(-1)], dim=1)
+
+
 class ResBlock(nn.Module):
     """Conv residual block; optional AdaGN: scale/shift (and a gate on the residual) from a condition vector."""
 

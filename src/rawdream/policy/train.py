@@ -140,7 +140,7 @@ def bc_samples(ds: LeRobotDataset, episodes: list[int], chunk: int) -> BCSamples
 
 
 def random_shift(images: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """(B, H, W, 3) uint8 -> the same, shifted by up to ``pad`` pixels (replicate padding)."""
+    """(B, H, W, C) uint8 -> the same, shifted by up to ``pad`` pixels (replicate padding)."""
     if pad <= 0:
         return images
     b, h, w, _ = images.shape

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rawdream.nn import ResBlock, group_norm, mlp
+from rawdream.nn import ResBlock, SpatialSoftmax, group_norm, mlp
 from rawdream.policy.base import POLICIES, PolicyConfig
 from rawdream.policy.text import TEXT_DIM, TextEncoder
 from rawdream.policy.tokenizer import ActionTokenizer
@@ -38,17 +38,6 @@ class VLAPolicyConfig(PolicyConfig):
     bins: int = 256
     dropout: float = 0.1
     object_outputs: int = 0  # size of the auxiliary object-position head (0: none); set by train-policy
-
-
-class SpatialSoftmax(nn.Module):
-    """Expected (x, y) image coordinates of each channel's softmax: one keypoint per channel."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
-        att = F.softmax(x.flatten(2), dim=-1).view(b, c, h, w)
-        ys = torch.linspace(-1, 1, h, device=x.device)
-        xs = torch.linspace(-1, 1, w, device=x.device)
-        return torch.cat([(att.sum(2) * xs).sum(-1), (att.sum(3) * ys).sum(-1)], dim=1)
 
 
 class VisionEncoder(nn.Module):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rawdream.nn import ResBlock, group_norm, mlp
+from rawdream.nn import ResBlock, SpatialSoftmax, group_norm, mlp
 from rawdream.policy.text import TEXT_DIM, TextEncoder
 from rawdream.reward.base import FrameSelection
 
@@ -30,6 +30,14 @@ class GeneralistConfig:
     # size of an auxiliary head from each judged frame's features to the objects' positions in it (0: none); set
     # by train-judge --object_loss, which trains it on the simulator state so the features follow the objects
     object_outputs: int = 0
+    # keypoints: where each channel of a frame's 16 x 16 feature map fires (spatial softmax), read beside the last
+    # map's mean and max; and the object head becomes one keypoint per object (channel k for object k), mapped to
+    # its xyz by an affine map of its own (the camera is fixed). Why: a head that reads pooled features - or a
+    # linear mix of every keypoint - predicted the hand's position for the objects' (correlation 0.93-0.99 with
+    # the hand on the main axis, on held-out and on its own training videos) and so read a puck left behind as
+    # moved as far as the demo's (docs/judges.md). One channel's peak per object can only lower the loss by
+    # sitting on that object
+    keypoints: bool = False
 
 
 def verb_of(text: str) -> str:
@@ -54,15 +62,25 @@ class JudgeNet(nn.Module):
             ]
         )
         self.norm = group_norm(chs[-1])
+        self.keypoints = SpatialSoftmax() if cfg.keypoints else None
+        # keypoints of the 16 x 16 map (64 px frames): a 2-3 px object is still about a cell there
+        kp_level = max(len(chs) - 2, 0)
+        n_kp = 2 * chs[kp_level] if cfg.keypoints else 0
+        self._kp_level = kp_level
+        feat = n_kp + 2 * chs[-1]  # per frame: [keypoints x, y], mean, max
         n_frames = len(cfg.frames.indices(64))  # frames per video (first, last, middle)
         self.fuse = nn.Sequential(
-            nn.Linear(n_frames * 2 * chs[-1] + cfg.cond_dim, cfg.hidden),
+            nn.Linear(n_frames * feat + cfg.cond_dim, cfg.hidden),
             nn.SiLU(),
             nn.Linear(cfg.hidden, cfg.hidden),
             nn.SiLU(),
             nn.Linear(cfg.hidden, 1),
         )
-        self.object_head = nn.Linear(2 * chs[-1], cfg.object_outputs) if cfg.object_outputs else None
+        self.object_head = None
+        if cfg.object_outputs and cfg.keypoints:
+            self.object_head = KeypointObjectHead(cfg.object_outputs, chs[kp_level])
+        elif cfg.object_outputs:
+            self.object_head = nn.Linear(feat, cfg.object_outputs)
 
     def forward(
         self,
@@ -94,16 +112,43 @@ class JudgeNet(nn.Module):
         x = torch.cat(parts, dim=-1).flatten(0, 1).permute(0, 3, 1, 2)
         h = self.stem(x)
         cond_f = cond.repeat_interleave(f, dim=0)
-        for block, down in zip(self.blocks, self.downs):
-            h = down(block(h, cond_f))
+        kp = None
+        for level, (block, down) in enumerate(zip(self.blocks, self.downs)):
+            h = block(h, cond_f)
+            if self.keypoints is not None and level == self._kp_level:
+                kp = self.keypoints(h)
+            h = down(h)
         h = F.silu(self.norm(h))
-        per_frame = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+        pooled = [h.mean(dim=(2, 3)), h.amax(dim=(2, 3))]
+        per_frame = torch.cat(pooled if kp is None else [kp, *pooled], dim=1)
         logits = self.fuse(torch.cat([per_frame.view(b, -1), cond], dim=1))[:, 0]
         if not objects:
             return logits
         if self.object_head is None:
             raise ValueError("this judge has no object head (train it with --object_loss > 0)")
-        return logits, self.object_head(per_frame).view(b, f, -1)
+        return logits, self.object_head(per_frame if kp is None else kp).view(b, f, -1)
+
+
+class KeypointObjectHead(nn.Module):
+    """Object k's xyz from channel k's keypoint alone: an affine map (2 -> 3) per object. ``outputs``: 3 x objects
+    (a trailing 1 or 2 coordinates, e.g. image positions in a test, read as one more object's first coordinates)."""
+
+    def __init__(self, outputs: int, channels: int):
+        super().__init__()
+        self.outputs = outputs
+        self.objects = -(-outputs // 3)
+        if self.objects > channels:
+            raise ValueError(f"{self.objects} objects need as many keypoint channels; the map has {channels}")
+        self.channels = channels
+        self.weight = nn.Parameter(torch.randn(self.objects, 3, 2) * 0.5)
+        self.bias = nn.Parameter(torch.zeros(self.objects, 3))
+
+    def forward(self, kp: torch.Tensor) -> torch.Tensor:
+        """kp (N, 2 x channels): every channel's x, then every channel's y -> (N, outputs)."""
+        n = self.objects
+        xy = torch.stack([kp[:, :n], kp[:, self.channels : self.channels + n]], dim=-1)  # (N, objects, 2)
+        out = torch.einsum("ocd,nod->noc", self.weight, xy) + self.bias
+        return out.flatten(1)[:, : self.outputs]
 
 
 def text_features(enc: TextEncoder, texts: list[str]) -> torch.Tensor:
