@@ -2,8 +2,9 @@
 
 Per rollout: the head's progress along the demonstration's object motion (the object gate's input, 1 = as far as
 the demo) against the same progress from the simulator's recorded object positions; and, over all judged frames,
-what the head's first object follows - the correlation of its xyz with the first object's true xyz and with the
-hand's (a head that reads the hand for the object says so here, on any data).
+what the head's first object follows - the correlation of its motion since the first judged frame (x, y, z) with
+the first object's true motion and with the hand's (the gate reads motion; a head that reads the hand for the
+object says so here, on any data, whether it predicts positions or displacements).
 
     python scripts/object_progress.py READER TASK[,TASK...] DATA_ROOT [OUT.json]
 
@@ -54,7 +55,7 @@ class JudgeHead:
 
 class PolicyHead:
     """A policy's object head on its vision features (no proprioception), frame by frame; progress along the
-    demo's first-to-last-frame reading, as the gate computes it."""
+    demo's first-to-last-frame reading, computed as the gate computes it (without its minimum-motion cut)."""
 
     def __init__(self, path: str):
         from rawdream.policy.base import load_policy
@@ -81,8 +82,13 @@ class PolicyHead:
         return objects, progress
 
 
-def _corr(a: np.ndarray, b: np.ndarray) -> list[float]:
-    return [round(float(np.corrcoef(a[:, k], b[:, k])[0, 1]), 3) for k in range(a.shape[1])]
+def _corr(a: np.ndarray, b: np.ndarray) -> list[float | None]:
+    return [_num(np.corrcoef(a[:, k], b[:, k])[0, 1]) for k in range(a.shape[1])]
+
+
+def _num(x) -> float | None:
+    """A JSON number, or None where there is none (NaN: the gate read nothing)."""
+    return None if x is None or not np.isfinite(x) else round(float(x), 4)
 
 
 def main(reader_path: str, tasks: str, root: str, out: str | None = None) -> None:
@@ -107,25 +113,28 @@ def main(reader_path: str, tasks: str, root: str, out: str | None = None) -> Non
             a, b = ds.episode_bounds(i)
             moved.append(float(((pos[b - 1] - pos[a]) * want).sum() / (want**2).sum()))
             idx = a + np.asarray(reader.frames.indices(b - a))
-            true_first.append(pos[idx, :3])
-            true_hand.append(hand[idx])
+            true_first.append(pos[idx, :3] - pos[idx[0], :3])
+            true_hand.append(hand[idx] - hand[idx[0]])
         moved = np.array(moved)
-        first_read = heads[..., :3].reshape(-1, 3)
+        first_read = (heads[..., :3] - heads[:, :1, :3]).reshape(-1, 3)
         ok = ~np.isnan(read)
         row = {
             "task": task,
             "episodes": len(videos),
             "successes": int(true.sum()),
-            "head_progress_failures": float(np.nanmean(read[~true])) if (~true).any() else None,
+            "head_progress_failures": _num(np.nanmean(read[~true])) if (~true & ok).any() else None,
             "true_progress_failures": float(moved[~true].mean()) if (~true).any() else None,
-            "head_progress_successes": float(np.nanmean(read[true])) if true.any() else None,
+            "head_progress_successes": _num(np.nanmean(read[true])) if (true & ok).any() else None,
             "true_progress_successes": float(moved[true].mean()) if true.any() else None,
             # per rollout: does the head's reading follow the objects' (all rollouts, where the gate reads)
-            "correlation": float(np.corrcoef(read[ok], moved[ok])[0, 1]) if ok.sum() > 2 else None,
-            "mean_abs_error": float(np.abs(read[ok] - moved[ok]).mean()) if ok.any() else None,
-            # per judged frame: what the head's first object follows, x / y / z
+            "correlation": _num(np.corrcoef(read[ok], moved[ok])[0, 1]) if ok.sum() > 2 else None,
+            "mean_abs_error": _num(np.abs(read[ok] - moved[ok]).mean()) if ok.any() else None,
+            # per judged frame, motion since the first judged frame: what the head's first object follows, x / y / z
             "first_object_corr_with_object_xyz": _corr(first_read, np.concatenate(true_first)),
             "first_object_corr_with_hand_xyz": _corr(first_read, np.concatenate(true_hand)),
+            "gate_reads": int(
+                ok.sum()
+            ),  # rollouts where the gate read (NaN: the demo's motion below its minimum)
         }
         rows.append(row)
         print(json.dumps(row), flush=True)

@@ -34,7 +34,9 @@ class GeneralistJudgeConfig(JudgeConfig):
     # predicted object displacement (last frame - first) onto the demo's. 0: off. Why: RL against the judge
     # alone found "hand where a success ends, object untouched" (docs/judges.md); the head reads the objects.
     object_gate: float = 0.0
-    # the demo's predicted displacement (z-scored units) under which the gate stays open (objects that stay put)
+    # the demo's displacement as the head reads it, under which the gate stays open (objects that stay put): in the
+    # head's units - z-scored positions, or (train-judge --object_target=displacement) displacements over their
+    # training RMS
     object_gate_min: float = 0.5
     # where a score becomes a success. "fixed": --judge.threshold for every task. "demo": per instruction, halfway
     # (in logits) between the judge's score for the reference demonstration's own video (a success) and for its

@@ -85,6 +85,12 @@ class TrainJudgeConfig(TrainerSettings):
     def validate(self) -> None:
         if self.object_target not in ("position", "displacement"):
             raise ValueError(f"--object_target={self.object_target!r}: use position or displacement")
+        if self.object_target == "displacement" and self.model.keypoints:
+            raise ValueError(
+                "--object_target=displacement with --model.keypoints=true: a keypoint head reads where each object "
+                "is (a displacement of 0 at the first frame would pull its keypoint off the object); use "
+                "--object_target=position with keypoints"
+            )
 
 
 @dataclass
