@@ -611,25 +611,34 @@ def test_an_ensemble_of_judges_calls_a_success_only_where_every_member_does(
     from rawdream.io import load_model, save_model
     from rawdream.reward.generalist.judge import EnsembleJudge
 
-    # a second judge "trained apart": the same model with perturbed weights
-    other = tmp_path / "judge_b"
-    _, meta, weights = load_model(tiny_judge, "judge", "")
-    g = torch.Generator().manual_seed(0)
-    for k, w in weights.items():
-        if w.is_floating_point() and w.numel() > 1:
-            weights[k] = w + 0.3 * w.std() * torch.randn(w.shape, generator=g)
-    other.mkdir()
-    save_model(other, "judge", weights, {k: v for k, v in meta.items() if k != "files"})
-
     settings = {"reference": str(pretrain_demos), "calibration": "demo"}
-    members = [make_judge(judge_config("generalist", path=str(p), **settings)) for p in (tiny_judge, other)]
-    ensemble = make_judge(judge_config("generalist", path=f"{tiny_judge}, {other}", **settings))
-    assert isinstance(ensemble, EnsembleJudge) and len(ensemble.members) == 2
     rng = np.random.default_rng(0)
     videos = [rng.integers(0, 255, (9, 64, 64, 3), dtype=np.uint8) for _ in range(12)]
-    videos += [members[0].references.videos["drawer-close"]] * 2
     texts = ["close the drawer", "reach the red goal"] * 7
-    votes = [m(videos, texts) for m in members]
+    # a second judge "trained apart": the same model with perturbed weights - perturbed harder until the two
+    # disagree somewhere on these videos (how much it takes depends on the trained weights)
+    _, meta, trained = load_model(tiny_judge, "judge", "")
+    for scale in (0.3, 0.6, 1.0, 2.0):
+        other = tmp_path / f"judge_b{scale}"
+        g = torch.Generator().manual_seed(0)
+        weights = {
+            k: w + scale * w.std() * torch.randn(w.shape, generator=g)
+            if w.is_floating_point() and w.numel() > 1
+            else w
+            for k, w in trained.items()
+        }
+        other.mkdir()
+        save_model(other, "judge", weights, {k: v for k, v in meta.items() if k != "files"})
+        members = [
+            make_judge(judge_config("generalist", path=str(p), **settings)) for p in (tiny_judge, other)
+        ]
+        demo = members[0].references.videos["drawer-close"]
+        votes = [m([*videos, demo, demo], texts) for m in members]
+        if any(a.success != b.success for a, b in zip(*votes)):
+            break
+    videos += [demo, demo]
+    ensemble = make_judge(judge_config("generalist", path=f"{tiny_judge}, {other}", **settings))
+    assert isinstance(ensemble, EnsembleJudge) and len(ensemble.members) == 2
     verdicts = ensemble(videos, texts)
     assert [v.success for v in verdicts] == [a.success and b.success for a, b in zip(*votes)]
     assert [v.score for v in verdicts] == [min(a.score, b.score) for a, b in zip(*votes)]
