@@ -17,21 +17,21 @@ from rawdream.data.lerobot import DEFAULT_IMAGE_KEY, LeRobotDataset
 from rawdream.envs.tasks import instruction
 from rawdream.reward.base import judge_config, make_judge
 
+DEMOS = "runs/quick/data/demos"
+
+
+def judge_as_rl_reads_it(path: str):
+    """The generalist judge at ``path`` with the RAW-Dream rows' readout: object gate 0.5, demo cut 0.75."""
+    cfg = judge_config(
+        "generalist", path=path, reference=DEMOS, object_gate=0.5, calibration="demo", calibration_cut=0.75
+    )
+    return make_judge(cfg, purpose="reward")
+
 
 def main(judges: str, tasks: str, root: str, out: str | None = None) -> None:
     rows = []
     for path in judges.split(","):
-        judge = make_judge(
-            judge_config(
-                "generalist",
-                path=path,
-                reference="runs/quick/data/demos",
-                object_gate=0.5,
-                calibration="demo",
-                calibration_cut=0.75,
-            ),
-            purpose="reward",
-        )
+        judge = judge_as_rl_reads_it(path)
         for task in tasks.split(","):
             ds = LeRobotDataset(f"{root}/{task}")
             videos = [ds.decode_episode_frames(i, DEFAULT_IMAGE_KEY) for i in range(ds.num_episodes)]

@@ -20,13 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from judge_on_rollouts import DEMOS, judge_as_rl_reads_it  # scripts/, on the path when run as a script
 
 from rawdream.data.lerobot import DEFAULT_IMAGE_KEY, LeRobotDataset
 from rawdream.data.objects import object_positions
 from rawdream.envs.tasks import instruction
-from rawdream.reward.base import FrameSelection, judge_config, make_judge
-
-DEMOS = "runs/quick/data/demos"
+from rawdream.reward.base import FrameSelection
 
 
 class JudgeHead:
@@ -34,15 +33,7 @@ class JudgeHead:
     frame, and the gate's progress."""
 
     def __init__(self, path: str):
-        cfg = judge_config(
-            "generalist",
-            path=path,
-            reference=DEMOS,
-            object_gate=0.5,
-            calibration="demo",
-            calibration_cut=0.75,
-        )
-        self.judge = make_judge(cfg, purpose="reward")
+        self.judge = judge_as_rl_reads_it(path)
         self.frames = self.judge.model.cfg.frames
 
     @torch.no_grad()
