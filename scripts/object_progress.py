@@ -24,6 +24,7 @@ from judge_on_rollouts import DEMOS, judge_as_rl_reads_it  # scripts/, on the pa
 
 from rawdream.data.lerobot import DEFAULT_IMAGE_KEY, LeRobotDataset
 from rawdream.data.objects import object_positions
+from rawdream.envs.base import CameraConfig
 from rawdream.envs.tasks import instruction
 from rawdream.reward.base import FrameSelection
 
@@ -42,6 +43,17 @@ class JudgeHead:
         _, objects = self.judge.model(clips, text, ref, objects=True)
         _, progress = self.judge._scores(videos, [instruction(task)] * len(videos))
         return objects.float().numpy(), progress
+
+    @torch.no_grad()
+    def keypoint_px(self, videos, task, size: int):
+        """A keypoint judge's first object's keypoint per judged frame, (videos, frames, 2) column/row px of a
+        ``size`` frame; None for a judge without keypoints."""
+        if not self.judge.model.cfg.keypoints:
+            return None
+        clips, text, ref = self.judge._inputs(videos, [instruction(task)] * len(videos))
+        kp = self.judge.model.keypoints_of(clips, text, ref)[:, :, 0].float().numpy()
+        cells = size // 4  # the keypoints' 16 x 16 map of a 64 px frame
+        return (kp + 1) / 2 * (cells - 1) * (size / cells) + size / cells / 2
 
 
 class PolicyHead:
@@ -62,6 +74,9 @@ class PolicyHead:
         return self.model.object_head(
             self.model.vision(torch.from_numpy(np.asarray(frames)), self.model.text(text))
         )
+
+    def keypoint_px(self, videos, task, size: int):
+        return None
 
     def read(self, videos, task):
         ep = list(self.demos.episodes["rawdream/env_task"]).index(task)
@@ -99,13 +114,19 @@ def main(reader_path: str, tasks: str, root: str, out: str | None = None) -> Non
         true = np.array(ds.episodes["rawdream/success"], bool)
         videos = [ds.decode_episode_frames(i, DEFAULT_IMAGE_KEY) for i in range(ds.num_episodes)]
         heads, read = reader.read(videos, task)
-        moved, true_first, true_hand = [], [], []
+        size = videos[0].shape[1]
+        kp_px = reader.keypoint_px(videos, task, size)
+        camera = CameraConfig(**ds.manifest["camera"])
+        moved, true_first, true_hand, from_object, from_hand = [], [], [], [], []
         for i in range(ds.num_episodes):
             a, b = ds.episode_bounds(i)
             moved.append(float(((pos[b - 1] - pos[a]) * want).sum() / (want**2).sum()))
             idx = a + np.asarray(reader.frames.indices(b - a))
             true_first.append(pos[idx, :3] - pos[idx[0], :3])
             true_hand.append(hand[idx] - hand[idx[0]])
+            if kp_px is not None:  # how far the keypoint is from the object's pixels, and from the hand's
+                from_object.append(np.linalg.norm(kp_px[i] - camera.project(pos[idx, :3], size), axis=-1))
+                from_hand.append(np.linalg.norm(kp_px[i] - camera.project(hand[idx], size), axis=-1))
         moved = np.array(moved)
         first_read = (heads[..., :3] - heads[:, :1, :3]).reshape(-1, 3)
         ok = ~np.isnan(read)
@@ -123,6 +144,10 @@ def main(reader_path: str, tasks: str, root: str, out: str | None = None) -> Non
             # per judged frame, motion since the first judged frame: what the head's first object follows, x / y / z
             "first_object_corr_with_object_xyz": _corr(first_read, np.concatenate(true_first)),
             "first_object_corr_with_hand_xyz": _corr(first_read, np.concatenate(true_hand)),
+            # keypoint judges: mean distance (px) of the first object's keypoint from where the camera shows the
+            # object, and from where it shows the hand
+            "keypoint_px_from_object": _num(np.mean(from_object)) if from_object else None,
+            "keypoint_px_from_hand": _num(np.mean(from_hand)) if from_hand else None,
             "gate_reads": int(
                 ok.sum()
             ),  # rollouts where the gate read (NaN: the demo's motion below its minimum)

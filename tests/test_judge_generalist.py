@@ -375,21 +375,115 @@ def test_keypoints_give_the_object_head_where_a_small_object_is():
     assert err < 0.15 * y.var().item(), (err, y.var().item())
 
 
+def test_shift_offsets_say_where_a_video_s_content_went():
+    """The heatmap's targets move with their video: the offsets shift_videos reports are where a pixel went."""
+    import torch
+
+    from rawdream.reward.generalist.train import shift_videos
+
+    videos = torch.zeros(32, 2, 64, 64, 3, dtype=torch.uint8)
+    videos[:, :, 20, 40] = 255
+    out, moved = shift_videos(videos, 3, torch.Generator().manual_seed(1), offsets=True)
+    assert moved.shape == (32, 2) and moved.abs().max() <= 3 and len({tuple(m) for m in moved.tolist()}) > 5
+    for v, (dx, dy) in zip(out, moved.tolist()):
+        assert v[:, 20 + dy, 40 + dx].min() == 255 and v.sum() == 2 * 3 * 255
+
+
+def test_heatmap_loss_is_zero_on_its_target_and_grows_away_from_it():
+    """KL from a Gaussian at the object's pixel to the keypoint channel's softmax: ~0 when the logits draw that
+    Gaussian, larger with the peak two cells off, rows without a label (NaN) ignored, all-NaN a zero with a grad."""
+    import torch
+
+    from rawdream.reward.generalist.train import heatmap_loss
+
+    ys, xs = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+
+    def gaussian_logits(col, row):  # a peak at cell (col, row)
+        return (-((xs - col) ** 2 + (ys - row) ** 2) / (2 * 0.75**2)).view(1, 1, 16, 16)
+
+    at = torch.tensor([[[4 * 5 + 2.0, 4 * 9 + 2.0]]])  # px of cell (5, 9)'s centre in a 64 px frame
+    assert heatmap_loss(gaussian_logits(5, 9), at, 64).item() < 1e-4
+    assert heatmap_loss(gaussian_logits(7, 9), at, 64).item() > 1.0
+    two = torch.cat([gaussian_logits(5, 9), gaussian_logits(0, 0)])
+    nan = torch.tensor([[[float("nan"), float("nan")]]])
+    assert heatmap_loss(two, torch.cat([at, nan]), 64).item() < 1e-4
+    none = torch.zeros(1, 1, 16, 16, requires_grad=True)
+    loss = heatmap_loss(none, nan, 64)
+    loss.backward()
+    assert loss.item() == 0.0 and none.grad is not None
+
+
+def test_a_heatmap_keeps_the_keypoint_on_the_object_when_the_hand_moves_it_along():
+    """The heatmap's target is the object's own pixels: trained on videos where the hand carries the object (8 px
+    apart) in half of them and the object lies elsewhere in the rest, object k's keypoint sits on the object; then
+    the hand sweeps past and the object stays: the keypoint stays with the object (a keypoint that follows the
+    hand, or a target drawn in the wrong place, fails this)."""
+    import torch
+
+    from rawdream.reward.generalist.model import GeneralistConfig, JudgeNet
+    from rawdream.reward.generalist.train import heatmap_loss, shift_videos
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    cfg = GeneralistConfig(channels=(8, 8, 8), hidden=16, cond_dim=8, reference=False, keypoints=True)
+    net = JudgeNet(dataclasses.replace(cfg, frames=FrameSelection(middle=0), object_outputs=3))
+
+    def scene(hand, obj):  # (n, 2) px each: a 6 x 6 grey hand, a 2 x 2 red object
+        x = np.zeros((len(hand), 64, 64, 3), np.uint8)
+        for i, ((hc, hr), (oc, orow)) in enumerate(zip(hand, obj)):
+            x[i, hr - 3 : hr + 3, hc - 3 : hc + 3] = 160
+            x[i, orow - 1 : orow + 1, oc - 1 : oc + 1] = (255, 0, 0)
+        return x
+
+    def batch(n):
+        hand = rng.integers(8, 48, (n, 2, 2))
+        carried = rng.random(n) < 0.5
+        obj = np.where(carried[:, None, None], hand + np.array([8, 0]), rng.integers(8, 56, (n, 1, 2)))
+        x = np.stack([scene(hand[:, f], obj[:, f]) for f in range(2)], 1)
+        return torch.from_numpy(x), torch.from_numpy(obj.astype(np.float32))[:, :, None, :]
+
+    opt = torch.optim.Adam(net.parameters(), 3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(120):
+        x, at = batch(16)
+        x, moved = shift_videos(x, 3, gen, offsets=True)  # as train-judge does: the target moves with the video
+        _, _, maps = net(x, torch.zeros(16, 768), objects=True, maps=True)
+        loss = heatmap_loss(maps, (at + moved[:, None, None, :]).flatten(0, 1), 64)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    # the hand sweeps 24 px right, the object stays where it was
+    start = rng.integers(12, 24, (32, 2))
+    obj = start + np.array([8, 0])
+    x = np.stack([scene(start, obj), scene(start + np.array([24, 0]), obj)], 1)
+    with torch.no_grad():
+        kp = net.keypoints_of(torch.from_numpy(x), torch.zeros(32, 768))[:, :, 0]  # (32, 2 frames, xy)
+    px = (kp + 1) / 2 * 15 * 4 + 2  # keypoint [-1, 1] over cell centres -> px
+    assert np.abs(px[:, 0].numpy() - obj).mean() < 2.5, np.abs(px[:, 0].numpy() - obj).mean()
+    moved = (px[:, 1, 0] - px[:, 0, 0]).abs().mean().item()
+    assert moved < 3.0, f"the keypoint moved {moved:.1f} px with the hand (24 px)"
+
+
 def test_a_keypoint_judge_trains_saves_and_gates_and_refuses_a_displacement_target(
     labeled_data, pretrain_demos, tmp_path, capsys
 ):
-    """train-judge --model.keypoints=true end to end: the judge records its head and target, loads with one keypoint
-    per object and reads through the object gate (a still video closes it, the demo itself passes); a keypoint
-    head with a displacement target is refused."""
+    """train-judge --model.keypoints=true --object_heatmap=1 end to end: the judge records its head, target and
+    heatmap weight, logs the heatmap's KL, loads with one keypoint per object and reads through the object gate (a
+    still video closes it, the demo itself passes); a keypoint head with a displacement target is refused, and so
+    is a heatmap without keypoints."""
     from rawdream.cli import main
     from rawdream.reward.generalist.model import KeypointObjectHead
 
     out = tmp_path / "judge_kp"
     args = [*_train_judge_args(labeled_data, pretrain_demos), "--out", str(out), "--preset", "tiny"]
     flags = ["--split.targets=push", "--steps=5", "--object_loss=1"]
-    assert main([*args, *flags, "--model.keypoints=true"]) == 0
+    assert main([*args, *flags, "--model.keypoints=true", "--object_heatmap=1", "--log_every=1"]) == 0
     info = json.loads((out / "judge.json").read_text())
     assert info["object_target"] == "position" and info["config"]["keypoints"] is True
+    assert info["object_heatmap"] == 1.0
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    kl = [r["judge/object_heatmap_kl"] for r in rows if "judge/object_heatmap_kl" in r]
+    assert len(kl) == 5 and all(0 < k < 10 for k in kl), kl
     gated = make_judge(
         judge_config(
             "generalist", path=str(out), reference=str(pretrain_demos), object_gate=0.5, object_gate_min=0
@@ -404,6 +498,8 @@ def test_a_keypoint_judge_trains_saves_and_gates_and_refuses_a_displacement_targ
     both = ["--model.keypoints=true", "--object_target=displacement"]
     assert main([*args[:-3], str(refused), "--preset", "tiny", *flags, *both]) == 2
     assert "displacement with --model.keypoints=true" in capsys.readouterr().err and not refused.exists()
+    assert main([*args[:-3], str(refused), "--preset", "tiny", *flags, "--object_heatmap=1"]) == 2
+    assert "--object_heatmap=1.0 trains the keypoint object head" in capsys.readouterr().err
 
 
 def test_paper_table_tiny(tiny_policy, tiny_wm, tiny_judge, pretrain_demos, tmp_path):

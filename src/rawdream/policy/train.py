@@ -139,16 +139,18 @@ def bc_samples(ds: LeRobotDataset, episodes: list[int], chunk: int) -> BCSamples
     )
 
 
-def random_shift(images: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """(B, H, W, C) uint8 -> the same, shifted by up to ``pad`` pixels (replicate padding)."""
+def random_shift(images: torch.Tensor, pad: int, gen: torch.Generator, offsets: bool = False):
+    """(B, H, W, C) uint8 -> the same, shifted by up to ``pad`` pixels (replicate padding); with ``offsets``, also
+    each image's shift (B, 2): how far its content moved right and down, in px."""
     if pad <= 0:
-        return images
+        return (images, torch.zeros(len(images), 2, dtype=torch.long)) if offsets else images
     b, h, w, _ = images.shape
     x = F.pad(images.permute(0, 3, 1, 2).float(), (pad, pad, pad, pad), mode="replicate")
     ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
     oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen)
     out = torch.stack([x[i, :, oy[i] : oy[i] + h, ox[i] : ox[i] + w] for i in range(b)])
-    return out.round().to(torch.uint8).permute(0, 2, 3, 1)
+    out = out.round().to(torch.uint8).permute(0, 2, 3, 1)
+    return (out, torch.stack([pad - ox, pad - oy], dim=1)) if offsets else out
 
 
 def _select_episodes(ds: LeRobotDataset, cfg: TrainPolicyConfig) -> tuple[list[int], list[str], list[dict]]:

@@ -89,10 +89,12 @@ class JudgeNet(nn.Module):
         text: torch.Tensor,
         reference: torch.Tensor | None = None,
         objects: bool = False,
+        maps: bool = False,
     ):
         """frames (B, F, H, W, 3) uint8, text (B, 2*384), reference (B, 2, H, W, 3) uint8 (first and last frame
         of a demonstration of the instructed task; for ``reference`` models) -> success logits (B,); with
-        ``objects`` (training, models with an object head) also the objects' positions per frame (B, F, O)."""
+        ``objects`` (training, models with an object head) also the objects' positions per frame (B, F, O); with
+        ``maps`` too (keypoint heads) also object k's keypoint channel's logits per frame (B x F, objects, h, w)."""
         b, f = frames.shape[:2]
         if self.cfg.blind or not self.cfg.instruction:
             text = torch.zeros_like(text)
@@ -118,6 +120,7 @@ class JudgeNet(nn.Module):
             h = block(h, cond_f)
             if self.keypoints is not None and level == self._kp_level:
                 kp = self.keypoints(h)
+                kp_map = h
             h = down(h)
         h = F.silu(self.norm(h))
         pooled = [h.mean(dim=(2, 3)), h.amax(dim=(2, 3))]
@@ -127,7 +130,21 @@ class JudgeNet(nn.Module):
             return logits
         if self.object_head is None:
             raise ValueError("this judge has no object head (train it with --object_loss > 0)")
-        return logits, self.object_head(per_frame if kp is None else kp).view(b, f, -1)
+        seen = self.object_head(per_frame if kp is None else kp).view(b, f, -1)
+        if not maps:
+            return logits, seen
+        if kp is None:
+            raise ValueError("only a keypoint object head has maps (--model.keypoints=true)")
+        return logits, seen, kp_map[:, : self.object_head.objects]
+
+    def keypoints_of(self, frames, text, reference=None) -> torch.Tensor:
+        """Where each object's keypoint is in every frame: (B, F, objects, 2) x, y in [-1, 1] over the map's cell
+        centres (keypoint heads; a diagnostic of what the head follows, not a judge output)."""
+        b, f = frames.shape[:2]
+        _, _, kp_map = self(frames, text, reference, objects=True, maps=True)
+        xy = self.keypoints(kp_map)  # (B x F, 2 x objects): every x, then every y
+        n = kp_map.shape[1]
+        return torch.stack([xy[:, :n], xy[:, n:]], dim=-1).view(b, f, n, 2)
 
 
 class KeypointObjectHead(nn.Module):

@@ -53,6 +53,7 @@ class TrainJudgeConfig(TrainerSettings):
         "val_fraction": "[0,1)",
         "imagined_fraction": "[0,1]",
         "object_loss": ">=0",
+        "object_heatmap": ">=0",
     }
 
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -76,6 +77,13 @@ class TrainJudgeConfig(TrainerSettings):
     # behind as moved with the hand (docs/judges.md); a displacement target weighs exactly what the gate reads,
     # and every frame where the hand moves and the objects do not teaches "no motion"
     object_target: str = "position"
+    # weight of a dense per-pixel target for the keypoint head (--model.keypoints=true): object k's channel's
+    # softmax over the 16 x 16 map against a small Gaussian where the fixed camera shows object k (its recorded xyz
+    # projected; a KL per judged frame). Why: a position or displacement target can be met by following the hand
+    # (the scripted data moves them together), and the heads trained so did (correlation 0.6-0.99 with the hand's
+    # motion, docs/judges.md); a target in the image pays for the object's own pixels in every frame, most where
+    # the hand is elsewhere
+    object_heatmap: float = 0.0
     # pretraining tasks held out of training entirely - no video of theirs, no row under their instruction or with
     # their demo - and scored after training under their own instruction, real videos and (with --wm) their
     # world-model replays: how the judge does on tasks it has never seen, as a target will be. Choose a recipe on
@@ -83,6 +91,11 @@ class TrainJudgeConfig(TrainerSettings):
     val_tasks: list[str] = field(default_factory=list)
 
     def validate(self) -> None:
+        if self.object_heatmap > 0 and not (self.model.keypoints and self.object_loss > 0):
+            raise ValueError(
+                f"--object_heatmap={self.object_heatmap} trains the keypoint object head: add "
+                "--model.keypoints=true and --object_loss > 0, or set --object_heatmap=0"
+            )
         if self.object_target not in ("position", "displacement"):
             raise ValueError(f"--object_target={self.object_target!r}: use position or displacement")
         if self.object_target == "displacement" and self.model.keypoints:
@@ -107,6 +120,9 @@ class VideoPool:
     unseen: np.ndarray
     behaviours: list[str]  # of the labelled episodes (scripted variants, "policy", ...)
     objects: list[np.ndarray | None]  # per video its objects' xyz per frame (real videos, with --object_loss)
+    # per video its objects' image positions per frame, (frames, objects, 2) column/row px, NaN where a slot is
+    # empty or out of frame (real videos, with --object_heatmap)
+    pixels: list[np.ndarray | None] = field(default_factory=list)
 
 
 def train_judge(
@@ -135,6 +151,7 @@ def train_judge(
     pool = _video_pool(cfg, dss, rng, wm_path, dev, progress, held)
     clips = np.stack([cfg.model.frames.select(v) for v in pool.videos])  # (V, F, H, W, 3)
     objects = _object_clips(cfg, pool) if cfg.object_loss > 0 else None  # (V, F, O) z-scored, NaN: no label
+    pixels = _pixel_clips(cfg, pool) if cfg.object_heatmap > 0 else None  # (V, F, O/3, 2) px, NaN: no label
     ex = _examples(pool, split, refs, rng, log_fn)
     # a row of a training video under a held-out task's instruction ("another task") would show that task too
     shows_unseen = np.array([t in held for t in ex.task], bool)
@@ -146,7 +163,7 @@ def train_judge(
     model_cfg = replace(cfg.model, object_outputs=objects.shape[-1] if objects is not None else 0)
     model = JudgeNet(model_cfg).to(dev)
     log = MetricsLogger(out)
-    _fit(cfg, model, ex, clips, is_train, enc, refs, dev, log, pool, log_fn, progress, objects)
+    _fit(cfg, model, ex, clips, is_train, enc, refs, dev, log, pool, log_fn, progress, objects, pixels)
     holdout = np.isin(ex.video, pool.holdout) & ~shows_unseen
     temperature, val, val_own = _calibrate(model, ex, clips, holdout, enc, refs, dev)
     log.log(cfg.steps, {f"val/{k}": v for k, v in val.items() if isinstance(v, float)})
@@ -175,6 +192,7 @@ def train_judge(
         "validation_tasks": unseen,
         "label_semantics": "success reached at any step",
         "object_target": cfg.object_target if cfg.object_loss > 0 else None,
+        "object_heatmap": cfg.object_heatmap,
         "blind": cfg.model.blind,
         "instruction": cfg.model.instruction,
         "references": str(Path(references).resolve()) if refs is not None else None,
@@ -238,6 +256,10 @@ def _video_pool(
             None if drawn[g] else per_ds[k][slice(*dss[k].episode_bounds(i))]
             for g, (k, i) in enumerate(origin)
         ]
+    pixels: list[np.ndarray | None] = [None] * n
+    if cfg.object_heatmap > 0:
+        cameras = [_camera_of(ds) for ds in dss]
+        pixels = [None if o is None else cameras[k](o) for o, (k, _) in zip(objects, origin)]
     pool = VideoPool(
         [bases[k].video(i) for k, i in origin],
         list(tasks),
@@ -248,6 +270,7 @@ def _video_pool(
         unseen_eps,
         behaviours,
         objects,
+        pixels,
     )
     if not (cfg.imagined and wm_path):
         return pool
@@ -268,6 +291,7 @@ def _video_pool(
     pool.videos += [replays[int(g)] for g in chosen]
     # the replay's own drawing is not labelled: only real frames teach the object head
     pool.objects += [None] * len(chosen)
+    pool.pixels += [None] * len(chosen)
     pool.tasks += [tasks[i] for i in chosen]
     pool.success = np.concatenate([pool.success, success[chosen]])
     pool.imagined = np.concatenate([pool.imagined, np.ones(len(chosen), bool)])
@@ -296,8 +320,66 @@ def _object_clips(cfg: TrainJudgeConfig, pool: VideoPool) -> np.ndarray:
     return (out - mean) / std
 
 
-def shift_videos(videos: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """(B, F, H, W, 3) uint8 -> the same, each video shifted by up to ``pad`` pixels, all its frames alike. Why
+def _camera_of(ds: LeRobotDataset):
+    """The projection of a dataset's recorded object xyz into its frames: (frames, 3 x objects) -> (frames,
+    objects, 2) column/row px; NaN for a slot the task leaves empty (all zeros in the simulator state) and for a
+    point out of frame. Refuses a dataset whose camera is not recorded (a foreign one, or LIBERO's fixed view)."""
+    from rawdream.envs.base import CameraConfig
+
+    cam, size = ds.manifest.get("camera"), ds.manifest.get("image_size")
+    if not cam or not size:
+        raise ValueError(
+            f"{ds.root} records no free camera (manifest 'camera', 'image_size'), which --object_heatmap needs to "
+            "place the objects in its frames: collect it with `rawdream collect` (Meta-World), or set "
+            "--object_heatmap=0"
+        )
+    camera = CameraConfig(**cam)
+
+    def project(xyz: np.ndarray) -> np.ndarray:
+        pts = xyz.reshape(len(xyz), -1, 3)
+        px = camera.project(pts, int(size)).astype(np.float32)
+        empty = np.all(pts == 0, axis=(0, 2))  # a slot this task has no object for
+        px[:, empty] = np.nan
+        px[((px < 0) | (px >= size)).any(-1)] = np.nan
+        return px
+
+    return project
+
+
+def _pixel_clips(cfg: TrainJudgeConfig, pool: VideoPool) -> np.ndarray:
+    """The heatmap's targets at the judged frames: (V, F, objects, 2) image positions in px, NaN without one."""
+    shape = next(p.shape[1:] for p in pool.pixels if p is not None)
+    out = np.full((len(pool.videos), cfg.model.frames.middle + 2, *shape), np.nan, np.float32)
+    for v, px in enumerate(pool.pixels):
+        if px is not None:
+            out[v] = px[cfg.model.frames.indices(len(px))]
+    return out
+
+
+def heatmap_loss(maps: torch.Tensor, pixels: torch.Tensor, size: int, sigma: float = 0.75) -> torch.Tensor:
+    """maps (N, O, h, w) keypoint logits (object k's channel), pixels (N, O, 2) where object k is in the frame
+    (column, row in px of a ``size`` frame; NaN: no label) -> the mean KL from a Gaussian of ``sigma`` cells at
+    that place to the channel's softmax (0 when the softmax is that Gaussian)."""
+    h, w = maps.shape[-2:]
+    has = ~torch.isnan(pixels).any(-1)
+    if not has.any():
+        return maps.sum() * 0.0
+    cells = (
+        pixels[has] * torch.tensor([w / size, h / size], device=maps.device) - 0.5
+    )  # cell centres at integers
+    ys = torch.arange(h, device=maps.device, dtype=torch.float32)
+    xs = torch.arange(w, device=maps.device, dtype=torch.float32)
+    d2 = (xs[None, None, :] - cells[:, 0, None, None]) ** 2 + (
+        ys[None, :, None] - cells[:, 1, None, None]
+    ) ** 2
+    target = F.softmax((-d2 / (2 * sigma**2)).flatten(1), dim=-1)
+    logp = F.log_softmax(maps[has].flatten(1).float(), dim=-1)
+    return (target * (target.clamp_min(1e-12).log() - logp)).sum(-1).mean()
+
+
+def shift_videos(videos: torch.Tensor, pad: int, gen: torch.Generator, offsets: bool = False):
+    """(B, F, H, W, 3) uint8 -> the same, each video shifted by up to ``pad`` pixels, all its frames alike (with
+    ``offsets``, also each video's shift (B, 2): how far its content moved right and down, in px). Why
     alike: the judge reads each frame's change since the first, and an object of 2-3 px that did or did not
     move; shifting frames apart drew a change of up to 2 x ``pad`` px at every edge of every training video
     (judges before stop 39 were trained so)."""
@@ -305,7 +387,9 @@ def shift_videos(videos: torch.Tensor, pad: int, gen: torch.Generator) -> torch.
 
     b, f, h, w, c = videos.shape
     stacked = videos.permute(0, 2, 3, 1, 4).reshape(b, h, w, f * c)  # frames as channels: one shift per video
-    return random_shift(stacked, pad, gen).view(b, h, w, f, c).permute(0, 3, 1, 2, 4).contiguous()
+    shifted, moved = random_shift(stacked, pad, gen, offsets=True)
+    out = shifted.view(b, h, w, f, c).permute(0, 3, 1, 2, 4).contiguous()
+    return (out, moved) if offsets else out
 
 
 def _examples(pool: VideoPool, split, refs, rng, log_fn) -> Examples:
@@ -340,9 +424,11 @@ def _fit(
     log_fn,
     progress,
     objects=None,
+    pixels=None,
 ) -> None:
     """Class-balanced binary cross-entropy, a random paraphrase and a random reference demo per row, random
-    shifts, AdamW with warm-up and cosine decay; with ``objects``, plus the object-position loss on real frames."""
+    shifts, AdamW with warm-up and cosine decay; with ``objects``, plus the object-position loss on real frames;
+    with ``pixels``, plus the keypoint heatmap loss (the targets shifted with their video)."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     tr_idx = np.nonzero(is_train)[0]
     pos = ex.label[tr_idx] > 0.5
@@ -369,7 +455,10 @@ def _fit(
         for j in pick:  # a random paraphrase of the instruction each time
             options = paraphrases(ex.task[j])
             texts.append(options[int(torch.randint(len(options), (1,), generator=g))])
-        frames = shift_videos(torch.from_numpy(clips[ex.video[pick]]), cfg.augment_shift, g).to(dev)
+        frames, moved = shift_videos(
+            torch.from_numpy(clips[ex.video[pick]]), cfg.augment_shift, g, offsets=True
+        )
+        frames = frames.to(dev)
         ref = None
         if refs is not None:  # a random demonstration of the instructed task (another seed's layout)
             ks = torch.randint(1 << 30, (len(pick),), generator=g).tolist()
@@ -378,8 +467,14 @@ def _fit(
         for group in opt.param_groups:
             group["lr"] = cfg.lr * lr_schedule(step, cfg.steps, warmup=200)
         with autocast(cfg.precision, dev):
-            out = model(frames, text_features(enc, texts).to(dev), ref, objects=objects is not None)
-        logits, seen = out if objects is not None else (out, None)
+            out = model(
+                frames,
+                text_features(enc, texts).to(dev),
+                ref,
+                objects=objects is not None,
+                maps=pixels is not None,
+            )
+        logits, seen, maps = (*out, None)[:3] if objects is not None else (out, None, None)
         loss = F.binary_cross_entropy_with_logits(logits.float(), torch.from_numpy(ex.label[pick]).to(dev))
         if seen is not None:
             target = torch.from_numpy(objects[ex.video[pick]]).to(dev)
@@ -387,6 +482,10 @@ def _fit(
             if has.any():
                 obj_loss = F.mse_loss(seen.float()[has], target[has])
                 loss = loss + cfg.object_loss * obj_loss
+        if maps is not None:
+            where = torch.from_numpy(pixels[ex.video[pick]]) + moved[:, None, None, :].float()  # (B, F, O, 2)
+            heat_loss = heatmap_loss(maps, where.flatten(0, 1).to(dev), frames.shape[-2])
+            loss = loss + cfg.object_heatmap * heat_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -396,6 +495,8 @@ def _fit(
             log.log(step + 1, {"judge/loss": loss.item()})
             if seen is not None and has.any():
                 log.log(step + 1, {"judge/object_loss": obj_loss.item()})
+            if maps is not None:
+                log.log(step + 1, {"judge/object_heatmap_kl": heat_loss.item()})
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
     model.eval()
