@@ -446,7 +446,9 @@ def test_a_heatmap_keeps_the_keypoint_on_the_object_when_the_hand_moves_it_along
     gen = torch.Generator().manual_seed(0)
     for _ in range(120):
         x, at = batch(16)
-        x, moved = shift_videos(x, 3, gen, offsets=True)  # as train-judge does: the target moves with the video
+        x, moved = shift_videos(
+            x, 3, gen, offsets=True
+        )  # as train-judge does: the target moves with the video
         _, _, maps = net(x, torch.zeros(16, 768), objects=True, maps=True)
         loss = heatmap_loss(maps, (at + moved[:, None, None, :]).flatten(0, 1), 64)
         opt.zero_grad()
