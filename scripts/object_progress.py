@@ -23,8 +23,7 @@ import torch
 from judge_on_rollouts import DEMOS, judge_as_rl_reads_it  # scripts/, on the path when run as a script
 
 from rawdream.data.lerobot import DEFAULT_IMAGE_KEY, LeRobotDataset
-from rawdream.data.objects import object_positions
-from rawdream.envs.base import CameraConfig
+from rawdream.data.objects import dataset_camera, object_positions
 from rawdream.envs.tasks import instruction
 from rawdream.reward.base import FrameSelection
 
@@ -51,9 +50,7 @@ class JudgeHead:
         if not self.judge.model.cfg.keypoints:
             return None
         clips, text, ref = self.judge._inputs(videos, [instruction(task)] * len(videos))
-        kp = self.judge.model.keypoints_of(clips, text, ref)[:, :, 0].float().numpy()
-        cells = size // 4  # the keypoints' 16 x 16 map of a 64 px frame
-        return (kp + 1) / 2 * (cells - 1) * (size / cells) + size / cells / 2
+        return self.judge.model.keypoints_of(clips, text, ref)[:, :, 0].float().numpy()
 
 
 class PolicyHead:
@@ -116,7 +113,7 @@ def main(reader_path: str, tasks: str, root: str, out: str | None = None) -> Non
         heads, read = reader.read(videos, task)
         size = videos[0].shape[1]
         kp_px = reader.keypoint_px(videos, task, size)
-        camera = CameraConfig(**ds.manifest["camera"])
+        camera = dataset_camera(ds, off="a reader without keypoints")[0] if kp_px is not None else None
         moved, true_first, true_hand, from_object, from_hand = [], [], [], [], []
         for i in range(ds.num_episodes):
             a, b = ds.episode_bounds(i)

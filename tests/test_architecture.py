@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import rawdream
-from rawdream.config import build
+from rawdream.config import build, to_dict
 from rawdream.policy.base import PolicyConfig as _PolicyConfig
 from rawdream.reward.base import JudgeConfig
 
@@ -564,6 +564,26 @@ def test_a_stage_is_skipped_when_unchanged_and_rebuilt_with_its_dependants_when_
     assert calls == ["data", "model", "model"] and not (tmp_path / "model" / "stale.txt").exists()
     run(20, 200)  # an input changed: the data and everything that reads it
     assert calls == ["data", "model", "model", "data", "model"]
+
+
+def test_a_key_added_later_at_its_default_keeps_recorded_stages(tmp_path):
+    """HASH_QUIET: the judge's --object_heatmap, added after runs were recorded, leaves a recorded judge stage
+    valid at its default (0) and reruns it when set."""
+    from rawdream.pipeline import Runner
+    from rawdream.reward.generalist.train import TrainJudgeConfig
+
+    calls = []
+    before = {k: v for k, v in to_dict(TrainJudgeConfig()).items() if k != "object_heatmap"}  # as recorded
+
+    def judge(cfg):
+        r = Runner(tmp_path, progress=False, log=lambda s: None)
+        r.stage("judge", cfg, [], lambda d: calls.append(1) or d.mkdir(parents=True, exist_ok=True) or {})
+
+    judge(before)
+    judge(TrainJudgeConfig())
+    assert calls == [1]
+    judge(TrainJudgeConfig(object_heatmap=1.0))
+    assert calls == [1, 1]
 
 
 @dataclass

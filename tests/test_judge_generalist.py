@@ -389,6 +389,27 @@ def test_shift_offsets_say_where_a_video_s_content_went():
         assert v[:, 20 + dy, 40 + dx].min() == 255 and v.sum() == 2 * 3 * 255
 
 
+def test_the_heatmap_finds_the_camera_of_every_meta_world_dataset_and_refuses_others():
+    """`collect` records the camera in the manifest, `collect policy` in its config: both place the objects; a
+    LIBERO dataset (another camera) and one without a camera are refused with the flag that does without."""
+    from types import SimpleNamespace
+
+    from rawdream.data.lerobot import DatasetError
+    from rawdream.data.objects import dataset_camera
+    from rawdream.envs.base import CameraConfig
+
+    cam = dataclasses.asdict(CameraConfig(azimuth=120.0))
+    collected = SimpleNamespace(root="a", manifest={"env": "metaworld", "image_size": 64, "camera": cam})
+    rollouts = SimpleNamespace(
+        root="b", manifest={"env": "metaworld", "image_size": 96, "collect_config": {"env": {"camera": cam}}}
+    )
+    assert dataset_camera(collected, "--x=0") == (CameraConfig(azimuth=120.0), 64)
+    assert dataset_camera(rollouts, "--x=0") == (CameraConfig(azimuth=120.0), 96)
+    for bad in ({"env": "libero", "image_size": 64, "camera": cam}, {"env": "metaworld", "image_size": 64}):
+        with pytest.raises(DatasetError, match="records no Meta-World free camera.*or set --x=0"):
+            dataset_camera(SimpleNamespace(root="c", manifest=bad), "--x=0")
+
+
 def test_heatmap_loss_is_zero_on_its_target_and_grows_away_from_it():
     """KL from a Gaussian at the object's pixel to the keypoint channel's softmax: ~0 when the logits draw that
     Gaussian, larger with the peak two cells off, rows without a label (NaN) ignored, all-NaN a zero with a grad."""
@@ -459,8 +480,7 @@ def test_a_heatmap_keeps_the_keypoint_on_the_object_when_the_hand_moves_it_along
     obj = start + np.array([8, 0])
     x = np.stack([scene(start, obj), scene(start + np.array([24, 0]), obj)], 1)
     with torch.no_grad():
-        kp = net.keypoints_of(torch.from_numpy(x), torch.zeros(32, 768))[:, :, 0]  # (32, 2 frames, xy)
-    px = (kp + 1) / 2 * 15 * 4 + 2  # keypoint [-1, 1] over cell centres -> px
+        px = net.keypoints_of(torch.from_numpy(x), torch.zeros(32, 768))[:, :, 0]  # (32, 2 frames, px)
     assert np.abs(px[:, 0].numpy() - obj).mean() < 2.5, np.abs(px[:, 0].numpy() - obj).mean()
     moved = (px[:, 1, 0] - px[:, 0, 0]).abs().mean().item()
     assert moved < 3.0, f"the keypoint moved {moved:.1f} px with the hand (24 px)"

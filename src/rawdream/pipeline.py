@@ -219,12 +219,12 @@ class Runner:
     def stage(self, name: str, cfg: Any, inputs: list[str], fn: Callable[[Path], Any]) -> Any:
         """Run ``fn(stage_dir)`` unless its record in .stages holds the same config and input hashes."""
         d = self.out / name
-        h = _hash(
-            {
-                "config": to_dict(cfg) if hasattr(cfg, "__dataclass_fields__") else cfg,
-                "inputs": [self.hashes.get(i) for i in inputs],
-            }
-        )
+        config = to_dict(cfg) if hasattr(cfg, "__dataclass_fields__") else cfg
+        # a key added later, at its default, leaves the stages recorded before it valid (HASH_QUIET: key -> default)
+        for key, default in getattr(cfg, "HASH_QUIET", {}).items():
+            if config.get(key) == default:
+                config = {k: v for k, v in config.items() if k != key}
+        h = _hash({"config": config, "inputs": [self.hashes.get(i) for i in inputs]})
         book = self.out / ".stages"  # bookkeeping lives outside the stage's folder (a dataset must be alone)
         book.mkdir(exist_ok=True)
         meta = book / f"{name.replace('/', '__')}.json"

@@ -9,6 +9,22 @@ from rawdream.data.lerobot import DatasetError, LeRobotDataset
 from rawdream.envs.tasks import catalogue
 
 
+def dataset_camera(ds: LeRobotDataset, off: str):
+    """(CameraConfig, image size) of the free camera a Meta-World dataset was rendered with (``rawdream collect``
+    records it in the manifest, ``collect policy`` in its config); refused for other simulators (LIBERO renders a
+    fixed agent view, not this camera) with the flag ``off`` that does without."""
+    from rawdream.envs.base import CameraConfig
+
+    m = ds.manifest
+    cam = m.get("camera") or ((m.get("collect_config") or {}).get("env") or {}).get("camera")
+    if m.get("env") != "metaworld" or not cam or not m.get("image_size"):
+        raise DatasetError(
+            f"{ds.root} records no Meta-World free camera (env {m.get('env')!r}), which is needed to place its "
+            f"objects in its frames: use a Meta-World dataset made by `rawdream collect`, or set {off}"
+        )
+    return CameraConfig(**cam), int(m["image_size"])
+
+
 def object_positions(ds: LeRobotDataset, backend: str, off: str = "--object_loss=0") -> np.ndarray:
     """(frames, 3 x objects) the objects' xyz per frame, from the simulator state the dataset recorded; ``off``
     names the flag that does without."""

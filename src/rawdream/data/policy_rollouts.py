@@ -17,7 +17,7 @@ targets - drawn here on pretraining tasks, so a judge can learn to read it witho
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -115,6 +115,7 @@ def collect_policy_rollouts(
         "env": cfg.env.backend,
         "frame_stride": chunk,
         "image_size": cfg.env.image_size,
+        "camera": asdict(cfg.env.camera),
         "split": split.as_dict(),
         "instructions_are_labels": True,
         "collect_config": to_dict(cfg),

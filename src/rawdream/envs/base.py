@@ -52,6 +52,7 @@ class CameraConfig:
         right = np.cross(forward, up)
         d = np.asarray(xyz, np.float64) - (np.asarray(self.lookat) - self.distance * forward)
         depth = d @ forward
+        depth = np.where(depth > 1e-6, depth, np.nan)  # behind the camera: nowhere in the frame
         scale = (size / 2) / np.tan(np.deg2rad(fovy) / 2) / depth
         return np.stack([size / 2 + (d @ right) * scale, size / 2 - (d @ up) * scale], axis=-1)
 

@@ -127,6 +127,8 @@ class JudgeNet(nn.Module):
         per_frame = torch.cat(pooled if kp is None else [kp, *pooled], dim=1)
         logits = self.fuse(torch.cat([per_frame.view(b, -1), cond], dim=1))[:, 0]
         if not objects:
+            if maps:
+                raise ValueError("maps come with the object head's outputs: pass objects=True too")
             return logits
         if self.object_head is None:
             raise ValueError("this judge has no object head (train it with --object_loss > 0)")
@@ -138,13 +140,16 @@ class JudgeNet(nn.Module):
         return logits, seen, kp_map[:, : self.object_head.objects]
 
     def keypoints_of(self, frames, text, reference=None) -> torch.Tensor:
-        """Where each object's keypoint is in every frame: (B, F, objects, 2) x, y in [-1, 1] over the map's cell
-        centres (keypoint heads; a diagnostic of what the head follows, not a judge output)."""
-        b, f = frames.shape[:2]
+        """Where each object's keypoint is in every frame: (B, F, objects, 2) column, row in px of the frames
+        (keypoint heads; a diagnostic of what the head follows, not a judge output)."""
+        b, f, size = frames.shape[:3]
         _, _, kp_map = self(frames, text, reference, objects=True, maps=True)
-        xy = self.keypoints(kp_map)  # (B x F, 2 x objects): every x, then every y
-        n = kp_map.shape[1]
-        return torch.stack([xy[:, :n], xy[:, n:]], dim=-1).view(b, f, n, 2)
+        xy = self.keypoints(
+            kp_map
+        )  # (B x F, 2 x objects): every x, then every y, in [-1, 1] over cell centres
+        n, cells = kp_map.shape[1], kp_map.shape[-1]
+        cell = (torch.stack([xy[:, :n], xy[:, n:]], dim=-1) + 1) / 2 * (cells - 1)
+        return ((cell + 0.5) * (size / cells)).view(b, f, n, 2)
 
 
 class KeypointObjectHead(nn.Module):

@@ -55,6 +55,8 @@ class TrainJudgeConfig(TrainerSettings):
         "object_loss": ">=0",
         "object_heatmap": ">=0",
     }
+    # keys added after runs were recorded: at these values they leave a run's judge stage hash as it was
+    HASH_QUIET: ClassVar[dict] = {"object_heatmap": 0.0}
 
     split: SplitConfig = field(default_factory=SplitConfig)
     model: GeneralistConfig = field(default_factory=GeneralistConfig)
@@ -258,7 +260,10 @@ def _video_pool(
         ]
     pixels: list[np.ndarray | None] = [None] * n
     if cfg.object_heatmap > 0:
-        cameras = [_camera_of(ds) for ds in dss]
+        real = {
+            k for g, (k, _) in enumerate(origin) if objects[g] is not None
+        }  # an all-imagined one has none
+        cameras = {k: _camera_of(dss[k]) for k in sorted(real)}
         pixels = [None if o is None else cameras[k](o) for o, (k, _) in zip(objects, origin)]
     pool = VideoPool(
         [bases[k].video(i) for k, i in origin],
@@ -324,31 +329,35 @@ def _camera_of(ds: LeRobotDataset):
     """The projection of a dataset's recorded object xyz into its frames: (frames, 3 x objects) -> (frames,
     objects, 2) column/row px; NaN for a slot the task leaves empty (all zeros in the simulator state) and for a
     point out of frame. Refuses a dataset whose camera is not recorded (a foreign one, or LIBERO's fixed view)."""
-    from rawdream.envs.base import CameraConfig
+    from rawdream.data.objects import dataset_camera
 
-    cam, size = ds.manifest.get("camera"), ds.manifest.get("image_size")
-    if not cam or not size:
-        raise ValueError(
-            f"{ds.root} records no free camera (manifest 'camera', 'image_size'), which --object_heatmap needs to "
-            "place the objects in its frames: collect it with `rawdream collect` (Meta-World), or set "
-            "--object_heatmap=0"
-        )
-    camera = CameraConfig(**cam)
+    camera, size = dataset_camera(ds, off="--object_heatmap=0")
 
     def project(xyz: np.ndarray) -> np.ndarray:
         pts = xyz.reshape(len(xyz), -1, 3)
-        px = camera.project(pts, int(size)).astype(np.float32)
+        px = camera.project(pts, size).astype(np.float32)
         empty = np.all(pts == 0, axis=(0, 2))  # a slot this task has no object for
         px[:, empty] = np.nan
-        px[((px < 0) | (px >= size)).any(-1)] = np.nan
+        px[~in_frame(px, size)] = np.nan
         return px
 
     return project
 
 
+def in_frame(px, size: int):
+    """(..., 2) image positions -> (...) bool: inside a ``size`` x ``size`` frame (NaN is not)."""
+    return ((px >= 0) & (px < size)).all(-1)
+
+
 def _pixel_clips(cfg: TrainJudgeConfig, pool: VideoPool) -> np.ndarray:
     """The heatmap's targets at the judged frames: (V, F, objects, 2) image positions in px, NaN without one."""
-    shape = next(p.shape[1:] for p in pool.pixels if p is not None)
+    labelled = [p for p in pool.pixels if p is not None]
+    if not labelled:
+        raise ValueError(
+            "--object_heatmap needs real videos with recorded object positions; every video given is imagined "
+            "(add a `rawdream collect labeled` dataset to --data, or set --object_heatmap=0)"
+        )
+    shape = labelled[0].shape[1:]
     out = np.full((len(pool.videos), cfg.model.frames.middle + 2, *shape), np.nan, np.float32)
     for v, px in enumerate(pool.pixels):
         if px is not None:
@@ -484,6 +493,7 @@ def _fit(
                 loss = loss + cfg.object_loss * obj_loss
         if maps is not None:
             where = torch.from_numpy(pixels[ex.video[pick]]) + moved[:, None, None, :].float()  # (B, F, O, 2)
+            where[~in_frame(where, frames.shape[-2])] = float("nan")  # shifted out of the frame: no target
             heat_loss = heatmap_loss(maps, where.flatten(0, 1).to(dev), frames.shape[-2])
             loss = loss + cfg.object_heatmap * heat_loss
         opt.zero_grad(set_to_none=True)
