@@ -516,6 +516,16 @@ def test_a_keypoint_judge_trains_saves_and_gates_and_refuses_a_displacement_targ
     still, demo = gated([np.stack([first] * 7), np.stack([first] + [last] * 6)], ["close the drawer"] * 2)
     assert still.success is False and "object progress 0.00" in still.raw  # nothing moved: the gate closes
     assert "object progress" not in demo.raw  # the demo moved its objects exactly as far as the demo: open
+    # a minimum the demo's motion does not reach: the gate is off for that instruction, said once
+    off = make_judge(
+        judge_config(
+            "generalist", path=str(out), reference=str(pretrain_demos), object_gate=0.5, object_gate_min=1e9
+        )
+    )
+    with pytest.warns(UserWarning, match="object gate is off for 'close the drawer'") as said:
+        off([np.stack([first] * 7)] * 2, ["close the drawer"] * 2)
+        off([np.stack([first] * 7)], ["close the drawer"])
+    assert len([w for w in said if "object gate is off" in str(w.message)]) == 1
     refused = tmp_path / "judge_kp_disp"
     both = ["--model.keypoints=true", "--object_target=displacement"]
     assert main([*args[:-3], str(refused), "--preset", "tiny", *flags, *both]) == 2

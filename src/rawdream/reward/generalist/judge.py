@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +81,7 @@ class GeneralistJudge:
         self._demo_motions: dict[tuple[str, int], np.ndarray] = {}
         self._thresholds: dict[str, float] = {}
         self.references = None
+        self._gate_off: set[str] = set()  # instructions whose demo the head reads as still (warned once each)
         if self.model.cfg.reference:
             if not cfg.reference:
                 raise ValueError(
@@ -121,6 +123,15 @@ class GeneralistJudge:
                 norm = np.linalg.norm(wanted, axis=1)
                 along = (moved * wanted).sum(1) / np.maximum(norm, 1e-6) ** 2
                 progress.append(np.where(norm >= self.cfg.object_gate_min, along, np.nan))
+                for t, n in zip(texts, norm):
+                    if n < self.cfg.object_gate_min and t not in self._gate_off:
+                        self._gate_off.add(t)
+                        warnings.warn(
+                            f"the object gate is off for {t!r}: this judge's object head reads its demo's objects "
+                            f"as moving {n:.2f} < --judge.object_gate_min={self.cfg.object_gate_min}, so the "
+                            "verdict alone decides (lower the minimum, or use a judge whose head sees them move)",
+                            stacklevel=2,
+                        )
             out.append(torch.sigmoid(logits.float().cpu() / self.temperature).numpy())
         if not out:
             return np.zeros(0), np.zeros(0)
