@@ -6,12 +6,13 @@ what the head's first object follows - the correlation of its motion since the f
 the first object's true motion and with the hand's (the gate reads motion; a head that reads the hand for the
 object says so here, on any data, whether it predicts positions or displacements).
 
-    python scripts/object_progress.py READER TASK[,TASK...] DATA_ROOT [OUT.json]
+    python scripts/object_progress.py READER TASK[,TASK...] DATA_ROOT [OUT.json [OUT.png]]
 
 READER: a judge directory (`rawdream train-judge --object_loss`: its head, read exactly as the gate reads it) or a
 policy directory (`rawdream train-policy --object_loss`: its vision features' head, one frame at a time, at the
 judge's frames). DATA_ROOT/TASK: a `rawdream collect policy` dataset (real video); references:
-runs/quick/data/demos.
+runs/quick/data/demos. OUT.png (keypoint judges): the judged frames of each task's first three rollouts, 4x, with
+the first object's keypoint (magenta), where the camera shows the object (green) and the hand (cyan).
 """
 
 import json
@@ -94,13 +95,19 @@ def _num(x) -> float | None:
     return None if x is None or not np.isfinite(x) else round(float(x), 4)
 
 
-def main(reader_path: str, tasks: str, root: str, out: str | None = None) -> None:
+def _mark(image: np.ndarray, at, colour, scale: int = 4) -> None:
+    if np.isfinite(at).all():
+        c, r = int(at[0] * scale), int(at[1] * scale)
+        image[max(r - 2, 0) : r + 2, max(c - 2, 0) : c + 2] = colour
+
+
+def main(reader_path: str, tasks: str, root: str, out: str | None = None, png: str | None = None) -> None:
     reader = (
         JudgeHead(reader_path) if (Path(reader_path) / "judge.json").exists() else PolicyHead(reader_path)
     )
     demos = LeRobotDataset(DEMOS)
     demo_pos = object_positions(demos, "metaworld")
-    rows = []
+    rows, strips = [], []
     for task in tasks.split(","):
         ep = list(demos.episodes["rawdream/env_task"]).index(task)
         lo, hi = demos.episode_bounds(ep)
@@ -122,8 +129,18 @@ def main(reader_path: str, tasks: str, root: str, out: str | None = None) -> Non
             true_first.append(pos[idx, :3] - pos[idx[0], :3])
             true_hand.append(hand[idx] - hand[idx[0]])
             if kp_px is not None:  # how far the keypoint is from the object's pixels, and from the hand's
-                from_object.append(np.linalg.norm(kp_px[i] - camera.project(pos[idx, :3], size), axis=-1))
-                from_hand.append(np.linalg.norm(kp_px[i] - camera.project(hand[idx], size), axis=-1))
+                obj_px, hand_px = camera.project(pos[idx, :3], size), camera.project(hand[idx], size)
+                from_object.append(np.linalg.norm(kp_px[i] - obj_px, axis=-1))
+                from_hand.append(np.linalg.norm(kp_px[i] - hand_px, axis=-1))
+                if png and i < 3:
+                    strip = []
+                    for f, frame in enumerate(reader.frames.select(videos[i])):
+                        big = np.kron(frame, np.ones((4, 4, 1), np.uint8))
+                        for at, colour in ((obj_px[f], (0, 255, 0)), (hand_px[f], (0, 255, 255))):
+                            _mark(big, at, colour)
+                        _mark(big, kp_px[i, f], (255, 0, 255))
+                        strip.append(big)
+                    strips.append(np.concatenate(strip, axis=1))
         moved = np.array(moved)
         first_read = (heads[..., :3] - heads[:, :1, :3]).reshape(-1, 3)
         ok = ~np.isnan(read)
@@ -158,6 +175,10 @@ def main(reader_path: str, tasks: str, root: str, out: str | None = None) -> Non
             "rows": rows,
         }
         Path(out).write_text(json.dumps(text, indent=1) + "\n")
+    if png and strips:
+        from PIL import Image
+
+        Image.fromarray(np.concatenate(strips, axis=0)).save(png)
 
 
 if __name__ == "__main__":
