@@ -586,6 +586,30 @@ def test_a_key_added_later_at_its_default_keeps_recorded_stages(tmp_path):
     assert calls == [1, 1]
 
 
+def test_a_readout_key_added_later_keeps_recorded_dream_stages(tmp_path):
+    """HASH_QUIET with a section's key: the judge readout's object_gate_space / object_gate_min_px, added after runs
+    were recorded, leave a recorded dream stage valid at their defaults and rerun it when set."""
+    from rawdream.pipeline import Runner
+    from rawdream.rl.dream import DreamConfig
+
+    calls = []
+    recorded = to_dict(DreamConfig())
+    for key in ("object_gate_space", "object_gate_min_px"):
+        recorded["judge"].pop(key)
+
+    def dream(cfg):
+        r = Runner(tmp_path, progress=False, log=lambda s: None)
+        r.stage("dream", cfg, [], lambda d: calls.append(1) or d.mkdir(parents=True, exist_ok=True) or {})
+
+    dream(recorded)
+    dream(DreamConfig())
+    assert calls == [1]
+    changed = DreamConfig()
+    changed.judge.object_gate_space = "image"
+    dream(changed)
+    assert calls == [1, 1]
+
+
 @dataclass
 class _SteadyConfig(_PolicyConfig):
     speed: float = 1.0  # a setting of this type only

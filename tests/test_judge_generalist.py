@@ -285,6 +285,16 @@ def test_object_loss_teaches_the_judge_where_the_objects_are(labeled_data, pretr
         make_judge(
             judge_config("generalist", path=str(headless), reference=str(pretrain_demos), object_gate=0.5)
         )
+    with pytest.raises(ValueError, match="object_gate_space=image reads the object's keypoint"):
+        make_judge(
+            judge_config(
+                "generalist",
+                path=str(out),
+                reference=str(pretrain_demos),
+                object_gate=0.5,
+                object_gate_space="image",
+            )
+        )
     net = JudgeNet(GeneralistConfig(channels=(8, 8, 8), hidden=16, cond_dim=8, reference=False))
     with pytest.raises(ValueError, match="no object head"):
         net(torch.zeros(1, 6, 64, 64, 3, dtype=torch.uint8), torch.zeros(1, 768), objects=True)
@@ -516,6 +526,21 @@ def test_a_keypoint_judge_trains_saves_and_gates_and_refuses_a_displacement_targ
     still, demo = gated([np.stack([first] * 7), np.stack([first] + [last] * 6)], ["close the drawer"] * 2)
     assert still.success is False and "object progress 0.00" in still.raw  # nothing moved: the gate closes
     assert "object progress" not in demo.raw  # the demo moved its objects exactly as far as the demo: open
+    # the gate in image space: the first object's keypoint in pixels, the demo's own motion as the yardstick
+    in_image = make_judge(
+        judge_config(
+            "generalist", path=str(out), reference=str(pretrain_demos), object_gate=0.5, object_gate_space="image",
+            object_gate_min_px=0.0,
+        )
+    )  # fmt: skip
+    still, demo = in_image([np.stack([first] * 7), np.stack([first] + [last] * 6)], ["close the drawer"] * 2)
+    assert (
+        still.success is False and "object progress 0.00" in still.raw and "object progress" not in demo.raw
+    )
+    moved = in_image._demo_motion("close the drawer", in_image.model.cfg.frames.middle + 2)
+    assert moved.shape == (2,)  # column, row px
+    with pytest.raises(ValueError, match="object_gate_space='pixels': use head or image"):
+        judge_config("generalist", path=str(out), object_gate_space="pixels").validate()
     # a minimum the demo's motion does not reach: the gate is off for that instruction, said once
     off = make_judge(
         judge_config(

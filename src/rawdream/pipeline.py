@@ -196,6 +196,17 @@ def _simulator_overlay(cls: type, backend: str) -> dict[str, Any]:
     return out
 
 
+def _without(config: dict, path: list[str], default: Any) -> dict:
+    """``config`` without the key at ``path`` where it holds ``default`` (a copy; the rest as it was)."""
+    head, rest = path[0], path[1:]
+    if head not in config:
+        return config
+    if rest:
+        inner = config[head]
+        return {**config, head: _without(inner, rest, default)} if isinstance(inner, dict) else config
+    return {k: v for k, v in config.items() if k != head} if config[head] == default else config
+
+
 def _hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -220,10 +231,10 @@ class Runner:
         """Run ``fn(stage_dir)`` unless its record in .stages holds the same config and input hashes."""
         d = self.out / name
         config = to_dict(cfg) if hasattr(cfg, "__dataclass_fields__") else cfg
-        # a key added later, at its default, leaves the stages recorded before it valid (HASH_QUIET: key -> default)
+        # keys added later, at their defaults, leave the stages recorded before them valid (HASH_QUIET: key -> default,
+        # "section.key" for a key of a section)
         for key, default in getattr(cfg, "HASH_QUIET", {}).items():
-            if config.get(key) == default:
-                config = {k: v for k, v in config.items() if k != key}
+            config = _without(config, key.split("."), default)
         h = _hash({"config": config, "inputs": [self.hashes.get(i) for i in inputs]})
         book = self.out / ".stages"  # bookkeeping lives outside the stage's folder (a dataset must be alone)
         book.mkdir(exist_ok=True)

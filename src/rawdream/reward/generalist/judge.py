@@ -39,6 +39,14 @@ class GeneralistJudgeConfig(JudgeConfig):
     # head's units - z-scored positions, or (train-judge --object_target=displacement) displacements over their
     # training RMS
     object_gate_min: float = 0.5
+    # what the gate reads: "head" - the object head's outputs (its training units, above); "image" - the first
+    # object's keypoint in pixels (keypoint judges: train-judge --model.keypoints=true, --object_heatmap puts it on
+    # the object). Why: the head's affine map to z-scored xyz shrinks a puck's 15 px to under the minimum and mixes
+    # in a second object most tasks do not have (its slot moved more than the puck in sweep's demo); in pixels a
+    # heatmap judge's keypoint reads the demos' puck motion within 1-2 px (docs/judges.md, stop 40)
+    object_gate_space: str = "head"
+    # with object_gate_space=image: the demo's keypoint motion in pixels under which the gate stays open
+    object_gate_min_px: float = 3.0
     # where a score becomes a success. "fixed": --judge.threshold for every task. "demo": per instruction, halfway
     # (in logits) between the judge's score for the reference demonstration's own video (a success) and for its
     # first frame held still (nothing done). Why: judges trained on pretraining tasks rank a new task's rollouts
@@ -51,6 +59,8 @@ class GeneralistJudgeConfig(JudgeConfig):
     calibration_cut: float = 0.0
 
     def validate(self) -> None:
+        if self.object_gate_space not in ("head", "image"):
+            raise ValueError(f"--judge.object_gate_space={self.object_gate_space!r}: use head or image")
         if self.ensemble not in ("all", "mean"):
             raise ValueError(f"--judge.ensemble={self.ensemble!r}: use all or mean")
         if self.calibration not in ("fixed", "demo"):
@@ -100,6 +110,11 @@ class GeneralistJudge:
                 f"it with --object_loss > 0; {path} has {'no object head' if self.model.object_head is None else 'no reference'}), "
                 f"or set --judge.object_gate=0"
             )
+        if cfg.object_gate > 0 and cfg.object_gate_space == "image" and not self.model.cfg.keypoints:
+            raise ValueError(
+                f"--judge.object_gate_space=image reads the object's keypoint, and {path} has none (train it with "
+                f"--model.keypoints=true --object_heatmap=1), or use --judge.object_gate_space=head"
+            )
 
     @torch.no_grad()
     def scores(self, videos, instructions) -> np.ndarray:
@@ -117,19 +132,24 @@ class GeneralistJudge:
                 logits = self.model(clips, text, ref)
                 progress.append(np.full(len(texts), np.nan))
             else:
-                logits, objects = self.model(clips, text, ref, objects=True)
+                logits, objects = self._objects(clips, text, ref)
                 moved = (objects[:, -1] - objects[:, 0]).float().cpu().numpy()
                 wanted = np.stack([self._demo_motion(t, clips.shape[1]) for t in texts])
                 norm = np.linalg.norm(wanted, axis=1)
                 along = (moved * wanted).sum(1) / np.maximum(norm, 1e-6) ** 2
-                progress.append(np.where(norm >= self.cfg.object_gate_min, along, np.nan))
+                least = (
+                    self.cfg.object_gate_min_px
+                    if self.cfg.object_gate_space == "image"
+                    else self.cfg.object_gate_min
+                )
+                progress.append(np.where(norm >= least, along, np.nan))
                 for t, n in zip(texts, norm):
-                    if n < self.cfg.object_gate_min and t not in self._gate_off:
+                    if n < least and t not in self._gate_off:
                         self._gate_off.add(t)
                         warnings.warn(
-                            f"the object gate is off for {t!r}: this judge's object head reads its demo's objects "
-                            f"as moving {n:.2f} < --judge.object_gate_min={self.cfg.object_gate_min}, so the "
-                            "verdict alone decides (lower the minimum, or use a judge whose head sees them move)",
+                            f"the object gate is off for {t!r}: this judge reads its demo's objects as moving "
+                            f"{n:.2f} < {least} ({self.cfg.object_gate_space} units), so the verdict alone decides "
+                            "(lower --judge.object_gate_min[_px], or use a judge that sees them move)",
                             stacklevel=2,
                         )
             out.append(torch.sigmoid(logits.float().cpu() / self.temperature).numpy())
@@ -149,6 +169,15 @@ class GeneralistJudge:
         return clips, text, ref
 
     @torch.no_grad()
+    def _objects(self, clips, text, ref) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (logits, what the gate reads per frame): the head's outputs (B, F, O), or with
+        ``object_gate_space=image`` the first object's keypoint in pixels (B, F, 2)."""
+        if self.cfg.object_gate_space == "image":
+            logits, _, maps = self.model(clips, text, ref, objects=True, maps=True)
+            b, f, size = clips.shape[:3]
+            return logits, self.model.map_pixels(maps, size).view(b, f, -1, 2)[:, :, 0]
+        return self.model(clips, text, ref, objects=True)
+
     def _demo_motion(self, instruction: str, frames: int) -> np.ndarray:
         """The demo's own object displacement (last frame - first), read by the same head; once per instruction
         (the demo does not change during a run)."""
@@ -159,7 +188,7 @@ class GeneralistJudge:
             ref = torch.from_numpy(self.references.for_instructions([instruction])).to(dev)
             # the demo as a video: its first frame, then its last for the remaining frames
             demo = torch.cat([ref[:, :1], ref[:, 1:].expand(-1, frames - 1, -1, -1, -1)], dim=1)
-            _, objects = self.model(demo, text, ref, objects=True)
+            _, objects = self._objects(demo, text, ref)
             self._demo_motions[key] = (objects[0, -1] - objects[0, 0]).float().cpu().numpy()
         return self._demo_motions[key]
 

@@ -144,12 +144,17 @@ class JudgeNet(nn.Module):
         (keypoint heads; a diagnostic of what the head follows, not a judge output)."""
         b, f, size = frames.shape[:3]
         _, _, kp_map = self(frames, text, reference, objects=True, maps=True)
+        return self.map_pixels(kp_map, size).view(b, f, kp_map.shape[1], 2)
+
+    def map_pixels(self, kp_map: torch.Tensor, size: int) -> torch.Tensor:
+        """(N, objects, h, w) keypoint logits -> (N, objects, 2) their keypoints as column, row px of a ``size``
+        frame."""
         xy = self.keypoints(
             kp_map
-        )  # (B x F, 2 x objects): every x, then every y, in [-1, 1] over cell centres
+        )  # (N, 2 x objects): x of each, then y of each, in [-1, 1] over cell centres
         n, cells = kp_map.shape[1], kp_map.shape[-1]
         cell = (torch.stack([xy[:, :n], xy[:, n:]], dim=-1) + 1) / 2 * (cells - 1)
-        return ((cell + 0.5) * (size / cells)).view(b, f, n, 2)
+        return (cell + 0.5) * (size / cells)
 
 
 class KeypointObjectHead(nn.Module):
