@@ -53,6 +53,17 @@ class JudgeHead:
         clips, text, ref = self.judge._inputs(videos, [instruction(task)] * len(videos))
         return self.judge.model.keypoints_of(clips, text, ref)[:, :, 0].float().numpy()
 
+    @torch.no_grad()
+    def keypoint_peak(self, videos, task):
+        """A keypoint judge's confidence in its first object's keypoint: the peak of its softmax over the map, per
+        video and judged frame (videos, frames); None without keypoints. Low where there is no object to see."""
+        if not self.judge.model.cfg.keypoints:
+            return None
+        clips, text, ref = self.judge._inputs(videos, [instruction(task)] * len(videos))
+        _, _, maps = self.judge.model(clips, text, ref, objects=True, maps=True)
+        peak = torch.softmax(maps[:, 0].flatten(1).float(), dim=-1).amax(-1)
+        return peak.view(len(videos), -1).numpy()
+
 
 class PolicyHead:
     """A policy's object head on its vision features (no proprioception), frame by frame; progress along the
@@ -74,6 +85,9 @@ class PolicyHead:
         )
 
     def keypoint_px(self, videos, task, size: int):
+        return None
+
+    def keypoint_peak(self, videos, task):
         return None
 
     def read(self, videos, task):
@@ -120,6 +134,7 @@ def main(reader_path: str, tasks: str, root: str, out: str | None = None, png: s
         heads, read = reader.read(videos, task)
         size = videos[0].shape[1]
         kp_px = reader.keypoint_px(videos, task, size)
+        peak = reader.keypoint_peak(videos, task)
         camera = dataset_camera(ds, off="a reader without keypoints")[0] if kp_px is not None else None
         moved, true_first, true_hand, from_object, from_hand = [], [], [], [], []
         for i in range(ds.num_episodes):
@@ -162,6 +177,14 @@ def main(reader_path: str, tasks: str, root: str, out: str | None = None, png: s
             # object, and from where it shows the hand
             "keypoint_px_from_object": _num(np.mean(from_object)) if from_object else None,
             "keypoint_px_from_hand": _num(np.mean(from_hand)) if from_hand else None,
+            # keypoint judges: the keypoint softmax's peak in the first and the last judged frame (mean over
+            # rollouts), and the mean of last / first per rollout - under 1 where the object fades from view
+            "keypoint_peak_first_last": [_num(peak[:, 0].mean()), _num(peak[:, -1].mean())]
+            if peak is not None
+            else None,
+            "keypoint_peak_last_over_first": _num((peak[:, -1] / peak[:, 0]).mean())
+            if peak is not None
+            else None,
             "gate_reads": int(
                 ok.sum()
             ),  # rollouts where the gate read (NaN: the demo's motion below its minimum)
