@@ -45,24 +45,18 @@ class JudgeHead:
         return objects.float().numpy(), progress
 
     @torch.no_grad()
-    def keypoint_px(self, videos, task, size: int):
-        """A keypoint judge's first object's keypoint per judged frame, (videos, frames, 2) column/row px of a
-        ``size`` frame; None for a judge without keypoints."""
+    def keypoint(self, videos, task):
+        """A keypoint judge's first object's keypoint per judged frame, from one pass: where it is, (videos, frames,
+        2) column/row px of the frames, and its confidence, the peak of its softmax over the map (videos, frames) -
+        low where there is no object to see; (None, None) for a judge without keypoints."""
         if not self.judge.model.cfg.keypoints:
-            return None
-        clips, text, ref = self.judge._inputs(videos, [instruction(task)] * len(videos))
-        return self.judge.model.keypoints_of(clips, text, ref)[:, :, 0].float().numpy()
-
-    @torch.no_grad()
-    def keypoint_peak(self, videos, task):
-        """A keypoint judge's confidence in its first object's keypoint: the peak of its softmax over the map, per
-        video and judged frame (videos, frames); None without keypoints. Low where there is no object to see."""
-        if not self.judge.model.cfg.keypoints:
-            return None
+            return None, None
         clips, text, ref = self.judge._inputs(videos, [instruction(task)] * len(videos))
         _, _, maps = self.judge.model(clips, text, ref, objects=True, maps=True)
+        b, f, size = clips.shape[:3]
+        px = self.judge.model.map_pixels(maps, size)[:, 0].view(b, f, 2).float().numpy()
         peak = torch.softmax(maps[:, 0].flatten(1).float(), dim=-1).amax(-1)
-        return peak.view(len(videos), -1).numpy()
+        return px, peak.view(b, f).numpy()
 
 
 class PolicyHead:
@@ -84,11 +78,8 @@ class PolicyHead:
             self.model.vision(torch.from_numpy(np.asarray(frames)), self.model.text(text))
         )
 
-    def keypoint_px(self, videos, task, size: int):
-        return None
-
-    def keypoint_peak(self, videos, task):
-        return None
+    def keypoint(self, videos, task):
+        return None, None
 
     def read(self, videos, task):
         ep = list(self.demos.episodes["rawdream/env_task"]).index(task)
@@ -133,8 +124,7 @@ def main(reader_path: str, tasks: str, root: str, out: str | None = None, png: s
         videos = [ds.decode_episode_frames(i, DEFAULT_IMAGE_KEY) for i in range(ds.num_episodes)]
         heads, read = reader.read(videos, task)
         size = videos[0].shape[1]
-        kp_px = reader.keypoint_px(videos, task, size)
-        peak = reader.keypoint_peak(videos, task)
+        kp_px, peak = reader.keypoint(videos, task)
         camera = dataset_camera(ds, off="a reader without keypoints")[0] if kp_px is not None else None
         moved, true_first, true_hand, from_object, from_hand = [], [], [], [], []
         for i in range(ds.num_episodes):

@@ -566,19 +566,25 @@ def test_a_stage_is_skipped_when_unchanged_and_rebuilt_with_its_dependants_when_
     assert calls == ["data", "model", "model", "data", "model"]
 
 
+def _recording_stage(tmp_path, name, calls):
+    """A stage ``name`` of a fresh Runner on ``tmp_path`` per call, appending to ``calls`` each time it runs."""
+    from rawdream.pipeline import Runner
+
+    def stage(cfg):
+        r = Runner(tmp_path, progress=False, log=lambda s: None)
+        r.stage(name, cfg, [], lambda d: calls.append(1) or d.mkdir(parents=True, exist_ok=True) or {})
+
+    return stage
+
+
 def test_a_key_added_later_at_its_default_keeps_recorded_stages(tmp_path):
     """HASH_QUIET: the judge's --object_heatmap, added after runs were recorded, leaves a recorded judge stage
     valid at its default (0) and reruns it when set."""
-    from rawdream.pipeline import Runner
     from rawdream.reward.generalist.train import TrainJudgeConfig
 
     calls = []
     before = {k: v for k, v in to_dict(TrainJudgeConfig()).items() if k != "object_heatmap"}  # as recorded
-
-    def judge(cfg):
-        r = Runner(tmp_path, progress=False, log=lambda s: None)
-        r.stage("judge", cfg, [], lambda d: calls.append(1) or d.mkdir(parents=True, exist_ok=True) or {})
-
+    judge = _recording_stage(tmp_path, "judge", calls)
     judge(before)
     judge(TrainJudgeConfig())
     assert calls == [1]
@@ -589,18 +595,13 @@ def test_a_key_added_later_at_its_default_keeps_recorded_stages(tmp_path):
 def test_a_readout_key_added_later_keeps_recorded_dream_stages(tmp_path):
     """HASH_QUIET with a section's key: the judge readout's object_gate_space / object_gate_min_px, added after runs
     were recorded, leave a recorded dream stage valid at their defaults and rerun it when set."""
-    from rawdream.pipeline import Runner
     from rawdream.rl.dream import DreamConfig
 
     calls = []
     recorded = to_dict(DreamConfig())
     for key in ("object_gate_space", "object_gate_min_px"):
         recorded["judge"].pop(key)
-
-    def dream(cfg):
-        r = Runner(tmp_path, progress=False, log=lambda s: None)
-        r.stage("dream", cfg, [], lambda d: calls.append(1) or d.mkdir(parents=True, exist_ok=True) or {})
-
+    dream = _recording_stage(tmp_path, "dream", calls)
     dream(recorded)
     dream(DreamConfig())
     assert calls == [1]
