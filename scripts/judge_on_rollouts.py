@@ -6,10 +6,12 @@ successes (the judge read as RL reads it: object gate 0.5, the demonstration-cal
 JUDGE:image reads that judge's gate in image space (--judge.object_gate_space=image, keypoint judges).
 
 DATA_ROOT/TASK is a dataset of `rawdream collect policy` (with --wm: imagined video, labelled by the simulator's
-replay of the imagined actions); the reference demonstrations are runs/quick/data/demos (the main job's).
+replay of the imagined actions); the reference demonstrations are runs/quick/data/demos (the main job's; set
+RAWDREAM_DEMOS=runs/quick/data/target_demos for target tasks).
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from rawdream.data.lerobot import DEFAULT_IMAGE_KEY, LeRobotDataset
 from rawdream.envs.tasks import instruction
 from rawdream.reward.base import judge_config, make_judge
 
-DEMOS = "runs/quick/data/demos"
+DEMOS = os.environ.get("RAWDREAM_DEMOS", "runs/quick/data/demos")
 
 
 def judge_as_rl_reads_it(path: str):

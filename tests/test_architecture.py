@@ -611,6 +611,25 @@ def test_a_readout_key_added_later_keeps_recorded_dream_stages(tmp_path):
     assert calls == [1, 1]
 
 
+def test_a_world_model_key_added_later_keeps_recorded_world_model_stages(tmp_path):
+    """HASH_QUIET two sections deep: the flow's object_region_weight / _sigma, added after the main job's world
+    models were recorded, leave them valid at their defaults and retrain when set."""
+    from rawdream.world_model.train import PretrainWMConfig
+
+    calls = []
+    recorded = to_dict(PretrainWMConfig())
+    for key in ("object_region_weight", "object_region_sigma"):
+        recorded["model"]["flow"].pop(key)
+    wm = _recording_stage(tmp_path, "wm", calls)
+    wm(recorded)
+    wm(PretrainWMConfig())
+    assert calls == [1]
+    changed = PretrainWMConfig()
+    changed.model.flow.object_region_weight = 8.0
+    wm(changed)
+    assert calls == [1, 1]
+
+
 @dataclass
 class _SteadyConfig(_PolicyConfig):
     speed: float = 1.0  # a setting of this type only

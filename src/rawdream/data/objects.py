@@ -25,6 +25,28 @@ def dataset_camera(ds: LeRobotDataset, off: str):
     return CameraConfig(**cam), int(m["image_size"])
 
 
+def in_frame(px, size: int):
+    """(..., 2) image positions -> (...) bool: inside a ``size`` x ``size`` frame (NaN is not)."""
+    return ((px >= 0) & (px < size)).all(-1)
+
+
+def pixel_projector(ds: LeRobotDataset, off: str):
+    """The projection of a dataset's recorded object xyz into its frames: (frames, 3 x objects) -> (frames,
+    objects, 2) column/row px; NaN for a slot the task leaves empty (all zeros in the simulator state) and for a
+    point out of frame. Refuses a dataset whose camera is not recorded (a foreign one, or LIBERO's fixed view),
+    naming the flag ``off`` that does without."""
+    camera, size = dataset_camera(ds, off=off)
+
+    def project(xyz: np.ndarray) -> np.ndarray:
+        pts = xyz.reshape(len(xyz), -1, 3)
+        px = camera.project(pts, size).astype(np.float32)
+        px[np.all(pts == 0, axis=-1)] = np.nan  # a slot the frame's task has no object for
+        px[~in_frame(px, size)] = np.nan
+        return px
+
+    return project
+
+
 def object_positions(ds: LeRobotDataset, backend: str, off: str = "--object_loss=0") -> np.ndarray:
     """(frames, 3 x objects) the objects' xyz per frame, from the simulator state the dataset recorded; ``off``
     names the flag that does without."""

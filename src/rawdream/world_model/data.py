@@ -93,8 +93,11 @@ def concat_transitions(parts: list[Transitions], frames: list[int], episodes: li
     )
 
 
-def make_batch(tr: Transitions, latents: torch.Tensor, idx: np.ndarray, model) -> dict[str, torch.Tensor]:
-    """Gather a training batch (normalised latents and proprio) for transitions ``idx``."""
+def make_batch(
+    tr: Transitions, latents: torch.Tensor, idx: np.ndarray, model, frame_px: np.ndarray | None = None
+) -> dict[str, torch.Tensor]:
+    """Gather a training batch (normalised latents and proprio) for transitions ``idx``; with ``frame_px``
+    ((frames, objects, 2) the objects' image positions per frame), also where they are in each target frame."""
     dev = model.device  # latents stay in CPU memory; a batch moves to the model
     lat = lambda i: latents[torch.as_tensor(i)].to(dev).float()  # noqa: E731
     arr = lambda a: torch.as_tensor(a).to(dev)  # noqa: E731
@@ -106,4 +109,5 @@ def make_batch(tr: Transitions, latents: torch.Tensor, idx: np.ndarray, model) -
         "proprio": model.norm_proprio(arr(tr.proprio[idx])),
         "proprio_next": model.norm_proprio(arr(tr.proprio_next[idx])),
         **({"objects_next": model.norm_objects(arr(tr.objects_next[idx]))} if model.has_objects else {}),
+        **({"object_px": arr(frame_px[tr.target[idx]])} if frame_px is not None else {}),
     }

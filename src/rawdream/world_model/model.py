@@ -24,6 +24,23 @@ from rawdream.world_model.autoencoder import Autoencoder, AutoencoderConfig
 from rawdream.world_model.dynamics import DynamicsConfig, build_denoiser
 
 
+def object_region(pixels: torch.Tensor, size: int, grid, sigma: float) -> torch.Tensor:
+    """pixels (B, O, 2) where each object is in a ``size`` x ``size`` frame (column, row in px; NaN: none) ->
+    (B, 1, h, w) on the latent ``grid`` (h, w): a Gaussian of ``sigma`` cells around each object, the largest
+    where they overlap (1 at an object's cell, 0 in a frame without objects)."""
+    h, w = grid
+    cells = (
+        pixels * torch.tensor([w / size, h / size], device=pixels.device) - 0.5
+    )  # cell centres at integers
+    xs = torch.arange(w, device=pixels.device, dtype=torch.float32)
+    ys = torch.arange(h, device=pixels.device, dtype=torch.float32)
+    d2 = (xs[None, None, None, :] - cells[..., 0, None, None]) ** 2 + (
+        ys[None, None, :, None] - cells[..., 1, None, None]
+    ) ** 2  # (B, O, h, w)
+    g = torch.exp(-d2 / (2 * sigma**2)).nan_to_num(0.0)
+    return g.amax(1, keepdim=True) if g.shape[1] else g.new_zeros(len(g), 1, h, w)
+
+
 @dataclass
 class FlowConfig:
     prediction: str = "x"  # x (clean target) | v (velocity eps - z0)
@@ -44,6 +61,13 @@ class FlowConfig:
     # chunk-end object positions the denoiser is conditioned on (``dynamics.object_target``; normalised units)
     object_weight: float = 1.0
     object_target_noise: float = 0.1
+    # extra loss weight on the latent cells where the objects are at the chunk's end (projected from the recorded
+    # simulator state, a training-time label only; Meta-World play): a puck covers ~3 of 4,096 pixels and sits
+    # still most of the time, so neither the plain loss nor the motion weight keeps it - the model then stops
+    # drawing it when the arm sweeps by (docs/world-model.md). A Gaussian of ``object_region_sigma`` latent cells
+    # around each object, times this weight, is added to the weight map (0: off, the committed models' training)
+    object_region_weight: float = 0.0
+    object_region_sigma: float = 1.0
 
     # training-only settings: a fine-tune (``pretrain-wm --init``) may change them, the model's shape stays
     TRAINING_ONLY: ClassVar[tuple[str, ...]] = (
@@ -57,11 +81,18 @@ class FlowConfig:
         "train_proprio_noise",
         "object_weight",
         "object_target_noise",
+        "object_region_weight",
+        "object_region_sigma",
     )
 
     def validate(self) -> None:
         if self.prediction not in ("x", "v"):
             raise ValueError(f"flow.prediction must be 'x' or 'v', got {self.prediction!r}")
+        if self.object_region_weight < 0 or self.object_region_sigma <= 0:
+            raise ValueError(
+                f"--model.flow.object_region_weight must be >= 0 and --model.flow.object_region_sigma > 0, got "
+                f"{self.object_region_weight} and {self.object_region_sigma}"
+            )
 
 
 @dataclass
@@ -227,6 +258,12 @@ class WorldModel(nn.Module):
         weight = 1.0 + fcfg.motion_weight * (
             motion / (4 * motion.mean(dim=(2, 3), keepdim=True) + 1e-6)
         ).clamp(max=1)
+        if (
+            fcfg.object_region_weight > 0 and "object_px" in batch
+        ):  # validation batches carry none: plain loss
+            weight = weight + fcfg.object_region_weight * object_region(
+                batch["object_px"], self.cfg.image_size, target.shape[-2:], fcfg.object_region_sigma
+            )
         frame_loss = (weight * (out - goal) ** 2).mean()
         # from the (noised) input to the true chunk-end proprioception: the head learns to correct its input
         proprio_loss = ((cache["proprio_delta"] - (batch["proprio_next"] - p_in)) ** 2).mean()

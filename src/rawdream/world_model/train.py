@@ -21,7 +21,7 @@ from rawdream import seeds
 from rawdream.config import build, save_config, to_dict
 from rawdream.data.cache import frame_cache
 from rawdream.data.lerobot import LeRobotDataset
-from rawdream.data.objects import object_positions
+from rawdream.data.objects import object_positions, pixel_projector
 from rawdream.io import load_model, save_model
 from rawdream.nn import EMA, count_params
 from rawdream.splits import SplitConfig, check_task_agnostic, resolve_split, task_free_target_scenes
@@ -51,6 +51,11 @@ VARIANTS = ("zero-shot", "co-train", "id-ft")
 
 @dataclass
 class PretrainWMConfig(TrainerSettings):
+    # settings added after runs were recorded: at these defaults a recorded stage stays valid (pipeline)
+    HASH_QUIET: ClassVar[dict] = {
+        "model.flow.object_region_weight": 0.0,
+        "model.flow.object_region_sigma": 1.0,
+    }
     RANGES: ClassVar[dict] = {
         **TrainerSettings.RANGES,
         "ae_steps": (">=0", "0 keeps the autoencoder untrained: only with --init"),
@@ -282,7 +287,9 @@ def train_dynamics(
     out: Path,
     log: MetricsLogger,
     progress: bool,
+    frame_px: np.ndarray | None = None,
 ) -> dict[str, float]:
+    """``frame_px``: (frames, objects, 2) the objects' image positions, for the object-region weight."""
     dyn = model.dynamics
     opt = torch.optim.AdamW(dyn.parameters(), lr=cfg.dyn_lr, weight_decay=cfg.weight_decay)
     ema = EMA(dyn, cfg.ema_decay)
@@ -301,7 +308,7 @@ def train_dynamics(
         dyn.train()
         g = step_generator(cfg.seed, step, stream=seeds.STREAM_WM_DYNAMICS)
         idx = torch.randint(len(tr), (cfg.dyn_batch,), generator=g).numpy()
-        batch = make_batch(tr, latents, idx, model)
+        batch = make_batch(tr, latents, idx, model, frame_px)
         if cfg.rollout_steps:
             own_context(model, tr, latents, prev, idx, batch, cfg.rollout_steps, cfg.rollout_fraction, g)
         for group in opt.param_groups:
@@ -535,6 +542,12 @@ def pretrain_wm(
         model = model.to(resolve_device(cfg.device))
     else:
         model = WorldModel(mcfg).to(resolve_device(cfg.device))
+    frame_px = None
+    if model.cfg.flow.object_region_weight > 0:  # the command's weight, or (fine-tuning) the init's
+        off = "--model.flow.object_region_weight=0"
+        frame_px = np.concatenate(
+            [pixel_projector(ds, off)(object_positions(ds, split.backend, off=off)) for ds in dss]
+        )
     train_eps, val_eps = _split_episodes(len(bounds), cfg.val_fraction, cfg.seed)
     train_frames, val_frames = _frame_indices(bounds, train_eps), _frame_indices(bounds, val_eps)
     tr = tr_all.subset(np.isin(tr_all.episode, train_eps))
@@ -601,7 +614,7 @@ def pretrain_wm(
     latents = ((raw.float() - mean) / std).to(torch.float16)  # in CPU memory; batches move to the model
     del raw
     t1 = time.time()
-    last = train_dynamics(model, latents, tr, val_tr, frames, cfg, out, log, progress)
+    last = train_dynamics(model, latents, tr, val_tr, frames, cfg, out, log, progress, frame_px)
     log.close()
     summary = {
         "variant": cfg.variant,

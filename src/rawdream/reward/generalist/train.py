@@ -15,6 +15,7 @@ from tqdm import tqdm
 from rawdream import seeds
 from rawdream.config import save_config, to_dict
 from rawdream.data.lerobot import LeRobotDataset
+from rawdream.data.objects import in_frame, pixel_projector
 from rawdream.envs.tasks import instruction as task_instruction
 from rawdream.envs.tasks import paraphrases
 from rawdream.io import save_model
@@ -326,27 +327,7 @@ def _object_clips(cfg: TrainJudgeConfig, pool: VideoPool) -> np.ndarray:
 
 
 def _camera_of(ds: LeRobotDataset):
-    """The projection of a dataset's recorded object xyz into its frames: (frames, 3 x objects) -> (frames,
-    objects, 2) column/row px; NaN for a slot the task leaves empty (all zeros in the simulator state) and for a
-    point out of frame. Refuses a dataset whose camera is not recorded (a foreign one, or LIBERO's fixed view)."""
-    from rawdream.data.objects import dataset_camera
-
-    camera, size = dataset_camera(ds, off="--object_heatmap=0")
-
-    def project(xyz: np.ndarray) -> np.ndarray:
-        pts = xyz.reshape(len(xyz), -1, 3)
-        px = camera.project(pts, size).astype(np.float32)
-        empty = np.all(pts == 0, axis=(0, 2))  # a slot this task has no object for
-        px[:, empty] = np.nan
-        px[~in_frame(px, size)] = np.nan
-        return px
-
-    return project
-
-
-def in_frame(px, size: int):
-    """(..., 2) image positions -> (...) bool: inside a ``size`` x ``size`` frame (NaN is not)."""
-    return ((px >= 0) & (px < size)).all(-1)
+    return pixel_projector(ds, off="--object_heatmap=0")
 
 
 def _pixel_clips(cfg: TrainJudgeConfig, pool: VideoPool) -> np.ndarray:
