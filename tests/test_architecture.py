@@ -593,13 +593,13 @@ def test_a_key_added_later_at_its_default_keeps_recorded_stages(tmp_path):
 
 
 def test_a_readout_key_added_later_keeps_recorded_dream_stages(tmp_path):
-    """HASH_QUIET with a section's key: the judge readout's object_gate_space / object_gate_min_px, added after runs
-    were recorded, leave a recorded dream stage valid at their defaults and rerun it when set."""
+    """HASH_QUIET with a section's key: the judge readout's object_gate_space / _min_px / object_fade_min, added
+    after runs were recorded, leave a recorded dream stage valid at their defaults and rerun it when set."""
     from rawdream.rl.dream import DreamConfig
 
     calls = []
     recorded = to_dict(DreamConfig())
-    for key in ("object_gate_space", "object_gate_min_px"):
+    for key in ("object_gate_space", "object_gate_min_px", "object_fade_min"):
         recorded["judge"].pop(key)
     dream = _recording_stage(tmp_path, "dream", calls)
     dream(recorded)

@@ -539,6 +539,25 @@ def test_a_keypoint_judge_trains_saves_and_gates_and_refuses_a_displacement_targ
     )
     moved = in_image._demo_motion("close the drawer", in_image.model.cfg.frames.middle + 2)
     assert moved.shape == (2,)  # column, row px
+    # the fade gate: the keypoint's softmax peak in the last judged frame over the first, under the minimum: a
+    # failure said as such (a minimum just under the demo's own ratio lets it pass)
+    video = np.stack([first] + [last] * 6)
+    _, _, peak = in_image._objects(*in_image._inputs([video], ["close the drawer"]))
+    ratio = float(peak[0, -1] / peak[0, 0])
+    for fade, passes in ((ratio * 1.01, False), (ratio * 0.99, True)):
+        faded = make_judge(
+            judge_config(
+                "generalist", path=str(out), reference=str(pretrain_demos), object_gate=0.5,
+                object_gate_space="image", object_gate_min_px=0.0, object_fade_min=fade,
+            )
+        )  # fmt: skip
+        (verdict,) = faded([video], ["close the drawer"])
+        if passes:  # as without the fade gate
+            assert "faded" not in verdict.raw and verdict.success is demo.success
+        else:
+            assert "the object faded" in verdict.raw and verdict.success is False
+    with pytest.raises(ValueError, match="--judge.object_fade_min=0.5 reads the object gate's keypoint"):
+        judge_config("generalist", path=str(out), object_gate=0.5, object_fade_min=0.5).validate()
     with pytest.raises(ValueError, match="object_gate_space='pixels': use head or image"):
         judge_config("generalist", path=str(out), object_gate_space="pixels").validate()
     # a minimum the demo's motion does not reach: the gate is off for that instruction, said once

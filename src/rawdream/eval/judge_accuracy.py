@@ -53,7 +53,11 @@ def judge_metrics(
 @dataclass
 class EvalJudgeConfig:
     # readout keys added after runs were recorded: at these values they leave a recorded stage's hash as it was
-    HASH_QUIET: ClassVar[dict] = {"judge.object_gate_space": "head", "judge.object_gate_min_px": 3.0}
+    HASH_QUIET: ClassVar[dict] = {
+        "judge.object_gate_space": "head",
+        "judge.object_gate_min_px": 3.0,
+        "judge.object_fade_min": 0.0,
+    }
     RANGES: ClassVar[dict] = {"episodes_per_task": ">=1", "workers": (">=0", "0 or 1: in this process")}
 
     split: SplitConfig = field(default_factory=SplitConfig)

@@ -48,7 +48,11 @@ from rawdream.world_model.model import SamplerConfig, overlay_changed
 @dataclass
 class DreamConfig:
     # readout keys added after runs were recorded: at these values they leave a recorded stage's hash as it was
-    HASH_QUIET: ClassVar[dict] = {"judge.object_gate_space": "head", "judge.object_gate_min_px": 3.0}
+    HASH_QUIET: ClassVar[dict] = {
+        "judge.object_gate_space": "head",
+        "judge.object_gate_min_px": 3.0,
+        "judge.object_fade_min": 0.0,
+    }
     RANGES: ClassVar[dict] = {
         "init_states": ">=1",
         "groups": ">=1",

@@ -47,6 +47,11 @@ class GeneralistJudgeConfig(JudgeConfig):
     object_gate_space: str = "head"
     # with object_gate_space=image: the demo's keypoint motion in pixels under which the gate stays open
     object_gate_min_px: float = 3.0
+    # with object_gate_space=image: a video whose first object's keypoint is less sure of it in the last judged frame
+    # than in the first (the peak of its softmax over the map, last / first) below this ratio is a failure. Why: a
+    # world model can stop drawing a small object under fast arm motion, and the keypoint then lands on the hand
+    # where the object should be (on real video the ratio is ~1; docs/judges.md, stop 41). 0: off
+    object_fade_min: float = 0.0
     # where a score becomes a success. "fixed": --judge.threshold for every task. "demo": per instruction, halfway
     # (in logits) between the judge's score for the reference demonstration's own video (a success) and for its
     # first frame held still (nothing done). Why: judges trained on pretraining tasks rank a new task's rollouts
@@ -61,6 +66,11 @@ class GeneralistJudgeConfig(JudgeConfig):
     def validate(self) -> None:
         if self.object_gate_space not in ("head", "image"):
             raise ValueError(f"--judge.object_gate_space={self.object_gate_space!r}: use head or image")
+        if self.object_fade_min and (self.object_gate_space != "image" or not self.object_gate > 0):
+            raise ValueError(
+                f"--judge.object_fade_min={self.object_fade_min} reads the object gate's keypoint: set "
+                f"--judge.object_gate=0.5 --judge.object_gate_space=image, or --judge.object_fade_min=0"
+            )
         if self.ensemble not in ("all", "mean"):
             raise ValueError(f"--judge.ensemble={self.ensemble!r}: use all or mean")
         if self.calibration not in ("fixed", "demo"):
@@ -132,7 +142,7 @@ class GeneralistJudge:
                 logits = self.model(clips, text, ref)
                 progress.append(np.full(len(texts), np.nan))
             else:
-                logits, objects = self._objects(clips, text, ref)
+                logits, objects, peak = self._objects(clips, text, ref)
                 moved = (objects[:, -1] - objects[:, 0]).float().cpu().numpy()
                 wanted = np.stack([self._demo_motion(t, clips.shape[1]) for t in texts])
                 norm = np.linalg.norm(wanted, axis=1)
@@ -142,7 +152,11 @@ class GeneralistJudge:
                     if self.cfg.object_gate_space == "image"
                     else self.cfg.object_gate_min
                 )
-                progress.append(np.where(norm >= least, along, np.nan))
+                along = np.where(norm >= least, along, np.nan)
+                if self.cfg.object_fade_min > 0:  # the object faded from the video: progress -inf, a failure
+                    fade = (peak[:, -1] / peak[:, 0].clamp_min(1e-12)).float().cpu().numpy()
+                    along = np.where(fade < self.cfg.object_fade_min, -np.inf, along)
+                progress.append(along)
                 for t, n in zip(texts, norm):
                     if n < least and t not in self._gate_off:
                         self._gate_off.add(t)
@@ -169,14 +183,16 @@ class GeneralistJudge:
         return clips, text, ref
 
     @torch.no_grad()
-    def _objects(self, clips, text, ref) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> (logits, what the gate reads per frame): the head's outputs (B, F, O), or with
-        ``object_gate_space=image`` the first object's keypoint in pixels (B, F, 2)."""
+    def _objects(self, clips, text, ref) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """-> (logits, what the gate reads per frame, how sure): the head's outputs (B, F, O) and None, or with
+        ``object_gate_space=image`` the first object's keypoint in pixels (B, F, 2) and the peak of its softmax
+        over the map (B, F) - low where there is no object to see."""
         if self.cfg.object_gate_space == "image":
             logits, _, maps = self.model(clips, text, ref, objects=True, maps=True)
             b, f, size = clips.shape[:3]
-            return logits, self.model.map_pixels(maps, size).view(b, f, -1, 2)[:, :, 0]
-        return self.model(clips, text, ref, objects=True)
+            peak = torch.softmax(maps[:, 0].flatten(1).float(), dim=-1).amax(-1).view(b, f)
+            return logits, self.model.map_pixels(maps, size).view(b, f, -1, 2)[:, :, 0], peak
+        return (*self.model(clips, text, ref, objects=True), None)
 
     def _demo_motion(self, instruction: str, frames: int) -> np.ndarray:
         """The demo's own object displacement (last frame - first), read by the same head; once per instruction
@@ -188,7 +204,7 @@ class GeneralistJudge:
             ref = torch.from_numpy(self.references.for_instructions([instruction])).to(dev)
             # the demo as a video: its first frame, then its last for the remaining frames
             demo = torch.cat([ref[:, :1], ref[:, 1:].expand(-1, frames - 1, -1, -1, -1)], dim=1)
-            _, objects = self._objects(demo, text, ref)
+            _, objects, _ = self._objects(demo, text, ref)
             self._demo_motions[key] = (objects[0, -1] - objects[0, 0]).float().cpu().numpy()
         return self._demo_motions[key]
 
@@ -234,7 +250,9 @@ def gated_verdict(p: float, progress: float, threshold: float, gate: float, late
     if np.isnan(progress) or progress >= gate:
         return Verdict(success=bool(p >= threshold), score=float(p), raw=f"p={p:.3f}", latency=latency)
     # the objects did not move the way the demonstration's did: a failure, whatever p says
-    raw = f"p={p:.3f}, object progress {progress:.2f} < {gate}"
+    raw = f"p={p:.3f}, " + (
+        "the object faded" if progress == -np.inf else f"object progress {progress:.2f} < {gate}"
+    )
     return Verdict(success=False, score=0.0, raw=raw, latency=latency)
 
 
