@@ -175,6 +175,12 @@ def main(reader_path: str, tasks: str, root: str, out: str | None = None, png: s
             "keypoint_peak_last_over_first": _num((peak[:, -1] / peak[:, 0]).mean())
             if peak is not None
             else None,
+            # per rollout, in order: the simulator's success and the keypoint peak's last / first (the fade gate's
+            # input, --judge.object_fade_min)
+            "success_per_rollout": [bool(x) for x in true],
+            "keypoint_peak_ratio_per_rollout": [_num(x) for x in peak[:, -1] / peak[:, 0]]
+            if peak is not None
+            else None,
             "gate_reads": int(
                 ok.sum()
             ),  # rollouts where the gate read (NaN: the demo's motion below its minimum)
