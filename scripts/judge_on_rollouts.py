@@ -3,7 +3,8 @@ successes (the judge read as RL reads it: object gate 0.5, the demonstration-cal
 
     python scripts/judge_on_rollouts.py JUDGE[,JUDGE...] TASK[,TASK...] DATA_ROOT [OUT.json]
 
-JUDGE:image reads that judge's gate in image space (--judge.object_gate_space=image, keypoint judges).
+JUDGE:image reads that judge's gate in image space (--judge.object_gate_space=image, keypoint judges);
+JUDGE:image:R also fails a video whose keypoint fades under R (--judge.object_fade_min=R).
 
 DATA_ROOT/TASK is a dataset of `rawdream collect policy` (with --wm: imagined video, labelled by the simulator's
 replay of the imagined actions); the reference demonstrations are runs/quick/data/demos (the main job's; set
@@ -26,11 +27,12 @@ DEMOS = os.environ.get("RAWDREAM_DEMOS", "runs/quick/data/demos")
 
 def judge_as_rl_reads_it(path: str):
     """The generalist judge at ``path`` with the RAW-Dream rows' readout: object gate 0.5, demo cut 0.75 (``PATH:image``:
-    the gate in image space)."""
+    the gate in image space; ``PATH:image:R``: and the fade gate at R)."""
     path, _, space = path.partition(":")
+    space, _, fade = space.partition(":")
     cfg = judge_config(
         "generalist", path=path, reference=DEMOS, object_gate=0.5, calibration="demo", calibration_cut=0.75,
-        object_gate_space=space or "head",
+        object_gate_space=space or "head", object_fade_min=float(fade or 0),
     )  # fmt: skip
     return make_judge(cfg, purpose="reward")
 

@@ -496,6 +496,42 @@ def test_a_heatmap_keeps_the_keypoint_on_the_object_when_the_hand_moves_it_along
     assert moved < 3.0, f"the keypoint moved {moved:.1f} px with the hand (24 px)"
 
 
+def test_erasing_the_object_paints_the_workspace_over_it_and_asks_the_keypoint_for_no_object():
+    """--object_erase: in the videos drawn whose first object is labelled throughout, a disc around it is the empty
+    workspace from a random judged frame after the first on, and those frames are marked absent; the heatmap's KL
+    for an absent object is 0 for a uniform map and grows with a peak."""
+    import torch
+
+    from rawdream.reward.generalist.train import erase_objects, heatmap_loss
+
+    videos = torch.full((3, 4, 16, 16, 3), 100, dtype=torch.uint8)
+    videos[:, :, 7:10, 7:10] = 0  # a 3 px object at px (8.5, 8.5)
+    px = np.full((3, 4, 2, 2), np.nan, np.float32)
+    px[:, :, 0] = 8.5
+    px[2, 1, 0] = np.nan  # the third video's object is not labelled in one frame: never erased
+    before = videos.clone()
+    background = torch.full((16, 16, 3), 100, dtype=torch.uint8)
+    erased, absent = erase_objects(videos, px, background, 1.0, torch.Generator().manual_seed(0))
+    assert erased.tolist() == [True, True, False] and not absent[:, :, 1].any() and not absent[2].any()
+    for i in (0, 1):
+        first = int(np.argmax(absent[i, :, 0].numpy()))
+        assert first >= 1 and absent[i, first:, 0].all()  # from a frame after the first to the end
+        assert (videos[i, first:, 7:10, 7:10] == 100).all() and torch.equal(
+            videos[i, :first], before[i, :first]
+        )
+    assert torch.equal(videos[2], before[2])
+    none, _ = erase_objects(before.clone(), px, background, 0.0, torch.Generator().manual_seed(0))
+    assert not none.any()
+    gone = torch.ones(1, 1, dtype=torch.bool)
+    nan = torch.full((1, 1, 2), float("nan"))
+    assert heatmap_loss(torch.zeros(1, 1, 16, 16), nan, 64, absent=gone).item() == pytest.approx(
+        0.0, abs=1e-6
+    )
+    peaked = torch.zeros(1, 1, 16, 16)
+    peaked[0, 0, 5, 5] = 10.0
+    assert heatmap_loss(peaked, nan, 64, absent=gone).item() > 1.0
+
+
 def test_a_keypoint_judge_trains_saves_and_gates_and_refuses_a_displacement_target(
     labeled_data, pretrain_demos, tmp_path, capsys
 ):
@@ -576,6 +612,13 @@ def test_a_keypoint_judge_trains_saves_and_gates_and_refuses_a_displacement_targ
     assert "displacement with --model.keypoints=true" in capsys.readouterr().err and not refused.exists()
     assert main([*args[:-3], str(refused), "--preset", "tiny", *flags, "--object_heatmap=1"]) == 2
     assert "--object_heatmap=1.0 trains the keypoint object head" in capsys.readouterr().err
+    assert main([*args[:-3], str(refused), "--preset", "tiny", *flags, "--object_erase=0.5"]) == 2
+    assert "--object_erase=0.5 teaches the keypoint heatmap an absent object" in capsys.readouterr().err
+    # the erasing end to end: trains, and says so in judge.json
+    erase = tmp_path / "judge_kp_erase"
+    heat = ["--model.keypoints=true", "--object_heatmap=1", "--object_erase=1"]
+    assert main([*args[:-3], str(erase), "--preset", "tiny", *flags, *heat]) == 0
+    assert json.loads((erase / "judge.json").read_text())["object_erase"] == 1.0
 
 
 def test_paper_table_tiny(tiny_policy, tiny_wm, tiny_judge, pretrain_demos, tmp_path):
