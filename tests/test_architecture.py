@@ -578,12 +578,13 @@ def _recording_stage(tmp_path, name, calls):
 
 
 def test_a_key_added_later_at_its_default_keeps_recorded_stages(tmp_path):
-    """HASH_QUIET: the judge's --object_heatmap, added after runs were recorded, leaves a recorded judge stage
-    valid at its default (0) and reruns it when set."""
+    """HASH_QUIET: the judge's --object_heatmap and --object_erase, added after runs were recorded, leave a recorded
+    judge stage valid at their defaults (0) and rerun it when set."""
     from rawdream.reward.generalist.train import TrainJudgeConfig
 
     calls = []
-    before = {k: v for k, v in to_dict(TrainJudgeConfig()).items() if k != "object_heatmap"}  # as recorded
+    added = ("object_heatmap", "object_erase")
+    before = {k: v for k, v in to_dict(TrainJudgeConfig()).items() if k not in added}  # as recorded
     judge = _recording_stage(tmp_path, "judge", calls)
     judge(before)
     judge(TrainJudgeConfig())
@@ -627,6 +628,25 @@ def test_a_world_model_key_added_later_keeps_recorded_world_model_stages(tmp_pat
     changed = PretrainWMConfig()
     changed.model.flow.object_region_weight = 8.0
     wm(changed)
+    assert calls == [1, 1]
+
+
+def test_a_judge_key_added_later_keeps_recorded_check_and_eval_judge_stages(tmp_path):
+    """The judge-check and eval/judge stages hash plain dicts: their ``quiet`` keys (READOUT_ADDED_LATER, the
+    judge's object_fade_min) leave a stage recorded before the key existed valid at its default, not when set."""
+    from rawdream.pipeline import READOUT_ADDED_LATER, Runner
+
+    calls = []
+
+    def stage(judge):
+        r = Runner(tmp_path, progress=False, log=lambda s: None)
+        fn = lambda d: calls.append(1) or d.mkdir(parents=True, exist_ok=True) or {}  # noqa: E731
+        r.stage("eval/judge", {"episodes": 4, "judge": judge}, [], fn, quiet=READOUT_ADDED_LATER)
+
+    stage({"object_gate": 0.5})  # as recorded
+    stage({"object_gate": 0.5, "object_fade_min": 0.0})
+    assert calls == [1]
+    stage({"object_gate": 0.5, "object_fade_min": 0.5})
     assert calls == [1, 1]
 
 

@@ -530,6 +530,15 @@ def test_erasing_the_object_paints_the_workspace_over_it_and_asks_the_keypoint_f
     peaked = torch.zeros(1, 1, 16, 16)
     peaked[0, 0, 5, 5] = 10.0
     assert heatmap_loss(peaked, nan, 64, absent=gone).item() > 1.0
+    # one object absent, one labelled: the mean of the two KLs
+    at = torch.tensor([[[4 * 5 + 2.0, 4 * 5 + 2.0]]])  # cell (5, 5)'s centre
+    alone = heatmap_loss(peaked, at, 64).item()
+    both = heatmap_loss(
+        torch.cat([peaked] * 2), torch.cat([nan, at]), 64, absent=torch.tensor([[True], [False]])
+    )
+    assert both.item() == pytest.approx(
+        (heatmap_loss(peaked, nan, 64, absent=gone).item() + alone) / 2, rel=1e-5
+    )
 
 
 def test_a_keypoint_judge_trains_saves_and_gates_and_refuses_a_displacement_target(

@@ -704,30 +704,35 @@ def test_the_object_region_weight_makes_the_model_draw_a_small_object():
     assert weighted_rest < 1.5 * plain_rest, (weighted_rest, plain_rest)  # 0.17 vs 0.15
 
 
-def test_pretrain_wm_weighs_the_object_region_from_the_recorded_camera(play_data, tiny_wm, tmp_path):
-    """End to end: a fine-tune with --model.flow.object_region_weight projects the play data's recorded object
-    positions through its recorded camera and keeps the weight in the model's config; the frames' positions are
-    where the camera draws the objects (checked against the first frame's object slot)."""
+def test_pretrain_wm_weighs_the_object_region_from_the_recorded_camera(
+    play_data, tiny_wm, tmp_path, monkeypatch
+):
+    """End to end: a fine-tune with --model.flow.object_region_weight hands every training batch the objects'
+    places (the play data's recorded xyz through its recorded camera, in the frame for the object every tiny task
+    has) and keeps the weight in the model's config; a fine-tune of that model without the flag trains without it
+    (the weight is the command's, not the init's)."""
     from rawdream.data.lerobot import LeRobotDataset
     from rawdream.data.objects import object_positions, pixel_projector
 
-    out = tmp_path / "region"
-    args = [
-        "pretrain-wm",
-        "--data",
-        str(play_data),
-        "--init",
-        str(tiny_wm),
-        "--preset",
-        "tiny",
-        "--out",
-        str(out),
-    ]
-    assert main([*args, "--model.flow.object_region_weight=4"]) == 0
-    assert load_world_model(out).cfg.flow.object_region_weight == 4.0
+    seen = []
+    real_loss = WorldModel.training_loss
+
+    def spy(self, batch, gen):  # the training steps' batches (validation's, without gradients, stay plain)
+        if torch.is_grad_enabled():
+            seen.append("object_px" in batch)
+        return real_loss(self, batch, gen)
+
+    monkeypatch.setattr(WorldModel, "training_loss", spy)
+    out, again = tmp_path / "region", tmp_path / "again"
+    args = ["pretrain-wm", "--data", str(play_data), "--preset", "tiny"]
+    assert (
+        main([*args, "--init", str(tiny_wm), "--out", str(out), "--model.flow.object_region_weight=4"]) == 0
+    )
+    assert load_world_model(out).cfg.flow.object_region_weight == 4.0 and seen and all(seen)
+    seen.clear()
+    assert main([*args, "--init", str(out), "--out", str(again)]) == 0
+    assert load_world_model(again).cfg.flow.object_region_weight == 0.0 and seen and not any(seen)
     ds = LeRobotDataset(play_data)
     px = pixel_projector(ds, "--x=0")(object_positions(ds, "metaworld"))
     assert px.shape == (ds.num_frames, 2, 2)
-    assert (
-        np.isfinite(px[:, 0]).all() and ((px[:, 0] >= 0) & (px[:, 0] < 64)).all()
-    )  # every task has object 1
+    assert np.isfinite(px[:, 0]).all() and ((px[:, 0] >= 0) & (px[:, 0] < 64)).all()

@@ -71,6 +71,10 @@ SECTIONS = {
 }
 
 
+#: judge settings added after the judge-check and eval/judge stages were recorded (their configs are plain dicts)
+READOUT_ADDED_LATER = {"judge.object_fade_min": 0.0}
+
+
 @dataclass
 class JudgeReadout:
     """How the run reads the generalist judge it trained, for RL and eval/judge alike (docs/judges.md): the object
@@ -227,13 +231,15 @@ class Runner:
         self.results: list[StageResult] = []
         self.hashes: dict[str, str] = {}
 
-    def stage(self, name: str, cfg: Any, inputs: list[str], fn: Callable[[Path], Any]) -> Any:
+    def stage(
+        self, name: str, cfg: Any, inputs: list[str], fn: Callable[[Path], Any], quiet: dict | None = None
+    ) -> Any:
         """Run ``fn(stage_dir)`` unless its record in .stages holds the same config and input hashes."""
         d = self.out / name
         config = to_dict(cfg) if hasattr(cfg, "__dataclass_fields__") else cfg
         # keys added later, at their defaults, leave the stages recorded before them valid (HASH_QUIET: key -> default,
-        # "section.key" for a key of a section)
-        for key, default in getattr(cfg, "HASH_QUIET", {}).items():
+        # "section.key" for a key of a section; ``quiet`` for a stage whose config is a plain dict)
+        for key, default in (getattr(cfg, "HASH_QUIET", {}) if quiet is None else quiet).items():
             config = _without(config, key.split("."), default)
         h = _hash({"config": config, "inputs": [self.hashes.get(i) for i in inputs]})
         book = self.out / ".stages"  # bookkeeping lives outside the stage's folder (a dataset must be alone)
@@ -566,6 +572,7 @@ class MainJob:
             },
             [*names, L.WM, L.POLICY_BASE, L.DEMOS],
             check_fn,
+            quiet=READOUT_ADDED_LATER,
         )
         # the later stages depend on the pick alone: another check that picks the same judge reruns nothing
         self.judge_dir = L / picked["selected"]
@@ -645,6 +652,7 @@ class MainJob:
             {**to_dict(cfg.eval_judge), "judge_readout": to_dict(cfg.judge_readout)},  # how the judge is read
             [*self.judge_deps, L.JUDGE_BLIND, L.WM, L.TARGET_DEMOS, L.POLICY_SFT],
             eval_judge_fn,
+            quiet=READOUT_ADDED_LATER,
         )
 
     def evaluate_base_policy(self) -> dict[str, Any] | None:

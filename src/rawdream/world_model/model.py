@@ -65,7 +65,8 @@ class FlowConfig:
     # simulator state, a training-time label only; Meta-World play): a puck covers ~3 of 4,096 pixels and sits
     # still most of the time, so neither the plain loss nor the motion weight keeps it - the model then stops
     # drawing it when the arm sweeps by (docs/world-model.md). A Gaussian of ``object_region_sigma`` latent cells
-    # around each object, times this weight, is added to the weight map (0: off, the committed models' training)
+    # around each object, times this weight, is added to the weight map (0: off, the committed models' training;
+    # a fine-tune takes the command's, not the init's)
     object_region_weight: float = 0.0
     object_region_sigma: float = 1.0
 

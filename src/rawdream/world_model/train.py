@@ -515,9 +515,15 @@ def pretrain_wm(
         model = load_world_model(init)
         _check_compatible(model.cfg, mcfg, init)
         # the model's shape is the init's; the flow's training settings the command changed apply to the fine-tune
-        mcfg = replace(
-            model.cfg, flow=overlay_changed(model.cfg.flow, cfg.model.flow, FlowConfig.TRAINING_ONLY)
+        flow = overlay_changed(model.cfg.flow, cfg.model.flow, FlowConfig.TRAINING_ONLY)
+        # ... except the object-region weight, the command's own (0 included): it needs the data's camera, which
+        # the fine-tune's data may not record
+        flow = replace(
+            flow,
+            object_region_weight=cfg.model.flow.object_region_weight,
+            object_region_sigma=cfg.model.flow.object_region_sigma,
         )
+        mcfg = replace(model.cfg, flow=flow)
         if mcfg.dynamics.object_head != dcfg.object_head or (
             dcfg.object_head and mcfg.dynamics.object_target != dcfg.object_target
         ):
@@ -543,7 +549,7 @@ def pretrain_wm(
     else:
         model = WorldModel(mcfg).to(resolve_device(cfg.device))
     frame_px = None
-    if model.cfg.flow.object_region_weight > 0:  # the command's weight, or (fine-tuning) the init's
+    if model.cfg.flow.object_region_weight > 0 and cfg.dyn_steps > 0:
         off = "--model.flow.object_region_weight=0"
         frame_px = np.concatenate(
             [pixel_projector(ds, off)(object_positions(ds, split.backend, off=off)) for ds in dss]

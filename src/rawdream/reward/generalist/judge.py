@@ -50,7 +50,9 @@ class GeneralistJudgeConfig(JudgeConfig):
     # with object_gate_space=image: a video whose first object's keypoint is less sure of it in the last judged frame
     # than in the first (the peak of its softmax over the map, last / first) below this ratio is a failure. Why: a
     # world model can stop drawing a small object under fast arm motion, and the keypoint then lands on the hand
-    # where the object should be (on real video the ratio is ~1; docs/judges.md, stop 41). 0: off
+    # where the object should be (docs/judges.md, stop 41: it also fails real successes whose object leaves view).
+    # It applies where the demo's motion leaves the object gate off too; in an ensemble read as "mean", one
+    # member's fade fails the video. 0: off
     object_fade_min: float = 0.0
     # where a score becomes a success. "fixed": --judge.threshold for every task. "demo": per instruction, halfway
     # (in logits) between the judge's score for the reference demonstration's own video (a success) and for its
@@ -66,6 +68,8 @@ class GeneralistJudgeConfig(JudgeConfig):
     def validate(self) -> None:
         if self.object_gate_space not in ("head", "image"):
             raise ValueError(f"--judge.object_gate_space={self.object_gate_space!r}: use head or image")
+        if self.object_fade_min < 0:
+            raise ValueError(f"--judge.object_fade_min={self.object_fade_min}: a ratio >= 0 (0: off)")
         if self.object_fade_min and (self.object_gate_space != "image" or not self.object_gate > 0):
             raise ValueError(
                 f"--judge.object_fade_min={self.object_fade_min} reads the object gate's keypoint: set "
@@ -163,6 +167,7 @@ class GeneralistJudge:
                         warnings.warn(
                             f"the object gate is off for {t!r}: this judge reads its demo's objects as moving "
                             f"{n:.2f} < {least} ({self.cfg.object_gate_space} units), so the verdict alone decides "
+                            "(with the fade gate, where set) "
                             "(lower --judge.object_gate_min[_px], or use a judge that sees them move)",
                             stacklevel=2,
                         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -376,7 +377,7 @@ def heatmap_loss(
         has = has & ~absent
         if absent.any():  # KL(uniform || softmax) = -log(h w) - the mean log-probability
             logq = F.log_softmax(maps[absent].flatten(1).float(), dim=-1)
-            flat = -torch.log(torch.tensor(float(h * w))) - logq.mean(-1)
+            flat = -math.log(h * w) - logq.mean(-1)
             if not has.any():
                 return flat.mean()
             return torch.cat([flat, _gaussian_kl(maps[has], pixels[has], size, sigma)]).mean()
@@ -484,6 +485,11 @@ def _fit(
     background = None
     if cfg.object_erase > 0:  # the empty workspace: the median of the real training videos' judged frames
         real = [v for v in np.unique(ex.video[tr_idx]) if pool.pixels[v] is not None]
+        if not real:
+            raise ValueError(
+                f"--object_erase={cfg.object_erase} paints objects out of real training videos and there are none "
+                "with recorded object positions: add a `rawdream collect labeled` dataset, or set --object_erase=0"
+            )
         sample = np.random.default_rng(cfg.seed).choice(len(real), size=min(len(real), 256), replace=False)
         background = torch.from_numpy(
             np.median(clips[np.asarray(real)[sample]].reshape(-1, *clips.shape[2:]), 0)
@@ -541,6 +547,9 @@ def _fit(
         loss = F.binary_cross_entropy_with_logits(logits.float(), labels.to(dev))
         if seen is not None:
             target = torch.from_numpy(objects[ex.video[pick]]).to(dev)
+            if absent is not None:  # an erased object has no place for the head to read (its first 3 outputs)
+                target = target.clone()
+                target[..., :3][absent[:, :, 0].to(dev)] = float("nan")
             has = ~torch.isnan(target)
             if has.any():
                 obj_loss = F.mse_loss(seen.float()[has], target[has])
