@@ -81,6 +81,19 @@ def mlp(d_in: int, d_hidden: int, d_out: int, layers: int = 2) -> nn.Sequential:
     return nn.Sequential(*mods)
 
 
+def cell_sq_distances(pixels: torch.Tensor, size: int, grid) -> torch.Tensor:
+    """pixels (..., 2) column/row positions in a ``size`` x ``size`` frame -> (..., h, w) the squared distance, in
+    cells of the (h, w) ``grid`` laid over that frame, from each position to each cell's centre (NaN stays NaN):
+    the judge's keypoint heatmap targets and the world model's object-region weight are Gaussians of it."""
+    h, w = grid
+    cells = (
+        pixels * torch.tensor([w / size, h / size], device=pixels.device) - 0.5
+    )  # cell centres at integers
+    xs = torch.arange(w, device=pixels.device, dtype=torch.float32)
+    ys = torch.arange(h, device=pixels.device, dtype=torch.float32)
+    return (xs - cells[..., 0, None, None]) ** 2 + (ys[:, None] - cells[..., 1, None, None]) ** 2
+
+
 def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

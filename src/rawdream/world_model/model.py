@@ -20,6 +20,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from rawdream.nn import cell_sq_distances
 from rawdream.world_model.autoencoder import Autoencoder, AutoencoderConfig
 from rawdream.world_model.dynamics import DynamicsConfig, build_denoiser
 
@@ -28,17 +29,8 @@ def object_region(pixels: torch.Tensor, size: int, grid, sigma: float) -> torch.
     """pixels (B, O, 2) where each object is in a ``size`` x ``size`` frame (column, row in px; NaN: none) ->
     (B, 1, h, w) on the latent ``grid`` (h, w): a Gaussian of ``sigma`` cells around each object, the largest
     where they overlap (1 at an object's cell, 0 in a frame without objects)."""
-    h, w = grid
-    cells = (
-        pixels * torch.tensor([w / size, h / size], device=pixels.device) - 0.5
-    )  # cell centres at integers
-    xs = torch.arange(w, device=pixels.device, dtype=torch.float32)
-    ys = torch.arange(h, device=pixels.device, dtype=torch.float32)
-    d2 = (xs[None, None, None, :] - cells[..., 0, None, None]) ** 2 + (
-        ys[None, None, :, None] - cells[..., 1, None, None]
-    ) ** 2  # (B, O, h, w)
-    g = torch.exp(-d2 / (2 * sigma**2)).nan_to_num(0.0)
-    return g.amax(1, keepdim=True) if g.shape[1] else g.new_zeros(len(g), 1, h, w)
+    g = torch.exp(-cell_sq_distances(pixels, size, grid) / (2 * sigma**2)).nan_to_num(0.0)  # (B, O, h, w)
+    return g.amax(1, keepdim=True) if g.shape[1] else g.new_zeros(len(g), 1, *grid)
 
 
 @dataclass

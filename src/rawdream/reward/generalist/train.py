@@ -20,7 +20,7 @@ from rawdream.data.objects import in_frame, pixel_projector
 from rawdream.envs.tasks import instruction as task_instruction
 from rawdream.envs.tasks import paraphrases
 from rawdream.io import save_model
-from rawdream.nn import count_params
+from rawdream.nn import cell_sq_distances, count_params
 from rawdream.policy.text import TextEncoder
 from rawdream.reward.generalist.data import (
     Examples,
@@ -278,7 +278,7 @@ def _video_pool(
         real = {
             k for g, (k, _) in enumerate(origin) if objects[g] is not None
         }  # an all-imagined one has none
-        cameras = {k: _camera_of(dss[k]) for k in sorted(real)}
+        cameras = {k: pixel_projector(dss[k], off="--object_heatmap=0") for k in sorted(real)}
         pixels = [None if o is None else cameras[k](o) for o, (k, _) in zip(objects, origin)]
     pool = VideoPool(
         [bases[k].video(i) for k, i in origin],
@@ -340,10 +340,6 @@ def _object_clips(cfg: TrainJudgeConfig, pool: VideoPool) -> np.ndarray:
     return (out - mean) / std
 
 
-def _camera_of(ds: LeRobotDataset):
-    return pixel_projector(ds, off="--object_heatmap=0")
-
-
 def _pixel_clips(cfg: TrainJudgeConfig, pool: VideoPool) -> np.ndarray:
     """The heatmap's targets at the judged frames: (V, F, objects, 2) image positions in px, NaN without one."""
     labelled = [p for p in pool.pixels if p is not None]
@@ -373,17 +369,14 @@ def heatmap_loss(
     is not in the frame (erased), its target the uniform map."""
     h, w = maps.shape[-2:]
     has = ~torch.isnan(pixels).any(-1)
+    parts = []
     if absent is not None:
         has = has & ~absent
         if absent.any():  # KL(uniform || softmax) = -log(h w) - the mean log-probability
-            logq = F.log_softmax(maps[absent].flatten(1).float(), dim=-1)
-            flat = -math.log(h * w) - logq.mean(-1)
-            if not has.any():
-                return flat.mean()
-            return torch.cat([flat, _gaussian_kl(maps[has], pixels[has], size, sigma)]).mean()
-    if not has.any():
-        return maps.sum() * 0.0
-    return _gaussian_kl(maps[has], pixels[has], size, sigma).mean()
+            parts.append(-math.log(h * w) - F.log_softmax(maps[absent].flatten(1).float(), dim=-1).mean(-1))
+    if has.any():
+        parts.append(_gaussian_kl(maps[has], pixels[has], size, sigma))
+    return torch.cat(parts).mean() if parts else maps.sum() * 0.0
 
 
 def erase_objects(
@@ -416,13 +409,7 @@ def erase_objects(
 
 def _gaussian_kl(maps: torch.Tensor, pixels: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
     """(M, h, w) logits, (M, 2) px -> (M,) KL from a Gaussian at each place to each softmax."""
-    h, w = maps.shape[-2:]
-    cells = pixels * torch.tensor([w / size, h / size], device=maps.device) - 0.5  # cell centres at integers
-    ys = torch.arange(h, device=maps.device, dtype=torch.float32)
-    xs = torch.arange(w, device=maps.device, dtype=torch.float32)
-    d2 = (xs[None, None, :] - cells[:, 0, None, None]) ** 2 + (
-        ys[None, :, None] - cells[:, 1, None, None]
-    ) ** 2
+    d2 = cell_sq_distances(pixels, size, maps.shape[-2:])
     target = F.softmax((-d2 / (2 * sigma**2)).flatten(1), dim=-1)
     logp = F.log_softmax(maps.flatten(1).float(), dim=-1)
     return (target * (target.clamp_min(1e-12).log() - logp)).sum(-1)
