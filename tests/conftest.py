@@ -2,6 +2,15 @@ import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # the suite runs in one process per core (pytest -n auto, pyproject.toml): one torch thread each, or every
+    # training step's threads wait on the other process's (the code under test asks for its configured count)
+    import torch
+
+    _set_num_threads = torch.set_num_threads
+    torch.set_num_threads = lambda n: _set_num_threads(1)
+    torch.set_num_threads(1)
+
 import numpy as np
 import pytest
 
