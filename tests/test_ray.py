@@ -75,9 +75,13 @@ def test_ray_path_gives_the_local_rollouts_and_update(tiny_dreamer, cluster):
     remote = _dreamer(tiny_dreamer, backend=cluster)  # the Ray backend builds Ray imagination
     assert isinstance(remote.source.imagination, RayImagination)
     assert len(set(remote.source.imagination.pids())) == 2
-    _assert_same(_iterate(local), _iterate(remote))
-    _assert_same(_iterate(local, 1), _iterate(remote, 1))  # the second iteration runs on broadcast weights
-    remote.source.imagination.close()
+    try:  # closed whatever happens: its actors hold the cluster's CPUs, and the next test's would wait forever
+        _assert_same(_iterate(local), _iterate(remote))
+        _assert_same(
+            _iterate(local, 1), _iterate(remote, 1)
+        )  # the second iteration runs on broadcast weights
+    finally:
+        remote.source.imagination.close()
 
 
 def _slow_world_model(wm, marker, seconds: float):
@@ -112,21 +116,25 @@ def test_a_worker_killed_mid_iteration_is_restarted_and_changes_nothing(tiny_dre
     remote.source.imagination = RayImagination(
         remote.policy, _slow_world_model(remote.wm, marker, seconds=2.0), cluster.cfg
     )
-    victim = remote.source.imagination.pids()[0]
-    result: dict = {}
-    worker = threading.Thread(target=lambda: result.setdefault("out", _iterate(remote)))
-    worker.start()
-    deadline = time.time() + 120
-    while not (tmp_path / f"busy.{victim}").exists():  # the victim holds its shard right now
-        assert time.time() < deadline and worker.is_alive(), "the worker never started its shard"
-        time.sleep(0.05)
-    os.kill(victim, signal.SIGKILL)
-    worker.join(timeout=300)
-    assert "out" in result, "the iteration did not finish after the kill"
-    assert victim not in remote.source.imagination.pids()  # restarted: a new process took the victim's place
-    _assert_same(reference, result["out"])  # its shard was redone: nothing lost, nothing counted twice
-    assert result["out"][0]["rollouts"] == 8
-    remote.source.imagination.close()
+    try:
+        victim = remote.source.imagination.pids()[0]
+        result: dict = {}
+        worker = threading.Thread(target=lambda: result.setdefault("out", _iterate(remote)))
+        worker.start()
+        deadline = time.time() + 120
+        while not (tmp_path / f"busy.{victim}").exists():  # the victim holds its shard right now
+            assert time.time() < deadline and worker.is_alive(), "the worker never started its shard"
+            time.sleep(0.05)
+        os.kill(victim, signal.SIGKILL)
+        worker.join(timeout=300)
+        assert "out" in result, "the iteration did not finish after the kill"
+        assert (
+            victim not in remote.source.imagination.pids()
+        )  # restarted: a new process took the victim's place
+        _assert_same(reference, result["out"])  # its shard was redone: nothing lost, nothing counted twice
+        assert result["out"][0]["rollouts"] == 8
+    finally:
+        remote.source.imagination.close()
 
 
 def test_simulator_workers_are_replayed_back_after_a_kill(cluster):

@@ -86,6 +86,8 @@ def ray_session(cfg: RayConfig):
             kwargs["address"] = cfg.address
         else:
             kwargs.update(
+                # "local": a cluster of this process's own, never one found through RAY_ADDRESS or `ray start`
+                address="local",
                 num_cpus=cfg.local_cpus or _local_cpus(cfg),
                 object_store_memory=cfg.object_store_mb * 2**20,
                 _node_ip_address="127.0.0.1",
