@@ -256,4 +256,6 @@ def test_the_run_fine_tunes_the_world_model_it_pre_trained():
     assert cfg.wm.ae_foreground_weight == 10.0 and ft.ae_foreground_weight == 0.0
     quick = resolve_run("quick")
     assert (quick.wm.ae_steps, quick.wm.dyn_steps, quick.wm_finetune.dyn_steps) == (3000, 8000, 3000)
+    # the base the world model's gain carries from: the default preset's 20 demos per task and 5,000 steps
+    assert (quick.demos.episodes_per_task, quick.base.steps) == (20, 5000)
     assert resolve_run("default").wm_finetune.dyn_steps == 0  # no fine-tune: stage wm is the pre-training
