@@ -769,8 +769,51 @@ def test_demo_calibration_puts_the_threshold_between_the_demo_and_doing_nothing(
     assert make_judge(
         judge_config("generalist", path=str(tiny_judge), reference=str(pretrain_demos))
     ).threshold(text) == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="use fixed or demo"):
+    with pytest.raises(ValueError, match="use fixed, demo or imagined"):
         judge_config("generalist", path=str(tiny_judge), calibration="per-task")
+
+
+def test_imagined_calibration_anchors_on_the_demo_replayed_in_the_world_model(
+    tiny_judge, pretrain_demos, tiny_wm
+):
+    from rawdream.reward.base import reading_through
+    from rawdream.reward.generalist.judge import demo_cut, imagined_demo
+
+    settings = dict(
+        path=str(tiny_judge), reference=str(pretrain_demos), calibration="imagined", calibration_cut=0.5
+    )
+    with pytest.raises(ValueError, match="--judge.calibration_wm DIR"):  # it needs a world model to replay in
+        make_judge(judge_config("generalist", **settings))
+    with pytest.raises(ValueError, match="at least 1 noise draw"):
+        judge_config("generalist", **settings, calibration_draws=0)
+    # the commands that imagine fill in their own world model; a judge that does not calibrate this way is left alone
+    cfg = reading_through(judge_config("generalist", **settings, calibration_draws=2), tiny_wm)
+    assert cfg.calibration_wm == str(tiny_wm)
+    demo_cfg = judge_config(
+        "generalist", path=str(tiny_judge), reference=str(pretrain_demos), calibration="demo"
+    )
+    assert reading_through(demo_cfg, tiny_wm) == demo_cfg
+    judge = make_judge(cfg)
+    text = "close the drawer"
+    refs = judge.references
+    state, actions = refs.actions["drawer-close"]
+    assert (
+        state.ndim == 1 and actions.ndim == 2 and len(actions) >= 8
+    )  # the first demo's own state and actions
+    imagined = imagined_demo(str(tiny_wm), refs, "drawer-close", 2)
+    chunks = -(-len(actions) // 8)  # a last partial chunk is completed with the demo's last action
+    assert imagined.shape == (2, chunks + 1, *refs.videos["drawer-close"].shape[1:])
+    assert (imagined[:, 0] == refs.videos["drawer-close"][0]).all()  # from the demo's real first frame
+    assert np.array_equal(imagined, imagined_demo(str(tiny_wm), refs, "drawer-close", 2))  # seeded draws
+    assert not np.array_equal(imagined[0], imagined[1])  # two draws of the world model's noise
+    anchors = [*imagined, *(demo_cut(v, 0.5) for v in imagined)]
+    p = judge.scores(anchors, [text] * len(anchors))
+    logit = np.log(p / (1 - p))
+    thr = judge.threshold(text)
+    assert np.log(thr / (1 - thr)) == pytest.approx(logit.mean(), abs=1e-4)
+    # the real demo's threshold is another number: the anchors are what moved
+    real = make_judge(judge_config("generalist", **{**settings, "calibration": "demo"})).threshold(text)
+    assert real != pytest.approx(thr, abs=1e-6)
 
 
 def test_demo_cut_stops_the_demo_part_way_and_holds_its_last_kept_frame():

@@ -88,8 +88,8 @@ class JudgeReadout:
     calibration_cut: float = 0.0
 
     def validate(self) -> None:
-        if self.calibration not in ("fixed", "demo"):
-            raise ValueError(f"--judge_readout.calibration={self.calibration!r}: use fixed or demo")
+        if self.calibration not in ("fixed", "demo", "imagined"):
+            raise ValueError(f"--judge_readout.calibration={self.calibration!r}: use fixed, demo or imagined")
 
 
 def readout_settings(jcfg, readout: dict[str, Any]) -> dict[str, Any]:
@@ -309,9 +309,9 @@ def preflight(cfg: RunConfig, split, log=print) -> None:
             f"--judge.object_loss={cfg.judge.object_loss} does not train; set --judge.object_loss=1 or "
             f"--judge_readout.object_gate=0"
         )
-    if readout.calibration == "demo" and not cfg.judge.model.reference:
+    if readout.calibration != "fixed" and not cfg.judge.model.reference:
         raise ValueError(
-            "--judge_readout.calibration=demo places the threshold with the target's demonstration as reference, "
+            f"--judge_readout.calibration={readout.calibration} places the threshold with the target's demonstration as reference, "
             "which --judge.model.reference=false does not see; set one of them back"
         )
     if checks_judges(cfg):

@@ -26,6 +26,7 @@ from rawdream.reward.base import (
     judge_config,
     make_judge,
     probe_judge,
+    reading_through,
 )
 from rawdream.splits import SplitConfig, resolve_split
 
@@ -103,6 +104,7 @@ def evaluate_judges(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    cfg = replace(cfg, judge=reading_through(cfg.judge, wm_path))
     save_config(cfg, out)
     split = resolve_split(cfg.split)
     judges = {cfg.judge.backend: cfg.judge}

@@ -7,7 +7,9 @@ counts it. Frame selection (first, last and k evenly spaced frames; resolution) 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
@@ -123,6 +125,15 @@ def for_backend(cfg: JudgeConfig, backend: str, **settings: Any) -> JudgeConfig:
     """``cfg``'s shared settings (frames, threshold, ...) for another backend, with ``settings`` of its own."""
     shared = {k: getattr(cfg, k) for k in SHARED_SETTINGS if k != "backend"}
     return judge_config(backend, **{**shared, **settings})
+
+
+def reading_through(cfg: JudgeConfig, wm_path: str | Path | None) -> JudgeConfig:
+    """``cfg`` with the command's world model filled in where the judge calibrates by replaying the
+    demonstration in one (``--judge.calibration=imagined`` without ``--judge.calibration_wm``): the world model
+    RL imagines in is the one whose video the judge reads."""
+    if getattr(cfg, "calibration", None) == "imagined" and not cfg.calibration_wm and wm_path:
+        return dataclasses.replace(cfg, calibration_wm=str(wm_path))
+    return cfg
 
 
 class JudgeUnavailableError(RuntimeError):

@@ -31,7 +31,11 @@ class References:
     """task -> (K, 2, H, W, 3) uint8: first and last frame of each successful demonstration."""
 
     def __init__(
-        self, by_task: dict[str, np.ndarray], source: str = "", videos: dict[str, np.ndarray] | None = None
+        self,
+        by_task: dict[str, np.ndarray],
+        source: str = "",
+        videos: dict[str, np.ndarray] | None = None,
+        actions: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     ):
         if not by_task:
             raise MissingReferenceError(f"no successful demonstrations in {source or 'the reference set'}")
@@ -40,6 +44,9 @@ class References:
         # task -> (T, H, W, 3) the first reference's whole video, one frame per 8-step action chunk (as imagined
         # and policy videos are): what a success of this task looks like to a judge, for calibrating on it
         self.videos = videos or {}
+        # task -> (first proprioceptive state (P,), actions (T, A)) of that same demonstration: what a world model
+        # needs to replay it (``--judge.calibration=imagined``)
+        self.actions = actions or {}
         self._by_text = {p.lower(): t for t in by_task for p in paraphrases(t)}
 
     @classmethod
@@ -58,6 +65,10 @@ class References:
         ok = eps.get("rawdream/success", [True] * ds.num_episodes)
         by_task: dict[str, list[np.ndarray]] = {}
         videos: dict[str, np.ndarray] = {}
+        actions: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        columns = ds.features
+        state = ds.column("observation.state") if "observation.state" in columns else None
+        action = ds.column("action") if "action" in columns else None
         every = max(1, CHUNK_STEPS // ds.frame_stride)  # dataset frames per action chunk
         for i, (task, success) in enumerate(zip(eps["rawdream/env_task"], ok)):
             if not success:
@@ -67,7 +78,12 @@ class References:
             if str(task) not in videos:
                 idx = list(range(lo, hi, every))
                 videos[str(task)] = np.asarray(frames[idx + ([hi - 1] if idx[-1] != hi - 1 else [])])
-        return cls({t: np.stack(v) for t, v in by_task.items()}, str(ds.root), videos)
+                if state is not None and action is not None:
+                    actions[str(task)] = (
+                        np.asarray(state[lo], np.float32),
+                        np.asarray(action[lo:hi], np.float32),
+                    )
+        return cls({t: np.stack(v) for t, v in by_task.items()}, str(ds.root), videos, actions)
 
     @property
     def tasks(self) -> list[str]:

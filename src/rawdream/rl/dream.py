@@ -14,6 +14,7 @@ Checkpoints every iteration; a killed run resumes at the next iteration with ide
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,14 @@ from rawdream.distributed import LOCAL, Backend, RayConfig, open_backend
 from rawdream.envs.base import EnvConfig
 from rawdream.envs.tasks import canonical_task, instruction
 from rawdream.policy.base import check_exploration
-from rawdream.reward.base import JudgeConfig, check_abstains, judge_config, make_judge, probe_judge
+from rawdream.reward.base import (
+    JudgeConfig,
+    check_abstains,
+    judge_config,
+    make_judge,
+    probe_judge,
+    reading_through,
+)
 from rawdream.rl.dnv import Verification, verdict_score, verify
 from rawdream.rl.grpo import clipped_surrogate, group_advantages
 from rawdream.rl.rollouts import (
@@ -594,6 +602,8 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn, backend:
     out.mkdir(parents=True, exist_ok=True)
     set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
+    if cfg.env_mode == "wm":
+        cfg = dataclasses.replace(cfg, judge=reading_through(cfg.judge, wm_path))
     save_config(cfg, out)
     dev = resolve_device(cfg.device)
     policy = load_policy(policy_path).to(dev)
