@@ -600,7 +600,13 @@ def test_a_readout_key_added_later_keeps_recorded_dream_stages(tmp_path):
 
     calls = []
     recorded = to_dict(DreamConfig())
-    for key in ("object_gate_space", "object_gate_min_px", "object_fade_min"):
+    for key in (
+        "object_gate_space",
+        "object_gate_min_px",
+        "object_fade_min",
+        "calibration_wm",
+        "calibration_draws",
+    ):
         recorded["judge"].pop(key)
     dream = _recording_stage(tmp_path, "dream", calls)
     dream(recorded)
@@ -647,6 +653,22 @@ def test_a_judge_key_added_later_keeps_recorded_check_and_eval_judge_stages(tmp_
     stage({"object_gate": 0.5, "object_fade_min": 0.0})
     assert calls == [1]
     stage({"object_gate": 0.5, "object_fade_min": 0.5})
+    assert calls == [1, 1]
+    # the imagined calibration's keys (stop 43), in the stage's judge and in the check's own dream section
+    new = {"calibration_wm": "", "calibration_draws": 4}
+    calls.clear()
+    (tmp_path / "check").mkdir()
+    r = Runner(tmp_path / "check", progress=False, log=lambda s: None)
+    fn = lambda d: calls.append(1) or d.mkdir(parents=True, exist_ok=True) or {}  # noqa: E731
+
+    def check(judge):
+        config = {"check": {"dream": {"judge": judge}}, "judge": judge}
+        r.stage("judge_check", config, [], fn, quiet=READOUT_ADDED_LATER)
+
+    check({"object_gate": 0.5})  # as recorded
+    check({"object_gate": 0.5, **new})
+    assert calls == [1]
+    check({"object_gate": 0.5, **new, "calibration_draws": 8})
     assert calls == [1, 1]
 
 

@@ -776,6 +776,7 @@ def test_demo_calibration_puts_the_threshold_between_the_demo_and_doing_nothing(
 def test_imagined_calibration_anchors_on_the_demo_replayed_in_the_world_model(
     tiny_judge, pretrain_demos, tiny_wm
 ):
+    from rawdream.data.lerobot import LeRobotDataset
     from rawdream.reward.base import reading_through
     from rawdream.reward.generalist.judge import demo_cut, imagined_demo
 
@@ -797,12 +798,14 @@ def test_imagined_calibration_anchors_on_the_demo_replayed_in_the_world_model(
     text = "close the drawer"
     refs = judge.references
     state, actions = refs.actions["drawer-close"]
-    assert (
-        state.ndim == 1 and actions.ndim == 2 and len(actions) >= 8
-    )  # the first demo's own state and actions
+    ds = LeRobotDataset(pretrain_demos)
+    lo, hi = ds.episode_bounds(list(ds.episodes["rawdream/env_task"]).index("drawer-close"))
+    assert np.array_equal(state, ds.column("observation.state")[lo])  # the first demo's own first state
+    # one action per control step, without the no-action row collect writes at the episode's last frame
+    assert np.array_equal(actions, ds.column("action")[lo : hi - 1]) and np.abs(actions[-1]).sum() > 0
     imagined = imagined_demo(str(tiny_wm), refs, "drawer-close", 2)
-    chunks = -(-len(actions) // 8)  # a last partial chunk is completed with the demo's last action
-    assert imagined.shape == (2, chunks + 1, *refs.videos["drawer-close"].shape[1:])
+    # one frame per action chunk, as in the real demo's video that the "demo" calibration reads
+    assert imagined.shape == (2, *refs.videos["drawer-close"].shape)
     assert (imagined[:, 0] == refs.videos["drawer-close"][0]).all()  # from the demo's real first frame
     assert np.array_equal(imagined, imagined_demo(str(tiny_wm), refs, "drawer-close", 2))  # seeded draws
     assert not np.array_equal(imagined[0], imagined[1])  # two draws of the world model's noise

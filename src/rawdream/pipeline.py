@@ -71,8 +71,17 @@ SECTIONS = {
 }
 
 
-#: judge settings added after the judge-check and eval/judge stages were recorded (their configs are plain dicts)
-READOUT_ADDED_LATER = {"judge.object_fade_min": 0.0}
+#: judge settings added after the judge-check and eval/judge stages were recorded (their configs are plain dicts);
+#: the check's own dream section holds the judge too (only keys added since: quieting a key a recorded hash already
+#: holds would change that hash)
+READOUT_ADDED_LATER = {
+    "judge.object_fade_min": 0.0,
+    **{
+        f"{where}judge.{key}": default
+        for where in ("", "check.dream.")
+        for key, default in (("calibration_wm", ""), ("calibration_draws", 4))
+    },
+}
 
 
 @dataclass

@@ -58,6 +58,8 @@ class EvalJudgeConfig:
         "judge.object_gate_space": "head",
         "judge.object_gate_min_px": 3.0,
         "judge.object_fade_min": 0.0,
+        "judge.calibration_wm": "",
+        "judge.calibration_draws": 4,
     }
     RANGES: ClassVar[dict] = {"episodes_per_task": ">=1", "workers": (">=0", "0 or 1: in this process")}
 

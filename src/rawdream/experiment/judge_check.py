@@ -46,6 +46,7 @@ from typing import Any, ClassVar
 from rawdream.config import build, save_config, to_dict
 from rawdream.eval.success import before_after, pool_paired
 from rawdream.io import atomic_write_json, atomic_write_text, read_json
+from rawdream.reward.base import reading_through
 from rawdream.rl.dream import DreamConfig, dream
 from rawdream.splits import SplitConfig, resolve_split
 
@@ -192,6 +193,7 @@ def run_judge_check(
         d = out / name / task
         dcfg = check_dream_config(cfg, task, {**judge_section, "backend": "generalist", "path": str(path)})
         dcfg.seed += seed_offset
+        dcfg.judge = reading_through(dcfg.judge, wm)  # as dream records it: a resumed check compares the same
         if (d / "policy.json").exists():
             _same_run(d, dcfg)
         else:

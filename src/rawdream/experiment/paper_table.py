@@ -34,7 +34,7 @@ import numpy as np
 from rawdream.config import build, save_config, to_dict
 from rawdream.eval.success import EvalPolicyConfig, evaluate_policy, paired_difference, wilson
 from rawdream.io import atomic_write_json, atomic_write_text, read_json, read_jsonl
-from rawdream.reward.base import SHARED_SETTINGS
+from rawdream.reward.base import SHARED_SETTINGS, reading_through
 from rawdream.rl.dream import DreamConfig, dream
 from rawdream.splits import SplitConfig, resolve_split
 
@@ -133,8 +133,11 @@ def run_paper_table(
                 if row == "sft":
                     policy, budget = sft_policy, 0
                 else:
-                    dcfg = _row_config(cfg, row, task, seed, judge)
                     wm_path = wms.get(row) or wm
+                    # a judge calibrated in imagination replays the demo in the world model of the table, the
+                    # simulator rows' judge too
+                    dcfg = _row_config(cfg, row, task, seed, judge)
+                    dcfg.judge = reading_through(dcfg.judge, wm_path)
                     info = dream(
                         dcfg,
                         sft,

@@ -44,8 +44,8 @@ class References:
         # task -> (T, H, W, 3) the first reference's whole video, one frame per 8-step action chunk (as imagined
         # and policy videos are): what a success of this task looks like to a judge, for calibrating on it
         self.videos = videos or {}
-        # task -> (first proprioceptive state (P,), actions (T, A)) of that same demonstration: what a world model
-        # needs to replay it (``--judge.calibration=imagined``)
+        # task -> (first proprioceptive state (P,), actions (T, A)) of that same demonstration, one per control
+        # step: what a world model needs to replay it (``--judge.calibration=imagined``)
         self.actions = actions or {}
         self._by_text = {p.lower(): t for t in by_task for p in paraphrases(t)}
 
@@ -79,9 +79,12 @@ class References:
                 idx = list(range(lo, hi, every))
                 videos[str(task)] = np.asarray(frames[idx + ([hi - 1] if idx[-1] != hi - 1 else [])])
                 if state is not None and action is not None:
+                    # the episode's last row holds no action (collect writes zeros there); a strided dataset's
+                    # rows hold ``frame_stride`` actions each
+                    steps = np.asarray(action[lo : hi - 1], np.float32)
                     actions[str(task)] = (
                         np.asarray(state[lo], np.float32),
-                        np.asarray(action[lo:hi], np.float32),
+                        steps.reshape(-1, steps.shape[-1]),
                     )
         return cls({t: np.stack(v) for t, v in by_task.items()}, str(ds.root), videos, actions)
 

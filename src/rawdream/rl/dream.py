@@ -60,6 +60,8 @@ class DreamConfig:
         "judge.object_gate_space": "head",
         "judge.object_gate_min_px": 3.0,
         "judge.object_fade_min": 0.0,
+        "judge.calibration_wm": "",
+        "judge.calibration_draws": 4,
     }
     RANGES: ClassVar[dict] = {
         "init_states": ">=1",
@@ -602,8 +604,7 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn, backend:
     out.mkdir(parents=True, exist_ok=True)
     set_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    if cfg.env_mode == "wm":
-        cfg = dataclasses.replace(cfg, judge=reading_through(cfg.judge, wm_path))
+    cfg = dataclasses.replace(cfg, judge=reading_through(cfg.judge, wm_path))
     save_config(cfg, out)
     dev = resolve_device(cfg.device)
     policy = load_policy(policy_path).to(dev)

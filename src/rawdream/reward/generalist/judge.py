@@ -17,7 +17,7 @@ from rawdream.io import load_model
 from rawdream.policy.text import TextEncoder
 from rawdream.reward.base import JudgeConfig, Verdict, register_judge
 from rawdream.reward.generalist.model import GeneralistConfig, JudgeNet, text_features
-from rawdream.reward.references import CHUNK_STEPS, References
+from rawdream.reward.references import References
 
 
 @dataclass
@@ -71,7 +71,8 @@ class GeneralistJudgeConfig(JudgeConfig):
     # frame held to the demo's length. 0: the first frame held still (nothing done); 0.5: a near-miss that stopped
     # half-way - a harder negative where a task's failures also move things (stillness is too easy: sweep-into)
     calibration_cut: float = 0.0
-    # with calibration=imagined: the world model that replays the demonstration, and how many noise draws
+    # with calibration=imagined: the world model that replays the demonstration (with its own sampler: a dream's
+    # --sampler.* does not reach the replay), and how many noise draws
     calibration_wm: str = ""
     calibration_draws: int = 4
 
@@ -133,7 +134,8 @@ class GeneralistJudge:
         if cfg.calibration == "imagined" and not cfg.calibration_wm:
             raise ValueError(
                 "--judge.calibration=imagined replays the demonstration in a world model: pass "
-                "--judge.calibration_wm DIR (dream and eval-judge use their --wm), or use --judge.calibration=demo"
+                "--judge.calibration_wm DIR (dream and eval-judge given --wm use theirs), or use "
+                "--judge.calibration=demo"
             )
         if cfg.object_gate > 0 and (self.model.object_head is None or self.references is None):
             raise ValueError(
@@ -354,12 +356,13 @@ def imagined_demo(wm_path: str, references: References, task: str, draws: int) -
             f"has {frame.shape[0]} px: use a world model trained on frames of the demo's size"
         )
     state, actions = references.actions[task]
-    chunks = -(-len(actions) // CHUNK_STEPS)
-    padded = np.concatenate([actions, np.repeat(actions[-1:], chunks * CHUNK_STEPS - len(actions), axis=0)])
+    k = wm.cfg.dynamics.chunk
+    chunks = -(-len(actions) // k)
+    padded = np.concatenate([actions, np.repeat(actions[-1:], chunks * k - len(actions), axis=0)])
     out = wm.rollout(
         torch.from_numpy(np.repeat(frame[None], draws, axis=0)),
         torch.from_numpy(np.repeat(state[None], draws, axis=0)),
-        torch.from_numpy(np.repeat(padded.reshape(1, chunks, CHUNK_STEPS, -1), draws, axis=0)),
+        torch.from_numpy(np.repeat(padded.reshape(1, chunks, k, -1), draws, axis=0)),
         seeds=list(range(draws)),
     )
     frames = out["frames"].numpy()
