@@ -359,15 +359,15 @@ def imagined_demo(wm_path: str, references: References, task: str, draws: int) -
     k = wm.cfg.dynamics.chunk
     chunks = -(-len(actions) // k)
     padded = np.concatenate([actions, np.repeat(actions[-1:], chunks * k - len(actions), axis=0)])
-    out = wm.rollout(
-        torch.from_numpy(np.repeat(frame[None], draws, axis=0)),
-        torch.from_numpy(np.repeat(state[None], draws, axis=0)),
-        torch.from_numpy(np.repeat(padded.reshape(1, chunks, k, -1), draws, axis=0)),
-        seeds=list(range(draws)),
+    from rawdream.rl.imagination import reimagine  # the same replay DNV redraws with (first frame kept real)
+
+    return reimagine(
+        wm,
+        np.repeat(frame[None], draws, axis=0),
+        np.repeat(state[None], draws, axis=0),
+        np.repeat(padded.reshape(1, chunks, k, -1), draws, axis=0),
+        list(range(draws)),
     )
-    frames = out["frames"].numpy()
-    frames[:, 0] = frame  # the first frame is real
-    return frames
 
 
 def demo_cut(demo: np.ndarray, fraction: float) -> np.ndarray:
