@@ -732,6 +732,55 @@ def test_mimic_negatives_follow_the_experts_path_displaced_and_keep_the_simulato
         build(CollectConfig, {"kind": "play", **mix})
 
 
+def test_retreat_positives_succeed_then_take_the_hand_away_and_a_success_the_release_undid_is_left_out():
+    """The judge's hard positives: the expert until success, then the hand lifts and leaves for three chunks, so
+    the video ends with the object done and the hand elsewhere; a retreat whose release undid the success is left
+    out of the judge's data; only labeled collections may ask for them."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from rawdream.config import build
+    from rawdream.data.collect import CollectConfig, EpisodeSpec, make_specs, run_episode
+    from rawdream.envs.base import EnvConfig
+    from rawdream.reward.generalist.train import _clean
+
+    spec = EpisodeSpec(task="drawer-close", seed=50_000, behaviour="retreat", max_steps=128, frame_stride=8)
+    ep = run_episode(spec, EnvConfig())
+    ok = ep["data"]["next.success"]
+    assert ep["success"] and ok[-2]  # succeeded, and the drawer is still shut when the episode ends
+    first = int(np.argmax(ok))  # the chunk in which it succeeded
+    assert len(ok) - 1 - first >= 3  # it went on past the success (an expert episode ends there)
+    hand = ep["data"]["observation.environment_state"][:, :3]
+    assert np.linalg.norm(hand[-1] - hand[first + 1]) > 0.1  # and the hand left the handle
+    expert = run_episode(replace(spec, behaviour="expert", end_on_success=True), EnvConfig())
+    assert expert["data"]["next.success"].sum() == 1  # the way every scripted success used to end: right there
+
+    def dataset(success_rows):
+        rows = np.asarray(success_rows, bool)
+        return SimpleNamespace(
+            num_episodes=1,
+            episodes={"rawdream/behaviour": ["retreat"]},
+            episode_bounds=lambda i: (0, len(rows)),
+            column=lambda key: rows,
+        )
+
+    videos = SimpleNamespace(success=np.array([True]))
+    assert _clean(dataset([0, 1, 1, 1, 0]), videos, 0)  # held to the end: a clean positive
+    assert not _clean(dataset([0, 1, 1, 0, 0]), videos, 0)  # dropped after it: neither
+    assert _clean(dataset([0, 0, 0, 0, 0]), SimpleNamespace(success=np.array([False])), 0)  # a plain failure
+
+    mix = {"frac_expert": 0.4, "frac_stall": 0.2, "frac_random": 0.05, "frac_poke": 0.05, "frac_mimic": 0.1}
+    cfg = build(CollectConfig, {"kind": "labeled", "episodes_per_task": 20, "tasks": ["reach"], **mix,
+                                "frac_retreat": 0.2})  # fmt: skip
+    specs = make_specs(cfg)
+    assert 1 <= sum(s.behaviour == "retreat" for s in specs) <= 10
+    assert sum(s.behaviour == "mimic" for s in specs) >= 1
+    with pytest.raises(ValueError, match="frac_retreat=0.2 is for labeled judge data only"):
+        build(CollectConfig, {"kind": "play", **mix, "frac_mimic": 0.0, "frac_expert": 0.5, "frac_retreat": 0.2})
+    with pytest.raises(ValueError, match="frac_retreat must be 1, got 1.100"):
+        build(CollectConfig, {"kind": "labeled", **mix, "frac_retreat": 0.3})
+
+
 def test_a_judge_without_the_instruction_reads_only_the_video_and_the_reference():
     import torch
 

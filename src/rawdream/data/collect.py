@@ -43,7 +43,7 @@ from rawdream.envs.base import EnvConfig
 from rawdream.envs.tasks import UnknownTaskError, backend_of, canonical_task, catalogue, instruction
 from rawdream.splits import TASK_FREE_BEHAVIOURS, SplitConfig, resolve_split  # noqa: F401
 
-BEHAVIOURS = ("expert", "stall", "random", "poke", "interact", "mimic")
+BEHAVIOURS = ("expert", "stall", "random", "poke", "interact", "mimic", "retreat")
 PLAY_SCENES = ("workspace", "pretraining")
 
 
@@ -53,7 +53,7 @@ class EpisodeSpec:
 
     task: str
     seed: int
-    behaviour: str  # expert | stall | random | poke | interact | mimic
+    behaviour: str  # expert | stall | random | poke | interact | mimic | retreat
     sigma: float = 0.0  # std of Gaussian action noise added to the expert (xyz and gripper)
     stall_at: int = -1  # stall: expert until this step, then small random motion
     max_steps: int = 128
@@ -233,6 +233,33 @@ class _Mimic:
         return _action(xyz, self.grip, self.action_dim)
 
 
+class _Retreat:
+    """A success that does not end with the hand where the success happened - the judge's hard positives, the
+    mirror of ``_Mimic``. The scripted expert runs until the task succeeds; then the gripper opens, the hand lifts
+    ``lift`` metres and goes back over the table toward where it started, for ``steps`` more steps. Why: scripted
+    successes ended on success, with the hand on the handle, the lever or the puck, and the mimic negatives put the
+    hand there without the object - so "where the hand is" still separated them less than "what the object did" only
+    where the data had both. Counted at stop 43: of 476 drawer frames the judge trained on, 2 showed a shut drawer
+    with the hand away, and RL on drawer-open found the demo's final arm pose, drawer shut, judged a success. A
+    success the release undoes (an object held in the air) is recorded as it is; ``held_at_end`` says so."""
+
+    def __init__(self, home: np.ndarray, action_dim: int, steps: int = 24, lift: float = 0.10):
+        self.home, self.action_dim, self.steps, self.lift = home, action_dim, steps, lift
+        self.n, self.high = 0, None
+
+    def done(self) -> bool:
+        return self.n >= self.steps
+
+    def __call__(self, hand: np.ndarray) -> np.ndarray:
+        if self.high is None:
+            self.high = hand[2] + self.lift
+        self.n += 1
+        if hand[2] < self.high - 0.02 and self.n <= self.steps // 3:  # up first: do not drag the object back
+            return _action(np.array([0.0, 0.0, 1.0]), -1.0, self.action_dim)
+        away = np.array([self.home[0], self.home[1], max(self.home[2], self.high)])
+        return _action((away - hand) * 10.0, -1.0, self.action_dim)
+
+
 def expert_path(env, seed: int, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """The scripted expert's hand positions after each of ``steps`` steps from ``seed``'s initial state, and its
     gripper commands (nothing rendered); leaves the env mid-episode: reset it before use."""
@@ -290,6 +317,7 @@ def run_episode(spec: EpisodeSpec, env_cfg: EnvConfig) -> dict[str, Any]:
     explorer = _RandomExplorer(rng, workspace, adim)
     poker = _ObjectPoker(rng, info["object_position"], workspace, adim)
     interactor = _Interactor(rng, info["object_position"], adim)
+    retreat = _Retreat(env.proprio()[:3].astype(np.float64), adim) if spec.behaviour == "retreat" else None
     frames, proprio, states = [obs["image"]], [obs["proprio"]], [info["state"]]
     positions = [info["object_position"]]
     masks = [env.object_mask()] if spec.object_masks else []
@@ -306,6 +334,8 @@ def run_episode(spec: EpisodeSpec, env_cfg: EnvConfig) -> dict[str, Any]:
             a = interactor(env.proprio()[:3], info["object_position"])
         elif mimic is not None:
             a = mimic(env.proprio()[:3])
+        elif retreat is not None and success_step >= 0:
+            a = retreat(env.proprio()[:3])
         elif spec.behaviour == "stall" and t >= spec.stall_at:
             a = rng.normal(0, 0.3, adim)
         else:
@@ -322,7 +352,8 @@ def run_episode(spec: EpisodeSpec, env_cfg: EnvConfig) -> dict[str, Any]:
             chunk_s = True
             if success_step < 0:
                 success_step = t
-        done = truncated or terminated or (spec.end_on_success and success_step >= 0)
+        done = truncated or terminated or (spec.end_on_success and success_step >= 0 and retreat is None)
+        done = done or (retreat is not None and retreat.done() and boundary)  # retreated: end with the chunk
         if boundary or done:
             if not boundary:  # an episode that ends mid-chunk still needs its last frame
                 obs = {**obs, "image": env.render()}
@@ -410,6 +441,7 @@ class CollectConfig:
     frac_random: float = 0.1
     frac_poke: float = 0.25
     frac_mimic: float = 0.0  # labeled only: the expert's hand path displaced so it misses (see _Mimic)
+    frac_retreat: float = 0.0  # labeled only: the expert until success, then the hand leaves (see _Retreat)
     noise_scales: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.6, 1.0])
     end_on_success: bool = False
     workers: int = 2
@@ -441,15 +473,28 @@ class CollectConfig:
             raise ValueError(
                 f"max_steps={self.max_steps} must be a multiple of frame_stride={self.frame_stride} (whole chunks)"
             )
-        fracs = (self.frac_expert, self.frac_stall, self.frac_random, self.frac_poke, self.frac_mimic)
+        fracs = (
+            self.frac_expert,
+            self.frac_stall,
+            self.frac_random,
+            self.frac_poke,
+            self.frac_mimic,
+            self.frac_retreat,
+        )
         if min(fracs) < 0 or abs(sum(fracs) - 1.0) > 1e-6:
             raise ValueError(
-                f"frac_expert + frac_stall + frac_random + frac_poke + frac_mimic must be 1, got {sum(fracs):.3f}"
+                "frac_expert + frac_stall + frac_random + frac_poke + frac_mimic + frac_retreat must be 1, "
+                f"got {sum(fracs):.3f}"
             )
         if self.frac_mimic and self.kind != "labeled":
             raise ValueError(
                 f"--frac_mimic={self.frac_mimic} is for labeled judge data only (it follows the expert's path): "
                 f"use it with `collect labeled`"
+            )
+        if self.frac_retreat and self.kind != "labeled":
+            raise ValueError(
+                f"--frac_retreat={self.frac_retreat} is for labeled judge data only (it runs the expert to "
+                f"success): use it with `collect labeled`"
             )
         if self.episodes_per_task < 1:
             raise ValueError(f"episodes_per_task={self.episodes_per_task} must be at least 1")
@@ -493,8 +538,9 @@ class CollectConfig:
             for k, v in to_dict(self).items()
             if k not in ("workers", "episodes_per_file", "tasks", "episodes_per_task", "split")
         }
-        if not keep["frac_mimic"]:  # added later: datasets collected before it keep their hash and resume
-            del keep["frac_mimic"]
+        for later in ("frac_mimic", "frac_retreat"):  # added later: datasets collected before keep their hash
+            if not keep[later]:
+                del keep[later]
         import hashlib
         import json
 
@@ -583,6 +629,8 @@ def make_specs(cfg: CollectConfig) -> list[EpisodeSpec]:
                 specs.append(EpisodeSpec(behaviour="random", **common))
             elif u >= 1.0 - cfg.frac_mimic:
                 specs.append(EpisodeSpec(behaviour="mimic", **common))
+            elif u >= 1.0 - cfg.frac_mimic - cfg.frac_retreat:  # runs on past success, whatever end_on_success
+                specs.append(EpisodeSpec(behaviour="retreat", **common))
             else:
                 specs.append(EpisodeSpec(behaviour="poke", **common))
     return specs

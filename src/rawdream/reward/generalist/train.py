@@ -250,11 +250,11 @@ def _video_pool(
     replays of the same actions for a fraction of the training episodes, labelled by the real replay. The videos of
     the ``held`` tasks are set apart (``unseen``), with a replay of each of them."""
     bases = [labeled_videos(ds) for ds in dss]
-    origin = [(k, i) for k, b in enumerate(bases) for i in range(len(b.task))]  # (dataset, episode)
+    origin = [(k, i) for k, b in enumerate(bases) for i in range(len(b.task)) if _clean(dss[k], b, i)]
     n = len(origin)
     tasks = [bases[k].task[i] for k, i in origin]
-    success = np.concatenate([b.success for b in bases])
-    drawn = np.concatenate([b.imagined for b in bases])  # closed-loop imagined episodes (collect policy --wm)
+    success = np.array([bases[k].success[i] for k, i in origin], bool)
+    drawn = np.array([bases[k].imagined[i] for k, i in origin], bool)  # closed-loop imagined (collect policy --wm)
     behaviours = [
         str((dss[k].episodes.get("rawdream/behaviour") or ["?"] * dss[k].num_episodes)[i]) for k, i in origin
     ]
@@ -318,6 +318,17 @@ def _video_pool(
     pool.train = np.concatenate([train_eps, np.arange(n, n + n_train_replays)])
     pool.unseen = np.concatenate([unseen_eps, np.arange(n + n_train_replays, n + len(chosen))])
     return pool
+
+
+def _clean(ds: LeRobotDataset, videos, i: int) -> bool:
+    """Whether episode ``i`` is a clean example: a retreat episode (`collect labeled --frac_retreat`) whose release
+    undid its success (an object held in the air, dropped) shows a success and then a failure, neither a clean
+    positive nor a clean negative, and is left out; every other episode is kept."""
+    behaviour = (ds.episodes.get("rawdream/behaviour") or [""] * ds.num_episodes)[i]
+    if behaviour != "retreat" or not videos.success[i]:
+        return True
+    lo, hi = ds.episode_bounds(i)
+    return bool(ds.column("next.success")[hi - 2])  # the last chunk's (the last row is the no-action frame)
 
 
 def _object_clips(cfg: TrainJudgeConfig, pool: VideoPool) -> np.ndarray:
