@@ -583,7 +583,7 @@ def test_a_key_added_later_at_its_default_keeps_recorded_stages(tmp_path):
     from rawdream.reward.generalist.train import TrainJudgeConfig
 
     calls = []
-    added = ("object_heatmap", "object_erase")
+    added = ("object_heatmap", "object_erase", "keypoint_play", "keypoint_play_batch")
     before = {k: v for k, v in to_dict(TrainJudgeConfig()).items() if k not in added}  # as recorded
     judge = _recording_stage(tmp_path, "judge", calls)
     judge(before)
@@ -591,6 +591,8 @@ def test_a_key_added_later_at_its_default_keeps_recorded_stages(tmp_path):
     assert calls == [1]
     judge(TrainJudgeConfig(object_heatmap=1.0))
     assert calls == [1, 1]
+    judge(TrainJudgeConfig(object_heatmap=1.0, keypoint_play="play"))
+    assert calls == [1, 1, 1]
 
 
 def test_a_readout_key_added_later_keeps_recorded_dream_stages(tmp_path):

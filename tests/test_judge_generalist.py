@@ -542,7 +542,7 @@ def test_erasing_the_object_paints_the_workspace_over_it_and_asks_the_keypoint_f
 
 
 def test_a_keypoint_judge_trains_saves_and_gates_and_refuses_a_displacement_target(
-    labeled_data, pretrain_demos, tmp_path, capsys
+    labeled_data, pretrain_demos, play_data, tmp_path, capsys
 ):
     """train-judge --model.keypoints=true --object_heatmap=1 end to end: the judge records its head, target and
     heatmap weight, logs the heatmap's KL, loads with one keypoint per object and reads through the object gate (a
@@ -628,6 +628,28 @@ def test_a_keypoint_judge_trains_saves_and_gates_and_refuses_a_displacement_targ
     heat = ["--model.keypoints=true", "--object_heatmap=1", "--object_erase=1"]
     assert main([*args[:-3], str(erase), "--preset", "tiny", *flags, *heat]) == 0
     assert json.loads((erase / "judge.json").read_text())["object_erase"] == 1.0
+    # play frames train the heatmap too (--keypoint_play): logged beside the labelled loss, recorded, and a play
+    # dataset is required (a labelled one is refused), as is the heatmap itself
+    played = tmp_path / "judge_kp_play"
+    heat = ["--model.keypoints=true", "--object_heatmap=1", "--log_every=1", "--keypoint_play_batch=4"]
+    assert (
+        main([*args[:-3], str(played), "--preset", "tiny", *flags, *heat, f"--keypoint_play={play_data}"])
+        == 0
+    )
+    info = json.loads((played / "judge.json").read_text())
+    assert info["keypoint_play"]["episodes"] == 4 and info["keypoint_play"]["dataset"] == str(
+        play_data.resolve()
+    )
+    rows = [json.loads(x) for x in (played / "metrics.jsonl").read_text().splitlines()]
+    kl = [r["judge/play_heatmap_kl"] for r in rows if "judge/play_heatmap_kl" in r]
+    assert len(kl) == 5 and all(0 < k < 10 for k in kl), kl
+    assert (
+        main([*args[:-3], str(refused), "--preset", "tiny", *flags, *heat, f"--keypoint_play={labeled_data}"])
+        == 2
+    )
+    assert "is not a play dataset (kind 'labeled')" in capsys.readouterr().err
+    assert main([*args[:-3], str(refused), "--preset", "tiny", *flags, f"--keypoint_play={play_data}"]) == 2
+    assert "trains the keypoint heatmap on play frames: add --object_heatmap=1" in capsys.readouterr().err
 
 
 def test_paper_table_tiny(tiny_policy, tiny_wm, tiny_judge, pretrain_demos, tmp_path):
@@ -753,7 +775,9 @@ def test_retreat_positives_succeed_then_take_the_hand_away_and_a_success_the_rel
     hand = ep["data"]["observation.environment_state"][:, :3]
     assert np.linalg.norm(hand[-1] - hand[first + 1]) > 0.1  # and the hand left the handle
     expert = run_episode(replace(spec, behaviour="expert", end_on_success=True), EnvConfig())
-    assert expert["data"]["next.success"].sum() == 1  # the way every scripted success used to end: right there
+    assert (
+        expert["data"]["next.success"].sum() == 1
+    )  # the way every scripted success used to end: right there
 
     def dataset(success_rows):
         rows = np.asarray(success_rows, bool)
@@ -776,7 +800,9 @@ def test_retreat_positives_succeed_then_take_the_hand_away_and_a_success_the_rel
     assert 1 <= sum(s.behaviour == "retreat" for s in specs) <= 10
     assert sum(s.behaviour == "mimic" for s in specs) >= 1
     with pytest.raises(ValueError, match="frac_retreat=0.2 is for labeled judge data only"):
-        build(CollectConfig, {"kind": "play", **mix, "frac_mimic": 0.0, "frac_expert": 0.5, "frac_retreat": 0.2})
+        build(
+            CollectConfig, {"kind": "play", **mix, "frac_mimic": 0.0, "frac_expert": 0.5, "frac_retreat": 0.2}
+        )
     with pytest.raises(ValueError, match="frac_retreat must be 1, got 1.100"):
         build(CollectConfig, {"kind": "labeled", **mix, "frac_retreat": 0.3})
 

@@ -629,7 +629,9 @@ def make_specs(cfg: CollectConfig) -> list[EpisodeSpec]:
                 specs.append(EpisodeSpec(behaviour="random", **common))
             elif u >= 1.0 - cfg.frac_mimic:
                 specs.append(EpisodeSpec(behaviour="mimic", **common))
-            elif u >= 1.0 - cfg.frac_mimic - cfg.frac_retreat:  # runs on past success, whatever end_on_success
+            elif (
+                u >= 1.0 - cfg.frac_mimic - cfg.frac_retreat
+            ):  # runs on past success, whatever end_on_success
                 specs.append(EpisodeSpec(behaviour="retreat", **common))
             else:
                 specs.append(EpisodeSpec(behaviour="poke", **common))

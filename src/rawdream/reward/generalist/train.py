@@ -57,9 +57,15 @@ class TrainJudgeConfig(TrainerSettings):
         "object_loss": ">=0",
         "object_heatmap": ">=0",
         "object_erase": "[0,1]",
+        "keypoint_play_batch": ">=1",
     }
     # keys added after runs were recorded: at these values they leave a run's judge stage hash as it was
-    HASH_QUIET: ClassVar[dict] = {"object_heatmap": 0.0, "object_erase": 0.0}
+    HASH_QUIET: ClassVar[dict] = {
+        "object_heatmap": 0.0,
+        "object_erase": 0.0,
+        "keypoint_play": "",
+        "keypoint_play_batch": 32,
+    }
 
     split: SplitConfig = field(default_factory=SplitConfig)
     model: GeneralistConfig = field(default_factory=GeneralistConfig)
@@ -95,6 +101,14 @@ class TrainJudgeConfig(TrainerSettings):
     # gripper passes over, and a keypoint never shown a frame without its object settles on the hand with full
     # confidence - the gate then reads the hand's motion as the object's (docs/judges.md, stop 41)
     object_erase: float = 0.0
+    # with --object_heatmap: a task-free play dataset (`rawdream collect play`) whose pretraining scenes' frames train
+    # the keypoint heatmap too - no success label is read, the target scenes' episodes are left out (the judge sees
+    # pretraining tasks only). Why: in labelled episodes the objects move only with the hand and every success ends
+    # with the hand on the object, so a keypoint can sit on the gripper and still be right; play has the hand away
+    # from objects left in many states (stop 43: of 476 drawer frames the judge trained on, 2 showed a shut drawer
+    # with the hand away, and on drawer-open's scene the keypoint sat on the gripper)
+    keypoint_play: str = ""
+    keypoint_play_batch: int = 32  # play clips per step, beside the labelled batch
     # pretraining tasks held out of training entirely - no video of theirs, no row under their instruction or with
     # their demo - and scored after training under their own instruction, real videos and (with --wm) their
     # world-model replays: how the judge does on tasks it has never seen, as a target will be. Choose a recipe on
@@ -111,6 +125,11 @@ class TrainJudgeConfig(TrainerSettings):
             raise ValueError(
                 f"--object_heatmap={self.object_heatmap} trains the keypoint object head: add "
                 "--model.keypoints=true and --object_loss > 0, or set --object_heatmap=0"
+            )
+        if self.keypoint_play and not self.object_heatmap > 0:
+            raise ValueError(
+                f"--keypoint_play={self.keypoint_play} trains the keypoint heatmap on play frames: add "
+                "--object_heatmap=1 (with --model.keypoints=true --object_loss=1), or set --keypoint_play=''"
             )
         if self.object_target not in ("position", "displacement"):
             raise ValueError(f"--object_target={self.object_target!r}: use position or displacement")
@@ -169,6 +188,7 @@ def train_judge(
     objects = _object_clips(cfg, pool) if cfg.object_loss > 0 else None  # (V, F, O) z-scored, NaN: no label
     pixels = _pixel_clips(cfg, pool) if cfg.object_heatmap > 0 else None  # (V, F, O/3, 2) px, NaN: no label
     ex = _examples(pool, split, refs, rng, log_fn)
+    play = _keypoint_play(cfg, split, held, refs, log_fn) if cfg.keypoint_play else None
     # a row of a training video under a held-out task's instruction ("another task") would show that task too
     shows_unseen = np.array([t in held for t in ex.task], bool)
     is_train = np.isin(ex.video, pool.train) & ~shows_unseen
@@ -179,7 +199,7 @@ def train_judge(
     model_cfg = replace(cfg.model, object_outputs=objects.shape[-1] if objects is not None else 0)
     model = JudgeNet(model_cfg).to(dev)
     log = MetricsLogger(out)
-    _fit(cfg, model, ex, clips, is_train, enc, refs, dev, log, pool, log_fn, progress, objects, pixels)
+    _fit(cfg, model, ex, clips, is_train, enc, refs, dev, log, pool, log_fn, progress, objects, pixels, play)
     holdout = np.isin(ex.video, pool.holdout) & ~shows_unseen
     temperature, val, val_own = _calibrate(model, ex, clips, holdout, enc, refs, dev)
     log.log(cfg.steps, {f"val/{k}": v for k, v in val.items() if isinstance(v, float)})
@@ -210,6 +230,7 @@ def train_judge(
         "object_target": cfg.object_target if cfg.object_loss > 0 else None,
         "object_heatmap": cfg.object_heatmap,
         "object_erase": cfg.object_erase,
+        "keypoint_play": None if play is None else {"dataset": play.root, "episodes": len(play.tasks)},
         "blind": cfg.model.blind,
         "instruction": cfg.model.instruction,
         "references": str(Path(references).resolve()) if refs is not None else None,
@@ -254,7 +275,9 @@ def _video_pool(
     n = len(origin)
     tasks = [bases[k].task[i] for k, i in origin]
     success = np.array([bases[k].success[i] for k, i in origin], bool)
-    drawn = np.array([bases[k].imagined[i] for k, i in origin], bool)  # closed-loop imagined (collect policy --wm)
+    drawn = np.array(
+        [bases[k].imagined[i] for k, i in origin], bool
+    )  # closed-loop imagined (collect policy --wm)
     behaviours = [
         str((dss[k].episodes.get("rawdream/behaviour") or ["?"] * dss[k].num_episodes)[i]) for k, i in origin
     ]
@@ -327,8 +350,59 @@ def _clean(ds: LeRobotDataset, videos, i: int) -> bool:
     behaviour = (ds.episodes.get("rawdream/behaviour") or [""] * ds.num_episodes)[i]
     if behaviour != "retreat" or not videos.success[i]:
         return True
-    lo, hi = ds.episode_bounds(i)
-    return bool(ds.column("next.success")[hi - 2])  # the last chunk's (the last row is the no-action frame)
+    end = ds.episode_bounds(i)[1]
+    return bool(ds.column("next.success")[end - 2])  # the last chunk's (the last row is the no-action frame)
+
+
+@dataclass
+class PlayClips:
+    """Play frames that train only the keypoint heatmap: the judged frames of each episode and where the camera
+    shows each object in them."""
+
+    root: str
+    clips: np.ndarray  # (E, F, H, W, 3) uint8
+    pixels: np.ndarray  # (E, F, objects, 2) px, NaN: no label
+    tasks: list[str]  # each episode's scene (a pretraining task: its reference demo goes beside it)
+
+
+def _keypoint_play(cfg: TrainJudgeConfig, split, held, refs, log_fn) -> PlayClips:
+    """The play dataset's episodes in pretraining scenes (not --val_tasks', and only scenes with a reference demo
+    where the judge compares with one) as keypoint-only clips; the target scenes' task-free episodes are left out."""
+    from rawdream.data.cache import frame_cache
+    from rawdream.data.objects import object_positions
+
+    ds = LeRobotDataset(cfg.keypoint_play)
+    eps = ds.episodes
+    if ds.manifest.get("kind") != "play" or "rawdream/env_task" not in eps:
+        raise ValueError(
+            f"--keypoint_play={cfg.keypoint_play} is not a play dataset (kind {ds.manifest.get('kind')!r}): give "
+            "one made by `rawdream collect play`, or set --keypoint_play=''"
+        )
+    scenes = [str(t) for t in eps["rawdream/env_task"]]
+    keep = [
+        i
+        for i, t in enumerate(scenes)
+        if t in split.pretrain and t not in held and (refs is None or t in refs.by_task)
+    ]
+    if not keep:
+        raise ValueError(
+            f"--keypoint_play={cfg.keypoint_play} has no episode in a pretraining scene of split {split.name}: "
+            "collect play with --scenes=workspace or pretraining, or set --keypoint_play=''"
+        )
+    frames, where = frame_cache(ds), object_positions(ds, split.backend, off="--keypoint_play=''")
+    project = pixel_projector(ds, off="--keypoint_play=''")
+    clips, pixels = [], []
+    for i in keep:
+        lo, hi = ds.episode_bounds(i)
+        idx = cfg.model.frames.indices(hi - lo)
+        clips.append(np.asarray(frames[lo:hi])[idx])
+        pixels.append(project(where[lo:hi])[idx])
+    left = len(scenes) - len(keep)
+    log_fn(
+        f"[train-judge] keypoint play: {len(keep)} episodes of {len({scenes[i] for i in keep})} pretraining scenes "
+        f"from {ds.root} ({left} in other scenes left out)"
+    )
+    return PlayClips(str(ds.root.resolve()), np.stack(clips), np.stack(pixels), [scenes[i] for i in keep])
 
 
 def _object_clips(cfg: TrainJudgeConfig, pool: VideoPool) -> np.ndarray:
@@ -474,10 +548,12 @@ def _fit(
     progress,
     objects=None,
     pixels=None,
+    play: PlayClips | None = None,
 ) -> None:
     """Class-balanced binary cross-entropy, a random paraphrase and a random reference demo per row, random
     shifts, AdamW with warm-up and cosine decay; with ``objects``, plus the object-position loss on real frames;
-    with ``pixels``, plus the keypoint heatmap loss (the targets shifted with their video)."""
+    with ``pixels``, plus the keypoint heatmap loss (the targets shifted with their video); with ``play``, plus
+    the same heatmap loss on a batch of play clips (their success logits unused)."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     tr_idx = np.nonzero(is_train)[0]
     background = None
@@ -562,6 +638,9 @@ def _fit(
                 absent=None if absent is None else absent.flatten(0, 1).to(dev),
             )
             loss = loss + cfg.object_heatmap * heat_loss
+        if play is not None:
+            play_loss = _play_heatmap_loss(cfg, model, play, refs, enc, g, dev)
+            loss = loss + cfg.object_heatmap * play_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -573,9 +652,29 @@ def _fit(
                 log.log(step + 1, {"judge/object_loss": obj_loss.item()})
             if maps is not None:
                 log.log(step + 1, {"judge/object_heatmap_kl": heat_loss.item()})
+            if play is not None:
+                log.log(step + 1, {"judge/play_heatmap_kl": play_loss.item()})
             bar.set_postfix(loss=f"{loss.item():.3f}")
     bar.close()
     model.eval()
+
+
+def _play_heatmap_loss(cfg: TrainJudgeConfig, model, play: PlayClips, refs, enc, g, dev) -> torch.Tensor:
+    """The keypoint heatmap loss on a random batch of play clips, shifted like the labelled ones, each beside a
+    random reference demo of its scene's task."""
+    pick = torch.randint(len(play.tasks), (cfg.keypoint_play_batch,), generator=g).numpy()
+    frames, moved = shift_videos(torch.from_numpy(play.clips[pick]), cfg.augment_shift, g, offsets=True)
+    ref = None
+    if refs is not None:
+        ks = torch.randint(1 << 30, (len(pick),), generator=g).tolist()
+        ref = np.stack([refs.get(play.tasks[j], k) for j, k in zip(pick, ks)])
+        ref = shift_videos(torch.from_numpy(ref), cfg.augment_shift, g).to(dev)
+    texts = [task_instruction(play.tasks[j]) for j in pick]
+    with autocast(cfg.precision, dev):
+        _, _, maps = model(frames.to(dev), text_features(enc, texts).to(dev), ref, objects=True, maps=True)
+    where = torch.from_numpy(play.pixels[pick]) + moved[:, None, None, :].float()
+    where[~in_frame(where, frames.shape[-2])] = float("nan")
+    return heatmap_loss(maps, where.flatten(0, 1).to(dev), frames.shape[-2])
 
 
 def _calibrate(model, ex, clips, held_out, enc, refs, dev) -> tuple[float, dict, dict]:
