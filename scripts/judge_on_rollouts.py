@@ -3,7 +3,8 @@ successes (the judge read as RL reads it: object gate 0.5, the demonstration-cal
 
     python scripts/judge_on_rollouts.py JUDGE[,JUDGE...] TASK[,TASK...] DATA_ROOT [OUT.json]
 
-JUDGE:image reads that judge's gate in image space (--judge.object_gate_space=image, keypoint judges);
+JUDGE may be A+B (judges trained apart): their ensemble, deciding as RAWDREAM_ENSEMBLE says (all, the default,
+or mean; --judge.ensemble). JUDGE:image reads that judge's gate in image space (--judge.object_gate_space=image, keypoint judges);
 JUDGE:image:R also fails a video whose keypoint fades under R (--judge.object_fade_min=R).
 JUDGE:image:R:P also sets the pixel floor under which the demo's keypoint motion leaves the gate open
 (--judge.object_gate_min_px=P; 3 by default; R may be 0).
@@ -29,6 +30,7 @@ from rawdream.reward.base import judge_config, make_judge
 DEMOS = os.environ.get("RAWDREAM_DEMOS", "runs/quick/data/demos")
 # set: the threshold's anchors are the demo replayed in this world model (--judge.calibration=imagined)
 CALIBRATION_WM = os.environ.get("RAWDREAM_CALIBRATION_WM", "")
+ENSEMBLE = os.environ.get("RAWDREAM_ENSEMBLE", "all")
 
 
 def judge_as_rl_reads_it(path: str):
@@ -38,7 +40,7 @@ def judge_as_rl_reads_it(path: str):
     space, _, rest = space.partition(":")
     fade, _, min_px = rest.partition(":")
     cfg = judge_config(
-        "generalist", path=path, reference=DEMOS, object_gate=0.5, calibration_cut=0.75,
+        "generalist", path=path.replace("+", ","), ensemble=ENSEMBLE, reference=DEMOS, object_gate=0.5, calibration_cut=0.75,
         calibration="imagined" if CALIBRATION_WM else "demo", calibration_wm=CALIBRATION_WM,
         object_gate_space=space or "head", object_fade_min=float(fade or 0), object_gate_min_px=float(min_px or 3),
     )  # fmt: skip
