@@ -357,6 +357,34 @@ def test_online_baseline_counts_real_trajectories(tiny_policy, tmp_path):
         rl_table([tmp_path / "sim"])
 
 
+def test_online_rl_with_the_judges_verdict_on_the_real_video_as_the_reward(
+    tiny_policy, tiny_judge, reach_demo, tmp_path
+):
+    """--env_mode=sim --sim_reward=judge (the ladder's "judge alone" row): the reward is the judge's verdict on the
+    simulator's video, not the simulator's success - a threshold of 0 makes every rollout a success and one of 1
+    none, whatever the simulator says - and the run records the judge as what gave it."""
+    from rawdream.cli import main
+
+    args = ["dream", "--task", "reach", "--policy", str(tiny_policy), "--env_mode=sim", "--sim_reward=judge"]
+    args += [
+        "--preset",
+        "tiny",
+        "--split.targets=push",
+        "--judge.backend=generalist",
+        f"--judge.path={tiny_judge}",
+    ]
+    args += [f"--judge.reference={reach_demo}"]
+    for threshold, rate in ((0.0, 1.0), (1.0, 0.0)):
+        out = tmp_path / f"t{threshold}"
+        assert main([*args, f"--judge.threshold={threshold}", "--out", str(out)]) == 0
+        train = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        assert [r["judged_success_rate"] for r in train if r.get("stage") == "train"] == [rate, rate]
+        info = json.loads((out / "policy.json").read_text())
+        assert (
+            info["env_mode"] == "sim" and info["judge"] == "generalist" and info["real_trajectories_rl"] == 8
+        )
+
+
 def test_dynamic_sampling_draws_more_groups_and_counts_their_real_trajectories(tiny_policy, tmp_path):
     from rawdream.cli import main
 

@@ -699,7 +699,9 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn, backend:
         "task": dreamer.task,
         "tasks": [dreamer.task],
         "init": str(Path(policy_path).resolve()),
-        "judge": cfg.judge.backend if cfg.env_mode == "wm" else "simulator",
+        # what gave the reward: the judge (in imagination, or on the real video with --sim_reward=judge) or the
+        # simulator's own success
+        "judge": cfg.judge.backend if cfg.env_mode == "wm" or cfg.sim_reward == "judge" else "simulator",
         "world_model": str(Path(wm_path).resolve()) if wm_path else None,
         "real_trajectories_rl": dreamer.real_trajectories,
         "target_trajectories": policy.info.get("target_trajectories", []) if hasattr(policy, "info") else [],
