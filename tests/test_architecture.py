@@ -593,6 +593,16 @@ def test_a_key_added_later_at_its_default_keeps_recorded_stages(tmp_path):
     assert calls == [1, 1]
     judge(TrainJudgeConfig(object_heatmap=1.0, keypoint_play="play"))
     assert calls == [1, 1, 1]
+    # the same for collection's --frac_retreat: a play/labeled/demos stage recorded before it stays valid at 0
+    from rawdream.data.collect import CollectConfig
+
+    collected = []
+    labeled = _recording_stage(tmp_path, "data/labeled", collected)
+    labeled({k: v for k, v in to_dict(CollectConfig(kind="labeled")).items() if k != "frac_retreat"})
+    labeled(CollectConfig(kind="labeled"))
+    assert collected == [1]
+    labeled(CollectConfig(kind="labeled", frac_expert=0.3, frac_retreat=0.1))
+    assert collected == [1, 1]
 
 
 def test_a_readout_key_added_later_keeps_recorded_dream_stages(tmp_path):

@@ -774,6 +774,9 @@ def test_retreat_positives_succeed_then_take_the_hand_away_and_a_success_the_rel
     assert len(ok) - 1 - first >= 3  # it went on past the success (an expert episode ends there)
     hand = ep["data"]["observation.environment_state"][:, :3]
     assert np.linalg.norm(hand[-1] - hand[first + 1]) > 0.1  # and the hand left the handle
+    # a collection that ends its episodes on success still lets a retreat run on
+    on_success = run_episode(replace(spec, end_on_success=True), EnvConfig())
+    assert len(on_success["data"]["next.success"]) == len(ok)
     expert = run_episode(replace(spec, behaviour="expert", end_on_success=True), EnvConfig())
     assert (
         expert["data"]["next.success"].sum() == 1

@@ -306,7 +306,13 @@ def _worker_init() -> None:
 def run_episode(spec: EpisodeSpec, env_cfg: EnvConfig) -> dict[str, Any]:
     """Roll out one episode and return the rows of a (strided) dataset episode."""
     env = _worker_env(
-        spec.task, replace(env_cfg, max_steps=spec.max_steps, end_on_success=spec.end_on_success)
+        # a retreat runs on past its success whatever the collection's --end_on_success says
+        spec.task,
+        replace(
+            env_cfg,
+            max_steps=spec.max_steps,
+            end_on_success=spec.end_on_success and spec.behaviour != "retreat",
+        ),
     )
     rng = np.random.default_rng([spec.seed, BEHAVIOURS.index(spec.behaviour), int(spec.sigma * 1000)])
     path = expert_path(env, spec.seed, spec.max_steps) if spec.behaviour == "mimic" else None
@@ -411,6 +417,8 @@ class TaskFreeMix:
 
 @dataclass
 class CollectConfig:
+    # keys added after runs were recorded: at these values they leave a run's collect stage hashes as they were
+    HASH_QUIET: ClassVar[dict] = {"frac_retreat": 0.0}
     RANGES: ClassVar[dict] = {
         "episodes_per_task": ">=1",
         "max_steps": ">=1",

@@ -395,7 +395,7 @@ def _keypoint_play(cfg: TrainJudgeConfig, split, held, refs, log_fn) -> PlayClip
     for i in keep:
         lo, hi = ds.episode_bounds(i)
         idx = cfg.model.frames.indices(hi - lo)
-        clips.append(np.asarray(frames[lo:hi])[idx])
+        clips.append(cfg.model.frames.select(np.asarray(frames[lo:hi])))  # as the labelled videos are
         pixels.append(project(where[lo:hi])[idx])
     left = len(scenes) - len(keep)
     log_fn(
