@@ -602,11 +602,7 @@ def _fit(
             labels = torch.where(torch.from_numpy(erased), torch.zeros_like(labels), labels)
         frames, moved = shift_videos(batch, cfg.augment_shift, g, offsets=True)
         frames = frames.to(dev)
-        ref = None
-        if refs is not None:  # a random demonstration of the instructed task (another seed's layout)
-            ks = torch.randint(1 << 30, (len(pick),), generator=g).tolist()
-            ref = np.stack([refs.get(ex.task[j], k) for j, k in zip(pick, ks)])
-            ref = shift_videos(torch.from_numpy(ref), cfg.augment_shift, g).to(dev)
+        ref = _random_references(cfg, refs, [ex.task[j] for j in pick], g, dev)
         for group in opt.param_groups:
             group["lr"] = cfg.lr * lr_schedule(step, cfg.steps, warmup=200)
         with autocast(cfg.precision, dev):
@@ -629,8 +625,7 @@ def _fit(
                 obj_loss = F.mse_loss(seen.float()[has], target[has])
                 loss = loss + cfg.object_loss * obj_loss
         if maps is not None:
-            where = torch.from_numpy(pixels[ex.video[pick]]) + moved[:, None, None, :].float()  # (B, F, O, 2)
-            where[~in_frame(where, frames.shape[-2])] = float("nan")  # shifted out of the frame: no target
+            where = _shifted_targets(pixels[ex.video[pick]], moved, frames.shape[-2])
             heat_loss = heatmap_loss(
                 maps,
                 where.flatten(0, 1).to(dev),
@@ -664,17 +659,30 @@ def _play_heatmap_loss(cfg: TrainJudgeConfig, model, play: PlayClips, refs, enc,
     random reference demo of its scene's task."""
     pick = torch.randint(len(play.tasks), (cfg.keypoint_play_batch,), generator=g).numpy()
     frames, moved = shift_videos(torch.from_numpy(play.clips[pick]), cfg.augment_shift, g, offsets=True)
-    ref = None
-    if refs is not None:
-        ks = torch.randint(1 << 30, (len(pick),), generator=g).tolist()
-        ref = np.stack([refs.get(play.tasks[j], k) for j, k in zip(pick, ks)])
-        ref = shift_videos(torch.from_numpy(ref), cfg.augment_shift, g).to(dev)
-    texts = [task_instruction(play.tasks[j]) for j in pick]
+    tasks = [play.tasks[j] for j in pick]
+    ref = _random_references(cfg, refs, tasks, g, dev)
+    text = text_features(enc, [task_instruction(t) for t in tasks]).to(dev)
     with autocast(cfg.precision, dev):
-        _, _, maps = model(frames.to(dev), text_features(enc, texts).to(dev), ref, objects=True, maps=True)
-    where = torch.from_numpy(play.pixels[pick]) + moved[:, None, None, :].float()
-    where[~in_frame(where, frames.shape[-2])] = float("nan")
+        _, _, maps = model(frames.to(dev), text, ref, objects=True, maps=True)
+    where = _shifted_targets(play.pixels[pick], moved, frames.shape[-2])
     return heatmap_loss(maps, where.flatten(0, 1).to(dev), frames.shape[-2])
+
+
+def _random_references(cfg: TrainJudgeConfig, refs, tasks: list[str], g, dev) -> torch.Tensor | None:
+    """A random demonstration of each task (another seed's layout), shifted as the videos are; None without
+    references."""
+    if refs is None:
+        return None
+    ks = torch.randint(1 << 30, (len(tasks),), generator=g).tolist()
+    ref = np.stack([refs.get(t, k) for t, k in zip(tasks, ks)])
+    return shift_videos(torch.from_numpy(ref), cfg.augment_shift, g).to(dev)
+
+
+def _shifted_targets(pixels: np.ndarray, moved: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, F, O, 2) object px moved with their videos' shifts (B, 2); NaN where that takes them out of the frame."""
+    where = torch.from_numpy(pixels) + moved[:, None, None, :].float()
+    where[~in_frame(where, size)] = float("nan")  # shifted out of the frame: no target
+    return where
 
 
 def _calibrate(model, ex, clips, held_out, enc, refs, dev) -> tuple[float, dict, dict]:
