@@ -271,6 +271,42 @@ def test_dream_verifies_in_a_second_world_model_named_on_the_command_line(tiny_w
     assert main([*argv, f"--dnv_world_model={tmp_path / 'nowhere'}", "--out", str(tmp_path / "y")]) != 0
 
 
+def test_dnv_redraws_under_their_own_sampler_and_a_flip_can_count_as_a_failure(
+    tiny_wm, tiny_policy, tmp_path
+):
+    from rawdream.cli import main
+    from rawdream.rl.dream import DreamConfig, Dreamer
+
+    argv = [*_oracle_dream(tiny_policy, tiny_wm), "--iterations=1", "--drop_uninformative=false"]
+    out = tmp_path / "x"
+    assert main([*argv, "--dnv_sampler.context_level=600", "--dnv_flip=failure", "--out", str(out)]) == 0
+    info = json.loads((out / "policy.json").read_text())
+    # the redraws' sampler is the model's own with only the key named changed; the first draws keep the model's
+    assert info["dnv_flip"] == "failure" and info["dnv_sampler"]["context_level"] == 600.0
+    from dataclasses import asdict
+
+    from rawdream.world_model.train import load_world_model
+
+    own = asdict(load_world_model(tiny_wm).cfg.sampler)
+    assert {k: v for k, v in info["dnv_sampler"].items() if k != "context_level"} == {
+        k: v for k, v in own.items() if k != "context_level"
+    }
+    # bad values name the key and the fix
+    assert main([*argv, "--dnv_flip=maybe", "--out", str(tmp_path / "y")]) != 0
+    assert main([*argv, "--dnv=false", "--dnv_sampler.steps=4", "--out", str(tmp_path / "z")]) != 0
+    with pytest.raises(ValueError, match="dnv_flip must be unreliable or failure"):
+        DreamConfig(dnv_flip="maybe").validate()
+    # what a flip does to the reward and to reliability, on a hand-made buffer
+    buf = {
+        "reward": np.array([1, 1, 0, 0], np.float32),
+        "abstain": np.array([False, False, False, True]),
+        "flipped": np.array([False, True, False, False]),
+    }
+    paper = Dreamer.reliable(type("D", (), {"cfg": DreamConfig()})(), buf)
+    strict = Dreamer.reliable(type("D", (), {"cfg": DreamConfig(dnv_flip="failure")})(), buf)
+    assert paper.tolist() == [True, False, True, False] and strict.tolist() == [True, True, True, False]
+
+
 def test_replay_diagnostic_says_how_often_kept_and_flipped_successes_are_real(tiny_dreamer):
     from rawdream.rl.dream import DreamConfig, replay_diagnostics
 

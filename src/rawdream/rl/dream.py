@@ -62,6 +62,8 @@ class DreamConfig:
         "judge.object_fade_min": 0.0,
         "judge.calibration_wm": "",
         "judge.calibration_draws": 4,
+        "dnv_sampler": None,
+        "dnv_flip": "unreliable",
     }
     RANGES: ClassVar[dict] = {
         "init_states": ">=1",
@@ -145,6 +147,17 @@ class DreamConfig:
     # hallucination that one model draws under any noise - what RL finds against a single model - must then be
     # drawn by a model trained apart too (cross-model verification; "": the paper's second noise draw)
     dnv_world_model: str = ""
+    # DNV's redraws under a sampler of their own (``--dnv_sampler.context_level=600``: the keys set here over the
+    # run's sampler; unset: as the first draws, the paper's DNV). Why: with the 2-step sampler a redraw re-paints
+    # what its context already shows, so a hallucinated success survives any noise seed; a redraw whose context is
+    # noised heavily must re-derive the outcome from the first frame and the actions - on fixed drawer-open actions
+    # two such draws confirmed 27% of the SFT policy's true successes and 9% of the collapsed RL policy's
+    # hallucinated ones, against 55% / 62% at the model's own sampler (scripts/redraw_separation.py, docs/judges.md)
+    dnv_sampler: SamplerConfig | None = None
+    # what a flip does: "unreliable" - the paper: the rollout leaves its group's statistics (advantage 0) and a
+    # group with more than --max_unreliable flips is dropped; "failure" - the reward is what survived verification
+    # (a flipped success counts as a failure), so a success the world model cannot redraw is not one
+    dnv_flip: str = "unreliable"
     # a privileged diagnostic, never a reward: replay every imagined rollout's actions in the simulator from its
     # initial state and log how often the judged successes that verification kept and flipped, and the judged
     # failures, truly succeed (diag/* in metrics.jsonl) - what DNV removes and keeps. Costs a replay per rollout.
@@ -188,6 +201,12 @@ class DreamConfig:
             raise ValueError(
                 f"--dnv_world_model={self.dnv_world_model} verifies imagined successes: it needs --dnv=true and "
                 f"--env_mode=wm"
+            )
+        if self.dnv_flip not in ("unreliable", "failure"):
+            raise ValueError(f"dnv_flip must be unreliable or failure, got {self.dnv_flip!r}")
+        if self.dnv_sampler is not None and not (self.dnv and self.env_mode == "wm"):
+            raise ValueError(
+                "--dnv_sampler.* sets the sampler of DNV's redraws: it needs --dnv=true and --env_mode=wm"
             )
         if self.diagnose_replay and self.env_mode != "wm":
             raise ValueError("--diagnose_replay replays imagined rollouts: it needs --env_mode=wm")
@@ -233,7 +252,8 @@ class Dreamer:
         self.log_fn = log_fn
         self.backend = backend  # where imagination, the judge and the simulators run: here, or on Ray workers
         self.verifier = (
-            verifier  # the second world model of cross-model verification (--dnv_world_model), or None
+            verifier  # what redraws DNV's draws: a second world model (--dnv_world_model) and/or a view of a
+            # model under the redraws' own sampler (--dnv_sampler.*); None: this model as it samples
         )
         if cfg.env_mode == "wm" and world_model is None:
             raise ValueError("dream in imagination needs a world model (--wm DIR)")
@@ -343,6 +363,8 @@ class Dreamer:
             reward = np.array(
                 [np.mean([scores[i], *ver.scores.get(i, [])]) for i in range(len(reward))], dtype=np.float32
             )
+        if cfg.dnv_flip == "failure":  # the verified reward: a success no redraw confirmed is a failure
+            reward[ver.flipped] = 0.0
         buf.update(
             {
                 "success": success,
@@ -411,7 +433,7 @@ class Dreamer:
         def reimagine(idx: np.ndarray, k: int) -> np.ndarray:
             return self.source.redraw(draw, buf["actions"], idx, k, world_model=self.verifier)
 
-        where = "second world model" if self.verifier is not None else "second noise draw"
+        where = "second world model" if cfg.dnv_world_model else "second noise draw"
 
         def judge_again(videos: np.ndarray, idx: np.ndarray, k: int) -> list:
             context = self._judge_context(draw, buf, idx)
@@ -420,9 +442,15 @@ class Dreamer:
         return verify(success, cfg.dnv_redraws, reimagine, judge_again, cfg.dnv_threshold)
 
     # -- 4. advantages ------------------------------------------------------------------------------------
+    def reliable(self, buf: dict[str, Any]) -> np.ndarray:
+        """Rollouts whose reward counts: not abstained, and not flipped by DNV unless a flip is a failure."""
+        if self.cfg.dnv_flip == "failure":
+            return ~buf["abstain"]
+        return ~(buf["abstain"] | buf["flipped"])
+
     def advantages(self, buf: dict[str, Any]):
         cfg = self.cfg
-        reliable = ~(buf["abstain"] | buf["flipped"])
+        reliable = self.reliable(buf)
         return group_advantages(
             torch.from_numpy(buf["reward"]).view(-1, cfg.group_size),
             torch.from_numpy(reliable).view(-1, cfg.group_size),
@@ -512,7 +540,7 @@ class Dreamer:
     def metrics(
         self, buf: dict[str, Any], a, upd: dict[str, float], rounds: int, t_update: float
     ) -> dict[str, float]:
-        reliable = ~(buf["abstain"] | buf["flipped"])
+        reliable = self.reliable(buf)
         return {
             "reward_mean": float(buf["reward"].mean()),
             "judged_success_rate": float(buf["success"].mean()),
@@ -627,6 +655,13 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn, backend:
                     f"--dnv_world_model {cfg.dnv_world_model} takes {its}, the world model {wm_path} {mine}: it "
                     f"cannot redraw the same actions from the same frames; verify with a model of the same interface"
                 )
+    if cfg.dnv_sampler is not None and wm is not None:
+        # the redraws' own sampler over the run's: a view of the verifying model (this one, or the second model)
+        base = verifier if verifier is not None else wm
+        sampler = base.cfg.sampler
+        if cfg.sampler is not None and verifier is None:
+            sampler = overlay_changed(sampler, cfg.sampler)
+        verifier = base.with_sampler(overlay_changed(sampler, cfg.dnv_sampler)).eval()
     dreamer = Dreamer(cfg, policy, wm, init_from, log_fn, backend=backend, verifier=verifier)
     meta = load_checkpoint(out / "ckpt", "dream", policy, dreamer.opt)
     start = meta["step"] if meta else 0
@@ -709,6 +744,10 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn, backend:
         "iterations": cfg.iterations,
         "dnv": cfg.dnv,
         "dnv_world_model": str(Path(cfg.dnv_world_model).resolve()) if cfg.dnv_world_model else None,
+        "dnv_sampler": dataclasses.asdict(dreamer.verifier.cfg.sampler)
+        if cfg.dnv_sampler is not None
+        else None,
+        "dnv_flip": cfg.dnv_flip,
         "paired": paired_with_start(out, cfg.eval_layouts),
     }
     save_policy(policy, out, info)
