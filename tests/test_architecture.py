@@ -620,6 +620,8 @@ def test_a_readout_key_added_later_keeps_recorded_dream_stages(tmp_path):
         "calibration_draws",
     ):
         recorded["judge"].pop(key)
+    for key in ("dnv_sampler", "dnv_flip"):  # DNV's redraw sampler and what a flip does, added at stop 45
+        recorded.pop(key)
     dream = _recording_stage(tmp_path, "dream", calls)
     dream(recorded)
     dream(DreamConfig())
@@ -628,6 +630,8 @@ def test_a_readout_key_added_later_keeps_recorded_dream_stages(tmp_path):
     changed.judge.object_gate_space = "image"
     dream(changed)
     assert calls == [1, 1]
+    dream(DreamConfig(dnv_flip="failure"))
+    assert calls == [1, 1, 1]
 
 
 def test_a_world_model_key_added_later_keeps_recorded_world_model_stages(tmp_path):
