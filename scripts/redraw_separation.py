@@ -1,7 +1,7 @@
 """Does a second draw of the world model tell a real success from a hallucinated one? DNV's premise, measured on
 fixed actions with the simulator's labels, for several samplers of the world model.
 
-    python scripts/redraw_separation.py WM JUDGE TASK DATA_ROOT[,DATA_ROOT...] OUT.json [SAMPLER;SAMPLER...] [DRAWS]
+    python scripts/redraw_separation.py WM JUDGE TASK[,TASK...] DATA_ROOT[,DATA_ROOT...] OUT.json [SAMPLER;SAMPLER...] [DRAWS]
 
 DATA_ROOT/TASK is a dataset of `rawdream collect policy --wm` (a policy acting inside a world model; every episode
 labelled by the simulator's replay of its imagined actions). Each episode's actions are imagined again, open loop,
@@ -65,15 +65,15 @@ def rates(judged: np.ndarray, true: np.ndarray) -> dict:
     }
 
 
-def main(wm_path, judge_spec, task, roots, out, samplers="", draws="2"):
+def main(wm_path, judge_spec, tasks, roots, out, samplers="", draws="2"):
     import torch
 
     torch.set_num_threads(2)
     wm = load_world_model(wm_path).eval()
     judge = jor.judge_as_rl_reads_it(judge_spec)
-    text = instruction(task)
     rows = []
-    for root in roots.split(","):
+    for task, root in ((t, r) for t in tasks.split(",") for r in roots.split(",")):
+        text = instruction(task)
         ds = LeRobotDataset(f"{root}/{task}")
         true = np.array(ds.episodes["rawdream/success"], bool)
         inputs = episode_inputs(ds)
@@ -105,6 +105,7 @@ def main(wm_path, judge_spec, task, roots, out, samplers="", draws="2"):
             judged = np.stack(judged)
             confirmed = judged.all(0)
             row = {
+                "task": task,
                 "data": f"{root}/{task}",
                 "sampler": spec or "(the model's own)",
                 "episodes": len(true),
@@ -117,7 +118,7 @@ def main(wm_path, judge_spec, task, roots, out, samplers="", draws="2"):
             }
             rows.append(row)
             print(
-                f"{root:24s} {row['sampler']:32s} true {row['true_rate']:.2f} | first draw judged "
+                f"{task:12s} {root:22s} {row['sampler']:30s} true {row['true_rate']:.2f} | first draw judged "
                 f"S {row['first_draw_judged']['of_successes']} F {row['first_draw_judged']['of_failures']} | "
                 f"DNV confirmed S {row['dnv_confirmed']['of_successes']} F {row['dnv_confirmed']['of_failures']} | "
                 f"agreement {row['draw_agreement']} auroc {row['first_draw_auroc']}",
