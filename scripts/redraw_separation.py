@@ -8,9 +8,11 @@ labelled by the simulator's replay of its imagined actions). Each episode's acti
 from its real first frame, DRAWS times under independent noise seeds, with each SAMPLER (comma-separated
 SamplerConfig keys, e.g. "steps=8,context_level=300"; "" is the model's own sampler), and every draw is judged as
 RL reads it (JUDGE as in scripts/judge_on_rollouts.py: PATH or PATH:image). Per dataset and sampler it prints the
-judged-success rate of the true successes and of the true failures in the first draw, and the rate at which DNV
-(success in every draw) confirms each: verification helps only where it confirms true successes clearly more often
-than failures. Set RAWDREAM_DEMOS=runs/quick/data/target_demos for target tasks.
+judged-success rate of the true successes and of the true failures in one open-loop redraw, the rate at which all
+DRAWS redraws confirm each, and - what `dream --dnv_redraws=DRAWS` keeps - the rate at which the closed-loop video
+(the dataset's, the draw RL judges) is judged a success and every redraw confirms it: verification helps only where
+it keeps true successes clearly more often than failures. The first frame comes from the dataset's video (lossy
+mp4, as RL's initial states are not). Set RAWDREAM_DEMOS=runs/quick/data/target_demos for target tasks.
 """
 
 import importlib.util
@@ -24,6 +26,7 @@ import numpy as np
 from rawdream.data.lerobot import DEFAULT_IMAGE_KEY, LeRobotDataset
 from rawdream.envs.tasks import instruction
 from rawdream.eval.metrics import auroc
+from rawdream.rl.dnv import verdict_score
 from rawdream.world_model.train import load_world_model
 
 _spec = importlib.util.spec_from_file_location("jor", Path(__file__).with_name("judge_on_rollouts.py"))
@@ -101,7 +104,7 @@ def main(wm_path, judge_spec, tasks, roots, out, samplers="", draws="2"):
                     videos.append(video)
                 v = judge(videos, [text] * len(videos))
                 judged.append(np.array([x.success for x in v], bool))
-                score.append(np.array([x.score for x in v], float))
+                score.append(np.array([verdict_score(x) for x in v], float))
             judged = np.stack(judged)
             confirmed = judged.all(0)
             row = {
@@ -113,6 +116,13 @@ def main(wm_path, judge_spec, tasks, roots, out, samplers="", draws="2"):
                 "closed_loop_judged": rates(closed_judged, true),
                 "first_draw_judged": rates(judged[0], true),
                 "dnv_confirmed": rates(confirmed, true),
+                # dream's DNV with this sampler for its redraws: the closed-loop verdict, confirmed by every redraw
+                "closed_loop_kept": rates(closed_judged & confirmed, true),
+                "per_episode": {
+                    "true": true.tolist(),
+                    "closed_loop_judged": closed_judged.tolist(),
+                    "redraws_judged": judged.tolist(),
+                },
                 "draw_agreement": float((judged[0] == judged[1]).mean()) if len(judged) > 1 else None,
                 "first_draw_auroc": float(auroc(score[0], true)) if 0 < true.sum() < len(true) else None,
             }
@@ -121,6 +131,7 @@ def main(wm_path, judge_spec, tasks, roots, out, samplers="", draws="2"):
                 f"{task:12s} {root:22s} {row['sampler']:30s} true {row['true_rate']:.2f} | first draw judged "
                 f"S {row['first_draw_judged']['of_successes']} F {row['first_draw_judged']['of_failures']} | "
                 f"DNV confirmed S {row['dnv_confirmed']['of_successes']} F {row['dnv_confirmed']['of_failures']} | "
+                f"closed loop kept S {row['closed_loop_kept']['of_successes']} F {row['closed_loop_kept']['of_failures']} | "
                 f"agreement {row['draw_agreement']} auroc {row['first_draw_auroc']}",
                 flush=True,
             )

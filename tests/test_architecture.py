@@ -609,6 +609,7 @@ def test_a_readout_key_added_later_keeps_recorded_dream_stages(tmp_path):
     """HASH_QUIET with a section's key: the judge readout's object_gate_space / _min_px / object_fade_min, added
     after runs were recorded, leave a recorded dream stage valid at their defaults and rerun it when set."""
     from rawdream.rl.dream import DreamConfig
+    from rawdream.world_model.model import SamplerConfig
 
     calls = []
     recorded = to_dict(DreamConfig())
@@ -630,8 +631,12 @@ def test_a_readout_key_added_later_keeps_recorded_dream_stages(tmp_path):
     changed.judge.object_gate_space = "image"
     dream(changed)
     assert calls == [1, 1]
-    dream(DreamConfig(dnv_flip="failure"))
+    dream(DreamConfig())  # back to the defaults: a rerun
     assert calls == [1, 1, 1]
+    dream(DreamConfig(dnv_flip="failure"))  # each new key, set, reruns
+    assert calls == [1, 1, 1, 1]
+    dream(DreamConfig(dnv_sampler=SamplerConfig(context_level=600.0)))
+    assert calls == [1, 1, 1, 1, 1]
 
 
 def test_a_world_model_key_added_later_keeps_recorded_world_model_stages(tmp_path):
@@ -685,6 +690,18 @@ def test_a_judge_key_added_later_keeps_recorded_check_and_eval_judge_stages(tmp_
     check({"object_gate": 0.5, **new})
     assert calls == [1]
     check({"object_gate": 0.5, **new, "calibration_draws": 8})
+    assert calls == [1, 1]
+    # the check's RL runs gained DNV's redraw sampler and flip rule (stop 45): quiet at their defaults only
+    calls.clear()
+
+    def check_dnv(**dnv):
+        config = {"check": {"dream": {"judge": {"object_gate": 0.5}, **dnv}}, "judge": {"object_gate": 0.5}}
+        r.stage("judge_check", config, [], fn, quiet=READOUT_ADDED_LATER)
+
+    check_dnv()  # as recorded
+    check_dnv(dnv_sampler=None, dnv_flip="unreliable")
+    assert calls == [1]
+    check_dnv(dnv_sampler=None, dnv_flip="failure")
     assert calls == [1, 1]
 
 

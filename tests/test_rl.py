@@ -615,6 +615,7 @@ def test_verify_flips_what_a_redraw_does_not_confirm_at_dnv_own_threshold():
     own = verify(success, 1, reimagine, judge)  # the judge's verdict confirms; an abstain does not
     assert asked == [[0, 1, 3]]  # only judged successes are redrawn
     assert own.flipped.tolist() == [False, False, False, True]
+    assert own.abstained.tolist() == [False, False, False, True]  # an abstain is told apart from a refusal
     assert own.kept(success).tolist() == [True, True, False, False]
     assert own.scores == {0: [0.6], 1: [0.9], 3: [0.0]} and own.videos[1][0, 0, 0, 0] == 1
     strict = verify(success, 1, reimagine, judge, threshold=0.8)  # DNV's own bar, above the judge's
@@ -623,6 +624,38 @@ def test_verify_flips_what_a_redraw_does_not_confirm_at_dnv_own_threshold():
         success, 2, reimagine, lambda v, idx, k: [redraw[int(i)] if k == 0 else Verdict(False) for i in idx]
     )
     assert twice.flipped[[0, 1, 3]].all() and len(twice.scores[0]) == 2  # every redraw must confirm
+
+
+def test_a_flip_as_a_failure_scores_the_flipped_success_as_its_group_failures_are(tiny_dreamer):
+    """--dnv_flip=failure: a flipped success stays in the loss with reward 0 (verdict) or its lowest score over the
+    draws (score), where the paper's default leaves it out of its group's statistics."""
+    overrides = {"task": "reach", "split.targets": ["push"], "group_size": 8, "judge.backend": "oracle"}
+    for reward in ("verdict", "score"):
+        judge = _ScoreOnPixels()
+        paper = tiny_dreamer({**overrides, "reward": reward}, judge=judge)
+        strict = tiny_dreamer({**overrides, "reward": reward, "dnv_flip": "failure"}, judge=judge)
+        a, b = (d.rollout_round(d.draw(0, states=[0, 1])) for d in (paper, strict))
+        assert np.array_equal(a["flipped"], b["flipped"]) and a["flipped"].any()  # same draws, same flips
+        first = np.array([v.score for v in judge(list(b["video"]), ["-"] * 16)])
+        for i in np.nonzero(b["flipped"])[0]:
+            second = judge([b["second"][i]], ["-"])[0].score
+            assert b["reward"][i] == (min(first[i], second) if reward == "score" else 0.0)
+        assert np.array_equal(a["reward"][~a["flipped"]], b["reward"][~b["flipped"]])
+        assert not paper.reliable(a)[a["flipped"]].any() and strict.reliable(b)[b["flipped"]].all()
+
+
+def test_dnv_sampler_gives_the_redraws_their_own_sampler_over_the_runs(tiny_dreamer, tiny_wm):
+    from rawdream.world_model.train import load_world_model
+
+    wm = load_world_model(tiny_wm)
+    own = wm.cfg.sampler
+    d = tiny_dreamer({"sampler.steps": own.steps + 2, "dnv_sampler.context_level": 600.0}, world_model=wm)
+    # first draws: the run's sampler; redraws: the run's with the redraw's keys over it; weights shared
+    assert d.wm.cfg.sampler.steps == own.steps + 2 and d.wm.cfg.sampler.context_level == own.context_level
+    assert d.verifier.cfg.sampler.steps == own.steps + 2 and d.verifier.cfg.sampler.context_level == 600.0
+    assert d.verifier.dynamics is wm.dynamics and wm.cfg.sampler == own
+    with pytest.raises(ValueError, match="changes nothing in the redraws' sampler"):
+        tiny_dreamer({"dnv_sampler.context_level": own.context_level}, world_model=wm)
 
 
 def test_dream_sets_its_world_model_sampler_in_one_place(tiny_dreamer, tiny_wm):

@@ -81,6 +81,9 @@ READOUT_ADDED_LATER = {
         for where in ("", "check.dream.")
         for key, default in (("calibration_wm", ""), ("calibration_draws", 4))
     },
+    # the check's RL runs: DNV's redraw sampler and what a flip does (stop 45)
+    "check.dream.dnv_sampler": None,
+    "check.dream.dnv_flip": "unreliable",
 }
 
 

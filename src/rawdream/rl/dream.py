@@ -287,6 +287,18 @@ class Dreamer:
                 self.wm = world_model = world_model.with_sampler(
                     overlay_changed(world_model.cfg.sampler, cfg.sampler)
                 )
+            if cfg.dnv_sampler is not None:
+                # the redraws' own sampler over the run's, on a view of the model that redraws (this one, or the
+                # second model of --dnv_world_model); the redraws then run in this process, as cross-model ones do
+                base = self.verifier if self.verifier is not None else world_model
+                own = overlay_changed(base.cfg.sampler, cfg.dnv_sampler)
+                if own == base.cfg.sampler:
+                    raise ValueError(
+                        "--dnv_sampler.* changes nothing in the redraws' sampler (only keys set away from their "
+                        "defaults apply, and these already hold the run's values): name a key whose value differs "
+                        "or drop --dnv_sampler"
+                    )
+                self.verifier = base.with_sampler(own)
             self.source = ImaginedRollouts(
                 imagination or backend.imagination(policy, world_model),
                 self.init,
@@ -363,8 +375,14 @@ class Dreamer:
             reward = np.array(
                 [np.mean([scores[i], *ver.scores.get(i, [])]) for i in range(len(reward))], dtype=np.float32
             )
-        if cfg.dnv_flip == "failure":  # the verified reward: a success no redraw confirmed is a failure
-            reward[ver.flipped] = 0.0
+        if cfg.dnv_flip == "failure":
+            # the verified reward: a success no redraw confirmed is a failure (0/1: 0; score: its lowest score
+            # over the draws, so it ranks with the failures, not below them). A redraw the judge abstained on
+            # says nothing about hallucination: that rollout is unreliable, as an abstain on the first draw is
+            redraw_abstained = ver.abstained if len(ver.abstained) else np.zeros(len(success), bool)
+            for i in np.nonzero(ver.flipped & ~redraw_abstained)[0]:
+                reward[i] = min(scores[i], *ver.scores.get(i, [])) if cfg.reward == "score" else 0.0
+            abstain = abstain | redraw_abstained
         buf.update(
             {
                 "success": success,
@@ -655,13 +673,6 @@ def _dream(cfg, policy_path, out, wm_path, init_from, progress, log_fn, backend:
                     f"--dnv_world_model {cfg.dnv_world_model} takes {its}, the world model {wm_path} {mine}: it "
                     f"cannot redraw the same actions from the same frames; verify with a model of the same interface"
                 )
-    if cfg.dnv_sampler is not None and wm is not None:
-        # the redraws' own sampler over the run's: a view of the verifying model (this one, or the second model)
-        base = verifier if verifier is not None else wm
-        sampler = base.cfg.sampler
-        if cfg.sampler is not None and verifier is None:
-            sampler = overlay_changed(sampler, cfg.sampler)
-        verifier = base.with_sampler(overlay_changed(sampler, cfg.dnv_sampler)).eval()
     dreamer = Dreamer(cfg, policy, wm, init_from, log_fn, backend=backend, verifier=verifier)
     meta = load_checkpoint(out / "ckpt", "dream", policy, dreamer.opt)
     start = meta["step"] if meta else 0
