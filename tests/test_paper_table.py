@@ -220,3 +220,18 @@ def test_a_rows_generalist_judge_keeps_the_sections_read_out():
     # another backend's section gives the generalist only the shared settings
     served = build(PaperTableConfig, {"dream": {"judge": {"backend": "openai", "url": "http://x:1/v1"}}})
     assert _row_config(served, "rawdream_dnv", "drawer-open", 0, "runs/x/judge").judge.object_gate == 0.0
+
+
+def test_the_dnv_keys_of_the_dream_section_reach_only_the_rows_with_dnv():
+    """--dream.dnv_sampler.* / --dream.dnv_world_model shape DNV: the rows that verify take them, the rows without
+    DNV (online, the judge alone, no DNV, the oracle) are built without them instead of refusing to build."""
+    from rawdream.config import build
+    from rawdream.experiment.paper_table import ROWS, PaperTableConfig, _row_config
+
+    cfg = build(PaperTableConfig, {"dream": {"dnv_sampler": {"context_level": 600.0}, "dnv_flip": "failure"}})
+    for row in ROWS:
+        built = _row_config(cfg, row, "drawer-open", 0, "runs/x/judge")
+        if built.dnv:
+            assert built.dnv_sampler.context_level == 600.0 and built.dnv_flip == "failure"
+        else:
+            assert built.dnv_sampler is None and built.dnv_world_model == ""
