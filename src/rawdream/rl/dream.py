@@ -151,7 +151,7 @@ class DreamConfig:
     # run's sampler; unset: as the first draws, the paper's DNV). Why: with the 2-step sampler a redraw re-paints
     # what its context already shows, so a hallucinated success survives any noise seed; a redraw whose context is
     # noised heavily must re-derive the outcome from the first frame and the actions - on fixed drawer-open actions
-    # two such draws confirmed 27% of the SFT policy's true successes and 9% of the collapsed RL policy's
+    # two such open-loop redraws confirmed 27% of the SFT policy's true successes and 9% of the collapsed RL policy's
     # hallucinated ones, against 55% / 62% at the model's own sampler (scripts/redraw_separation.py, docs/judges.md)
     dnv_sampler: SamplerConfig | None = None
     # what a flip does: "unreliable" - the paper: the rollout leaves its group's statistics (advantage 0) and a
