@@ -27,6 +27,7 @@ from rawdream.data.lerobot import DEFAULT_IMAGE_KEY, LeRobotDataset
 from rawdream.envs.tasks import instruction
 from rawdream.eval.metrics import auroc
 from rawdream.rl.dnv import verdict_score
+from rawdream.rl.imagination import reimagine
 from rawdream.world_model.train import load_world_model
 
 _spec = importlib.util.spec_from_file_location("jor", Path(__file__).with_name("judge_on_rollouts.py"))
@@ -90,18 +91,11 @@ def main(wm_path, judge_spec, tasks, roots, out, samplers="", draws="2"):
             view = wm.with_sampler(sampler)
             judged, score = [], []
             for k in range(int(draws)):
-                videos = []
-                for i, (first, prop, acts) in enumerate(inputs):
-                    seed = 1_000_003 * (k + 1) + i
-                    o = view.rollout(
-                        torch.from_numpy(first[None]),
-                        torch.from_numpy(prop[None]),
-                        torch.from_numpy(acts[None]),
-                        seeds=[seed],
-                    )
-                    video = o["frames"][0].numpy()
-                    video[0] = first
-                    videos.append(video)
+                # all episodes in one batch: each has its own noise generator, so batching changes no draw
+                first, prop, acts = (np.stack(x) for x in zip(*inputs))
+                videos = list(
+                    reimagine(view, first, prop, acts, [1_000_003 * (k + 1) + i for i in range(len(inputs))])
+                )
                 v = judge(videos, [text] * len(videos))
                 judged.append(np.array([x.success for x in v], bool))
                 score.append(np.array([verdict_score(x) for x in v], float))

@@ -222,9 +222,8 @@ def _row_config(
         # the oracle replays the same actions in the deterministic simulator: a second draw can never flip
         dnv = row not in ("rawdream_no_dnv", "rawdream_oracle")
         base.update({"env_mode": "wm", "dnv": dnv, "judge": judge_cfg})
-    if not base.get(
-        "dnv", True
-    ):  # a row without DNV has nothing to redraw: --dream.dnv_* keys are for the others
+    if not base.get("dnv", True):
+        # a row without DNV has nothing to redraw: --dream.dnv_* keys are for the others
         base.update({"dnv_world_model": "", "dnv_sampler": None})
     return build(DreamConfig, base)
 

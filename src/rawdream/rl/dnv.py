@@ -28,8 +28,12 @@ class Verification:
     flipped: np.ndarray  # (N,) bool: judged a success on the first draw, not on every redraw
     videos: dict[int, np.ndarray] = field(default_factory=dict)  # rollout -> its first redraw's video
     scores: dict[int, list[float]] = field(default_factory=dict)  # rollout -> the judge's score per redraw
-    # (N,) bool: a redraw the judge abstained on (also flipped: not confirmed); empty where nothing was redrawn
-    abstained: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    # (N,) bool: a redraw the judge abstained on (also flipped: not confirmed); None: none
+    abstained: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.abstained is None:
+            self.abstained = np.zeros(len(self.flipped), bool)
 
     def kept(self, success: np.ndarray) -> np.ndarray:
         """The successes that survived verification."""
@@ -52,7 +56,7 @@ def verify(
     part.
     """
     success = np.asarray(success, bool)
-    out = Verification(flipped=np.zeros(len(success), bool), abstained=np.zeros(len(success), bool))
+    out = Verification(flipped=np.zeros(len(success), bool))
     idx = np.nonzero(success)[0]
     if len(idx) == 0:
         return out

@@ -379,10 +379,9 @@ class Dreamer:
             # the verified reward: a success no redraw confirmed is a failure (0/1: 0; score: its lowest score
             # over the draws, so it ranks with the failures, not below them). A redraw the judge abstained on
             # says nothing about hallucination: that rollout is unreliable, as an abstain on the first draw is
-            redraw_abstained = ver.abstained if len(ver.abstained) else np.zeros(len(success), bool)
-            for i in np.nonzero(ver.flipped & ~redraw_abstained)[0]:
+            for i in np.nonzero(ver.flipped & ~ver.abstained)[0]:
                 reward[i] = min(scores[i], *ver.scores.get(i, [])) if cfg.reward == "score" else 0.0
-            abstain = abstain | redraw_abstained
+            abstain = abstain | ver.abstained
         buf.update(
             {
                 "success": success,
